@@ -1,0 +1,232 @@
+"""The pipeline chain: runs one phase's stages over a command with the seed's return contract.
+
+A stage here is already bound: an id, its phase and an OctoPrint-style callable. For the G-code
+phases the callable gets `(comm, phase, cmd, cmd_type, gcode, subcode=, tags=)` and may return
+None, a str, a 1-/2-/3-tuple or (queuing only) a list of those. A stage that raises or breaks
+the contract is logged with its id, counted, and the command goes on unchanged: a stage never
+stops the printer. No IO and no trio here; the caller keeps empty phases off the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter_ns
+from typing import Any, Callable, Mapping, Sequence
+
+import attrs
+
+from .gcode import Command
+from .phases import Phase
+
+log = logging.getLogger("printpipe.pipeline")
+
+
+@attrs.define(eq=False)
+class StageCounters:
+    calls: int = 0
+    rewrites: int = 0
+    suppressions: int = 0
+    errors: int = 0
+    time_ns: int = 0
+
+
+@attrs.frozen
+class StageStats:
+    """A frozen snapshot of one stage's counters (for the HTTP API and `printpipe check`)."""
+
+    id: str
+    phase: str
+    kind: str
+    target: str
+    order: int | None
+    calls: int
+    rewrites: int
+    suppressions: int
+    errors: int
+    time_ms: float
+
+
+@attrs.define(eq=False)
+class BoundStage:
+    id: str
+    phase: Phase
+    handler: Callable[..., Any]
+    kind: str = "handler"
+    target: str = ""
+    order: int | None = None
+    counters: StageCounters = attrs.Factory(StageCounters)
+
+    def stats(self) -> StageStats:
+        c = self.counters
+        return StageStats(self.id, self.phase.value, self.kind, self.target, self.order,
+                          c.calls, c.rewrites, c.suppressions, c.errors, c.time_ns / 1e6)
+
+
+class ContractError(Exception):
+    """A stage returned something its phase's contract does not allow."""
+
+
+def _entry(ret: Any, cmd: Command) -> Command | None:
+    """One result entry -> the new command (None = suppressed). Raises ContractError."""
+    if isinstance(ret, str):
+        line, cmd_type, tags = ret, cmd.cmd_type, None
+    elif isinstance(ret, tuple):
+        n = len(ret)
+        if n == 1:
+            line, cmd_type, tags = ret[0], cmd.cmd_type, None
+        elif n == 2:
+            line, cmd_type, tags = ret[0], ret[1], None
+        elif n == 3:
+            line, cmd_type, tags = ret
+        else:
+            raise ContractError(f"returned a {n}-tuple; expected 1, 2 or 3 items")
+    else:
+        raise ContractError(f"returned {type(ret).__name__}; expected None, str, tuple or list")
+    if line is None:
+        return None
+    if not isinstance(line, str):
+        raise ContractError(f"returned command {line!r}, not a str")
+    if cmd_type is not None and not isinstance(cmd_type, str):
+        raise ContractError(f"returned cmd_type {cmd_type!r}, not a str")
+    if tags is not None and not isinstance(tags, (set, frozenset, list, tuple)):
+        raise ContractError(f"returned tags {tags!r}, not a set")
+    new_tags = cmd.tags if not tags else cmd.tags.union(tags)
+    if line == cmd.line:
+        if cmd_type == cmd.cmd_type and new_tags is cmd.tags:
+            return cmd
+        return Command(cmd.line, cmd.gcode, cmd.subcode, cmd_type, new_tags)
+    return Command.parse(line, cmd_type=cmd_type, tags=new_tags)
+
+
+class Pipeline:
+    """Every phase's ordered stages, and the code that runs them."""
+
+    def __init__(self, stages: Mapping[Phase, Sequence[BoundStage]], comm: Any = None) -> None:
+        self.stages: dict[Phase, tuple[BoundStage, ...]] = {
+            p: tuple(s) for p, s in stages.items() if s}
+        self.comm = comm
+        self.queuing = self.stages.get(Phase.GCODE_QUEUING, ())
+        self.queued = self.stages.get(Phase.GCODE_QUEUED, ())
+        self.sending = self.stages.get(Phase.GCODE_SENDING, ())
+        self.sent = self.stages.get(Phase.GCODE_SENT, ())
+        self.received = self.stages.get(Phase.GCODE_RECEIVED, ())
+
+    def for_phase(self, phase: Phase) -> tuple[BoundStage, ...]:
+        return self.stages.get(phase, ())
+
+    def statistics(self) -> list[StageStats]:
+        return [s.stats() for stages in self.stages.values() for s in stages]
+
+    def run_command_phase(self, phase: Phase, stages: Sequence[BoundStage],
+                          cmd: Command) -> list[Command]:
+        """Run a rewriting phase (queuing, sending) over one command.
+
+        Returns the resulting commands: [] when suppressed, several only in queuing.
+        """
+        short = phase.short
+        expand = phase is Phase.GCODE_QUEUING
+        work = [cmd]
+        for st in stages:
+            c = st.counters
+            t0 = perf_counter_ns()
+            out: list[Command] = []
+            try:
+                for item in work:
+                    c.calls += 1
+                    ret = st.handler(self.comm, short, item.line, item.cmd_type, item.gcode,
+                                     subcode=item.subcode, tags=item.tags)
+                    if ret is None:
+                        out.append(item)
+                        continue
+                    if isinstance(ret, list):
+                        if not expand:
+                            raise ContractError("returned a list outside the queuing phase")
+                        results = [_entry(r, item) for r in ret]
+                    else:
+                        results = [_entry(ret, item)]
+                    for r in results:
+                        if r is None:
+                            continue
+                        if r is not item and r.line != item.line:
+                            r = r.with_tags("source:rewrite", f"phase:{short}",
+                                            f"plugin:{st.id}")
+                            c.rewrites += 1
+                        out.append(r)
+            except Exception as exc:
+                c.errors += 1
+                c.time_ns += perf_counter_ns() - t0
+                self._report(st, exc, cmd)
+                continue  # the list stays as it was before this stage
+            c.time_ns += perf_counter_ns() - t0
+            if not out:
+                c.suppressions += 1
+                return out
+            work = out
+        return work
+
+    def notify_phase(self, phase: Phase, stages: Sequence[BoundStage], cmd: Command) -> None:
+        """Run an observing phase (queued, sent): return values are ignored."""
+        short = phase.short
+        for st in stages:
+            c = st.counters
+            c.calls += 1
+            t0 = perf_counter_ns()
+            try:
+                st.handler(self.comm, short, cmd.line, cmd.cmd_type, cmd.gcode,
+                           subcode=cmd.subcode, tags=cmd.tags)
+            except Exception as exc:
+                c.errors += 1
+                self._report(st, exc, cmd)
+            c.time_ns += perf_counter_ns() - t0
+
+    def call(self, phase: Phase, *args: Any, **kwargs: Any) -> list[tuple[BoundStage, Any]]:
+        """Call every stage of a non-command phase with the seed's arguments.
+
+        Returns (stage, result) for the stages that did not raise.
+        """
+        results = []
+        for st in self.stages.get(phase, ()):
+            c = st.counters
+            c.calls += 1
+            t0 = perf_counter_ns()
+            try:
+                results.append((st, st.handler(self.comm, *args, **kwargs)))
+            except Exception as exc:
+                c.errors += 1
+                self._report(st, exc, None)
+            c.time_ns += perf_counter_ns() - t0
+        return results
+
+    def filter_received(self, line: str) -> str | None:
+        """The received phase: each stage may rewrite the line; None ends processing."""
+        for st in self.received:
+            c = st.counters
+            c.calls += 1
+            try:
+                new = st.handler(self.comm, line)
+            except Exception as exc:
+                c.errors += 1
+                self._report(st, exc, None)
+                continue
+            if new is None:
+                c.suppressions += 1
+                return None
+            if not isinstance(new, str):
+                c.errors += 1
+                self._report(st, ContractError(f"returned {type(new).__name__}, not a str"),
+                             None)
+                continue
+            if new != line:
+                c.rewrites += 1
+                line = new
+        return line
+
+    @staticmethod
+    def _report(st: BoundStage, exc: BaseException, cmd: Command | None) -> None:
+        what = f" on {cmd.line!r}" if cmd is not None else ""
+        if isinstance(exc, ContractError):
+            log.error("stage %r in %s broke the phase contract%s: %s; command kept unchanged",
+                      st.id, st.phase.value, what, exc)
+        else:
+            log.error("stage %r in %s raised%s; skipped", st.id, st.phase.value, what,
+                      exc_info=exc)

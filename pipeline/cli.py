@@ -1,0 +1,94 @@
+"""The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
+
+Commands: `send` (connect, send G-code through the pipeline, print the replies), `virtual`
+(serve the built-in virtual printer on a pty link for any host). Each command returns an exit
+code; errors are printed as one clear line naming who is at fault, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+import trio
+
+from .config import HostConfig, default_config, load_config_file
+from .errors import ConfigError, ConfigErrors, HostError
+
+
+def load(path: str | None) -> HostConfig:
+    from stages import stage_phases, stage_schemas
+    if path is None:
+        return default_config(stage_schemas())
+    return load_config_file(path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
+
+
+async def _send(config: HostConfig, commands: Sequence[str], timeout: float) -> int:
+    from .session import open_printer
+    async with open_printer(config) as printer:
+        core = printer.core
+        core.line_listeners.append(lambda line: print(f"Recv: {line}", flush=True))
+        for c in commands:
+            print(f"Send: {c}", flush=True)
+        printer.send(commands, tags=frozenset({"source:cli"}))
+        done = await printer.wait_idle(timeout)
+        if core.failed:
+            print(f"printpipe: printer error: {core.error}", file=sys.stderr)
+            return 1
+        if not done:
+            print(f"printpipe: no answer within {timeout:g} s", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def _virtual(config: HostConfig, link: str) -> int:
+    from .session import firmware_spec
+    from .virtual.server import run_standalone
+    await run_standalone(firmware_spec(config), link)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="printpipe", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("send", help="connect, send G-code through the pipeline, show replies")
+    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+    p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
+    p = sub.add_parser("virtual", help="serve the virtual printer on a pty for any host")
+    p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
+    p.add_argument("--link", default="/tmp/printpipe-virtual",
+                   help="symlink to create for the pty (default /tmp/printpipe-virtual)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load(args.config)
+        if args.command == "send":
+            return trio.run(_send, config, args.gcode, args.timeout)
+        if args.command == "virtual":
+            return trio.run(_virtual, config, args.link)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except HostError as exc:
+        print(f"printpipe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The printpipe error hierarchy: every error says who is at fault and where.
+
+Config errors carry file:line, script errors script:line, stage errors the stage id, firmware
+errors the printer's text and link errors the port. Nothing here imports anything but the
+standard library; every other module may import it.
+"""
+
+from __future__ import annotations
+
+
+class HostError(Exception):
+    """Base of every error printpipe raises on purpose."""
+
+
+class ConfigError(HostError):
+    """The YAML configuration is wrong: names the file, the line and the key."""
+
+    def __init__(self, message: str, *, path: str = "<config>", line: int | None = None,
+                 key: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        key = f" [{self.key}]" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigErrors(HostError):
+    """Several config problems found in one pass (`printpipe check` reports all of them)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class ScriptError(HostError):
+    """A G-code script failed to compile or render: names the script and its line."""
+
+    def __init__(self, message: str, *, script: str, line: int | None = None) -> None:
+        self.message = message
+        self.script = script
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.script if self.line is None else f"{self.script}:{self.line}"
+        return f"script {where}: {self.message}"
+
+
+class StageError(HostError):
+    """A pipeline stage raised or broke its phase's contract: names the stage id and phase."""
+
+    def __init__(self, message: str, *, stage: str, phase: str) -> None:
+        self.message = message
+        self.stage = stage
+        self.phase = phase
+        super().__init__(f"stage {stage!r} in {phase}: {message}")
+
+
+class FirmwareError(HostError):
+    """The printer reported an error it cannot recover from (its own text is kept)."""
+
+    def __init__(self, text: str, *, reason: str = "firmware") -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(f"firmware error ({reason}): {text}")
+
+
+class LocalProtocolError(HostError):
+    """The host asked the protocol engine for something its state forbids."""
+
+
+class LinkError(HostError):
+    """Base of serial link failures; names the port."""
+
+    def __init__(self, message: str, *, port: str) -> None:
+        self.message = message
+        self.port = port
+        super().__init__(f"link {port}: {message}")
+
+
+class LinkClosed(LinkError):
+    """We closed the link ourselves."""
+
+
+class LinkBroken(LinkError):
+    """The device went away or failed (EOF, EIO, ENXIO); the OS error is chained."""
+
+
+class CommandRejected(HostError):
+    """A command was refused before it was queued (a blocklist in reject mode, a bad line)."""

@@ -1,0 +1,388 @@
+"""The host core: one printer session as a sans-IO object (no trio, no IO, no clock reads).
+
+It owns the command queues (manual commands with cmd_type de-duplication, job commands, and a
+job source the print streamer plugs in), runs the pipeline's command phases and the built-in
+command rules (emergency, blocked, ignored, no heated bed...), drives the protocol engine and
+turns its events into printer state and published events. The serial link (link.py) only
+moves bytes in and out of `receive_data`, `data_to_send`, `on_written` and `handle_timeout`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from typing import Any, Callable, Protocol
+
+from . import engine_events as ee
+from .chain import Pipeline
+from .config import HostConfig
+from .engine_events import ErrorReason, LinkState
+from .eventnames import Event
+from .gcode import NO_TAGS, Command, strip_comment
+from .phases import Phase
+from .protocol import EngineSettings, HostProtocol
+from .tracking import Tracker
+
+log = logging.getLogger("printpipe.host")
+
+
+class PrinterState(enum.Enum):
+    OFFLINE = "Offline"
+    CONNECTING = "Connecting"
+    OPERATIONAL = "Operational"
+    STARTING = "Starting"
+    PRINTING = "Printing"
+    PAUSING = "Pausing"
+    PAUSED = "Paused"
+    RESUMING = "Resuming"
+    CANCELLING = "Cancelling"
+    FINISHING = "Finishing"
+    ERROR = "Error"
+    CLOSED_WITH_ERROR = "Offline after error"
+
+
+class JobSource(Protocol):
+    """What the print streamer offers the host: the next file command, or None for now."""
+
+    def next_command(self) -> Command | None: ...
+
+
+Listener = Callable[[Event, dict[str, Any]], None]
+
+
+class HostCore:
+    def __init__(self, config: HostConfig, pipeline: Pipeline, *,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.clock = clock
+        s = config.serial
+        self.engine = HostProtocol(
+            EngineSettings.from_spec(s, config.printer.profile),
+            received_hook=pipeline.filter_received if pipeline.received else None)
+        self.tracker = Tracker(config.printer.profile)
+        self.state = PrinterState.OFFLINE
+        self.error: str | None = None
+        self.listeners: list[Listener] = []
+        self.line_listeners: list[Callable[[str], None]] = []
+        self.job_source: JobSource | None = None
+        self.autoreport_temperature = False
+        self._queue: deque[Command] = deque()
+        self._queued_types: set[str] = set()
+        self._job_queue: deque[Command] = deque()
+        self._oob = bytearray()
+        self._written: list[Command] = []
+        self._emergency = frozenset(s.emergency_commands)
+        self._blocked = frozenset(s.blocked_commands)
+        self._ignored = frozenset(s.ignored_commands)
+        profile = config.printer.profile
+        no_bed = set() if profile.heated_bed else {"M140", "M190"}
+        no_chamber = set() if profile.heated_chamber else {"M141", "M191"}
+        self._no_heater = frozenset(no_bed | no_chamber)
+        self._special = self._emergency | self._blocked | self._ignored | self._no_heater
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            ee.Connected: self._on_connected,
+            ee.Received: self._on_received,
+            ee.Temperatures: self._on_temperatures,
+            ee.PositionReport: self._on_position,
+            ee.FirmwareInfo: self._on_firmware_info,
+            ee.CapabilityReported: self._on_capability,
+            ee.CapabilityReport: self._on_capability_report,
+            ee.ActionCommand: self._on_action,
+            ee.FirmwareErrorLine: self._on_firmware_error,
+            ee.BusyDetected: self._on_busy,
+            ee.TickleRequested: self._on_tickle,
+            ee.PrinterReset: self._on_reset,
+            ee.InvalidTool: self._on_invalid_tool,
+            ee.LinkFailed: self._on_link_failed,
+            ee.StateChanged: self._on_link_state,
+        }
+
+    # ---- publishing ---------------------------------------------------------------------
+    def fire(self, event: Event, payload: dict[str, Any] | None = None) -> None:
+        for listener in self.listeners:
+            listener(event, payload or {})
+
+    def _set_state(self, new: PrinterState) -> None:
+        if new is not self.state:
+            self.state = new
+            self.fire(Event.PRINTER_STATE_CHANGED,
+                      {"state_id": new.name, "state_string": new.value})
+
+    @property
+    def failed(self) -> bool:
+        """The engine gave up: the link must flush its output and close."""
+        return self.engine.state is LinkState.ERROR
+
+    @property
+    def operational(self) -> bool:
+        return self.engine.state is LinkState.OPERATIONAL
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing waiting for an ok."""
+        return (not self._queue and not self._job_queue and self.engine.in_flight == 0
+                and not self.engine.resending)
+
+    # ---- connecting -----------------------------------------------------------------------
+    def connect(self) -> None:
+        self._set_state(PrinterState.CONNECTING)
+        self.fire(Event.CONNECTING)
+        self.engine.connect(self.clock())
+
+    def disconnected(self, reason: str | None = None) -> None:
+        """The link is closed (by us or by the device)."""
+        if self.state is PrinterState.ERROR or reason:
+            self.error = self.error or reason
+            self._set_state(PrinterState.CLOSED_WITH_ERROR)
+        else:
+            self._set_state(PrinterState.OFFLINE)
+        self.fire(Event.DISCONNECTED)
+
+    # ---- queuing ----------------------------------------------------------------------------
+    def enqueue(self, line: str | Command, *, tags: frozenset[str] = NO_TAGS,
+                cmd_type: str | None = None, part_of_job: bool = False) -> bool:
+        """Queue a command through the queuing phase. False when dropped or refused."""
+        if isinstance(line, Command):
+            cmd = line
+        else:
+            text = strip_comment(line)
+            if not text:
+                return False
+            cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
+        forced = cmd.gcode in self._emergency
+        if not (self.operational or forced):
+            return False
+        cmds = self._queuing(cmd)
+        target = self._job_queue if part_of_job else self._queue
+        ok = False
+        for c in cmds:
+            t = c.cmd_type
+            if t is not None:
+                if t in self._queued_types:
+                    continue  # OctoPrint's rule: the new command of a queued type is dropped
+                self._queued_types.add(t)
+            target.append(c)
+            ok = True
+            if self.pipeline.queued:
+                self.pipeline.notify_phase(Phase.GCODE_QUEUED, self.pipeline.queued, c)
+        return ok
+
+    def _queuing(self, cmd: Command) -> list[Command]:
+        """The queuing phase plus the built-in rules; [] when nothing is left to queue."""
+        p = self.pipeline
+        cmds = p.run_command_phase(Phase.GCODE_QUEUING, p.queuing, cmd) if p.queuing else [cmd]
+        if len(cmds) == 1 and cmds[0].gcode not in self._special and not cmds[0].is_atcommand:
+            return cmds
+        return [c for c in cmds if self._builtin_queuing(c)]
+
+    def _builtin_queuing(self, cmd: Command) -> bool:
+        g = cmd.gcode
+        if cmd.is_atcommand:
+            return False  # @commands are never sent (their phases come with the pipeline issue)
+        if g == "M112":
+            self.emergency_stop()
+            return False
+        if g in self._emergency:
+            if self.engine.capabilities.get("EMERGENCY_PARSER") and self.operational:
+                self._oob += self.engine.send_out_of_band(cmd)
+                return False
+            return True
+        if g in self._blocked:
+            self._suppress(cmd, "it's configured as a blocked command", "warn")
+            return False
+        if g in self._ignored:
+            self._suppress(cmd, "it's configured as an ignored command", "info")
+            return False
+        if g in self._no_heater:
+            heater = "heated bed" if g in ("M140", "M190") else "heated chamber"
+            self._suppress(cmd, f"the printer profile has no {heater}", "warn")
+            return False
+        return True
+
+    def _suppress(self, cmd: Command, why: str, severity: str) -> None:
+        message = f"Not sending {cmd.line} to printer as {why}"
+        log.info(message)
+        self.fire(Event.COMMAND_SUPPRESSED,
+                  {"command": cmd.line, "message": message, "severity": severity})
+
+    def emergency_stop(self) -> None:
+        """M112: raw and numbered, heaters off, then the link closes in Error."""
+        self.fire(Event.ESTOP)
+        self._handle(self.engine.emergency_stop())
+
+    # ---- sending ------------------------------------------------------------------------------
+    def _next_command(self) -> Command | None:
+        if self._queue:
+            cmd = self._queue.popleft()
+            if cmd.cmd_type is not None:
+                self._queued_types.discard(cmd.cmd_type)
+            return cmd
+        if self._job_queue:
+            return self._job_queue.popleft()
+        src = self.job_source
+        while src is not None:
+            cmd = src.next_command()
+            if cmd is None:
+                return None
+            cmds = self._queuing(cmd)
+            if not cmds:
+                continue
+            if self.pipeline.queued:
+                for c in cmds:
+                    self.pipeline.notify_phase(Phase.GCODE_QUEUED, self.pipeline.queued, c)
+            if len(cmds) > 1:
+                self._job_queue.extendleft(reversed(cmds[1:]))
+            return cmds[0]
+        return None
+
+    def data_to_send(self) -> bytes:
+        """Everything that may be written now. Call `on_written()` once it is written."""
+        engine = self.engine
+        out = engine.take_output()
+        if self._oob:
+            out += bytes(self._oob)
+            self._oob.clear()
+        if engine.state is not LinkState.OPERATIONAL:
+            return out
+        now = self.clock()
+        p = self.pipeline
+        written = self._written
+        while engine.credit > 0:
+            if engine.resending:
+                r = engine.next_resend(now)
+                if r is None:
+                    break
+                out += r[0]
+                written.append(r[1])
+                continue
+            cmd = self._next_command()
+            if cmd is None:
+                break
+            if p.sending:
+                cmds = p.run_command_phase(Phase.GCODE_SENDING, p.sending, cmd)
+                if not cmds:
+                    continue
+                cmd = cmds[0]
+            self.tracker.sending(cmd, self)
+            out += engine.send(cmd, now)
+            written.append(cmd)
+        return out
+
+    def on_written(self) -> None:
+        """The bytes from `data_to_send` reached the port: run the sent phase."""
+        written = self._written
+        if not written:
+            return
+        p = self.pipeline
+        for cmd in written:
+            if p.sent:
+                p.notify_phase(Phase.GCODE_SENT, p.sent, cmd)
+            self.tracker.sent(cmd, self)
+        written.clear()
+
+    # ---- receiving and timeouts -------------------------------------------------------------
+    @property
+    def deadline(self) -> float:
+        return self.engine.deadline
+
+    def receive_data(self, data: bytes) -> None:
+        events = self.engine.receive_data(data, self.clock())
+        if events:
+            self._handle(events)
+
+    def handle_timeout(self) -> None:
+        events = self.engine.handle_timeout(self.clock())
+        if events:
+            self._handle(events)
+
+    def _handle(self, events: list) -> None:
+        for ev in events:
+            self._dispatch[type(ev)](ev)
+
+    def _on_link_state(self, ev: ee.StateChanged) -> None:
+        if ev.new is LinkState.OPERATIONAL:
+            self._set_state(PrinterState.OPERATIONAL)
+        elif ev.new is LinkState.ERROR:
+            self._set_state(PrinterState.ERROR)
+
+    def _on_connected(self, ev: ee.Connected) -> None:
+        spec = self.config.printer
+        self.fire(Event.CONNECTED, {"port": spec.port, "baudrate": spec.baudrate})
+        tags = frozenset({"trigger:comm.on_connected"})
+        self.enqueue("M110 N0", tags=tags)
+        self.enqueue("M115", tags=tags)
+
+    def _on_received(self, ev: ee.Received) -> None:
+        for listener in self.line_listeners:
+            listener(ev.line)
+
+    def _on_temperatures(self, ev: ee.Temperatures) -> None:
+        temps: dict[str, Any] = dict(ev.temps)
+        stages = self.pipeline.for_phase(Phase.TEMPERATURES_RECEIVED)
+        for _, result in self.pipeline.call(Phase.TEMPERATURES_RECEIVED, temps) if stages else ():
+            if not result:
+                return
+            temps = dict(result)
+        self.tracker.update_temperatures(temps, self.engine.current_tool)
+
+    def _on_position(self, ev: ee.PositionReport) -> None:
+        payload = self.tracker.update_position(ev.position)
+        self.fire(Event.POSITION_UPDATE, payload)
+
+    def _on_firmware_info(self, ev: ee.FirmwareInfo) -> None:
+        self.pipeline.call(Phase.FIRMWARE_INFO, ev.name, dict(ev.data))
+        self.fire(Event.FIRMWARE_DATA, {"name": ev.name, "data": dict(ev.data)})
+
+    def _on_capability(self, ev: ee.CapabilityReported) -> None:
+        self.pipeline.call(Phase.FIRMWARE_CAPABILITIES, ev.name, ev.enabled, dict(ev.all))
+
+    def _on_capability_report(self, ev: ee.CapabilityReport) -> None:
+        self.pipeline.call(Phase.FIRMWARE_CAPABILITY_REPORT, dict(ev.all))
+        interval = self.config.serial.timeouts.temperature_autoreport
+        if ev.all.get("AUTOREPORT_TEMP") and interval > 0:
+            self.enqueue(f"M155 S{interval}",
+                         tags=frozenset({"trigger:comm.set_autoreport_temperature_interval"}))
+
+    def _on_action(self, ev: ee.ActionCommand) -> None:
+        self.pipeline.call(Phase.ACTION, ev.line, ev.name, name=ev.name, params=ev.params)
+
+    def _on_firmware_error(self, ev: ee.FirmwareErrorLine) -> None:
+        for _, handled in self.pipeline.call(Phase.GCODE_ERROR, ev.text):
+            if handled:
+                return
+        mode = self.config.serial.error_handling.value
+        if ev.fatal or mode == "disconnect":
+            self.error = ev.text
+            self._handle(self.engine.fail(ErrorReason.FIRMWARE, ev.text))
+        else:
+            log.warning("printer reported an error, %s: %s", mode, ev.text)
+
+    def _on_busy(self, ev: ee.BusyDetected) -> None:
+        interval = max(int(self.config.serial.timeouts.communication_busy) - 1, 1)
+        self.enqueue(f"M113 S{interval}",
+                     tags=frozenset({"trigger:comm.set_busy_protocol_interval"}))
+
+    def _on_tickle(self, ev: ee.TickleRequested) -> None:
+        self.enqueue("M105", cmd_type="temperature",
+                     tags=frozenset({"trigger:comm.handle_timeout"}))
+
+    def _on_reset(self, ev: ee.PrinterReset) -> None:
+        self.fire(Event.PRINTER_RESET, {"idle": ev.idle})
+        self._queue.clear()
+        self._queued_types.clear()
+        if ev.idle:
+            tags = frozenset({"trigger:comm.on_external_reset"})
+            self.enqueue("M110 N0", tags=tags)
+
+    def _on_invalid_tool(self, ev: ee.InvalidTool) -> None:
+        fallback = self.tracker.invalid_tool(ev.tool)
+        self.fire(Event.INVALID_TOOL_REPORTED, {"tool": ev.tool, "fallback": fallback})
+        if fallback is not None:
+            self.enqueue(f"T{fallback}", tags=frozenset({"trigger:revert_invalid_tool"}))
+
+    def _on_link_failed(self, ev: ee.LinkFailed) -> None:
+        self.error = self.error or ev.message
+        self._set_state(PrinterState.ERROR)
+        self.fire(Event.ERROR, {"error": ev.message, "reason": ev.reason.value})

@@ -1,0 +1,533 @@
+"""The sans-IO protocol engine (h11's model): bytes in, events and bytes out, no IO, no trio.
+
+`HostProtocol` owns what the wire needs: line splitting, the handshake, line numbers and XOR
+checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the ok
+window (credit = window - lines in flight), the communication/busy/ok deadlines and the
+timeout rules, and the classification of every reply line into events.
+
+It does not own queues, the pipeline or the print job (host.py does) and never reads a clock:
+every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import attrs
+
+from . import replies
+from .config import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
+from .engine_events import (ActionCommand, BusyDetected, CapabilityReport, CapabilityReported,
+                            Connected, ErrorReason, FirmwareErrorLine, FirmwareInfo, InvalidTool,
+                            LinkFailed, LinkState, PositionReport, PrinterReset, Received,
+                            StateChanged, Temperatures, TickleRequested)
+from .errors import LocalProtocolError
+from .gcode import Command, encode_plain, frame, param_value
+from .resend import ResendTracker
+
+INF = float("inf")
+HEATUP_GCODES = frozenset({"M109", "M190", "M191", "M116"})
+MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
+NO_EVENTS: tuple = ()
+
+
+@attrs.frozen
+class EngineSettings:
+    """The engine's knobs, resolved once from the config (see `from_spec`)."""
+
+    window: int = 1
+    hello: str = "M110 N0"
+    checksum: ChecksumMode = ChecksumMode.PRINT
+    checksum_requiring: frozenset[str] = frozenset({"M110"})
+    long_running: frozenset[str] = frozenset({"G4", "G28", "G29", "G30", "G32", "M400", "M226",
+                                              "M600"})
+    history_size: int = 50
+    max_resends: int = 10
+    resend_without_ok: ResendWithoutOk = ResendWithoutOk.DETECT
+    resend_ok_timeout: float = 0.5
+    comm_timeout: float = 30.0
+    busy_timeout: float = 3.0
+    hello_timeout: float = 2.0
+    max_hellos: int = 3
+    temperature_interval: float = 5.0
+    max_timeouts_idle: int = 2
+    max_timeouts_printing: int = 5
+    max_timeouts_long: int = 5
+    busy_protocol: bool = True
+    firmware_detection: bool = True
+    wait_for_start: bool = False
+    extruders: int = 1
+    heated_bed: bool = True
+    send_m112_on_error: bool = True
+
+    @classmethod
+    def from_spec(cls, serial: SerialSpec, profile: ProfileSpec) -> EngineSettings:
+        t = serial.timeouts
+        mt = serial.max_consecutive_timeouts
+        return cls(
+            window=serial.ok_window, hello=serial.hello_command, checksum=serial.checksum,
+            checksum_requiring=frozenset(serial.checksum_requiring_commands),
+            long_running=frozenset(serial.long_running_commands),
+            history_size=serial.resend_history_size, max_resends=serial.max_consecutive_resends,
+            resend_without_ok=serial.resend_without_ok, resend_ok_timeout=t.resend_ok,
+            comm_timeout=t.communication, busy_timeout=t.communication_busy,
+            hello_timeout=t.detection, temperature_interval=t.temperature,
+            max_timeouts_idle=mt.idle, max_timeouts_printing=mt.printing,
+            max_timeouts_long=mt.long_running, busy_protocol=serial.busy_protocol,
+            firmware_detection=serial.firmware_detection, wait_for_start=serial.wait_for_start,
+            extruders=profile.extruders, heated_bed=profile.heated_bed,
+            send_m112_on_error=serial.send_m112_on_error)
+
+
+class HostProtocol:
+    """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
+    call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives."""
+
+    def __init__(self, settings: EngineSettings = EngineSettings(), *,
+                 received_hook: Callable[[str], str | None] | None = None) -> None:
+        self.settings = settings
+        self.received_hook = received_hook
+        self.state = LinkState.OFFLINE
+        self.printing = False          # set by the host: a file print is active
+        self.current_tool = 0          # set by the host from sent T commands
+        self.current_line = 1
+        self.firmware_info_received = False
+        self.firmware_name: str | None = None
+        self.capabilities: dict[str, bool] = {}
+        self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
+        self.unknown_need_ack = False
+        self.busy_active = False
+        self.long_running = False
+        self.heating = False
+        self.last_acked: Command | None = None
+        self.acked_count = 0
+        self.sent_count = 0
+        self._window = settings.window
+        self._inflight: deque[tuple[int, Command]] = deque()
+        self._resend = ResendTracker(settings.history_size, settings.max_resends)
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._events: list = []
+        self._pending_error: str | None = None
+        self._in_cap_report = False
+        self._hellos = 0
+        self._deadline = INF
+        self._ok_deadline = INF
+        self._resend_ok_deadline = INF
+        self._consecutive_timeouts = 0
+
+    # ---- state and credit -------------------------------------------------------------
+    @property
+    def credit(self) -> int:
+        """How many more lines may be sent before an ok comes back."""
+        return self._window - len(self._inflight)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def resending(self) -> bool:
+        """True while history lines wait to be resent: no new line may go out."""
+        return self._resend.pending
+
+    @property
+    def deadline(self) -> float:
+        """The time at which `handle_timeout` must be called if nothing arrives before."""
+        d = self._deadline
+        if self._resend_ok_deadline < d:
+            d = self._resend_ok_deadline
+        # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
+        # then stalls forever when autoreport lines keep the link "alive". Any line in flight
+        # that is not a long-running command gets it here.
+        if (self._inflight and not self.long_running and not self.heating
+                and self._ok_deadline < d):
+            d = self._ok_deadline
+        return d
+
+    def _timeout_period(self) -> float:
+        base = self.settings.busy_timeout if self.busy_active else self.settings.comm_timeout
+        return max(base, self.settings.temperature_interval + 1.0)
+
+    def _set_state(self, new: LinkState) -> None:
+        old, self.state = self.state, new
+        if old is not new:
+            self._events.append(StateChanged(old, new))
+
+    def _take_events(self) -> list:
+        ev = self._events
+        if not ev:
+            return NO_EVENTS  # type: ignore[return-value]
+        self._events = []
+        return ev
+
+    def take_output(self) -> bytes:
+        """Bytes the engine itself wants written (hellos, emergency lines)."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # ---- connecting ---------------------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """The port is open: start the handshake (the hello goes to `take_output`)."""
+        self._set_state(LinkState.CONNECTING)
+        self.current_line = 1
+        self._resend.clear()
+        self._inflight.clear()
+        if not self.settings.wait_for_start:
+            self._say_hello(now, counted=True)
+        else:
+            self._deadline = now + self.settings.hello_timeout * self.settings.max_hellos
+
+    def _say_hello(self, now: float, *, counted: bool) -> None:
+        if counted:
+            self._hellos += 1
+        hello = Command.parse(self.settings.hello)
+        self._out += self._frame(hello)
+        self._deadline = now + self.settings.hello_timeout
+
+    def _frame(self, cmd: Command) -> bytes:
+        """Number a command the way `send` does, outside the ok window (hellos, M112)."""
+        if cmd.gcode == "M110":
+            n = param_value(cmd.line, "N")
+            self.current_line = int(n) if n is not None else 0
+            self._resend.clear()
+        n = self.current_line
+        self._resend.record(n, cmd.line)
+        self.current_line = n + 1
+        return frame(n, cmd.line)
+
+    # ---- sending ---------------------------------------------------------------------------
+    def needs_number(self, cmd: Command) -> bool:
+        g = cmd.gcode
+        if g in self.settings.checksum_requiring:
+            return True
+        if g is None or self.settings.checksum is ChecksumMode.NEVER:
+            return False
+        return self.checksum_always or self.printing or not self.firmware_info_received
+
+    def send(self, cmd: Command, now: float) -> bytes:
+        """Frame one command for the wire and account for it (history, window, flags)."""
+        if self.state is not LinkState.OPERATIONAL:
+            raise LocalProtocolError(f"cannot send {cmd.line!r} while {self.state.value}")
+        g = cmd.gcode
+        if self.needs_number(cmd):
+            if g == "M110":
+                n = param_value(cmd.line, "N")
+                self.current_line = int(n) if n is not None else 0
+                self._resend.clear()
+            n = self.current_line
+            self._resend.record(n, cmd.line)
+            self.current_line = n + 1
+            data = frame(n, cmd.line)
+        else:
+            n = -1
+            data = encode_plain(cmd.line)
+        if g is not None or self.unknown_need_ack:
+            if not self._inflight:
+                self._ok_deadline = now + self._timeout_period()
+            self._inflight.append((n, cmd))
+            if g in self.settings.long_running:
+                self.long_running = True
+                if g == "G4":
+                    self._dwell(cmd, now)
+            elif g in HEATUP_GCODES:
+                self.long_running = True
+                self.heating = True
+        self.sent_count += 1
+        return data
+
+    def _dwell(self, cmd: Command, now: float) -> None:
+        p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
+        wait = (p / 1000.0) if p is not None else (s or 0.0)
+        self._deadline = max(self._deadline, now + self._timeout_period() + wait)
+
+    def next_resend(self, now: float) -> tuple[bytes, Command] | None:
+        """The next history line to resend, verbatim with its number, if credit allows."""
+        if self.credit <= 0 or not self._resend.pending:
+            return None
+        n, line = self._resend.take()
+        cmd = Command.parse(line)
+        if not self._inflight:
+            self._ok_deadline = now + self._timeout_period()
+        self._inflight.append((n, cmd))
+        self.sent_count += 1
+        return frame(n, line), cmd
+
+    def send_out_of_band(self, cmd: Command) -> bytes:
+        """An emergency-parser command (M108, M410): written at once, its ok expected first."""
+        self._inflight.appendleft((-1, cmd))
+        return encode_plain(cmd.line)
+
+    def emergency_stop(self) -> list:
+        """M112: raw and numbered M112, heaters off, then ERROR. Output via `take_output`."""
+        self._out += b"M112\n"
+        self._out += frame(self.current_line, "M112")
+        self.current_line += 1
+        for i in range(self.settings.extruders):
+            self._out += self._frame(Command.parse(f"M104 T{i} S0"))
+        if self.settings.heated_bed:
+            self._out += self._frame(Command.parse("M140 S0"))
+        self._fail(ErrorReason.EMERGENCY, "Closing serial port due to emergency stop M112.",
+                   m112=False)
+        return self._take_events()
+
+    def fail(self, reason: ErrorReason, message: str) -> list:
+        """The host gives up on the printer (fatal firmware error handling, etc.)."""
+        self._fail(reason, message, m112=True)
+        return self._take_events()
+
+    def _fail(self, reason: ErrorReason, message: str, *, m112: bool) -> None:
+        if self.state is LinkState.ERROR:
+            return
+        if (m112 and self.settings.send_m112_on_error and self.state is LinkState.OPERATIONAL
+                and reason not in (ErrorReason.CONNECTION, ErrorReason.TIMEOUT)):
+            self._out += b"M112\n"
+            self._out += frame(self.current_line, "M112")
+            self.current_line += 1
+            for i in range(self.settings.extruders):
+                self._out += self._frame(Command.parse(f"M104 T{i} S0"))
+            if self.settings.heated_bed:
+                self._out += self._frame(Command.parse("M140 S0"))
+        self._set_state(LinkState.ERROR)
+        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self._events.append(LinkFailed(reason, message))
+
+    # ---- receiving --------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> list:
+        """Feed bytes from the port (b"" = the port reached EOF). Returns the events."""
+        if not data:
+            self._fail(ErrorReason.CONNECTION, "the serial port closed (EOF)", m112=False)
+            return self._take_events()
+        buf = self._buf
+        if not buf and data[-1:] == b"\n" and data.count(b"\n") == 1:
+            self._line(data.rstrip(b"\r\n"), now)  # the common case: exactly one line
+            return self._take_events()
+        buf += data
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > MAX_LINE:
+                    del buf[:]
+                break
+            raw = bytes(buf[:i]).rstrip(b"\r")
+            del buf[:i + 1]
+            self._line(raw, now)
+        return self._take_events()
+
+    def _line(self, raw: bytes, now: float) -> None:
+        if self.state is LinkState.ERROR:
+            return
+        if (raw == b"ok" and self.received_hook is None and self.state is LinkState.OPERATIONAL
+                and self._pending_error is None):
+            self._deadline = now + self._timeout_period()
+            self._consecutive_timeouts = 0
+            self._on_ok(now)
+            if self._in_cap_report:
+                self._end_cap_report()
+            return
+        line = raw.decode("utf-8", "replace").strip()
+        if self.received_hook is not None:
+            hooked = self.received_hook(line)
+            line = hooked.strip() if hooked else ""
+        if not line:
+            return
+        self._deadline = now + self._timeout_period()
+        self._consecutive_timeouts = 0
+        self._classify(line, now)
+
+    def _classify(self, line: str, now: float) -> None:
+        ev = self._events
+        if self._resend_ok_deadline is not INF and not replies.is_ok(line):
+            self._on_ok(now)  # a resend came without its ok: this line proves it won't come
+        if replies.is_busy(line):
+            self._ok_deadline = now + self._timeout_period()
+            if not self.busy_active and self.settings.busy_protocol:
+                self.busy_active = True
+                ev.append(BusyDetected())
+            return
+        ev.append(Received(line))
+        if self._pending_error is not None:
+            text, self._pending_error = replies.join_error(self._pending_error, line), None
+            self._on_error(text, now)
+            return
+        if line.startswith("//"):
+            action = replies.parse_action(line)
+            if action is not None:
+                ev.append(ActionCommand(line, action[0], action[1]))
+            return
+        err = replies.error_text(line)
+        if err is not None:
+            if replies.error_needs_next_line(err):
+                self._pending_error = err
+            else:
+                self._on_error(err, now)
+            return
+        if replies.is_ok(line) or replies.is_wait(line):
+            if self.state is LinkState.CONNECTING:
+                self._on_connected(now)
+                return
+            self._on_ok(now)
+            if replies.ok_is_consumed(line):
+                self._end_cap_report()
+                return
+        else:
+            n = replies.parse_resend(line)
+            if n is not None:
+                self._on_resend(n, now)
+                return
+        if self._in_cap_report and not replies.is_capability_line(line):
+            self._end_cap_report()
+        self._parse_content(line, now)
+
+    def _parse_content(self, line: str, now: float) -> None:
+        ev = self._events
+        if "X:" in line and "Y:" in line and "Z:" in line:
+            pos = replies.parse_position(line, self.current_tool)
+            if pos is not None:
+                ev.append(PositionReport(pos))
+                return
+        if replies.is_temperature_line(line):
+            temps = replies.parse_temperatures(line)
+            if temps:
+                ev.append(Temperatures(replies.canonical_tools(temps, self.current_tool)))
+            return
+        if replies.is_capability_line(line):
+            cap = replies.parse_capability(line)
+            if cap is not None:
+                self._in_cap_report = True
+                self.capabilities[cap[0]] = cap[1]
+                ev.append(CapabilityReported(cap[0], cap[1], dict(self.capabilities)))
+            return
+        if "NAME:" in line or line.startswith("NAME."):
+            info = replies.parse_firmware_info(line)
+            if info is not None and not self.firmware_info_received:
+                self._on_firmware_info(info)
+            return
+        tool = replies.parse_invalid_tool(line)
+        if tool is not None:
+            ev.append(InvalidTool(tool))
+            return
+        if replies.is_start(line):
+            self._on_start(now)
+
+    def _on_firmware_info(self, info: dict[str, str]) -> None:
+        self.firmware_info_received = True
+        name = replies.firmware_name(info)
+        self.firmware_name = name
+        if self.settings.firmware_detection and name:
+            low = name.lower()
+            if "repetier" in low or "anet_a8" in low or "malyan" in low:
+                self.checksum_always = self.settings.checksum is not ChecksumMode.NEVER
+            if "klipper" in low or "prusa-firmware" in low:
+                self.unknown_need_ack = True
+        self._events.append(FirmwareInfo(name, info))
+
+    def _end_cap_report(self) -> None:
+        if self._in_cap_report:
+            self._in_cap_report = False
+            self._events.append(CapabilityReport(dict(self.capabilities)))
+
+    def _on_connected(self, now: float) -> None:
+        self._set_state(LinkState.OPERATIONAL)
+        self._hellos = 0
+        self._inflight.clear()
+        self._deadline = now + self._timeout_period()
+        self._events.append(Connected())
+
+    def _on_start(self, now: float) -> None:
+        if self.state is LinkState.CONNECTING:
+            self._say_hello(now, counted=False)
+        elif self.state is LinkState.OPERATIONAL:
+            self._inflight.clear()
+            self._resend.clear()
+            self.current_line = 1
+            self.long_running = self.heating = False
+            self._events.append(PrinterReset(idle=not self.printing))
+
+    def _on_ok(self, now: float) -> None:
+        self._resend_ok_deadline = INF
+        self._ok_deadline = now + self._timeout_period()
+        self.long_running = False
+        self.heating = False
+        if self._inflight:
+            self.last_acked = self._inflight.popleft()[1]
+            self.acked_count += 1
+        self._resend.on_ok()
+
+    def _on_resend(self, n: int, now: float) -> None:
+        inflight_numbers = [num for num, _ in self._inflight]
+        verdict = self._resend.request(n, self.current_line, inflight_numbers)
+        if verdict is ResendTracker.LOOP:
+            self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again and "
+                       "again, communication stuck", m112=True)
+            return
+        if verdict is ResendTracker.NO_HISTORY:
+            if self.printing:
+                self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
+                           "history is available, can't resend", m112=True)
+            return
+        mode = self.settings.resend_without_ok
+        if mode is ResendWithoutOk.ALWAYS:
+            self._on_ok(now)
+        elif mode is ResendWithoutOk.DETECT:
+            self._resend_ok_deadline = now + self.settings.resend_ok_timeout
+
+    def _on_error(self, text: str, now: float) -> None:
+        kind = replies.classify_error(text)
+        if kind is replies.ErrorClass.RECOVERABLE:
+            self._on_ok(now)
+        elif kind is replies.ErrorClass.RESEND:
+            self._resend.note_error(text)
+        elif kind in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
+            return
+        else:
+            self._events.append(FirmwareErrorLine(text, kind is replies.ErrorClass.FATAL))
+
+    # ---- timeouts ----------------------------------------------------------------------------
+    def handle_timeout(self, now: float) -> list:
+        """Apply the timeout rules if `deadline` has passed; returns the events."""
+        if now < self.deadline:
+            return NO_EVENTS  # type: ignore[return-value]
+        if self._resend_ok_deadline <= now:
+            self._on_ok(now)
+            return self._take_events()
+        if self.state is LinkState.CONNECTING:
+            if self._hellos < self.settings.max_hellos:
+                self._say_hello(now, counted=True)
+            else:
+                self._fail(ErrorReason.CONNECTION, "There was a timeout while trying to "
+                           "connect to the printer", m112=False)
+            return self._take_events()
+        if self.state is not LinkState.OPERATIONAL:
+            self._deadline = INF
+            return NO_EVENTS  # type: ignore[return-value]
+        self._consecutive_timeouts += 1
+        s = self.settings
+        limit = (s.max_timeouts_long if self.long_running
+                 else s.max_timeouts_printing if self.printing else s.max_timeouts_idle)
+        if limit and self._consecutive_timeouts > limit:
+            self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
+                       "connected and alive?", m112=False)
+            return self._take_events()
+        self._deadline = self._ok_deadline = now + self._timeout_period()
+        if self._resend.active and self._inflight:
+            num, cmd = self._inflight.popleft()  # resend that line again
+            if num >= 0:
+                self._resend.requeue(num)
+        elif self.heating:
+            self.heating = self.long_running = False
+            if self._inflight:
+                self._inflight.popleft()
+        elif self.long_running:
+            pass
+        elif self.printing:
+            if self._inflight:
+                self._inflight.popleft()
+            self._events.append(TickleRequested())
+        elif self._inflight and self.credit <= 0:
+            self._inflight.popleft()
+        return self._take_events()

@@ -1,0 +1,107 @@
+"""Builds the pipeline from config specs: built-in stages from the explicit table handed in
+(pipeline/ never imports stages/), OctoPrint-style handlers by import path, with a signature
+check at load so a handler that cannot take its phase's arguments fails now, not at the first
+command. Errors are ConfigErrors naming the entry's file:line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from types import ModuleType
+from typing import Any, Callable, Mapping
+
+from .chain import BoundStage, Pipeline
+from .config import PipelineSpec, StageKind, StageSpec
+from .errors import ConfigError, ConfigErrors
+from .phases import Phase
+
+_GCODE_ARGS = ((None, "queuing", "G1 X1", None, "G1"), {"subcode": None, "tags": frozenset()})
+
+#: A sample call per phase (the seed's signature) used to check handlers at load time.
+SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    Phase.GCODE_QUEUING: _GCODE_ARGS,
+    Phase.GCODE_QUEUED: _GCODE_ARGS,
+    Phase.GCODE_SENDING: _GCODE_ARGS,
+    Phase.GCODE_SENT: _GCODE_ARGS,
+    Phase.GCODE_RECEIVED: ((None, "ok"), {}),
+    Phase.GCODE_ERROR: ((None, "some error"), {}),
+    Phase.ATCOMMAND_QUEUING: ((None, "queuing", "pause", ""), {"tags": frozenset()}),
+    Phase.ATCOMMAND_SENDING: ((None, "sending", "pause", ""), {"tags": frozenset()}),
+    Phase.ACTION: ((None, "// action:x", "x"), {"name": "x", "params": ""}),
+    Phase.SCRIPTS: ((None, "gcode", "afterPrintDone"), {}),
+    Phase.TEMPERATURES_RECEIVED: ((None, {}), {}),
+    Phase.FIRMWARE_INFO: ((None, "Marlin", {}), {}),
+    Phase.FIRMWARE_CAPABILITIES: ((None, "AUTOREPORT_TEMP", True, {}), {}),
+    Phase.FIRMWARE_CAPABILITY_REPORT: ((None, {}), {}),
+    Phase.SERIAL_FACTORY: ((None, "/dev/ttyACM0", 115200, 10.0), {}),
+    Phase.SERIAL_ADDITIONAL_PORT_NAMES: (([],), {}),
+}
+
+
+def resolve_handler(spec: StageSpec) -> Callable[..., Any]:
+    """Import `package.module:function` and check it can take the phase's arguments."""
+    module_name, _, attr = spec.target.partition(":")
+    where = dict(path=spec.location.path, line=spec.location.line, key="handler")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"cannot import handler module {module_name!r}: {exc}",
+                          **where) from exc
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r}", **where)
+    check_signature(fn, spec)
+    return fn
+
+
+def check_signature(fn: Callable[..., Any], spec: StageSpec) -> None:
+    sample = SAMPLE_ARGS.get(spec.phase)
+    if sample is None:
+        return
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: trust them
+    try:
+        sig.bind(*sample[0], **sample[1])
+    except TypeError as exc:
+        raise ConfigError(f"handler {spec.target!r} cannot be called as a {spec.phase.value} "
+                          f"hook ({exc}); expected the seed's signature",
+                          path=spec.location.path, line=spec.location.line,
+                          key="handler") from exc
+
+
+def build_stage(spec: StageSpec, builtins: Mapping[str, ModuleType]) -> BoundStage:
+    if spec.kind is StageKind.BUILTIN:
+        module = builtins[spec.target]
+        try:
+            handler = module.build(spec.options, spec.id)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"stage {spec.target!r} could not be built: {exc}",
+                              path=spec.location.path, line=spec.location.line,
+                              key="with") from exc
+        return BoundStage(spec.id, spec.phase, handler, kind="stage", target=spec.target,
+                          order=spec.order)
+    return BoundStage(spec.id, spec.phase, resolve_handler(spec), kind="handler",
+                      target=spec.target, order=spec.order)
+
+
+def build_pipeline(spec: PipelineSpec, builtins: Mapping[str, ModuleType],
+                   comm: Any = None) -> Pipeline:
+    """Build every enabled stage; collects every problem before raising ConfigErrors."""
+    stages: dict[Phase, list[BoundStage]] = {}
+    errors: list[ConfigError] = []
+    for phase, specs in spec.stages.items():
+        for s in specs:
+            if not s.enabled:
+                continue
+            try:
+                stages.setdefault(phase, []).append(build_stage(s, builtins))
+            except ConfigError as exc:
+                errors.append(exc)
+    if errors:
+        raise ConfigErrors(errors)
+    return Pipeline(stages, comm)

@@ -1,0 +1,173 @@
+"""A printer session for the CLI, the benchmark and the tests: opens the port (the built-in
+virtual printer on a pty for port `virtual`, a scan for `auto`), builds the pipeline, runs the
+link in a nursery and offers small awaitable helpers (send, wait for idle, disconnect).
+
+Everything lives inside the caller's `async with open_printer(...)`: leaving it closes the
+port and stops every task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import AsyncIterator, Callable, Iterable, Mapping
+
+import attrs
+import trio
+
+from .chain import Pipeline
+from .config import HostConfig
+from .errors import LinkBroken
+from .facade import CommFacade
+from .gcode import NO_TAGS
+from .host import HostCore
+from .link import SerialLink
+from .registry import build_pipeline
+from .transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
+from .virtual.faults import FaultSpec
+from .virtual.firmware import FirmwareSpec
+from .virtual.server import VirtualPrinterHandle, serve_virtual_printer
+
+log = logging.getLogger("printpipe.session")
+
+
+def firmware_spec(config: HostConfig) -> FirmwareSpec:
+    """The built-in virtual printer's model, from the printer profile and `virtual:`."""
+    p = config.printer.profile
+    v = config.virtual
+    return FirmwareSpec(extruders=p.extruders, heated_bed=p.heated_bed,
+                        heated_chamber=p.heated_chamber, firmware_name=v.firmware_name,
+                        heat_rate=v.heat_rate, faults=FaultSpec(**attrs.asdict(v.faults)))
+
+
+@attrs.define(eq=False)
+class Printer:
+    core: HostCore
+    link: SerialLink
+    virtual: VirtualPrinterHandle | None
+    nursery: trio.Nursery
+
+    def send(self, lines: Iterable[str], *, tags: frozenset[str] = NO_TAGS) -> int:
+        """Queue commands (through the queuing phase); returns how many were queued."""
+        n = sum(1 for line in lines if self.core.enqueue(line, tags=tags))
+        self.link.wake()
+        return n
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf) -> bool:
+        """Wait until `predicate()` holds (checked after every link activity) or time runs out."""
+        with trio.move_on_after(timeout):
+            while not predicate():
+                if self.link.closed.is_set():
+                    return predicate()
+                with trio.move_on_after(0.2):
+                    await self.link.wait_changed()
+            return True
+        return False
+
+    async def wait_idle(self, timeout: float = math.inf) -> bool:
+        return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
+
+    async def disconnect(self) -> None:
+        self.nursery.cancel_scope.cancel()
+
+
+async def _probe(port: str, baudrate: int, timeout: float) -> SerialTransport | None:
+    """Open (port, baud) and see whether a firmware answers the hello."""
+    try:
+        transport = await open_port(port, baudrate)
+    except LinkBroken:
+        return None
+    buf = b""
+    for _ in range(3):
+        try:
+            await transport.send_all(b"\nN0 M110 N0*125\n")
+            with trio.move_on_after(timeout):
+                while True:
+                    buf += await transport.receive_some()
+                    lines = buf.split(b"\n")
+                    if any(li.startswith(b"ok") or b"start" in li for li in lines):
+                        return transport
+        except LinkBroken:
+            break
+    await transport.aclose()
+    return None
+
+
+async def autodetect(config: HostConfig) -> SerialTransport:
+    ports = candidate_ports() if config.printer.port == "auto" else [config.printer.port]
+    bauds = ((config.printer.baudrate,) if config.printer.baudrate
+             else BAUD_CANDIDATES if len(ports) == 1 else (115200, 250000))
+    for port in ports:
+        for baud in bauds:
+            transport = await _probe(port, baud, config.serial.timeouts.detection)
+            if transport is not None:
+                log.info("found a printer on %s at %d baud", port, baud)
+                return transport
+    raise LinkBroken("No more candidates to test, and no working port/baudrate combination "
+                     f"detected (tried {', '.join(ports) or 'no ports'})", port="auto")
+
+
+@asynccontextmanager
+async def open_printer(config: HostConfig, *, builtins: Mapping[str, ModuleType] | None = None,
+                       pipeline: Pipeline | None = None,
+                       connect_timeout: float | None = None) -> AsyncIterator[Printer]:
+    """Connect to the configured printer and yield a ready Printer (state Operational).
+
+    Raises LinkBroken when the port cannot be opened or the printer does not answer.
+    """
+    if pipeline is None:
+        if builtins is None:
+            from stages import BUILTIN_STAGES as builtins  # the edge may know stages/
+        pipeline = build_pipeline(config.pipeline, builtins)
+    try:
+        async with _printer_nursery(config, pipeline, connect_timeout) as printer:
+            yield printer
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:  # trio wraps even a lone error: give callers the error itself
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+@asynccontextmanager
+async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
+                           connect_timeout: float | None) -> AsyncIterator[Printer]:
+    async with trio.open_nursery() as nursery:
+        virtual = None
+        port = config.printer.port
+        if port == "virtual":
+            virtual = await nursery.start(serve_virtual_printer, firmware_spec(config))
+            transport = await open_port(virtual.port, config.printer.baudrate or 115200)
+        elif port == "auto" or config.printer.baudrate == 0:
+            transport = await autodetect(config)
+        else:
+            transport = await open_port(port, config.printer.baudrate,
+                                        exclusive=config.serial.exclusive,
+                                        hangup_on_close=config.serial.hangup_on_close)
+        core = HostCore(config, pipeline, clock=trio.current_time)
+        link = SerialLink(core, transport)
+        pipeline.comm = CommFacade(core, link.wake)
+        core.connect()
+        await nursery.start(link.run)
+        printer = Printer(core, link, virtual, nursery)
+        t = config.serial.timeouts
+        limit = connect_timeout or t.detection * 3 + t.connection
+        await printer.wait_until(lambda: core.operational or core.failed, limit)
+        if not core.operational:
+            nursery.cancel_scope.cancel()
+            raise LinkBroken(core.error or "the printer did not answer the hello",
+                             port=transport.port)
+        await printer.wait_idle(t.connection)
+        try:
+            yield printer
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,32 @@
+"""Shared test helpers: handler modules importable by path, config loading, a fake clock."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # so YAML can say handler: "octo_handlers:rewrite_m107"
+
+
+def load_yaml(text: str, path: str = "test.yaml"):
+    from pipeline.config import load_config
+    from stages import stage_phases, stage_schemas
+    return load_config(text, path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

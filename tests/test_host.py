@@ -1,0 +1,217 @@
+"""The host core against the virtual firmware model in memory (no IO): handshake, pipeline
+phases declared in YAML, built-in command rules, resends, timeouts, emergency stop."""
+
+from __future__ import annotations
+
+import octo_handlers as h
+import pytest
+from conftest import load_yaml
+
+from pipeline.host import PrinterState
+from pipeline.registry import build_pipeline
+from pipeline.testing import Pair
+from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from stages import BUILTIN_STAGES
+
+
+def pair(yaml: str = "", firmware: FirmwareSpec | None = None) -> Pair:
+    config = load_yaml(yaml)
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), firmware)
+    p.connect()
+    return p
+
+
+def test_handshake_numbers_until_firmware_info_then_plain():
+    p = pair()
+    wire = b"".join(p.wire)
+    assert wire.startswith(b"N0 M110 N0*125\n")
+    assert b"N1 M115*39\n" in wire
+    assert p.core.state is PrinterState.OPERATIONAL
+    assert p.core.engine.capabilities["AUTOREPORT_TEMP"] is True
+    assert "FirmwareData" in p.event_names() and "Connected" in p.event_names()
+    assert b"M155 S2\n" in wire               # autoreport switched on
+    p.send("G28")
+    assert p.wire[-1] == b"G28\n"             # idle commands go out plain after M115
+
+
+def test_yaml_stage_rewrites_before_the_printer_sees_it():
+    p = pair("""
+pipeline:
+  comm.protocol.gcode.queuing:
+    - stage: rewrite
+      with:
+        rules:
+          - gcode: M107
+            replace: M106 S0
+""")
+    p.send("M107")
+    assert p.fw.accepted[-1] == "M106 S0"
+
+
+def test_seed_handlers_run_unchanged_by_import_path():
+    h.calls.clear()
+    p = pair("""
+pipeline:
+  comm.protocol.gcode.queuing:
+    - handler: octo_handlers:rewrite_m107
+  comm.protocol.gcode.sent:
+    - handler: octo_handlers:sent_m106
+""")
+    p.send("M107")
+    assert p.fw.accepted[-1] == "M106 S0"
+    assert ("sent_m106", "sent", "M106 S0") in h.calls
+
+
+def test_every_gcode_phase_called_in_order_with_tags():
+    h.calls.clear()
+    p = pair("""
+pipeline:
+  comm.protocol.gcode.queuing:
+    - handler: octo_handlers:record
+      id: q
+  comm.protocol.gcode.queued:
+    - handler: octo_handlers:record
+      id: qd
+  comm.protocol.gcode.sending:
+    - handler: octo_handlers:record
+      id: sg
+  comm.protocol.gcode.sent:
+    - handler: octo_handlers:record
+      id: st
+""")
+    h.calls.clear()
+    p.core.enqueue("G1 X5", tags=frozenset({"source:api"}))
+    p.run_until(lambda: p.core.idle)
+    assert [c[0] for c in h.calls] == ["queuing", "queued", "sending", "sent"]
+    assert all(c[1] == "G1 X5" and c[3] == "G1" and "source:api" in c[5] for c in h.calls)
+
+
+def test_queuing_list_expansion_reaches_the_printer_in_order():
+    p = pair("""
+pipeline:
+  comm.protocol.gcode.queuing:
+    - handler: octo_handlers:expand_foo
+""")
+    p.send("@foo bar")
+    assert p.fw.accepted[-3:] == ["M105", "M110", "M117 echo foo: @foo bar"]
+
+
+def test_received_phase_rewrites_lines_before_parsing():
+    p = pair("""
+pipeline:
+  comm.protocol.gcode.received:
+    - handler: octo_handlers:received_upper
+""")
+    p.send("M118 echo:hello there")
+    assert "ECHO:HELLO THERE" in p.received
+
+
+@pytest.mark.parametrize("yaml, line, severity", [
+    ("", "M0", "warn"),
+    ("serial:\n  ignored_commands:\n    - M300\n", "M300 S440", "info"),
+    ("printer:\n  profile:\n    heated_bed: no\n", "M140 S60", "warn"),
+])
+def test_builtin_suppressions(yaml, line, severity):
+    p = pair(yaml)
+    before = list(p.fw.accepted)
+    p.send(line)
+    assert p.fw.accepted == before
+    (payload,) = [pl for e, pl in p.events if e == "CommandSuppressed"]
+    assert payload["command"] == line and payload["severity"] == severity
+
+
+def test_cmd_type_deduplicates_the_queue():
+    p = pair()
+    assert p.core.enqueue("M105", cmd_type="temperature_poll")
+    assert not p.core.enqueue("M105", cmd_type="temperature_poll")
+    p.run_until(lambda: p.core.idle)
+    assert p.core.enqueue("M105", cmd_type="temperature_poll")
+
+
+def test_temperatures_parsed_into_state():
+    p = pair()
+    p.send("M104 S200", "M140 S60")
+    p.clock.now += 5
+    p.send("M105")
+    t = p.core.tracker
+    assert t.tools[0][1] == 200 and t.bed[1] == 60
+    assert t.tools[0][0] > 21.3
+
+
+def test_m114_position_event():
+    p = pair()
+    p.send("G28", "G1 X10 Y20 Z0.3 F3000", "M114")
+    pos = [pl for e, pl in p.events if e == "PositionUpdate"][-1]
+    assert (pos["x"], pos["y"], pos["z"], pos["f"]) == (10.0, 20.0, 0.3, 3000.0)
+
+
+def test_checksum_errors_are_resent_exactly_once_each():
+    p = pair("serial:\n  checksum: always\n",
+             FirmwareSpec(faults=FaultSpec(seed=3, corrupt_rate=0.2)))
+    lines = [f"G1 X{i} Y{i}" for i in range(200)]
+    for line in lines:
+        p.core.enqueue(line)
+    p.run_until(lambda: p.core.idle)
+    assert [a for a in p.fw.accepted if a.startswith("G1 X")] == lines
+    assert p.core.engine._resend.requests > 10
+
+
+def test_resend_without_ok_is_recovered_by_the_detect_timer():
+    p = pair("serial:\n  checksum: always\n",
+             FirmwareSpec(faults=FaultSpec(seed=5, corrupt_rate=0.2, resend_without_ok=True)))
+    lines = [f"G1 X{i}" for i in range(100)]
+    for line in lines:
+        p.core.enqueue(line)
+    p.run_until(lambda: p.core.idle)
+    assert [a for a in p.fw.accepted if a.startswith("G1 X")] == lines
+
+
+def test_lost_ok_is_recovered_by_the_timeout_rule():
+    p = pair("serial:\n  timeouts:\n    communication: 2.0\n",
+             FirmwareSpec(faults=FaultSpec(seed=1, lost_ok_rate=0.05)))
+    lines = [f"G1 X{i}" for i in range(100)]
+    for line in lines:
+        p.core.enqueue(line)
+    p.run_until(lambda: p.core.idle)
+    assert [a for a in p.fw.accepted if a.startswith("G1 X")] == lines
+    assert not p.core.failed
+
+
+def test_m112_emergency_sequence():
+    p = pair()
+    p.core.enqueue("M112")
+    p.run_until(lambda: p.core.failed)
+    p.step()
+    tail = b"".join(p.wire)
+    assert b"M112\n" in tail and b"M104 T0 S0*" in tail and b"M140 S0*" in tail
+    assert p.fw.killed
+    names = p.event_names()
+    assert "EStop" in names and "Error" in names
+    assert p.core.state is PrinterState.ERROR
+
+
+def test_emergency_parser_sends_m108_out_of_band():
+    p = pair()
+    p.core.enqueue("M109 S200")
+    p.step()
+    p.core.enqueue("M108")
+    out = p.core.data_to_send()
+    assert out == b"M108\n"
+
+
+def test_printer_reset_while_idle():
+    p = pair(firmware=FirmwareSpec(faults=FaultSpec(reset_after=5)))
+    p.send(*[f"G1 X{i}" for i in range(4)])
+    assert "PrinterReset" in p.event_names()
+    assert p.core.operational
+
+
+def test_fatal_firmware_error_ends_in_error_with_m112():
+    p = pair(firmware=FirmwareSpec(faults=FaultSpec(fatal_after=5)))
+    for i in range(6):
+        p.core.enqueue(f"G1 X{i}")
+    p.run_until(lambda: p.core.failed)
+    p.step()
+    err = [pl for e, pl in p.events if e == "Error"][-1]
+    assert "Thermal Runaway" in err["error"] and err["reason"] == "firmware"
+    assert b"M112\n" in b"".join(p.wire)
