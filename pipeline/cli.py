@@ -1,6 +1,7 @@
 """The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
 
-Commands: `send` (connect, send G-code through the pipeline, print the replies), `virtual`
+Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
+(print a file with a progress bar), `virtual`
 (serve the built-in virtual printer on a pty link for any host). Each command returns an exit
 code; errors are printed as one clear line naming who is at fault, never as a traceback.
 """
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
     p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
+    p = sub.add_parser("print", help="print a G-code file with a progress bar")
+    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
+    p.add_argument("file", help="the G-code file")
     p = sub.add_parser("virtual", help="serve the virtual printer on a pty for any host")
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
     p.add_argument("--link", default="/tmp/printpipe-virtual",
@@ -73,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(args.config)
         if args.command == "send":
             return trio.run(_send, config, args.gcode, args.timeout)
+        if args.command == "print":
+            from .cli_print import run_print
+            return trio.run(run_print, config, args.file)
         if args.command == "virtual":
             return trio.run(_virtual, config, args.link)
     except ConfigErrors as exc:

@@ -131,6 +131,10 @@ class SerialSpec:
     wait_for_start: bool = False
     exclusive: bool = True
     hangup_on_close: bool = True
+    log_position_on_pause: bool = True
+    log_position_on_cancel: bool = False
+    abort_heatup_on_cancel: bool = True
+    trust_m73: bool = True
 
 
 @attrs.frozen
@@ -155,7 +159,7 @@ class VirtualSpec:
     """The built-in virtual printer; its extruders and bed come from printer.profile."""
 
     firmware_name: str = "printpipe Virtual Marlin 2.1"
-    heat_rate: float = 10.0
+    heat_rate: float = 40.0
     faults: FaultsSpec = FaultsSpec()
 
 
@@ -361,6 +365,10 @@ SERIAL = Section(SerialSpec, {
     "wait_for_start": _bool(),
     "exclusive": _bool(),
     "hangup_on_close": _bool(),
+    "log_position_on_pause": _bool(),
+    "log_position_on_cancel": _bool(),
+    "abort_heatup_on_cancel": _bool(),
+    "trust_m73": _bool(),
 })
 
 VIRTUAL = Section(VirtualSpec, {

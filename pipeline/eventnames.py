@@ -22,6 +22,13 @@ class Event(str, enum.Enum):
     POSITION_UPDATE = "PositionUpdate"
     TOOL_CHANGE = "ToolChange"
     Z_CHANGE = "ZChange"
+    PRINT_STARTED = "PrintStarted"
+    PRINT_DONE = "PrintDone"
+    PRINT_FAILED = "PrintFailed"
+    PRINT_CANCELLING = "PrintCancelling"
+    PRINT_CANCELLED = "PrintCancelled"
+    PRINT_PAUSED = "PrintPaused"
+    PRINT_RESUMED = "PrintResumed"
 
     def __str__(self) -> str:
         return self.value

@@ -21,6 +21,7 @@ from .engine_events import ErrorReason, LinkState
 from .eventnames import Event
 from .gcode import NO_TAGS, Command, strip_comment
 from .phases import Phase
+from .printjob import JobControl, Marker
 from .protocol import EngineSettings, HostProtocol
 from .tracking import Tracker
 
@@ -80,7 +81,10 @@ class HostCore:
         no_bed = set() if profile.heated_bed else {"M140", "M190"}
         no_chamber = set() if profile.heated_chamber else {"M141", "M191"}
         self._no_heater = frozenset(no_bed | no_chamber)
-        self._special = self._emergency | self._blocked | self._ignored | self._no_heater
+        self._pausing = frozenset(s.pausing_commands)
+        self._special = (self._emergency | self._blocked | self._ignored | self._no_heater
+                         | self._pausing)
+        self.jobs = JobControl(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
             ee.Connected: self._on_connected,
             ee.Received: self._on_received,
@@ -104,11 +108,20 @@ class HostCore:
         for listener in self.listeners:
             listener(event, payload or {})
 
-    def _set_state(self, new: PrinterState) -> None:
+    def set_state(self, new: PrinterState) -> None:
         if new is not self.state:
             self.state = new
             self.fire(Event.PRINTER_STATE_CHANGED,
                       {"state_id": new.name, "state_string": new.value})
+
+    def add_marker(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in order with the job queue, once everything before it is acknowledged."""
+        self._job_queue.append(Marker(fn))  # type: ignore[arg-type]
+
+    def drop_file_commands(self) -> None:
+        """A cancel: forget file commands still waiting in the job queue."""
+        self._job_queue = deque(c for c in self._job_queue
+                                if c.__class__ is Marker or "source:file" not in c.tags)
 
     @property
     def failed(self) -> bool:
@@ -127,17 +140,19 @@ class HostCore:
 
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:
-        self._set_state(PrinterState.CONNECTING)
+        self.set_state(PrinterState.CONNECTING)
         self.fire(Event.CONNECTING)
         self.engine.connect(self.clock())
 
     def disconnected(self, reason: str | None = None) -> None:
         """The link is closed (by us or by the device)."""
+        if self.jobs.job is not None:
+            self.jobs.fail(self.error or reason or "disconnected")
         if self.state is PrinterState.ERROR or reason:
             self.error = self.error or reason
-            self._set_state(PrinterState.CLOSED_WITH_ERROR)
+            self.set_state(PrinterState.CLOSED_WITH_ERROR)
         else:
-            self._set_state(PrinterState.OFFLINE)
+            self.set_state(PrinterState.OFFLINE)
         self.fire(Event.DISCONNECTED)
 
     # ---- queuing ----------------------------------------------------------------------------
@@ -184,6 +199,8 @@ class HostCore:
         if g == "M112":
             self.emergency_stop()
             return False
+        if g in self._pausing and self.jobs.active:
+            self.jobs.pausing_command(cmd)
         if g in self._emergency:
             if self.engine.capabilities.get("EMERGENCY_PARSER") and self.operational:
                 self._oob += self.engine.send_out_of_band(cmd)
@@ -219,15 +236,27 @@ class HostCore:
             if cmd.cmd_type is not None:
                 self._queued_types.discard(cmd.cmd_type)
             return cmd
-        if self._job_queue:
-            return self._job_queue.popleft()
+        jq = self._job_queue
+        while jq:
+            item = jq[0]
+            if item.__class__ is Marker:
+                if self.engine.in_flight:
+                    return None  # the marker waits for everything before it to be acked
+                jq.popleft()
+                item.fn()  # type: ignore[attr-defined]
+                continue
+            return jq.popleft()
         src = self.job_source
         while src is not None:
             cmd = src.next_command()
             if cmd is None:
+                if src.done:  # type: ignore[attr-defined]
+                    self.jobs.file_done()
+                    return self._next_command()
                 return None
             cmds = self._queuing(cmd)
             if not cmds:
+                src = self.job_source  # the command may have paused the job
                 continue
             if self.pipeline.queued:
                 for c in cmds:
@@ -285,7 +314,9 @@ class HostCore:
     # ---- receiving and timeouts -------------------------------------------------------------
     @property
     def deadline(self) -> float:
-        return self.engine.deadline
+        d = self.engine.deadline
+        c = self.jobs.capture_deadline
+        return c if c < d else d
 
     def receive_data(self, data: bytes) -> None:
         events = self.engine.receive_data(data, self.clock())
@@ -293,6 +324,8 @@ class HostCore:
             self._handle(events)
 
     def handle_timeout(self) -> None:
+        if self.jobs.capture_deadline <= self.clock():
+            self.jobs.capture_timeout()
         events = self.engine.handle_timeout(self.clock())
         if events:
             self._handle(events)
@@ -303,9 +336,9 @@ class HostCore:
 
     def _on_link_state(self, ev: ee.StateChanged) -> None:
         if ev.new is LinkState.OPERATIONAL:
-            self._set_state(PrinterState.OPERATIONAL)
+            self.set_state(PrinterState.OPERATIONAL)
         elif ev.new is LinkState.ERROR:
-            self._set_state(PrinterState.ERROR)
+            self.set_state(PrinterState.ERROR)
 
     def _on_connected(self, ev: ee.Connected) -> None:
         spec = self.config.printer
@@ -330,6 +363,7 @@ class HostCore:
     def _on_position(self, ev: ee.PositionReport) -> None:
         payload = self.tracker.update_position(ev.position)
         self.fire(Event.POSITION_UPDATE, payload)
+        self.jobs.on_position(payload)
 
     def _on_firmware_info(self, ev: ee.FirmwareInfo) -> None:
         self.pipeline.call(Phase.FIRMWARE_INFO, ev.name, dict(ev.data))
@@ -346,6 +380,7 @@ class HostCore:
                          tags=frozenset({"trigger:comm.set_autoreport_temperature_interval"}))
 
     def _on_action(self, ev: ee.ActionCommand) -> None:
+        self.jobs.action(ev.name)
         self.pipeline.call(Phase.ACTION, ev.line, ev.name, name=ev.name, params=ev.params)
 
     def _on_firmware_error(self, ev: ee.FirmwareErrorLine) -> None:
@@ -370,6 +405,12 @@ class HostCore:
 
     def _on_reset(self, ev: ee.PrinterReset) -> None:
         self.fire(Event.PRINTER_RESET, {"idle": ev.idle})
+        if not ev.idle or self.jobs.active:
+            message = "Aborting job since printer lost state (it reset itself)"
+            self.error = message
+            self.jobs.fail(message)
+            self._handle(self.engine.fail(ErrorReason.FIRMWARE, message))
+            return
         self._queue.clear()
         self._queued_types.clear()
         if ev.idle:
@@ -384,5 +425,6 @@ class HostCore:
 
     def _on_link_failed(self, ev: ee.LinkFailed) -> None:
         self.error = self.error or ev.message
-        self._set_state(PrinterState.ERROR)
+        self.jobs.fail(self.error)
+        self.set_state(PrinterState.ERROR)
         self.fire(Event.ERROR, {"error": ev.message, "reason": ev.reason.value})

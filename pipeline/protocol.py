@@ -12,72 +12,26 @@ every call that needs time takes `now`. Plain `ok` lines are handled without all
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
-
-import attrs
+from typing import Callable, Iterable
 
 from . import replies
-from .config import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
+from .config import ChecksumMode, ResendWithoutOk
 from .engine_events import (ActionCommand, BusyDetected, CapabilityReport, CapabilityReported,
                             Connected, ErrorReason, FirmwareErrorLine, FirmwareInfo, InvalidTool,
                             LinkFailed, LinkState, PositionReport, PrinterReset, Received,
                             StateChanged, Temperatures, TickleRequested)
+from .engine_settings import HEATUP_GCODES, EngineSettings, firmware_tweaks
 from .errors import LocalProtocolError
 from .gcode import Command, encode_plain, frame, param_value
 from .resend import ResendTracker
 
+__all__ = ["EngineSettings", "HostProtocol", "HEATUP_GCODES"]
+
 INF = float("inf")
-HEATUP_GCODES = frozenset({"M109", "M190", "M191", "M116"})
 MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
 NO_EVENTS: tuple = ()
-
-
-@attrs.frozen
-class EngineSettings:
-    """The engine's knobs, resolved once from the config (see `from_spec`)."""
-
-    window: int = 1
-    hello: str = "M110 N0"
-    checksum: ChecksumMode = ChecksumMode.PRINT
-    checksum_requiring: frozenset[str] = frozenset({"M110"})
-    long_running: frozenset[str] = frozenset({"G4", "G28", "G29", "G30", "G32", "M400", "M226",
-                                              "M600"})
-    history_size: int = 50
-    max_resends: int = 10
-    resend_without_ok: ResendWithoutOk = ResendWithoutOk.DETECT
-    resend_ok_timeout: float = 0.5
-    comm_timeout: float = 30.0
-    busy_timeout: float = 3.0
-    hello_timeout: float = 2.0
-    max_hellos: int = 3
-    temperature_interval: float = 5.0
-    max_timeouts_idle: int = 2
-    max_timeouts_printing: int = 5
-    max_timeouts_long: int = 5
-    busy_protocol: bool = True
-    firmware_detection: bool = True
-    wait_for_start: bool = False
-    extruders: int = 1
-    heated_bed: bool = True
-    send_m112_on_error: bool = True
-
-    @classmethod
-    def from_spec(cls, serial: SerialSpec, profile: ProfileSpec) -> EngineSettings:
-        t = serial.timeouts
-        mt = serial.max_consecutive_timeouts
-        return cls(
-            window=serial.ok_window, hello=serial.hello_command, checksum=serial.checksum,
-            checksum_requiring=frozenset(serial.checksum_requiring_commands),
-            long_running=frozenset(serial.long_running_commands),
-            history_size=serial.resend_history_size, max_resends=serial.max_consecutive_resends,
-            resend_without_ok=serial.resend_without_ok, resend_ok_timeout=t.resend_ok,
-            comm_timeout=t.communication, busy_timeout=t.communication_busy,
-            hello_timeout=t.detection, temperature_interval=t.temperature,
-            max_timeouts_idle=mt.idle, max_timeouts_printing=mt.printing,
-            max_timeouts_long=mt.long_running, busy_protocol=serial.busy_protocol,
-            firmware_detection=serial.firmware_detection, wait_for_start=serial.wait_for_start,
-            extruders=profile.extruders, heated_bed=profile.heated_bed,
-            send_m112_on_error=serial.send_m112_on_error)
+_M112 = Command.parse("M112")
+_BED_OFF = Command.parse("M140 S0")
 
 
 class HostProtocol:
@@ -96,6 +50,7 @@ class HostProtocol:
         self.firmware_name: str | None = None
         self.capabilities: dict[str, bool] = {}
         self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
+        self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
         self.busy_active = False
         self.long_running = False
@@ -112,6 +67,7 @@ class HostProtocol:
         self._pending_error: str | None = None
         self._in_cap_report = False
         self._hellos = 0
+        self._temp_interval = settings.temperature_interval  # M155 S<n> (autoreport) sets it
         self._deadline = INF
         self._ok_deadline = INF
         self._resend_ok_deadline = INF
@@ -148,7 +104,7 @@ class HostProtocol:
 
     def _timeout_period(self) -> float:
         base = self.settings.busy_timeout if self.busy_active else self.settings.comm_timeout
-        return max(base, self.settings.temperature_interval + 1.0)
+        return max(base, self._temp_interval + 1.0)
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -186,11 +142,11 @@ class HostProtocol:
         if counted:
             self._hellos += 1
         hello = Command.parse(self.settings.hello)
-        self._out += self._frame(hello)
+        self._out += frame(self._number(hello), hello.line)
         self._deadline = now + self.settings.hello_timeout
 
-    def _frame(self, cmd: Command) -> bytes:
-        """Number a command the way `send` does, outside the ok window (hellos, M112)."""
+    def _number(self, cmd: Command) -> int:
+        """Take the next line number for `cmd` and record it (an M110's N sets the counter)."""
         if cmd.gcode == "M110":
             n = param_value(cmd.line, "N")
             self.current_line = int(n) if n is not None else 0
@@ -198,14 +154,14 @@ class HostProtocol:
         n = self.current_line
         self._resend.record(n, cmd.line)
         self.current_line = n + 1
-        return frame(n, cmd.line)
+        return n
 
     # ---- sending ---------------------------------------------------------------------------
     def needs_number(self, cmd: Command) -> bool:
         g = cmd.gcode
         if g in self.settings.checksum_requiring:
             return True
-        if g is None or self.settings.checksum is ChecksumMode.NEVER:
+        if g is None and not self.checksum_unknown or self.settings.checksum is ChecksumMode.NEVER:
             return False
         return self.checksum_always or self.printing or not self.firmware_info_received
 
@@ -213,37 +169,34 @@ class HostProtocol:
         """Frame one command for the wire and account for it (history, window, flags)."""
         if self.state is not LinkState.OPERATIONAL:
             raise LocalProtocolError(f"cannot send {cmd.line!r} while {self.state.value}")
-        g = cmd.gcode
         if self.needs_number(cmd):
-            if g == "M110":
-                n = param_value(cmd.line, "N")
-                self.current_line = int(n) if n is not None else 0
-                self._resend.clear()
-            n = self.current_line
-            self._resend.record(n, cmd.line)
-            self.current_line = n + 1
+            n = self._number(cmd)
             data = frame(n, cmd.line)
         else:
             n = -1
             data = encode_plain(cmd.line)
-        if g is not None or self.unknown_need_ack:
-            if not self._inflight:
-                self._ok_deadline = now + self._timeout_period()
-            self._inflight.append((n, cmd))
-            if g in self.settings.long_running:
-                self.long_running = True
-                if g == "G4":
-                    self._dwell(cmd, now)
-            elif g in HEATUP_GCODES:
-                self.long_running = True
-                self.heating = True
+        if cmd.gcode is not None or self.unknown_need_ack:
+            self._track(n, cmd, now)
         self.sent_count += 1
         return data
 
-    def _dwell(self, cmd: Command, now: float) -> None:
-        p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
-        wait = (p / 1000.0) if p is not None else (s or 0.0)
-        self._deadline = max(self._deadline, now + self._timeout_period() + wait)
+    def _track(self, n: int, cmd: Command, now: float) -> None:
+        """`cmd` went out and waits for its ok: window, ok deadline, long-running flags."""
+        if not self._inflight:
+            self._ok_deadline = now + self._timeout_period()
+        self._inflight.append((n, cmd))
+        g = cmd.gcode
+        if g in self.settings.long_running:
+            self.long_running = True
+            if g == "G4":
+                p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
+                wait = (p / 1000.0) if p is not None else (s or 0.0)
+                self._deadline = max(self._deadline, now + self._timeout_period() + wait)
+        elif g in HEATUP_GCODES:
+            self.long_running = self.heating = True
+        elif g == "M155":  # autoreport interval: the communication timeout follows it
+            s = param_value(cmd.line, "S")
+            self._temp_interval = s if s else self.settings.temperature_interval
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
         """The next history line to resend, verbatim with its number, if credit allows."""
@@ -251,26 +204,31 @@ class HostProtocol:
             return None
         n, line = self._resend.take()
         cmd = Command.parse(line)
-        if not self._inflight:
-            self._ok_deadline = now + self._timeout_period()
-        self._inflight.append((n, cmd))
+        self._track(n, cmd, now)
         self.sent_count += 1
         return frame(n, line), cmd
 
-    def send_out_of_band(self, cmd: Command) -> bytes:
+    def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
         """An emergency-parser command (M108, M410): written at once, its ok expected first."""
+        if not self._inflight:  # else the ok deadline left by the last ok is stale
+            self._ok_deadline = self._deadline if now is None else now + self._timeout_period()
         self._inflight.appendleft((-1, cmd))
         return encode_plain(cmd.line)
 
+    def _write_emergency(self) -> None:
+        """Raw and numbered M112, then every heater off (numbered), outside the ok window."""
+        out = self._out
+        out += b"M112\n"
+        out += frame(self._number(_M112), _M112.line)
+        heaters = [Command.parse(f"M104 T{i} S0") for i in range(self.settings.extruders)]
+        if self.settings.heated_bed:
+            heaters.append(_BED_OFF)
+        for c in heaters:
+            out += frame(self._number(c), c.line)
+
     def emergency_stop(self) -> list:
         """M112: raw and numbered M112, heaters off, then ERROR. Output via `take_output`."""
-        self._out += b"M112\n"
-        self._out += frame(self.current_line, "M112")
-        self.current_line += 1
-        for i in range(self.settings.extruders):
-            self._out += self._frame(Command.parse(f"M104 T{i} S0"))
-        if self.settings.heated_bed:
-            self._out += self._frame(Command.parse("M140 S0"))
+        self._write_emergency()
         self._fail(ErrorReason.EMERGENCY, "Closing serial port due to emergency stop M112.",
                    m112=False)
         return self._take_events()
@@ -285,13 +243,7 @@ class HostProtocol:
             return
         if (m112 and self.settings.send_m112_on_error and self.state is LinkState.OPERATIONAL
                 and reason not in (ErrorReason.CONNECTION, ErrorReason.TIMEOUT)):
-            self._out += b"M112\n"
-            self._out += frame(self.current_line, "M112")
-            self.current_line += 1
-            for i in range(self.settings.extruders):
-                self._out += self._frame(Command.parse(f"M104 T{i} S0"))
-            if self.settings.heated_bed:
-                self._out += self._frame(Command.parse("M140 S0"))
+            self._write_emergency()
         self._set_state(LinkState.ERROR)
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._events.append(LinkFailed(reason, message))
@@ -341,15 +293,17 @@ class HostProtocol:
 
     def _classify(self, line: str, now: float) -> None:
         ev = self._events
-        if self._resend_ok_deadline is not INF and not replies.is_ok(line):
+        if self._resend_ok_deadline != INF and not replies.is_ok(line):
             self._on_ok(now)  # a resend came without its ok: this line proves it won't come
         if replies.is_busy(line):
             self._ok_deadline = now + self._timeout_period()
-            if not self.busy_active and self.settings.busy_protocol:
+            if (not self.busy_active and self.settings.busy_protocol
+                    and self.state is LinkState.OPERATIONAL):
                 self.busy_active = True
                 ev.append(BusyDetected())
             return
-        ev.append(Received(line))
+        if line != "ok":  # a plain ok is no event, whichever path it took
+            ev.append(Received(line))
         if self._pending_error is not None:
             text, self._pending_error = replies.join_error(self._pending_error, line), None
             self._on_error(text, now)
@@ -409,21 +363,19 @@ class HostProtocol:
             return
         tool = replies.parse_invalid_tool(line)
         if tool is not None:
-            ev.append(InvalidTool(tool))
+            ev.append(InvalidTool(tool if tool >= 0 else self.current_tool))
             return
         if replies.is_start(line):
             self._on_start(now)
 
     def _on_firmware_info(self, info: dict[str, str]) -> None:
         self.firmware_info_received = True
-        name = replies.firmware_name(info)
-        self.firmware_name = name
-        if self.settings.firmware_detection and name:
-            low = name.lower()
-            if "repetier" in low or "anet_a8" in low or "malyan" in low:
-                self.checksum_always = self.settings.checksum is not ChecksumMode.NEVER
-            if "klipper" in low or "prusa-firmware" in low:
-                self.unknown_need_ack = True
+        name = self.firmware_name = replies.firmware_name(info)
+        if self.settings.firmware_detection:
+            tweaks = firmware_tweaks(name, self.settings.checksum)
+            self.checksum_always = self.checksum_always or tweaks.checksum_always
+            self.checksum_unknown = tweaks.checksum_unknown
+            self.unknown_need_ack = tweaks.unknown_need_ack
         self._events.append(FirmwareInfo(name, info))
 
     def _end_cap_report(self) -> None:
@@ -445,32 +397,43 @@ class HostProtocol:
             self._inflight.clear()
             self._resend.clear()
             self.current_line = 1
-            self.long_running = self.heating = False
+            # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
+            self.long_running = self.heating = self.busy_active = False
             self._events.append(PrinterReset(idle=not self.printing))
 
     def _on_ok(self, now: float) -> None:
         self._resend_ok_deadline = INF
         self._ok_deadline = now + self._timeout_period()
-        self.long_running = False
-        self.heating = False
-        if self._inflight:
-            self.last_acked = self._inflight.popleft()[1]
+        inflight = self._inflight
+        if inflight:
+            self.last_acked = inflight.popleft()[1]
             self.acked_count += 1
+        if self.long_running:  # with a window the ok may belong to an earlier line
+            self._recheck_long_running(inflight)
         self._resend.on_ok()
 
+    def _recheck_long_running(self, inflight: Iterable[tuple[int, Command]]) -> None:
+        long_running, heating = self.settings.long_running, False
+        self.long_running = False
+        for _, c in inflight:
+            if c.gcode in HEATUP_GCODES:
+                heating = self.long_running = True
+            elif c.gcode in long_running:
+                self.long_running = True
+        self.heating = heating
+
     def _on_resend(self, n: int, now: float) -> None:
-        inflight_numbers = [num for num, _ in self._inflight]
-        verdict = self._resend.request(n, self.current_line, inflight_numbers)
-        if verdict is ResendTracker.LOOP:
-            self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again and "
-                       "again, communication stuck", m112=True)
-            return
-        if verdict is ResendTracker.NO_HISTORY:
-            if self.printing:
+        if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
+            verdict = self._resend.request(n, self.current_line, (x for x, _ in self._inflight))
+            if verdict is ResendTracker.LOOP:
+                self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again "
+                           "and again, communication stuck", m112=True)
+                return
+            if verdict is ResendTracker.NO_HISTORY and self.printing:
                 self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
                            "history is available, can't resend", m112=True)
-            return
-        mode = self.settings.resend_without_ok
+                return
+        mode = self.settings.resend_without_ok  # OctoPrint applies it to every Resend: line
         if mode is ResendWithoutOk.ALWAYS:
             self._on_ok(now)
         elif mode is ResendWithoutOk.DETECT:
@@ -482,9 +445,7 @@ class HostProtocol:
             self._on_ok(now)
         elif kind is replies.ErrorClass.RESEND:
             self._resend.note_error(text)
-        elif kind in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
-            return
-        else:
+        elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
             self._events.append(FirmwareErrorLine(text, kind is replies.ErrorClass.FATAL))
 
     # ---- timeouts ----------------------------------------------------------------------------
@@ -528,6 +489,6 @@ class HostProtocol:
             if self._inflight:
                 self._inflight.popleft()
             self._events.append(TickleRequested())
-        elif self._inflight and self.credit <= 0:
+        elif self._inflight:  # idle: the oldest line's ok was lost, "tickle" it free
             self._inflight.popleft()
         return self._take_events()

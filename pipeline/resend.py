@@ -12,6 +12,11 @@ from collections import deque
 from typing import Iterable
 
 
+def _is_line_number_error(text: str) -> bool:
+    low = text.lower()
+    return "line number" in low or "expected line" in low
+
+
 class Verdict(enum.Enum):
     ACCEPTED = "accepted"      # lines from N on are queued for resending
     IGNORED = "ignored"        # a stale or leftover request: nothing to do
@@ -55,6 +60,7 @@ class ResendTracker:
         self._last_request = None
         self._repeats = 0
         self._dup_budget = 0
+        self.last_error = None
 
     @property
     def pending(self) -> bool:
@@ -64,11 +70,14 @@ class ResendTracker:
         self.last_error = text
 
     def request(self, n: int, current_line: int, inflight: Iterable[int]) -> Verdict:
-        """The printer asked for line `n`; `current_line` is the next unused number."""
+        """The printer asked for line `n`; `current_line` is the next unused number;
+        `inflight` the numbers of the lines still waiting for their ok (-1: unnumbered)."""
         self.requests += 1
-        if not self.active and n == current_line:
+        error, self.last_error = self.last_error, None  # each request consumes its error line
+        if not self._queue and n == current_line:
             return Verdict.IGNORED  # it got line n-1 twice, or a leftover after a reset
-        if self.active and n == self._last_request and self._dup_budget > 0:
+        if (n == self._last_request and self._dup_budget > 0
+                and (error is None or _is_line_number_error(error))):
             self._dup_budget -= 1   # the firmware complaining about lines already in flight
             return Verdict.IGNORED
         if n == self._last_request:
@@ -79,10 +88,11 @@ class ResendTracker:
             self._repeats = 0
         self._last_request = n
         h = self._history
-        if not h or n < self._first or n >= current_line or current_line != self._first + len(h):
+        if n > current_line or (n < current_line and (
+                not h or n < self._first or current_line != self._first + len(h))):
             return Verdict.NO_HISTORY
         self.active = True
-        self._queue = deque(range(n, current_line))
+        self._queue = deque(range(n, current_line))  # empty for n == current_line: all arrived
         self._dup_budget = sum(1 for x in inflight if x > n)
         return Verdict.ACCEPTED
 
@@ -92,6 +102,8 @@ class ResendTracker:
 
     def requeue(self, n: int) -> None:
         """Send line `n` again first (a timeout during an active resend)."""
+        if self._queue and n >= self._queue[0]:
+            return  # still queued: it goes out again anyway
         if self._first <= n < self._first + len(self._history):
             self._queue.appendleft(n)
 

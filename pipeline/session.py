@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import AsyncIterator, Callable, Iterable, Mapping
@@ -23,7 +24,9 @@ from .errors import LinkBroken
 from .facade import CommFacade
 from .gcode import NO_TAGS
 from .host import HostCore
+from .job import CHUNK, FileJob, JobFile
 from .link import SerialLink
+from .printjob import JobResult
 from .registry import build_pipeline
 from .transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
 from .virtual.faults import FaultSpec
@@ -55,10 +58,15 @@ class Printer:
         self.link.wake()
         return n
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf) -> bool:
-        """Wait until `predicate()` holds (checked after every link activity) or time runs out."""
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf, *,
+                         poll: float | None = None) -> bool:
+        """Wait until `predicate()` holds or time runs out. Checked after every link activity,
+        or every `poll` seconds (use that during prints: it keeps the waiter off the hot path)."""
         with trio.move_on_after(timeout):
             while not predicate():
+                if poll is not None:
+                    await trio.sleep(poll)
+                    continue
                 if self.link.closed.is_set():
                     return predicate()
                 with trio.move_on_after(0.2):
@@ -68,6 +76,40 @@ class Printer:
 
     async def wait_idle(self, timeout: float = math.inf) -> bool:
         return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
+
+    async def start_print(self, path: str, *, name: str | None = None) -> FileJob:
+        """Start printing a local file; lines stream from disk in chunks as they are needed."""
+        size = os.path.getsize(path)
+        job = FileJob(JobFile(name or os.path.basename(path), path, size))
+        f = await trio.open_file(path, "rb")
+        job.feed(await f.read(CHUNK))
+        self.core.jobs.start(job)
+        self.nursery.start_soon(self._stream, job, f)
+        self.link.wake()
+        return job
+
+    async def _stream(self, job: FileJob, f: trio.abc.AsyncResource) -> None:
+        hungry = trio.Event()
+
+        def on_hungry() -> None:
+            hungry.set()
+
+        job.on_hungry = on_hungry
+        async with f:
+            while not job.eof:
+                if not job.wants_data:
+                    await hungry.wait()
+                    hungry = trio.Event()
+                    continue
+                job.feed(await f.read(CHUNK))  # type: ignore[attr-defined]
+                self.link.wake()
+
+    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:
+        """Wait until the job has a result and the printer left the job states."""
+        jobs = self.core.jobs
+        await self.wait_until(lambda: jobs.result is not None and not jobs.active, timeout,
+                              poll=0.05)
+        return jobs.result
 
     async def disconnect(self) -> None:
         self.nursery.cancel_scope.cancel()
@@ -166,7 +208,10 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
             nursery.cancel_scope.cancel()
             raise LinkBroken(core.error or "the printer did not answer the hello",
                              port=transport.port)
-        await printer.wait_idle(t.connection)
+        # The M115 answer and what it triggers (M155) belong to the connect; a stray ok from a
+        # re-sent hello can make the queue look idle before they have happened.
+        await printer.wait_until(lambda: core.failed or (core.engine.firmware_info_received
+                                                         and core.idle), t.connection)
         try:
             yield printer
         finally:

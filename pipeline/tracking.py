@@ -45,6 +45,7 @@ class Tracker:
             "M106": self._fan_on, "M107": self._fan_off,
             "G90": self._absolute, "G91": self._relative,
             "M82": self._e_absolute, "M83": self._e_relative,
+            "M73": lambda cmd, host: host.jobs.m73(cmd),
         }
 
     # ---- commands -------------------------------------------------------------------------

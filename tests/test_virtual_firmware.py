@@ -354,3 +354,13 @@ def test_fatal_after() -> None:
     assert fw.killed
     assert fw.accepted == ["G28", "G28"]
     assert talk(fw, "M105\n") == []
+
+
+def test_firmware_model_imports_no_trio_or_io() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, pipeline.virtual.firmware, pipeline.virtual\n"
+            "bad = {'trio', 'trio_serial', 'termios', 'tty', 'socket'} & set(sys.modules)\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

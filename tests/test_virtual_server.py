@@ -12,7 +12,7 @@ import trio_serial
 
 from pipeline.virtual.faults import FaultSpec
 from pipeline.virtual.firmware import FirmwareSpec
-from pipeline.virtual.server import VirtualPrinterHandle, serve_virtual_printer
+from pipeline.virtual.server import VirtualPrinterHandle, run_standalone, serve_virtual_printer
 
 TIMEOUT = 5.0
 
@@ -181,3 +181,28 @@ async def test_handle_disconnect_unplugs_a_connected_host(nursery: trio.Nursery)
             assert await read_until_gone(host) in ("eof", "error")
     assert handle.unplugged
     assert await wait_gone(handle.device)
+
+
+async def wait_link(link: Path, present: bool = True) -> None:
+    with trio.fail_after(TIMEOUT):
+        while os.path.islink(link) != present:
+            await trio.sleep(0.01)
+
+
+async def test_standalone_replugs_after_an_unplug(nursery: trio.Nursery, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    link = tmp_path / "printer"
+    nursery.start_soon(run_standalone, FirmwareSpec(faults=FaultSpec(disconnect_after=2)),
+                       str(link))
+    await wait_link(link)
+    async with Host(str(link)) as host:
+        await host.send(b"M105\nM105\n")
+        assert await read_until_gone(host) in ("eof", "error")
+    await wait_link(link, present=False)   # unplugged: the link goes away...
+    await wait_link(link)                  # ...and a fresh printer appears a second later
+    async with Host(str(link)) as host:
+        await host.send(b"M115\n")
+        lines = await host.until(lambda line: line.startswith("FIRMWARE_NAME:"))
+        assert lines[0] == "start"
+    out = capsys.readouterr().out
+    assert out.count(f", link {link}") == 2 and "unplugged" in out

@@ -17,7 +17,9 @@ from pipeline.virtual.thermal import (
 from pipeline.virtual.waits import Wait, WaitKind
 
 if TYPE_CHECKING:
-    from pipeline.virtual.firmware import VirtualFirmware
+    from pipeline.virtual.faults import FaultSpec
+    from pipeline.virtual.firmware import FirmwareSpec
+    from pipeline.virtual.thermal import Thermals
 
 _WORD_RE = re.compile(r"([GMT])(\d+)")
 # One findall per move instead of one param_value per axis: G0/G1 are the hot path.
@@ -27,18 +29,41 @@ _M118_FLAG_RE = re.compile(r"([AEP])(\d)(?:\s+|$)")
 _AXIS_INDEX = {"X": 0, "Y": 1, "Z": 2, "E": 3}
 # Steps per mm used for M114's `Count` section (typical Cartesian values).
 _STEPS = (80.0, 80.0, 400.0)
+# Shortest M155 interval honoured (Marlin takes whole seconds; tests want it faster).
+_MIN_AUTOREPORT = 0.0005
 
 _NOOP = frozenset(
     "G20 G21 M0 M1 M17 M18 M73 M75 M76 M77 M80 M81 M84 M92 M106 M107 M108 M201 M203 M204 "
     "M205 M206 M220 M221 M300 M400 M410 M420 M500 M501 M502 M503 M851 M876 M900".split())
 
-Handler = Callable[["VirtualFirmware", str, float], "str | None"]
+Handler = Callable[["CommandsMixin", str, float], "str | None"]
 
 
 class CommandsMixin:
     """G-code semantics on top of the firmware core's state (see firmware.py)."""
 
-    def _dispatch(self: VirtualFirmware, text: str, now: float) -> str | None:
+    # State owned and initialised by VirtualFirmware; declared here for the handlers.
+    spec: FirmwareSpec
+    _faults: FaultSpec
+    _caps: dict[str, bool]
+    _th: Thermals
+    _out: list[str]
+    _tools: list[HeaterState]
+    _bed: HeaterState | None
+    _chamber: HeaterState | None
+    _tool: int
+    _pos: list[float]
+    _relative: bool
+    _relative_e: bool
+    _autoreport: float
+    _next_auto: float | None
+    _busy_interval: float
+    _last_n: int
+
+    def _start_wait(self, wait: Wait, now: float) -> None:
+        raise NotImplementedError  # provided by VirtualFirmware
+
+    def _dispatch(self, text: str, now: float) -> str | None:
         m = _WORD_RE.match(text)
         if m is None:
             return self._unknown(text)
@@ -53,16 +78,16 @@ class CommandsMixin:
                 return "ok" if word in _NOOP else self._unknown(text)
         return handler(self, text, now)
 
-    def _unknown(self: VirtualFirmware, text: str) -> str:
+    def _unknown(self, text: str) -> str:
         self._out.append(f'echo:Unknown command: "{text}"')
         return "ok"
 
-    def _temperature_text(self: VirtualFirmware, now: float) -> str:
+    def _temperature_text(self, now: float) -> str:
         return format_report(self._tools, self._tool, self._bed, self._chamber, now, self._th)
 
     # ------------------------------------------------------------ motion
 
-    def _move(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _move(self, text: str, now: float) -> str | None:
         pos = self._pos
         relative, relative_e = self._relative, self._relative_e
         for letter, value in _AXIS_VALUE_RE.findall(text, 2):
@@ -77,13 +102,13 @@ class CommandsMixin:
             return None
         return "ok"
 
-    def _home(self: VirtualFirmware, text: str, now: float) -> str:
+    def _home(self, text: str, now: float) -> str:
         axes = {_AXIS_INDEX[a] for a in _AXIS_LETTER_RE.findall(text, 3) if a != "E"}
         for i in axes or (0, 1, 2):
             self._pos[i] = 0.0
         return "ok"
 
-    def _set_position(self: VirtualFirmware, text: str, now: float) -> str:
+    def _set_position(self, text: str, now: float) -> str:
         values = _AXIS_VALUE_RE.findall(text, 3)
         if not values:
             self._pos = [0.0, 0.0, 0.0, 0.0]
@@ -91,23 +116,23 @@ class CommandsMixin:
             self._pos[_AXIS_INDEX[letter]] = float(value)
         return "ok"
 
-    def _absolute(self: VirtualFirmware, text: str, now: float) -> str:
+    def _absolute(self, text: str, now: float) -> str:
         self._relative = self._relative_e = False
         return "ok"
 
-    def _relative_mode(self: VirtualFirmware, text: str, now: float) -> str:
+    def _relative_mode(self, text: str, now: float) -> str:
         self._relative = self._relative_e = True
         return "ok"
 
-    def _e_absolute(self: VirtualFirmware, text: str, now: float) -> str:
+    def _e_absolute(self, text: str, now: float) -> str:
         self._relative_e = False
         return "ok"
 
-    def _e_relative(self: VirtualFirmware, text: str, now: float) -> str:
+    def _e_relative(self, text: str, now: float) -> str:
         self._relative_e = True
         return "ok"
 
-    def _dwell(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _dwell(self, text: str, now: float) -> str | None:
         seconds = param_value(text, "S")
         if seconds is None:
             ms = param_value(text, "P")
@@ -117,7 +142,7 @@ class CommandsMixin:
         self._start_wait(Wait(WaitKind.DWELL, now + seconds, busy=True), now)
         return None
 
-    def _position(self: VirtualFirmware, text: str, now: float) -> str:
+    def _position(self, text: str, now: float) -> str:
         x, y, z, e = self._pos
         self._out.append(
             f"X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:{e:.2f} Count X:{round(x * _STEPS[0])} "
@@ -126,14 +151,14 @@ class CommandsMixin:
 
     # ------------------------------------------------------------ tools and heaters
 
-    def _tool_change(self: VirtualFirmware, n: int) -> str:
+    def _tool_change(self, n: int) -> str:
         if n >= len(self._tools):
             self._out.append(f"echo:T{n} Invalid extruder")
         else:
             self._tool = n
         return "ok"
 
-    def _target_tool(self: VirtualFirmware, text: str) -> int | None:
+    def _target_tool(self, text: str) -> int | None:
         """The T parameter of M104/M109 (default: current tool); None if out of range."""
         t = param_value(text, "T")
         if t is None:
@@ -144,7 +169,7 @@ class CommandsMixin:
         self._out.append(f"echo:{text.split(None, 1)[0]} Invalid extruder {n}")
         return None
 
-    def _set_heater(self: VirtualFirmware, kind: HeaterKind, index: int, target: float,
+    def _set_heater(self, kind: HeaterKind, index: int, target: float,
                     now: float) -> HeaterState | None:
         """Retarget a heater; returns its new state, or None if the printer lacks it."""
         th = self._th
@@ -161,7 +186,7 @@ class CommandsMixin:
             st = self._chamber = retarget(self._chamber, target, now, th)
         return st
 
-    def _heat(self: VirtualFirmware, text: str, now: float, kind: HeaterKind,
+    def _heat(self, text: str, now: float, kind: HeaterKind,
               wait: bool) -> str | None:
         index = 0
         if kind is HeaterKind.TOOL:
@@ -186,39 +211,39 @@ class CommandsMixin:
         self._start_wait(Wait(WaitKind.HEAT, end, reports=True, busy=True), now)
         return None
 
-    def _m104(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m104(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.TOOL, False)
 
-    def _m109(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m109(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.TOOL, True)
 
-    def _m140(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m140(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.BED, False)
 
-    def _m190(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m190(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.BED, True)
 
-    def _m141(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m141(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.CHAMBER, False)
 
-    def _m191(self: VirtualFirmware, text: str, now: float) -> str | None:
+    def _m191(self, text: str, now: float) -> str | None:
         return self._heat(text, now, HeaterKind.CHAMBER, True)
 
-    def _report_temperatures(self: VirtualFirmware, text: str, now: float) -> str:
+    def _report_temperatures(self, text: str, now: float) -> str:
         return "ok " + self._temperature_text(now)
 
-    def _autoreport_temperatures(self: VirtualFirmware, text: str, now: float) -> str:
+    def _autoreport_temperatures(self, text: str, now: float) -> str:
         if not self._caps.get("AUTOREPORT_TEMP"):
             return self._unknown(text)
         s = param_value(text, "S")
         if s is not None:
-            self._autoreport = max(0.0, s)
+            self._autoreport = s = 0.0 if s <= 0 else max(_MIN_AUTOREPORT, s)
             self._next_auto = now + s if s > 0 else None
         return "ok"
 
     # ------------------------------------------------------------ host protocol
 
-    def _firmware_info(self: VirtualFirmware, text: str, now: float) -> str:
+    def _firmware_info(self, text: str, now: float) -> str:
         spec = self.spec
         self._out.append(
             f"FIRMWARE_NAME:{spec.firmware_name} "
@@ -228,23 +253,23 @@ class CommandsMixin:
         self._out.extend(f"Cap:{name}:{int(on)}" for name, on in spec.capabilities)
         return "ok"
 
-    def _busy_interval_cmd(self: VirtualFirmware, text: str, now: float) -> str:
+    def _busy_interval_cmd(self, text: str, now: float) -> str:
         s = param_value(text, "S")
         if s is not None:
             self._busy_interval = min(60.0, max(0.0, s))
         return "ok"
 
-    def _set_line_number(self: VirtualFirmware, text: str, now: float) -> str:
+    def _set_line_number(self, text: str, now: float) -> str:
         n = param_value(text, "N")
         if n is not None:
             self._last_n = int(n)
         return "ok"
 
-    def _message(self: VirtualFirmware, text: str, now: float) -> str:
+    def _message(self, text: str, now: float) -> str:
         self._out.append("echo:" + text[4:].strip())
         return "ok"
 
-    def _serial_print(self: VirtualFirmware, text: str, now: float) -> str:
+    def _serial_print(self, text: str, now: float) -> str:
         rest = text[4:].lstrip()
         echo = action = False
         while (m := _M118_FLAG_RE.match(rest)) is not None:
@@ -255,7 +280,7 @@ class CommandsMixin:
         self._out.append(("echo:" if echo else "") + ("//" if action else "") + rest)
         return "ok"
 
-    def _restart(self: VirtualFirmware, text: str, now: float) -> str:
+    def _restart(self, text: str, now: float) -> str:
         self._out.append(f"Resend: {self._last_n + 1}")
         return "ok"
 

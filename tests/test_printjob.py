@@ -1,0 +1,188 @@
+"""Print jobs against the firmware model in memory: exactly once under faults, states, pause,
+resume, cancel, failures, pausing commands, action commands, M73."""
+
+from __future__ import annotations
+
+import octo_handlers  # noqa: F401  (handlers for YAML below)
+import pytest
+from conftest import load_yaml
+
+from pipeline.host import PrinterState as S
+from pipeline.job import FileJob, JobFile
+from pipeline.printjob import JobStateError, Outcome
+from pipeline.registry import build_pipeline
+from pipeline.testing import Pair, expected_commands, sample_gcode
+from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from stages import BUILTIN_STAGES
+
+FAST = "serial:\n  timeouts:\n    communication: 1.0\n    temperature: 0.5\n"
+
+
+def pair(yaml: str = FAST, faults: FaultSpec | None = None) -> Pair:
+    config = load_yaml(yaml)
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
+             FirmwareSpec(faults=faults or FaultSpec()))
+    p.connect()
+    return p
+
+
+def start(p: Pair, text: str) -> FileJob:
+    data = text.encode()
+    job = FileJob(JobFile("test.gcode", "test.gcode", len(data)))
+    for i in range(0, len(data), 4096):
+        job.feed(data[i:i + 4096])
+    job.feed(b"")
+    states = []
+    p.core.listeners.append(lambda e, pl: states.append(pl["state_id"])
+                            if str(e) == "PrinterStateChanged" else None)
+    p.states = states
+    p.core.jobs.start(job)
+    return job
+
+
+def file_lines(p: Pair, expected: list[str]) -> list[str]:
+    wanted = set(expected)
+    return [a for a in p.fw.accepted if a in wanted and a != "M400"]
+
+
+def test_print_is_exact_under_faults():
+    text = sample_gcode(3000, seed=1)
+    p = pair(FAST, FaultSpec(seed=11, corrupt_rate=0.01, lost_ok_rate=0.001, busy_rate=0.01))
+    start(p, text)
+    p.run_until(lambda: p.core.jobs.result is not None and p.core.state is S.OPERATIONAL)
+    exp = expected_commands(text)
+    assert file_lines(p, exp) == exp
+    assert p.core.jobs.result.outcome is Outcome.DONE
+    assert p.states == ["STARTING", "PRINTING", "FINISHING", "OPERATIONAL"]
+    names = p.event_names()
+    assert names.index("PrintStarted") < names.index("PrintDone")
+    done = [pl for e, pl in p.events if e == "PrintDone"][0]
+    assert {"name", "path", "origin", "size", "owner", "time"} <= done.keys()
+
+
+def test_pause_then_resume_gives_the_same_record():
+    text = sample_gcode(600, seed=2)
+    exp = expected_commands(text)
+    p = pair()
+    start(p, text)
+    p.run_until(lambda: p.core.jobs.job.line_no >= 250)
+    p.core.jobs.pause()
+    p.run_until(lambda: p.core.state is S.PAUSED)
+    assert p.fw.accepted[-2:] == ["M400", "M114"]
+    paused = [pl for e, pl in p.events if e == "PrintPaused"][0]
+    assert paused["position"]["x"] is not None and paused["position"]["z"] is not None
+    assert p.core.jobs.pause_record["position"] == paused["position"]
+    sent_at_pause = len(p.fw.accepted)
+    p.clock.now += 5
+    p.run_until(lambda: True)
+    assert len(p.fw.accepted) == sent_at_pause  # nothing from the file while paused
+    p.core.jobs.resume()
+    p.run_until(lambda: p.core.jobs.result is not None and p.core.state is S.OPERATIONAL)
+    assert file_lines(p, exp) == exp
+    assert p.states == ["STARTING", "PRINTING", "PAUSING", "PAUSED", "RESUMING", "PRINTING",
+                        "FINISHING", "OPERATIONAL"]
+
+
+def test_cancel_stops_within_a_few_lines_and_ends_operational():
+    text = sample_gcode(2000, seed=3)
+    p = pair()
+    start(p, text)
+    p.run_until(lambda: p.core.jobs.job.line_no >= 300)
+    handed_out = p.core.jobs.job.line_no
+    p.core.jobs.cancel()
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    assert p.core.jobs.job.line_no - handed_out <= 2
+    assert p.core.jobs.result.outcome is Outcome.CANCELLED
+    names = p.event_names()
+    assert names.index("PrintCancelling") < names.index("PrintCancelled") \
+        < names.index("PrintFailed")
+    failed = [pl for e, pl in p.events if e == "PrintFailed"][0]
+    assert failed["reason"] == "cancelled"
+    assert "M108" in p.fw.accepted
+
+
+def test_cancel_can_capture_the_position():
+    p = pair(FAST + "  log_position_on_cancel: yes\n")
+    start(p, sample_gcode(500, seed=4))
+    p.run_until(lambda: p.core.jobs.job.line_no >= 100)
+    p.core.jobs.cancel()
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    cancelled = [pl for e, pl in p.events if e == "PrintCancelled"][0]
+    assert cancelled["position"]["x"] is not None
+
+
+def test_position_capture_is_bounded_when_m114_never_answers():
+    p = pair(FAST + """pipeline:
+  comm.protocol.gcode.received:
+    - handler: octo_handlers:received_upper
+""")
+    p.core.pipeline.received[0].handler = lambda comm, line: None if "X:" in line else line
+    start(p, sample_gcode(300, seed=5))
+    p.run_until(lambda: p.core.jobs.job.line_no >= 50)
+    p.core.jobs.pause()
+    p.run_until(lambda: p.core.state is S.PAUSED, max_time=60)
+    paused = [pl for e, pl in p.events if e == "PrintPaused"][0]
+    assert paused["position"] is None
+
+
+@pytest.mark.parametrize("faults, reason", [
+    (FaultSpec(reset_after=200), "reset"),
+    (FaultSpec(fatal_after=200), "Thermal Runaway"),
+])
+def test_printer_failure_mid_print_ends_in_error_with_position(faults, reason):
+    p = pair(FAST, faults)
+    start(p, sample_gcode(1000, seed=6))
+    p.run_until(lambda: p.core.failed)
+    result = p.core.jobs.result
+    assert result.outcome is Outcome.ERROR and reason in result.error
+    assert result.filepos and 0 < result.filepos < p.core.jobs.job.file.size
+    assert p.core.state is S.ERROR
+    assert [pl["reason"] for e, pl in p.events if e == "PrintFailed"] == ["error"]
+
+
+def test_pausing_command_in_the_file_pauses_and_is_not_sent():
+    text = "G28\nG1 X1\nM0\nG1 X2\n"
+    p = pair()
+    start(p, text)
+    p.run_until(lambda: p.core.state is S.PAUSED)
+    assert "M0" not in p.fw.accepted and "G1 X2" not in p.fw.accepted
+    p.core.jobs.resume()
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    assert "G1 X2" in p.fw.accepted
+
+
+def test_action_pause_and_resume_from_the_printer():
+    p = pair()
+    start(p, "G1 X1\nM118 // action:pause\n" + "G1 X2\n" * 50)
+    p.run_until(lambda: p.core.state is S.PAUSED)
+    p.core.receive_data(b"// action:resume\n")
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    assert p.fw.accepted.count("G1 X2") == 50
+
+
+def test_manual_commands_slip_between_file_lines():
+    p = pair()
+    start(p, "".join(f"G1 X{i}\n" for i in range(100)))
+    p.run_until(lambda: p.core.jobs.job.line_no >= 20)
+    p.core.enqueue("M117 hello")
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    i = p.fw.accepted.index("M117 hello")
+    assert p.fw.accepted[i - 1].startswith("G1 X") and p.fw.accepted[i + 1].startswith("G1 X")
+
+
+def test_m73_progress_and_time_left():
+    p = pair()
+    job = start(p, "M73 P40 R12\n" + "G1 X1\n" * 10 + "G4 P1\n" * 200)
+    p.run_until(lambda: job.line_no >= 15)
+    assert job.progress == 0.4 and job.time_left(10) == 720
+
+
+def test_wrong_state_is_refused():
+    p = pair()
+    with pytest.raises(JobStateError):
+        p.core.jobs.pause()
+    with pytest.raises(JobStateError):
+        p.core.jobs.cancel()
+    start(p, "G1 X1\n" * 100)
+    with pytest.raises(JobStateError):
+        p.core.jobs.start(FileJob(JobFile("x", "x", 1)))
