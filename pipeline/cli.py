@@ -44,10 +44,10 @@ async def _send(config: HostConfig, commands: Sequence[str], timeout: float) -> 
     return 0
 
 
-async def _virtual(config: HostConfig, link: str) -> int:
+async def _virtual(config: HostConfig, link: str, record: str | None) -> int:
     from .session import firmware_spec
     from .virtual.server import run_standalone
-    await run_standalone(firmware_spec(config), link)
+    await run_standalone(firmware_spec(config), link, record=record)
     return 0
 
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
     p.add_argument("--link", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
+    p.add_argument("--record", help="append every accepted command to this file")
     return parser
 
 
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli_print import run_print
             return trio.run(run_print, config, args.file)
         if args.command == "virtual":
-            return trio.run(_virtual, config, args.link)
+            return trio.run(_virtual, config, args.link, args.record)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(f"config error: {err}", file=sys.stderr)

@@ -61,6 +61,11 @@ class EngineSettings:
             extruders=profile.extruders, heated_bed=profile.heated_bed,
             send_m112_on_error=serial.send_m112_on_error)
 
+    def timeout_limit(self, long_running: bool, printing: bool) -> int:
+        """Consecutive timeouts tolerated now (0 = unlimited)."""
+        return (self.max_timeouts_long if long_running
+                else self.max_timeouts_printing if printing else self.max_timeouts_idle)
+
 
 @attrs.frozen
 class FirmwareTweaks:

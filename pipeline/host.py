@@ -85,6 +85,8 @@ class HostCore:
         self._special = (self._emergency | self._blocked | self._ignored | self._no_heater
                          | self._pausing)
         self.jobs = JobControl(self)
+        # With no queuing/queued stages a plain file line needs no phase work at all.
+        self._plain = not pipeline.queuing and not pipeline.queued
         self._dispatch: dict[type, Callable[[Any], None]] = {
             ee.Connected: self._on_connected,
             ee.Received: self._on_received,
@@ -122,6 +124,11 @@ class HostCore:
         """A cancel: forget file commands still waiting in the job queue."""
         self._job_queue = deque(c for c in self._job_queue
                                 if c.__class__ is Marker or "source:file" not in c.tags)
+
+    @property
+    def has_urgent_output(self) -> bool:
+        """Bytes that go out regardless of the ok window (emergency, hello, out-of-band)."""
+        return bool(self._oob) or bool(self.engine._out)
 
     @property
     def failed(self) -> bool:
@@ -203,7 +210,7 @@ class HostCore:
             self.jobs.pausing_command(cmd)
         if g in self._emergency:
             if self.engine.capabilities.get("EMERGENCY_PARSER") and self.operational:
-                self._oob += self.engine.send_out_of_band(cmd)
+                self._oob += self.engine.send_out_of_band(cmd, self.clock())
                 return False
             return True
         if g in self._blocked:
@@ -254,6 +261,8 @@ class HostCore:
                     self.jobs.file_done()
                     return self._next_command()
                 return None
+            if self._plain and cmd.gcode not in self._special and cmd.line[0] != "@":
+                return cmd  # the hot path: nothing to run, nothing to check
             cmds = self._queuing(cmd)
             if not cmds:
                 src = self.job_source  # the command may have paused the job
@@ -269,7 +278,7 @@ class HostCore:
     def data_to_send(self) -> bytes:
         """Everything that may be written now. Call `on_written()` once it is written."""
         engine = self.engine
-        out = engine.take_output()
+        out = engine.take_output() if engine._out else b""
         if self._oob:
             out += bytes(self._oob)
             self._oob.clear()
@@ -294,7 +303,8 @@ class HostCore:
                 if not cmds:
                     continue
                 cmd = cmds[0]
-            self.tracker.sending(cmd, self)
+            if cmd.gcode == "M155":
+                self.tracker.sending(cmd, self)
             out += engine.send(cmd, now)
             written.append(cmd)
         return out
@@ -305,10 +315,12 @@ class HostCore:
         if not written:
             return
         p = self.pipeline
+        tracked = self.tracker.tracked
         for cmd in written:
             if p.sent:
                 p.notify_phase(Phase.GCODE_SENT, p.sent, cmd)
-            self.tracker.sent(cmd, self)
+            if cmd.gcode in tracked:
+                self.tracker.sent(cmd, self)
         written.clear()
 
     # ---- receiving and timeouts -------------------------------------------------------------
@@ -404,18 +416,21 @@ class HostCore:
                      tags=frozenset({"trigger:comm.handle_timeout"}))
 
     def _on_reset(self, ev: ee.PrinterReset) -> None:
+        """The printer rebooted: a running job has lost its state and fails (its position is
+        kept); the link stays up and is re-synchronised, autoreport re-armed."""
         self.fire(Event.PRINTER_RESET, {"idle": ev.idle})
-        if not ev.idle or self.jobs.active:
-            message = "Aborting job since printer lost state (it reset itself)"
-            self.error = message
-            self.jobs.fail(message)
-            self._handle(self.engine.fail(ErrorReason.FIRMWARE, message))
-            return
         self._queue.clear()
         self._queued_types.clear()
-        if ev.idle:
-            tags = frozenset({"trigger:comm.on_external_reset"})
-            self.enqueue("M110 N0", tags=tags)
+        self._job_queue.clear()
+        if self.jobs.job is not None and self.jobs.result is None:
+            self.jobs.fail("Aborting job since the printer reset itself and lost its state")
+        self.set_state(PrinterState.OPERATIONAL)
+        self.autoreport_temperature = False
+        tags = frozenset({"trigger:comm.on_external_reset"})
+        self.enqueue("M110 N0", tags=tags)
+        interval = self.config.serial.timeouts.temperature_autoreport
+        if self.engine.capabilities.get("AUTOREPORT_TEMP") and interval > 0:
+            self.enqueue(f"M155 S{interval}", tags=tags)
 
     def _on_invalid_tool(self, ev: ee.InvalidTool) -> None:
         fallback = self.tracker.invalid_tool(ev.tool)

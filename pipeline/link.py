@@ -53,28 +53,53 @@ class SerialLink:
         for ev in waiters:
             ev.set()
 
-    async def _flush(self) -> None:
-        if self._writing:
-            return
-        self._writing = True
+    def _pump_nowait(self) -> bytes:
+        """Write what the core has without awaiting; returns what the kernel did not take."""
         core = self.core
+        engine = core.engine
+        transport = self.transport
+        out = core.data_to_send()
+        while out:
+            n = transport.write_nowait(out)
+            if n < len(out):
+                return out[n:]
+            core.on_written()
+            if engine.credit <= 0 and not core.has_urgent_output:
+                break  # the window is full: the next ok brings the next line
+            out = core.data_to_send()
+        return b""
+
+    async def _finish(self, rest: bytes) -> None:
+        """The kernel buffer was full: await room for `rest`, then keep pumping."""
+        self._writing = True
         try:
-            while True:
-                out = core.data_to_send()
-                if not out:
-                    break
-                await self.transport.send_all(out)
-                core.on_written()
+            while rest:
+                await self.transport.send_all(rest)
+                self.core.on_written()
+                rest = self._pump_nowait()
         finally:
             self._writing = False
+
+    async def _flush(self) -> None:
+        if self._writing:
+            return  # another task is finishing a write; it pumps again afterwards
+        rest = self._pump_nowait()
+        if rest:
+            await self._finish(rest)
 
     async def _reader(self) -> None:
         core = self.core
         transport = self.transport
         while True:
-            data = await transport.receive_some()
+            await transport.wait_readable()
+            data = transport.read_nowait()
+            if data is None:
+                continue
             core.receive_data(data)
-            await self._flush()
+            if not self._writing:
+                rest = self._pump_nowait()
+                if rest:
+                    await self._finish(rest)
             if self._waiters:
                 self._notify()
             if core.failed:

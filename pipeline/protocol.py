@@ -12,7 +12,7 @@ every call that needs time takes `now`. Plain `ok` lines are handled without all
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable
+from typing import Callable
 
 from . import replies
 from .config import ChecksumMode, ResendWithoutOk
@@ -52,12 +52,9 @@ class HostProtocol:
         self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
-        self.busy_active = False
-        self.long_running = False
-        self.heating = False
+        self.busy_active = self.long_running = self.heating = False
         self.last_acked: Command | None = None
-        self.acked_count = 0
-        self.sent_count = 0
+        self.acked_count = self.sent_count = 0
         self._window = settings.window
         self._inflight: deque[tuple[int, Command]] = deque()
         self._resend = ResendTracker(settings.history_size, settings.max_resends)
@@ -68,9 +65,7 @@ class HostProtocol:
         self._in_cap_report = False
         self._hellos = 0
         self._temp_interval = settings.temperature_interval  # M155 S<n> (autoreport) sets it
-        self._deadline = INF
-        self._ok_deadline = INF
-        self._resend_ok_deadline = INF
+        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._consecutive_timeouts = 0
 
     # ---- state and credit -------------------------------------------------------------
@@ -170,7 +165,12 @@ class HostProtocol:
         if self.state is not LinkState.OPERATIONAL:
             raise LocalProtocolError(f"cannot send {cmd.line!r} while {self.state.value}")
         if self.needs_number(cmd):
-            n = self._number(cmd)
+            if cmd.gcode == "M110":
+                n = self._number(cmd)
+            else:  # _number() inlined: the hot path of every printed line
+                n = self.current_line
+                self._resend.record(n, cmd.line)
+                self.current_line = n + 1
             data = frame(n, cmd.line)
         else:
             n = -1
@@ -194,8 +194,8 @@ class HostProtocol:
                 self._deadline = max(self._deadline, now + self._timeout_period() + wait)
         elif g in HEATUP_GCODES:
             self.long_running = self.heating = True
-        elif g == "M155":  # autoreport interval: the communication timeout follows it
-            s = param_value(cmd.line, "S")
+        elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
+            s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
             self._temp_interval = s if s else self.settings.temperature_interval
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
@@ -404,23 +404,18 @@ class HostProtocol:
     def _on_ok(self, now: float) -> None:
         self._resend_ok_deadline = INF
         self._ok_deadline = now + self._timeout_period()
-        inflight = self._inflight
-        if inflight:
-            self.last_acked = inflight.popleft()[1]
+        if self._inflight:
+            self.last_acked = self._inflight.popleft()[1]
             self.acked_count += 1
         if self.long_running:  # with a window the ok may belong to an earlier line
-            self._recheck_long_running(inflight)
+            self._recheck_long_running()
         self._resend.on_ok()
 
-    def _recheck_long_running(self, inflight: Iterable[tuple[int, Command]]) -> None:
-        long_running, heating = self.settings.long_running, False
-        self.long_running = False
-        for _, c in inflight:
-            if c.gcode in HEATUP_GCODES:
-                heating = self.long_running = True
-            elif c.gcode in long_running:
-                self.long_running = True
-        self.heating = heating
+    def _recheck_long_running(self) -> None:
+        """Long-running (heating) only while such a command still waits for its ok."""
+        gcodes = {c.gcode for _, c in self._inflight}
+        self.heating = not gcodes.isdisjoint(HEATUP_GCODES)
+        self.long_running = self.heating or not gcodes.isdisjoint(self.settings.long_running)
 
     def _on_resend(self, n: int, now: float) -> None:
         if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
@@ -467,28 +462,24 @@ class HostProtocol:
             self._deadline = INF
             return NO_EVENTS  # type: ignore[return-value]
         self._consecutive_timeouts += 1
-        s = self.settings
-        limit = (s.max_timeouts_long if self.long_running
-                 else s.max_timeouts_printing if self.printing else s.max_timeouts_idle)
+        limit = self.settings.timeout_limit(self.long_running, self.printing)
         if limit and self._consecutive_timeouts > limit:
             self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
                        "connected and alive?", m112=False)
             return self._take_events()
         self._deadline = self._ok_deadline = now + self._timeout_period()
-        if self._resend.active and self._inflight:
-            num, cmd = self._inflight.popleft()  # resend that line again
+        inflight = self._inflight
+        if self._resend.active and inflight:
+            num = inflight.popleft()[0]  # resend that line again
             if num >= 0:
                 self._resend.requeue(num)
-        elif self.heating:
-            self.heating = self.long_running = False
-            if self._inflight:
-                self._inflight.popleft()
-        elif self.long_running:
-            pass
-        elif self.printing:
-            if self._inflight:
-                self._inflight.popleft()
-            self._events.append(TickleRequested())
-        elif self._inflight:  # idle: the oldest line's ok was lost, "tickle" it free
-            self._inflight.popleft()
+        elif self.long_running and not self.heating:
+            pass  # waits for its ok up to the long-running limit
+        else:  # the heatup is over, or the oldest line's ok was lost: free its slot
+            if inflight:
+                inflight.popleft()
+            if self.heating:
+                self.heating = self.long_running = False
+            elif self.printing:
+                self._events.append(TickleRequested())
         return self._take_events()

@@ -195,7 +195,7 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
             transport = await open_port(port, config.printer.baudrate,
                                         exclusive=config.serial.exclusive,
                                         hangup_on_close=config.serial.hangup_on_close)
-        core = HostCore(config, pipeline, clock=trio.current_time)
+        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time)
         link = SerialLink(core, transport)
         pipeline.comm = CommFacade(core, link.wake)
         core.connect()

@@ -105,3 +105,8 @@ def expected_commands(text: str) -> list[str]:
     """The commands a host must deliver for `text`: comments and blank lines stripped."""
     from .gcode import strip_comment
     return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
+
+
+def noop_stage(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):  # noqa: ANN001
+    """A handler that changes nothing (the benchmark's measure of per-stage overhead)."""
+    return None

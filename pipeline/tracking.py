@@ -47,6 +47,7 @@ class Tracker:
             "M82": self._e_absolute, "M83": self._e_relative,
             "M73": lambda cmd, host: host.jobs.m73(cmd),
         }
+        self.tracked = frozenset(self._sent)  # the host skips the call for anything else
 
     # ---- commands -------------------------------------------------------------------------
     def sending(self, cmd: Command, host: HostCore) -> None:

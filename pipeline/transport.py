@@ -43,6 +43,36 @@ class SerialTransport:
         self._fd = stream.fd
         self.closed = False
 
+    async def wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._fd)
+        except trio.ClosedResourceError as exc:
+            raise LinkClosed("port is closed", port=self.port) from exc
+
+    def read_nowait(self, max_bytes: int = 4096) -> bytes | None:
+        """What the port has now (after `wait_readable`): b"" at EOF, None if nothing yet."""
+        try:
+            return os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if self.closed:
+                raise LinkClosed("port is closed", port=self.port) from exc
+            if exc.errno == errno.EIO:
+                return b""
+            raise LinkBroken(f"read failed: {exc}", port=self.port) from exc
+
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes now; returns how many bytes that was."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if self.closed:
+                raise LinkClosed("port is closed", port=self.port) from exc
+            raise LinkBroken(f"write failed: {exc}", port=self.port) from exc
+
     async def receive_some(self, max_bytes: int = 4096) -> bytes:
         if self.closed:
             raise LinkClosed("port is closed", port=self.port)

@@ -125,16 +125,26 @@ def test_position_capture_is_bounded_when_m114_never_answers():
     assert paused["position"] is None
 
 
-@pytest.mark.parametrize("faults, reason", [
-    (FaultSpec(reset_after=200), "reset"),
-    (FaultSpec(fatal_after=200), "Thermal Runaway"),
-])
-def test_printer_failure_mid_print_ends_in_error_with_position(faults, reason):
-    p = pair(FAST, faults)
+def test_printer_reset_mid_print_fails_the_job_and_keeps_the_link():
+    p = pair(FAST, FaultSpec(reset_after=200))
+    start(p, sample_gcode(1000, seed=6))
+    p.run_until(lambda: p.core.jobs.result is not None)
+    result = p.core.jobs.result
+    assert result.outcome is Outcome.ERROR and "reset" in result.error
+    assert result.filepos and 0 < result.filepos < p.core.jobs.job.file.size
+    assert [pl["reason"] for e, pl in p.events if e == "PrintFailed"] == ["error"]
+    p.run_until(lambda: p.core.idle)
+    assert p.core.state is S.OPERATIONAL and not p.core.failed
+    assert p.fw.accepted[-2:] == ["M110 N0", "M155 S2"]  # re-synchronised, autoreport re-armed
+    assert b"M112" not in b"".join(p.wire)
+
+
+def test_fatal_firmware_error_mid_print_ends_in_error_with_position():
+    p = pair(FAST, FaultSpec(fatal_after=200))
     start(p, sample_gcode(1000, seed=6))
     p.run_until(lambda: p.core.failed)
     result = p.core.jobs.result
-    assert result.outcome is Outcome.ERROR and reason in result.error
+    assert result.outcome is Outcome.ERROR and "Thermal Runaway" in result.error
     assert result.filepos and 0 < result.filepos < p.core.jobs.job.file.size
     assert p.core.state is S.ERROR
     assert [pl["reason"] for e, pl in p.events if e == "PrintFailed"] == ["error"]

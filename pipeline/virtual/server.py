@@ -16,6 +16,7 @@ import math
 import os
 import termios
 import tty
+import typing
 
 import attrs
 import trio
@@ -141,12 +142,38 @@ async def serve_virtual_printer(
             handle._gone.set()
 
 
-async def run_standalone(spec: FirmwareSpec, link: str) -> None:
-    """Serve forever at `link`; after an unplug, plug a fresh printer back in a second later."""
-    while True:
-        async with trio.open_nursery() as nursery:
-            handle: VirtualPrinterHandle = await nursery.start(
-                functools.partial(serve_virtual_printer, spec, link=link))
-            print(f"virtual printer on {handle.device}, link {link}", flush=True)
-        print("virtual printer unplugged; plugging back in 1 s", flush=True)
-        await trio.sleep(1.0)
+async def run_standalone(spec: FirmwareSpec, link: str, *, record: str | None = None) -> None:
+    """Serve forever at `link`; after an unplug, plug a fresh printer back in a second later.
+
+    With `record`, every command the printer accepts is appended to that file (one per line,
+    flushed every 50 ms), so another process can check what arrived.
+    """
+    sink = open(record, "w", buffering=1 << 16) if record else None  # noqa: SIM115
+    try:
+        while True:
+            async with trio.open_nursery() as nursery:
+                handle: VirtualPrinterHandle = await nursery.start(
+                    functools.partial(serve_virtual_printer, spec, link=link))
+                print(f"virtual printer on {handle.device}, link {link}", flush=True)
+                if sink is not None:
+                    nursery.start_soon(_record, handle, sink)
+            print("virtual printer unplugged; plugging back in 1 s", flush=True)
+            await trio.sleep(1.0)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+async def _record(handle: VirtualPrinterHandle, sink: typing.TextIO) -> None:
+    done = 0
+    accepted = handle.firmware.accepted
+    try:
+        while not handle.unplugged:
+            await trio.sleep(0.05)
+            if len(accepted) > done:
+                sink.write("\n".join(accepted[done:]) + "\n")
+                sink.flush()
+                done = len(accepted)
+    finally:
+        sink.write("".join(a + "\n" for a in accepted[done:]))
+        sink.flush()

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Streaming benchmark: prints a generated slicer-like file to the virtual printer running in
+its own process (`printpipe virtual`) over a real pty, and reports the host's figures as one
+JSON line: lines, wall_s, lines_per_s, cpu_us_per_line (this process's CPU only),
+rss_peak_mb and exact (the printer received every file command exactly once, in order).
+
+    python tools/bench.py --lines 20000 --runs 5
+    python tools/bench.py --lines 20000 --corrupt 0.01 --lost-ok 0.001 --busy 0.01
+    python tools/bench.py --lines 20000 --noop-stages 5     # 5 no-op stages on every phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import trio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.testing import expected_commands, sample_gcode  # noqa: E402
+from stages import stage_phases, stage_schemas  # noqa: E402
+
+PHASES = ("comm.protocol.gcode.queuing", "comm.protocol.gcode.queued",
+          "comm.protocol.gcode.sending", "comm.protocol.gcode.sent")
+
+
+def host_yaml(args: argparse.Namespace, link: str) -> str:
+    text = f"printer:\n  port: {link}\n  baudrate: 250000\nserial:\n  ok_window: {args.window}\n"
+    text += "  timeouts:\n    communication: 2.0\n    temperature: 1.0\n"
+    if args.noop_stages:
+        text += "pipeline:\n"
+        for phase in PHASES:
+            text += f"  {phase}:\n"
+            for i in range(args.noop_stages):
+                text += f"    - handler: pipeline.testing:noop_stage\n      id: noop{i}\n"
+    return text
+
+
+def virtual_yaml(args: argparse.Namespace) -> str:
+    return ("virtual:\n  faults:\n"
+            f"    seed: {args.seed}\n    corrupt_rate: {args.corrupt}\n"
+            f"    lost_ok_rate: {args.lost_ok}\n    busy_rate: {args.busy}\n"
+            f"    ok_delay: {args.ok_delay}\n")
+
+
+async def host_run(config, path: str) -> dict:  # noqa: ANN001
+    from pipeline.session import open_printer
+    async with open_printer(config) as printer:
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        job = await printer.start_print(path)
+        result = await printer.wait_job_end()
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        return {"lines": job.line_no, "wall_s": round(wall, 3),
+                "lines_per_s": round(job.line_no / wall, 1),
+                "cpu_us_per_line": round(cpu * 1e6 / max(job.line_no, 1), 2),
+                "outcome": result.outcome.value if result else None}
+
+
+def run_once(args: argparse.Namespace, gcode_path: str, expected: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        link, record = os.path.join(tmp, "printer"), os.path.join(tmp, "record.txt")
+        vcfg = os.path.join(tmp, "virtual.yaml")
+        with open(vcfg, "w") as f:
+            f.write(virtual_yaml(args))
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "virtual", "-c", vcfg,
+                                 "--link", link, "--record", record], cwd=ROOT,
+                                stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(link):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the virtual printer did not start")
+                time.sleep(0.02)
+            config = load_config(host_yaml(args, link), "bench.yaml",
+                                 stage_schemas=stage_schemas(), stage_phases=stage_phases())
+            figures = trio.run(host_run, config, gcode_path)
+            wanted = set(expected)
+            got: list[str] = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with open(record) as f:
+                    got = [line for line in f.read().splitlines() if line in wanted]
+                if len(got) >= len(expected):
+                    break
+                time.sleep(0.05)
+            figures["exact"] = got == expected
+        finally:
+            proc.terminate()
+            proc.wait(5)
+    figures["rss_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=1, help="report the median of this many runs")
+    ap.add_argument("--ok-delay", type=float, default=0.0, help="firmware seconds per move")
+    ap.add_argument("--corrupt", type=float, default=0.0, help="fraction of corrupted lines")
+    ap.add_argument("--lost-ok", type=float, default=0.0, help="fraction of lost oks")
+    ap.add_argument("--busy", type=float, default=0.0, help="fraction answered with busy lines")
+    ap.add_argument("--window", type=int, default=1, help="ok window (lines in flight)")
+    ap.add_argument("--noop-stages", type=int, default=0,
+                    help="no-op handler stages declared on each gcode phase")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--file", help="print this file instead of a generated one")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.file
+        if path is None:
+            path = os.path.join(tmp, "bench.gcode")
+            with open(path, "w") as f:
+                f.write(sample_gcode(args.lines, seed=args.seed))
+        with open(path) as f:
+            expected = expected_commands(f.read()) if os.path.getsize(path) < 200e6 else []
+        runs = [run_once(args, path, expected) for _ in range(args.runs)]
+    out = {k: statistics.median(r[k] for r in runs)
+           for k in ("lines", "wall_s", "lines_per_s", "cpu_us_per_line", "rss_peak_mb")}
+    out["exact"] = all(r["exact"] for r in runs)
+    out["runs"] = len(runs)
+    out["window"] = args.window
+    out["noop_stages"] = args.noop_stages
+    if len(runs) > 1:
+        out["cpu_us_per_line_all"] = [r["cpu_us_per_line"] for r in runs]
+    print(json.dumps(out))
+    return 0 if out["exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
