@@ -90,8 +90,13 @@ class SerialLink:
     async def _reader(self) -> None:
         core = self.core
         transport = self.transport
+        wait_readable = trio.lowlevel.wait_readable
+        fd = transport.fd
         while True:
-            await transport.wait_readable()
+            try:
+                await wait_readable(fd)
+            except trio.ClosedResourceError as exc:
+                raise LinkClosed("port is closed", port=transport.port) from exc
             data = transport.read_nowait()
             if data is None:
                 continue

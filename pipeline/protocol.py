@@ -16,13 +16,14 @@ from typing import Callable
 
 from . import replies
 from .config import ChecksumMode, ResendWithoutOk
-from .engine_events import (ActionCommand, BusyDetected, CapabilityReport, CapabilityReported,
-                            Connected, ErrorReason, FirmwareErrorLine, FirmwareInfo, InvalidTool,
-                            LinkFailed, LinkState, PositionReport, PrinterReset, Received,
-                            StateChanged, Temperatures, TickleRequested)
+from .engine_events import (ActionCommand, BusyDetected, CapabilityReport, Connected,
+                            ErrorReason, FirmwareErrorLine, FirmwareInfo, LinkFailed,
+                            LinkState, PrinterReset, Received, StateChanged,
+                            TickleRequested)
 from .engine_settings import HEATUP_GCODES, EngineSettings, firmware_tweaks
 from .errors import LocalProtocolError
 from .gcode import Command, encode_plain, frame, param_value
+from .firmware_report import Content, FirmwareReport
 from .resend import ResendTracker
 
 __all__ = ["EngineSettings", "HostProtocol", "HEATUP_GCODES"]
@@ -48,7 +49,9 @@ class HostProtocol:
         self.current_line = 1
         self.firmware_info_received = False
         self.firmware_name: str | None = None
-        self.capabilities: dict[str, bool] = {}
+        self._flagged = settings.long_running | HEATUP_GCODES | {"M155"}
+        self._report = FirmwareReport()
+        self.capabilities = self._report.capabilities  # the same dict, kept up to date
         self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
@@ -62,9 +65,9 @@ class HostProtocol:
         self._out = bytearray()
         self._events: list = []
         self._pending_error: str | None = None
-        self._in_cap_report = False
         self._hellos = 0
         self._temp_interval = settings.temperature_interval  # M155 S<n> (autoreport) sets it
+        self._update_period()
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._consecutive_timeouts = 0
 
@@ -97,9 +100,11 @@ class HostProtocol:
             d = self._ok_deadline
         return d
 
-    def _timeout_period(self) -> float:
+    def _update_period(self) -> None:
+        """The communication timeout: call whenever busy mode or the temperature interval
+        changes (it is read on every line, so it is kept, not computed)."""
         base = self.settings.busy_timeout if self.busy_active else self.settings.comm_timeout
-        return max(base, self._temp_interval + 1.0)
+        self._period = max(base, self._temp_interval + 1.0)
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -183,20 +188,23 @@ class HostProtocol:
     def _track(self, n: int, cmd: Command, now: float) -> None:
         """`cmd` went out and waits for its ok: window, ok deadline, long-running flags."""
         if not self._inflight:
-            self._ok_deadline = now + self._timeout_period()
+            self._ok_deadline = now + self._period
         self._inflight.append((n, cmd))
         g = cmd.gcode
+        if g not in self._flagged:
+            return  # the hot path: an ordinary move
         if g in self.settings.long_running:
             self.long_running = True
             if g == "G4":
                 p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
                 wait = (p / 1000.0) if p is not None else (s or 0.0)
-                self._deadline = max(self._deadline, now + self._timeout_period() + wait)
+                self._deadline = max(self._deadline, now + self._period + wait)
         elif g in HEATUP_GCODES:
             self.long_running = self.heating = True
         elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
             s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
             self._temp_interval = s if s else self.settings.temperature_interval
+            self._update_period()
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
         """The next history line to resend, verbatim with its number, if credit allows."""
@@ -211,7 +219,7 @@ class HostProtocol:
     def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
         """An emergency-parser command (M108, M410): written at once, its ok expected first."""
         if not self._inflight:  # else the ok deadline left by the last ok is stale
-            self._ok_deadline = self._deadline if now is None else now + self._timeout_period()
+            self._ok_deadline = self._deadline if now is None else now + self._period
         self._inflight.appendleft((-1, cmd))
         return encode_plain(cmd.line)
 
@@ -275,10 +283,10 @@ class HostProtocol:
             return
         if (raw == b"ok" and self.received_hook is None and self.state is LinkState.OPERATIONAL
                 and self._pending_error is None):
-            self._deadline = now + self._timeout_period()
+            self._deadline = now + self._period
             self._consecutive_timeouts = 0
             self._on_ok(now)
-            if self._in_cap_report:
+            if self._report.in_cap_report:
                 self._end_cap_report()
             return
         line = raw.decode("utf-8", "replace").strip()
@@ -287,7 +295,7 @@ class HostProtocol:
             line = hooked.strip() if hooked else ""
         if not line:
             return
-        self._deadline = now + self._timeout_period()
+        self._deadline = now + self._period
         self._consecutive_timeouts = 0
         self._classify(line, now)
 
@@ -296,10 +304,11 @@ class HostProtocol:
         if self._resend_ok_deadline != INF and not replies.is_ok(line):
             self._on_ok(now)  # a resend came without its ok: this line proves it won't come
         if replies.is_busy(line):
-            self._ok_deadline = now + self._timeout_period()
+            self._ok_deadline = now + self._period
             if (not self.busy_active and self.settings.busy_protocol
                     and self.state is LinkState.OPERATIONAL):
                 self.busy_active = True
+                self._update_period()
                 ev.append(BusyDetected())
             return
         if line != "ok":  # a plain ok is no event, whichever path it took
@@ -333,40 +342,9 @@ class HostProtocol:
             if n is not None:
                 self._on_resend(n, now)
                 return
-        if self._in_cap_report and not replies.is_capability_line(line):
+        if self._report.in_cap_report and not replies.is_capability_line(line):
             self._end_cap_report()
         self._parse_content(line, now)
-
-    def _parse_content(self, line: str, now: float) -> None:
-        ev = self._events
-        if "X:" in line and "Y:" in line and "Z:" in line:
-            pos = replies.parse_position(line, self.current_tool)
-            if pos is not None:
-                ev.append(PositionReport(pos))
-                return
-        if replies.is_temperature_line(line):
-            temps = replies.parse_temperatures(line)
-            if temps:
-                ev.append(Temperatures(replies.canonical_tools(temps, self.current_tool)))
-            return
-        if replies.is_capability_line(line):
-            cap = replies.parse_capability(line)
-            if cap is not None:
-                self._in_cap_report = True
-                self.capabilities[cap[0]] = cap[1]
-                ev.append(CapabilityReported(cap[0], cap[1], dict(self.capabilities)))
-            return
-        if "NAME:" in line or line.startswith("NAME."):
-            info = replies.parse_firmware_info(line)
-            if info is not None and not self.firmware_info_received:
-                self._on_firmware_info(info)
-            return
-        tool = replies.parse_invalid_tool(line)
-        if tool is not None:
-            ev.append(InvalidTool(tool if tool >= 0 else self.current_tool))
-            return
-        if replies.is_start(line):
-            self._on_start(now)
 
     def _on_firmware_info(self, info: dict[str, str]) -> None:
         self.firmware_info_received = True
@@ -379,15 +357,21 @@ class HostProtocol:
         self._events.append(FirmwareInfo(name, info))
 
     def _end_cap_report(self) -> None:
-        if self._in_cap_report:
-            self._in_cap_report = False
+        if self._report.end_cap_report():
             self._events.append(CapabilityReport(dict(self.capabilities)))
+
+    def _parse_content(self, line: str, now: float) -> None:
+        kind = self._report.parse(line, self.current_tool, self._events)
+        if kind is Content.FIRMWARE_INFO and not self.firmware_info_received:
+            self._on_firmware_info(self._report.info)
+        elif kind is Content.START:
+            self._on_start(now)
 
     def _on_connected(self, now: float) -> None:
         self._set_state(LinkState.OPERATIONAL)
         self._hellos = 0
         self._inflight.clear()
-        self._deadline = now + self._timeout_period()
+        self._deadline = now + self._period
         self._events.append(Connected())
 
     def _on_start(self, now: float) -> None:
@@ -399,11 +383,12 @@ class HostProtocol:
             self.current_line = 1
             # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
             self.long_running = self.heating = self.busy_active = False
+            self._update_period()
             self._events.append(PrinterReset(idle=not self.printing))
 
     def _on_ok(self, now: float) -> None:
         self._resend_ok_deadline = INF
-        self._ok_deadline = now + self._timeout_period()
+        self._ok_deadline = now + self._period
         if self._inflight:
             self.last_acked = self._inflight.popleft()[1]
             self.acked_count += 1
@@ -467,7 +452,7 @@ class HostProtocol:
             self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
                        "connected and alive?", m112=False)
             return self._take_events()
-        self._deadline = self._ok_deadline = now + self._timeout_period()
+        self._deadline = self._ok_deadline = now + self._period
         inflight = self._inflight
         if self._resend.active and inflight:
             num = inflight.popleft()[0]  # resend that line again

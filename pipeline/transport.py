@@ -43,6 +43,10 @@ class SerialTransport:
         self._fd = stream.fd
         self.closed = False
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
     async def wait_readable(self) -> None:
         try:
             await trio.lowlevel.wait_readable(self._fd)
