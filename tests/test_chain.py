@@ -116,3 +116,46 @@ def test_received_filter_rewrites_and_drops():
     assert p.filter_received("echo:hello") == "ECHO:HELLO"
     assert p.filter_received("junk") is None
     assert p.filter_received("ok") == "ok"
+
+
+def _p(comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
+    return None
+
+
+def _star(comm, phase, cmd, cmd_type, gcode, *args):
+    return None
+
+
+def _kw(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+    return kwargs.get("tags")
+
+
+def _kw_unused(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+    return None
+
+
+def _args_used(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+    return args
+
+
+def _kwonly(comm, phase, cmd, cmd_type, gcode, *, subcode=None, tags=None):
+    return None
+
+
+@pytest.mark.parametrize("fn, positional", [(_p, True), (_star, True), (_kw, False),
+                                            (_kwonly, False), (h.record, True),
+                                            (_kw_unused, True), (_args_used, False),
+                                            (h.rewrite_m107, True), (h.sent_m106, False)])
+def test_positional_call_only_where_it_binds_the_same(fn, positional):
+    from pipeline.registry import takes_positional
+    assert takes_positional(fn) is positional
+
+
+def test_positional_and_keyword_calls_see_the_same_arguments():
+    h.calls.clear()
+    st = BoundStage("r", S, h.record, positional=True)
+    p = Pipeline({S: [st]})
+    p.run_command_phase(S, p.sending, Command.parse("M80.1", tags=frozenset({"t"})))
+    st.positional = False
+    p.run_command_phase(S, p.sending, Command.parse("M80.1", tags=frozenset({"t"})))
+    assert h.calls[0] == h.calls[1] == ("sending", "M80.1", None, "M80", "1", frozenset({"t"}))
