@@ -9,6 +9,7 @@ code; errors are printed as one clear line naming who is at fault, never as a tr
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 from typing import Sequence
@@ -95,6 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `printpipe send M115 | head -1`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except BaseExceptionGroup as group:  # a lone error trio wrapped on the way out
+        inner = group.exceptions[0] if len(group.exceptions) == 1 else None
+        if isinstance(inner, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        if isinstance(inner, HostError):
+            print(f"printpipe: {inner}", file=sys.stderr)
+            return 1
+        raise
     return 2
 
 

@@ -22,6 +22,7 @@ from .eventnames import Event
 from .gcode import NO_TAGS, Command, strip_comment
 from .phases import Phase
 from .printjob import JobControl, Marker
+from .rules import CommandRules
 from .protocol import EngineSettings, HostProtocol
 from .tracking import Tracker
 
@@ -74,16 +75,9 @@ class HostCore:
         self._job_queue: deque[Command] = deque()
         self._oob = bytearray()
         self._written: list[Command] = []
-        self._emergency = frozenset(s.emergency_commands)
-        self._blocked = frozenset(s.blocked_commands)
-        self._ignored = frozenset(s.ignored_commands)
-        profile = config.printer.profile
-        no_bed = set() if profile.heated_bed else {"M140", "M190"}
-        no_chamber = set() if profile.heated_chamber else {"M141", "M191"}
-        self._no_heater = frozenset(no_bed | no_chamber)
-        self._pausing = frozenset(s.pausing_commands)
-        self._special = (self._emergency | self._blocked | self._ignored | self._no_heater
-                         | self._pausing)
+        self.rules = CommandRules(self)
+        self._special = self.rules.special
+        self._emergency = self.rules.emergency
         self.jobs = JobControl(self)
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
@@ -195,41 +189,13 @@ class HostCore:
         """The queuing phase plus the built-in rules; [] when nothing is left to queue."""
         p = self.pipeline
         cmds = p.run_command_phase(Phase.GCODE_QUEUING, p.queuing, cmd) if p.queuing else [cmd]
-        if len(cmds) == 1 and cmds[0].gcode not in self._special and not cmds[0].is_atcommand:
+        if len(cmds) == 1 and cmds[0].gcode not in self._special and cmds[0].gcode is not None:
             return cmds
-        return [c for c in cmds if self._builtin_queuing(c)]
+        return [c for c in cmds if self.rules.allow(c)]
 
-    def _builtin_queuing(self, cmd: Command) -> bool:
-        g = cmd.gcode
-        if cmd.is_atcommand:
-            return False  # @commands are never sent (their phases come with the pipeline issue)
-        if g == "M112":
-            self.emergency_stop()
-            return False
-        if g in self._pausing and self.jobs.active:
-            self.jobs.pausing_command(cmd)
-        if g in self._emergency:
-            if self.engine.capabilities.get("EMERGENCY_PARSER") and self.operational:
-                self._oob += self.engine.send_out_of_band(cmd, self.clock())
-                return False
-            return True
-        if g in self._blocked:
-            self._suppress(cmd, "it's configured as a blocked command", "warn")
-            return False
-        if g in self._ignored:
-            self._suppress(cmd, "it's configured as an ignored command", "info")
-            return False
-        if g in self._no_heater:
-            heater = "heated bed" if g in ("M140", "M190") else "heated chamber"
-            self._suppress(cmd, f"the printer profile has no {heater}", "warn")
-            return False
-        return True
-
-    def _suppress(self, cmd: Command, why: str, severity: str) -> None:
-        message = f"Not sending {cmd.line} to printer as {why}"
-        log.info(message)
-        self.fire(Event.COMMAND_SUPPRESSED,
-                  {"command": cmd.line, "message": message, "severity": severity})
+    def write_out_of_band(self, cmd: Command) -> None:
+        """An emergency-parser command goes out at once, outside the queue and the window."""
+        self._oob += self.engine.send_out_of_band(cmd, self.clock())
 
     def emergency_stop(self) -> None:
         """M112: raw and numbered, heaters off, then the link closes in Error."""
@@ -261,7 +227,7 @@ class HostCore:
                     self.jobs.file_done()
                     return self._next_command()
                 return None
-            if self._plain and cmd.gcode not in self._special and cmd.line[0] != "@":
+            if self._plain and cmd.gcode not in self._special and cmd.gcode is not None:
                 return cmd  # the hot path: nothing to run, nothing to check
             cmds = self._queuing(cmd)
             if not cmds:
@@ -298,6 +264,9 @@ class HostCore:
             cmd = self._next_command()
             if cmd is None:
                 break
+            if cmd.gcode is None and cmd.line.startswith("@"):
+                self.rules.sending_atcommand(cmd)  # never written to the printer
+                continue
             if p.sending:
                 cmds = p.run_command_phase(Phase.GCODE_SENDING, p.sending, cmd)
                 if not cmds:

@@ -195,7 +195,7 @@ class JobControl:
         h.add_marker(self._to_printing)
 
     # ---- cancel and failure ----------------------------------------------------------------------
-    def cancel(self, *, firmware_error: str | None = None) -> None:
+    def cancel(self, *, firmware_error: str | None = None, capture: bool | None = None) -> None:
         h = self.host
         if not self.active or h.state in (self.S.CANCELLING,):
             raise JobStateError(f"nothing to cancel while {h.state.value}")
@@ -206,7 +206,9 @@ class JobControl:
         h.drop_file_commands()
         if h.config.serial.abort_heatup_on_cancel:
             h.enqueue("M108", tags=frozenset({"trigger:abort_heatup"}))
-        if h.config.serial.log_position_on_cancel:
+        if capture is None:
+            capture = h.config.serial.log_position_on_cancel
+        if capture:
             self._capture_position("cancel", self._cancelled)
         else:
             self._cancelled()

@@ -196,3 +196,49 @@ def test_wrong_state_is_refused():
     start(p, "G1 X1\n" * 100)
     with pytest.raises(JobStateError):
         p.core.jobs.start(FileJob(JobFile("x", "x", 1)))
+
+
+AT_YAML = FAST + """pipeline:
+  comm.protocol.atcommand.queuing:
+    - handler: at_handlers:record_at
+  comm.protocol.atcommand.sending:
+    - handler: at_handlers:record_at
+"""
+
+
+def test_atcommands_run_both_phases_and_are_never_sent():
+    import at_handlers
+    at_handlers.calls.clear()
+    p = pair(AT_YAML)
+    p.send("@wait 5 seconds", "G1 X1")
+    assert [c[:3] for c in at_handlers.calls] == [("queuing", "wait", "5 seconds"),
+                                                  ("sending", "wait", "5 seconds")]
+    assert not any(a.startswith("@") for a in p.fw.accepted)
+    assert b"@" not in b"".join(p.wire)
+    assert p.fw.accepted[-1] == "G1 X1"
+
+
+def test_builtin_at_pause_in_a_file_pauses_and_at_resume_from_the_api_resumes():
+    import at_handlers
+    at_handlers.calls.clear()
+    p = pair(AT_YAML)
+    start(p, "G1 X1\n@pause\nG1 X2\n")
+    p.run_until(lambda: p.core.state is S.PAUSED)
+    assert "G1 X2" not in p.fw.accepted
+    assert ("queuing", "pause", "") in [c[:3] for c in at_handlers.calls]
+    assert "source:file" in at_handlers.calls[0][3]
+    p.core.enqueue("@resume")
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    assert "G1 X2" in p.fw.accepted
+
+
+def test_at_cancel_from_the_script_it_would_retrigger_is_ignored():
+    p = pair()
+    start(p, "G1 X1\n" * 200)
+    p.run_until(lambda: p.core.jobs.job.line_no >= 20)
+    p.core.enqueue("@cancel", tags=frozenset({"script:afterPrintCancelled"}))
+    p.run_until(lambda: p.core.jobs.job.line_no >= 40)
+    assert p.core.state is S.PRINTING
+    p.core.enqueue("@abort")
+    p.run_until(lambda: p.core.state is S.OPERATIONAL)
+    assert p.core.jobs.result.outcome is Outcome.CANCELLED
