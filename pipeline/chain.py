@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from .gcode import Command
-from .phases import Phase
+from .phases import NO_COMM_PHASES, Phase
 
 log = logging.getLogger("printpipe.pipeline")
 
@@ -216,17 +216,19 @@ class Pipeline:
             t0 = t1
 
     def call(self, phase: Phase, *args: Any, **kwargs: Any) -> list[tuple[BoundStage, Any]]:
-        """Call every stage of a non-command phase with the seed's arguments.
+        """Call every stage of a non-command phase with the seed's arguments (the comm
+        facade first, except for the hooks the seed calls without it).
 
         Returns (stage, result) for the stages that did not raise.
         """
         results = []
+        lead = () if phase in NO_COMM_PHASES else (self.comm,)
         for st in self.stages.get(phase, ()):
             c = st.counters
             c.calls += 1
             t0 = perf_counter_ns()
             try:
-                results.append((st, st.handler(self.comm, *args, **kwargs)))
+                results.append((st, st.handler(*lead, *args, **kwargs)))
             except Exception as exc:
                 c.errors += 1
                 self._report(st, exc, None)

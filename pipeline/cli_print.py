@@ -46,7 +46,7 @@ async def _report(printer: Printer, out: TextIO, tty: bool) -> None:
         rate = (job.line_no - last_lines) / max(now - last_t, 1e-6)
         last_lines, last_t = job.line_no, now
         elapsed = jobs.elapsed()
-        line = progress_line(job.progress, job.line_no, rate, elapsed, job.time_left(elapsed))
+        line = progress_line(job.progress, job.line_no, rate, elapsed, jobs.time_left())
         if tty:
             out.write("\r" + line)
         else:

@@ -139,6 +139,18 @@ class HostCore:
         return (not self._queue and not self._job_queue and self.engine.in_flight == 0
                 and not self.engine.resending)
 
+    def plugin_state(self, initial: bool = False) -> dict[str, Any]:
+        """`printer.additional_state_data`: what stages add under `plugins.<id>`."""
+        return {st.id: data for st, data in
+                self.pipeline.call(Phase.PRINTER_ADDITIONAL_STATE_DATA, initial=initial)
+                if isinstance(data, dict)}
+
+    def custom_events(self) -> list[str]:
+        """`events.register_custom_events`: `plugin_<id>_<name>` for every name returned."""
+        return [f"plugin_{st.id}_{name}" for st, names in
+                self.pipeline.call(Phase.EVENTS_REGISTER_CUSTOM_EVENTS)
+                for name in (names or ()) if isinstance(name, str)]
+
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:
         self.set_state(PrinterState.CONNECTING)

@@ -82,3 +82,10 @@ NOT_PHASES: dict[str, str] = {
 }
 
 PHASE_BY_NAME: dict[str, Phase] = {p.value: p for p in Phase}
+
+#: Hooks the seed calls without `comm_instance` as their first argument.
+NO_COMM_PHASES = frozenset({
+    Phase.SERIAL_ADDITIONAL_PORT_NAMES, Phase.PRINTER_HANDLE_CONNECT,
+    Phase.PRINTER_ESTIMATION_FACTORY, Phase.PRINTER_ADDITIONAL_STATE_DATA,
+    Phase.EVENTS_REGISTER_CUSTOM_EVENTS, Phase.FILEMANAGER_EXTENSION_TREE,
+    Phase.FILEMANAGER_PREPROCESSOR, Phase.SYSTEM_ADDITIONAL_COMMANDS})

@@ -19,6 +19,7 @@ from .errors import HostError
 from .eventnames import Event
 from .gcode import Command
 from .job import FileJob, file_position
+from .phases import Phase
 
 if TYPE_CHECKING:
     from .host import HostCore
@@ -72,6 +73,7 @@ class JobControl:
         self.pause_record: dict[str, Any] | None = None
         self.cancel_record: dict[str, Any] | None = None
         self.capture_deadline = INF
+        self.estimator: Any = None
         self.moment: Callable[[Moment, dict[str, Any]], None] = lambda m, ctx: None
         self._capture: str | None = None
         self._after_capture: Callable[[], None] | None = None
@@ -91,6 +93,23 @@ class JobControl:
         paused = self._paused_total + (now - self._paused_at if self._paused_at else 0.0)
         return max(now - self._started_at - paused, 0.0) if self.job else 0.0
 
+    def time_left(self) -> float | None:
+        """Seconds left: the `printer.estimation.factory` stage's estimator if one was
+        declared (OctoPrint's `estimate(progress, printTime, cleanedPrintTime,
+        statisticalTotalPrintTime, statisticalTotalPrintTimeType)`), else M73 or bytes."""
+        job = self.job
+        if job is None:
+            return None
+        elapsed = self.elapsed()
+        if self.estimator is not None:
+            try:
+                result = self.estimator.estimate(job.progress, elapsed, elapsed, None, None)
+                return result[0] if isinstance(result, tuple) else result
+            except Exception:  # a broken estimator must not stop the print: say so once
+                log.exception("the print time estimator failed; using the built-in estimate")
+                self.estimator = None
+        return job.time_left(elapsed)
+
     def payload(self, **extra: Any) -> dict[str, Any]:
         p = self.job.file.payload() if self.job else {}
         p.update(extra)
@@ -105,6 +124,11 @@ class JobControl:
         if not h.operational or self.active:
             raise JobStateError(f"cannot start a print while {h.state.value}")
         self.job, self.result = job, None
+        self.estimator = None
+        for _, factory in h.pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, "local"):
+            if callable(factory):
+                self.estimator = factory("local")
+                break
         self.pause_record = self.cancel_record = None
         self._started_at, self._paused_at, self._paused_total = h.clock(), None, 0.0
         h.set_state(self.S.STARTING)

@@ -37,6 +37,11 @@ SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
     Phase.FIRMWARE_CAPABILITY_REPORT: ((None, {}), {}),
     Phase.SERIAL_FACTORY: ((None, "/dev/ttyACM0", 115200, 10.0), {}),
     Phase.SERIAL_ADDITIONAL_PORT_NAMES: (([],), {}),
+    Phase.PRINTER_HANDLE_CONNECT: ((), {"port": "/dev/ttyACM0", "baudrate": 115200,
+                                        "profile": {}}),
+    Phase.PRINTER_ESTIMATION_FACTORY: (("local",), {}),
+    Phase.PRINTER_ADDITIONAL_STATE_DATA: ((), {"initial": False}),
+    Phase.EVENTS_REGISTER_CUSTOM_EVENTS: ((), {}),
 }
 
 

@@ -26,6 +26,7 @@ from .gcode import NO_TAGS
 from .host import HostCore
 from .job import CHUNK, FileJob, JobFile
 from .link import SerialLink
+from .phases import Phase
 from .printjob import JobResult
 from .registry import build_pipeline
 from .transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
@@ -137,8 +138,31 @@ async def _probe(port: str, baudrate: int, timeout: float) -> SerialTransport | 
     return None
 
 
-async def autodetect(config: HostConfig) -> SerialTransport:
+def factory_port(pipeline: Pipeline, config: HostConfig) -> str:
+    """`comm.transport.serial.factory`: the first stage that answers picks the device.
+
+    OctoPrint's factories return a pyserial-like object read with blocking calls; printpipe
+    reads ports through trio without threads, so its factory stages return the device path
+    to open (or None to pass).
+    """
+    p = config.printer
+    for st, port in pipeline.call(Phase.SERIAL_FACTORY, p.port, p.baudrate,
+                                  config.serial.timeouts.connection):
+        if port is None:
+            continue
+        if not isinstance(port, str):
+            raise LinkBroken(f"stage {st.id!r} (comm.transport.serial.factory) returned a "
+                             f"{type(port).__name__}; printpipe's serial factories return a "
+                             "device path or None", port=p.port)
+        return port
+    return p.port
+
+
+async def autodetect(config: HostConfig, pipeline: Pipeline | None = None) -> SerialTransport:
     ports = candidate_ports() if config.printer.port == "auto" else [config.printer.port]
+    if pipeline is not None and config.printer.port == "auto":
+        for _, extra in pipeline.call(Phase.SERIAL_ADDITIONAL_PORT_NAMES, list(ports)):
+            ports += [x for x in (extra or ()) if isinstance(x, str) and x not in ports]
     bauds = ((config.printer.baudrate,) if config.printer.baudrate
              else BAUD_CANDIDATES if len(ports) == 1 else (115200, 250000))
     for port in ports:
@@ -184,20 +208,28 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
                            connect_timeout: float | None) -> AsyncIterator[Printer]:
     async with trio.open_nursery() as nursery:
+        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time)
+        wake: list[Callable[[], None]] = []
+        pipeline.comm = CommFacade(core, lambda: wake[0]() if wake else None)
+        port, baudrate = config.printer.port, config.printer.baudrate
+        for st, prevent in pipeline.call(Phase.PRINTER_HANDLE_CONNECT, port=port,
+                                         baudrate=baudrate,
+                                         profile=attrs.asdict(config.printer.profile)):
+            if prevent is True:
+                raise LinkBroken(f"stage {st.id!r} (printer.handle_connect) prevented the "
+                                 "connect", port=port)
         virtual = None
-        port = config.printer.port
         if port == "virtual":
             virtual = await nursery.start(serve_virtual_printer, firmware_spec(config))
-            transport = await open_port(virtual.port, config.printer.baudrate or 115200)
-        elif port == "auto" or config.printer.baudrate == 0:
-            transport = await autodetect(config)
+            transport = await open_port(virtual.port, baudrate or 115200)
+        elif port == "auto" or baudrate == 0:
+            transport = await autodetect(config, pipeline)
         else:
-            transport = await open_port(port, config.printer.baudrate,
+            transport = await open_port(factory_port(pipeline, config), baudrate,
                                         exclusive=config.serial.exclusive,
                                         hangup_on_close=config.serial.hangup_on_close)
-        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time)
         link = SerialLink(core, transport)
-        pipeline.comm = CommFacade(core, link.wake)
+        wake.append(link.wake)
         core.connect()
         await nursery.start(link.run)
         printer = Printer(core, link, virtual, nursery)

@@ -1,0 +1,72 @@
+"""Hook handlers for the printer-level phases, written as OctoPrint plugins write them."""
+
+calls = []
+
+
+def refuse_connect(*args, **kwargs):
+    calls.append(("handle_connect", kwargs.get("port"), kwargs.get("baudrate")))
+    return True
+
+
+def allow_connect(*args, **kwargs):
+    calls.append(("handle_connect", kwargs.get("port"), kwargs.get("baudrate")))
+
+
+def port_names(candidates, *args, **kwargs):
+    calls.append(("additional_port_names", list(candidates)))
+    return ["/nonexistent/printpipe-extra-port"]
+
+
+def factory(comm_instance, port, baudrate, read_timeout, *args, **kwargs):
+    calls.append(("factory", port, baudrate, read_timeout))
+    return FACTORY_TARGET[0]
+
+
+FACTORY_TARGET = [None]
+
+
+class Estimator:
+    def __init__(self, job_type):
+        calls.append(("estimator", job_type))
+
+    def estimate(self, progress, printTime, cleanedPrintTime, statisticalTotalPrintTime,
+                 statisticalTotalPrintTimeType):
+        return 4242.0, "estimate"
+
+
+def estimator_factory(*args, **kwargs):
+    return Estimator
+
+
+def state_data(initial=False, *args, **kwargs):
+    return {"initial": initial, "answer": 42}
+
+
+def custom_events(*args, **kwargs):
+    return ["my_custom_event", "my_other_custom_event"]
+
+
+def firmware_info(comm_instance, firmware_name, firmware_data, *args, **kwargs):
+    calls.append(("firmware.info", firmware_name, sorted(firmware_data)))
+
+
+def capabilities(comm_instance, capability, enabled, already_defined, *args, **kwargs):
+    calls.append(("capabilities", capability, enabled))
+
+
+def capability_report(comm_instance, capabilities, *args, **kwargs):
+    calls.append(("capability_report", sorted(capabilities)))
+
+
+def action(comm_instance, line, action, name="", params="", *args, **kwargs):
+    calls.append(("action", line, action, name, params))
+
+
+def error(comm_instance, error_message, *args, **kwargs):
+    calls.append(("error", error_message))
+    return "fan error" in error_message.lower()
+
+
+def temperatures(comm_instance, parsed_temperatures, *args, **kwargs):
+    calls.append(("temperatures", dict(parsed_temperatures)))
+    return {k: v for k, v in parsed_temperatures.items() if v[0] is None or v[0] < 1000}
