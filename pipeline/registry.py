@@ -42,6 +42,11 @@ SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
     Phase.PRINTER_ESTIMATION_FACTORY: (("local",), {}),
     Phase.PRINTER_ADDITIONAL_STATE_DATA: ((), {"initial": False}),
     Phase.EVENTS_REGISTER_CUSTOM_EVENTS: ((), {}),
+    Phase.FILEMANAGER_EXTENSION_TREE: ((), {}),
+    Phase.FILEMANAGER_PREPROCESSOR: (("a.gcode", None), {"links": None,
+                                                        "printer_profile": None,
+                                                        "allow_overwrite": False}),
+    Phase.SYSTEM_ADDITIONAL_COMMANDS: ((), {}),
 }
 
 

@@ -70,3 +70,39 @@ def error(comm_instance, error_message, *args, **kwargs):
 def temperatures(comm_instance, parsed_temperatures, *args, **kwargs):
     calls.append(("temperatures", dict(parsed_temperatures)))
     return {k: v for k, v in parsed_temperatures.items() if v[0] is None or v[0] < 1000}
+
+
+def x3g(*args, **kwargs):
+    return dict(machinecode=dict(x3g=["x3g", "s3g"]))
+
+
+class Stripped:
+    """A preprocessor's replacement file object: strips every comment (the seed's example)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.filename = inner.filename
+
+    def stream(self):
+        return self.inner.stream()
+
+    def save(self, path):
+        with self.inner.stream() as src, open(path, "wb") as dst:
+            for line in src:
+                code = line.split(b";", 1)[0].strip()
+                if code:
+                    dst.write(code + b"\n")
+
+
+def strip_all_comments(path, file_object, links=None, printer_profile=None,
+                       allow_overwrite=False, *args, **kwargs):
+    calls.append(("preprocessor", path, file_object.filename, allow_overwrite))
+    if not file_object.filename.endswith("_strip.gcode"):
+        return file_object
+    return Stripped(file_object)
+
+
+def system_cmds(*args, **kwargs):
+    return [{"name": "Reboot", "action": "reboot", "command": "sudo reboot",
+             "confirm": "Sure?"},
+            {"name": "Bad", "action": "Not Valid!", "command": "x"}]

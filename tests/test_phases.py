@@ -134,3 +134,55 @@ async def test_additional_port_names_are_scanned_for_auto():
         async with open_printer(config):
             pass
     assert ph.calls and ph.calls[0][0] == "additional_port_names"
+
+
+def storage_for(tmp_path, yaml):
+    from pipeline.storage import LocalStorage
+    config = load_yaml(yaml)
+    return LocalStorage(str(tmp_path / "files"), build_pipeline(config.pipeline,
+                                                                BUILTIN_STAGES))
+
+
+def test_extension_tree_stage_adds_accepted_types(tmp_path):
+    from pipeline.storage import DiskFile, StorageError
+    src = tmp_path / "a.x3g"
+    src.write_bytes(b"data")
+    with pytest.raises(StorageError, match="not accepted"):
+        storage_for(tmp_path / "plain", "").add_file("a.x3g", DiskFile("a.x3g", str(src)))
+    s = storage_for(tmp_path, yaml_for("filemanager.extension_tree", "x3g"))
+    assert {"gcode", "gco", "g", "x3g", "s3g"} <= s.extensions
+    assert s.add_file("a.x3g", DiskFile("a.x3g", str(src))).size == 4
+
+
+def test_preprocessor_can_replace_the_file_object(tmp_path):
+    from pipeline.storage import DiskFile
+    ph.calls.clear()
+    src = tmp_path / "in.gcode"
+    src.write_bytes(b"G28 ; home\n; only a comment\nG1 X1\n")
+    s = storage_for(tmp_path, yaml_for("filemanager.preprocessor", "strip_all_comments"))
+    kept = s.add_file("sub/keep.gcode", DiskFile("keep.gcode", str(src)))
+    stripped = s.add_file("cube_strip.gcode", DiskFile("cube_strip.gcode", str(src)))
+    assert ("preprocessor", "sub/keep.gcode", "keep.gcode", False) in ph.calls
+    assert (tmp_path / "files" / "sub" / "keep.gcode").read_bytes() == src.read_bytes()
+    assert (tmp_path / "files" / "cube_strip.gcode").read_bytes() == b"G28\nG1 X1\n"
+    assert kept.path == "sub/keep.gcode" and stripped.size == 10
+
+
+@pytest.mark.parametrize("name", ["../evil.gcode", "a/../../evil.gcode"])
+def test_storage_paths_never_leave_the_folder(tmp_path, name):
+    from pipeline.storage import DiskFile, StorageError
+    src = tmp_path / "x.gcode"
+    src.write_bytes(b"G28\n")
+    with pytest.raises(StorageError):
+        storage_for(tmp_path, "").add_file(name, DiskFile("x.gcode", str(src)))
+    assert not (tmp_path / "evil.gcode").exists()
+
+
+def test_system_commands_are_collected_and_invalid_ones_left_out(caplog):
+    from pipeline.storage_hooks import system_commands
+    config = load_yaml(yaml_for("system.additional_commands", "system_cmds"))
+    pipeline = build_pipeline(config.pipeline, BUILTIN_STAGES)
+    (cmd,) = system_commands(pipeline)
+    assert (cmd.name, cmd.action, cmd.command, cmd.confirm, cmd.source) == (
+        "Reboot", "reboot", "sudo reboot", "Sure?", "system_cmds")
+    assert "Not Valid!" in caplog.text
