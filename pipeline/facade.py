@@ -41,6 +41,18 @@ class CommFacade:
         self._core.enqueue(cmd, cmd_type=cmd_type, tags=frozenset(tags) | {"source:plugin"})
         self._wake()
 
+    def setPause(self, pause: bool, **_: Any) -> None:  # noqa: N802
+        """Pause (True) or resume (False) the print, as MachineCom.setPause does."""
+        from .printjob import JobStateError
+        try:
+            if pause:
+                self._core.jobs.pause()
+            else:
+                self._core.jobs.resume()
+        except JobStateError as exc:
+            self._logger.info("setPause(%s) ignored: %s", pause, exc)
+        self._wake()
+
     def fire_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
         """Publish an event (a catalogue name or a registered custom one)."""
         try:
