@@ -2,8 +2,9 @@
 
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
 (print a file with a progress bar), `virtual`
-(serve the built-in virtual printer on a pty link for any host). Each command returns an exit
-code; errors are printed as one clear line naming who is at fault, never as a traceback.
+(serve the built-in virtual printer on a pty link for any host), `check` (validate a config,
+report every problem). Each command returns an exit code; errors are printed as one clear line
+naming who is at fault, never as a traceback.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
+    p = sub.add_parser("check", help="validate a config: report every problem, show the pipeline")
+    p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
     return parser
 
 
@@ -76,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "check":  # loads the config itself, to report every problem
+            from .cli_check import run_check
+            return run_check(args.config)
         config = load(args.config)
         if args.command == "send":
             return trio.run(_send, config, args.gcode, args.timeout)

@@ -374,7 +374,8 @@ class HostCore:
 
     def _on_action(self, ev: ee.ActionCommand) -> None:
         self.jobs.action(ev.name)
-        self.pipeline.call(Phase.ACTION, ev.line, ev.name, name=ev.name, params=ev.params)
+        action = f"{ev.name} {ev.params}" if ev.params else ev.name  # the seed: incl. params
+        self.pipeline.call(Phase.ACTION, ev.line, action, name=ev.name, params=ev.params)
 
     def _on_firmware_error(self, ev: ee.FirmwareErrorLine) -> None:
         for _, handled in self.pipeline.call(Phase.GCODE_ERROR, ev.text):

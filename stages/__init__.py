@@ -14,10 +14,19 @@ import strictyaml as sy
 from pipeline.phases import Phase
 
 from . import rewrite, strip_comments
+from . import (action_event, blocklist, firmware_errors, read_m115, sanitize_temperatures, tap,
+               temperature_offsets)
 
 BUILTIN_STAGES: dict[str, ModuleType] = {
     strip_comments.NAME: strip_comments,
     rewrite.NAME: rewrite,
+    sanitize_temperatures.NAME: sanitize_temperatures,
+    read_m115.NAME: read_m115,
+    firmware_errors.NAME: firmware_errors,
+    action_event.NAME: action_event,
+    temperature_offsets.NAME: temperature_offsets,
+    blocklist.NAME: blocklist,
+    tap.NAME: tap,
 }
 
 

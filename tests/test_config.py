@@ -227,8 +227,8 @@ ERROR_CASES = {
           comm.protocol.gcode.queuing:
             - id: x
               stage: rewrit
-        """, 4, "unknown built-in stage 'rewrit' (known stages: rewrite, strip_comments, "
-                "throttle)", "pipeline.comm.protocol.gcode.queuing[0].stage"),
+        """, 4, f"unknown built-in stage 'rewrit' (known stages: {', '.join(sorted(SCHEMAS))})",
+        "pipeline.comm.protocol.gcode.queuing[0].stage"),
     "stage declared in a phase it does not support": ("""\
         pipeline:
           comm.protocol.gcode.received:

@@ -48,7 +48,8 @@ def test_action_phase_gets_line_action_name_params():
     ph.calls.clear()
     p = pair(yaml_for("comm.protocol.action", "action"))
     p.send("M118 // action:custom key value")
-    assert ("action", "// action:custom key value", "custom", "custom", "key value") in ph.calls
+    assert ("action", "// action:custom key value", "custom key value", "custom",
+            "key value") in ph.calls
 
 
 @pytest.mark.parametrize("text, handled", [("Fan error on E0", True), ("Something odd", False)])

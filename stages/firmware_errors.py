@@ -1,0 +1,64 @@
+"""Built-in stage `firmware_errors`: marks printer errors as handled when their text contains a
+configured phrase, so they do not trigger the configured error handling (the seed's
+error-handler example: "fan error", "bed missing").
+
+    - stage: firmware_errors
+      with:
+        handled:          # substrings, matched case-insensitively; at least one
+          - fan error
+          - bed missing
+
+Runs in comm.protocol.gcode.error, which gets the message with its `Error:`/`!!` prefix already
+stripped. A message containing one of the phrases is logged at WARNING through
+`comm_instance.logger` and the handler returns True (handled: the host neither cancels nor
+disconnects); any other message returns None and takes the normal path. Errors are rare, so the
+check is a plain scan of the lower-cased phrases prepared in build(). No IO, no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import strictyaml as sy
+
+from pipeline.phases import Phase
+
+NAME = "firmware_errors"
+PHASES: frozenset[Phase] = frozenset({Phase.GCODE_ERROR})
+
+
+class _Phrase(sy.ScalarValidator):
+    rule_description = "a piece of error text"
+
+    def validate_scalar(self, chunk):
+        text = chunk.contents.strip()
+        if not text:
+            chunk.expecting_but_found("when expecting a piece of error text", "found nothing")
+        return text
+
+
+SCHEMA: sy.Validator = sy.Map({
+    "handled": sy.Seq(_Phrase()),
+})
+
+
+def build(options: Mapping[str, Any], stage_id: str):
+    """Return the error-phase handler for `options["handled"]` (already validated)."""
+    phrases = tuple(dict.fromkeys(p.strip().lower() for p in options["handled"] if p.strip()))
+    if not phrases:
+        raise ValueError("`handled:` needs at least one phrase")
+
+    def firmware_errors(comm_instance, error_message, *args, **kwargs):
+        lower = error_message.lower()
+        for phrase in phrases:
+            if phrase in lower:
+                logger = getattr(comm_instance, "logger", None)
+                if logger is not None:
+                    logger.warning("printer error %r handled by stage %r (matched %r)",
+                                   error_message, stage_id, phrase)
+                return True
+        return None
+
+    firmware_errors.__qualname__ = f"{NAME}[{stage_id}]"
+    return firmware_errors
