@@ -159,3 +159,18 @@ def test_positional_and_keyword_calls_see_the_same_arguments():
     st.positional = False
     p.run_command_phase(S, p.sending, Command.parse("M80.1", tags=frozenset({"t"})))
     assert h.calls[0] == h.calls[1] == ("sending", "M80.1", None, "M80", "1", frozenset({"t"}))
+
+
+def test_a_slow_stage_shows_in_its_time_counter():
+    import time
+
+    def slow(comm, phase, cmd, cmd_type, gcode, *args):
+        time.sleep(0.002)
+
+    p = Pipeline({Q: [BoundStage("slow", Q, slow, positional=True),
+                      BoundStage("fast", Q, h.record, positional=True)]})
+    for _ in range(32):
+        p.run_command_phase(Q, p.queuing, Command.parse("G1 X1"))
+    slow_s, fast_s = p.statistics()
+    assert slow_s.calls == fast_s.calls == 32
+    assert slow_s.time_ms > 40 and slow_s.time_ms > 10 * fast_s.time_ms
