@@ -215,3 +215,19 @@ def test_fatal_firmware_error_ends_in_error_with_m112():
     err = [pl for e, pl in p.events if e == "Error"][-1]
     assert "Thermal Runaway" in err["error"] and err["reason"] == "firmware"
     assert b"M112\n" in b"".join(p.wire)
+
+
+def test_busy_protocol_is_answered_with_m113():
+    p = pair(firmware=FirmwareSpec(faults=FaultSpec(seed=1, busy_rate=1.0)))
+    p.send("G28")
+    assert "M113 S2" in p.fw.accepted
+    assert p.core.engine.busy_active
+
+
+def test_invalid_tool_reverts_and_is_reported():
+    # the profile says 2 extruders, the firmware has 1: it answers "echo:T1 Invalid extruder"
+    p = pair("printer:\n  profile:\n    extruders: 2\n")
+    p.send("T1")
+    (payload,) = [pl for e, pl in p.events if e == "InvalidToolReported"]
+    assert payload == {"tool": 1, "fallback": 0}
+    assert p.fw.accepted[-1] == "T0"
