@@ -18,43 +18,22 @@ nothing. No IO, no state.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import strictyaml as sy
 
 from pipeline.phases import Phase
+from stages.options import word
 
 NAME = "action_event"
 PHASES: frozenset[Phase] = frozenset({Phase.ACTION})
 
-_WORD_RE = re.compile(r"[\w.:-]+")
-
-
-class _Word(sy.ScalarValidator):
-    """One word: an action name or an event name."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__()
-        self.what = what
-
-    @property
-    def rule_description(self) -> str:
-        return self.what
-
-    def validate_scalar(self, chunk):
-        text = chunk.contents.strip()
-        if not _WORD_RE.fullmatch(text):
-            chunk.expecting_but_found(
-                f"when expecting {self.what} (one word of letters, digits, '_', '-', '.', ':')",
-                f"found {chunk.contents!r}")
-        return text
 
 
 SCHEMA: sy.Validator = sy.Map({
-    sy.Optional("actions", default=[]): sy.EmptyList() | sy.Seq(_Word("an action name")),
-    sy.Optional("event"): _Word("an event name"),
+    sy.Optional("actions", default=[]): sy.EmptyList() | sy.Seq(word("an action name")),
+    sy.Optional("event"): word("an event name"),
 })
 
 

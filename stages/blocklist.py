@@ -23,10 +23,10 @@ from typing import Any
 
 import strictyaml as sy
 
-from pipeline.config import GCODE_WORD_RE
 from pipeline.eventnames import Event
 from pipeline.gcode import tool_number
 from pipeline.phases import Phase
+from stages.options import gcode_word
 
 NAME = "blocklist"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_QUEUING, Phase.GCODE_SENDING})
@@ -35,20 +35,8 @@ MODES = ("drop", "reject")
 _SUPPRESS = (None,)
 
 
-class _GcodeWord(sy.ScalarValidator):
-    rule_description = "a G-code word"
-
-    def validate_scalar(self, chunk):
-        text = chunk.contents.strip()
-        if not GCODE_WORD_RE.fullmatch(text):
-            chunk.expecting_but_found(
-                "when expecting a G-code word like M300, G28, M80.1, T2 or T (case matters)",
-                f"found {chunk.contents!r}")
-        return text
-
-
 SCHEMA: sy.Validator = sy.Map({
-    "commands": sy.Seq(_GcodeWord()),
+    "commands": sy.Seq(gcode_word()),
     sy.Optional("mode", default="drop"): sy.Enum(list(MODES)),
     sy.Optional("only_while_printing", default=False): sy.Bool(),
 })

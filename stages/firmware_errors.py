@@ -23,23 +23,14 @@ from typing import Any
 import strictyaml as sy
 
 from pipeline.phases import Phase
+from stages.options import phrase
 
 NAME = "firmware_errors"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_ERROR})
 
 
-class _Phrase(sy.ScalarValidator):
-    rule_description = "a piece of error text"
-
-    def validate_scalar(self, chunk):
-        text = chunk.contents.strip()
-        if not text:
-            chunk.expecting_but_found("when expecting a piece of error text", "found nothing")
-        return text
-
-
 SCHEMA: sy.Validator = sy.Map({
-    "handled": sy.Seq(_Phrase()),
+    "handled": sy.Seq(phrase("a piece of error text")),
 })
 
 

@@ -19,7 +19,6 @@ substring test. No IO.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,27 +26,15 @@ import strictyaml as sy
 
 from pipeline.phases import Phase
 from pipeline.replies import firmware_name, parse_firmware_info
+from stages.options import word
 
 NAME = "read_m115"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_RECEIVED})
 
-_EVENT_RE = re.compile(r"[\w.:-]+")
-
-
-class _EventName(sy.ScalarValidator):
-    rule_description = "an event name"
-
-    def validate_scalar(self, chunk):
-        text = chunk.contents.strip()
-        if not _EVENT_RE.fullmatch(text):
-            chunk.expecting_but_found(
-                "when expecting an event name (letters, digits, '_', '-', '.', ':')",
-                f"found {chunk.contents!r}")
-        return text
 
 
 SCHEMA: sy.Validator = sy.Map({
-    sy.Optional("event"): _EventName(),
+    sy.Optional("event"): word("an event name"),
 })
 
 

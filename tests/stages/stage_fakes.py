@@ -54,3 +54,11 @@ def config_error(text: str) -> ConfigError:
     (error,) = info.value.errors
     assert error.path == "s.yaml", str(error)
     return error
+
+
+def assert_option_error(text: str, line: int, fragment: str, key_end: str) -> None:
+    """Loading `text` fails with one error at `line`, saying `fragment`, about `key_end`."""
+    error = config_error(text)
+    assert error.line == line, str(error)
+    assert fragment in error.message, str(error)
+    assert error.key.endswith(key_end), error.key

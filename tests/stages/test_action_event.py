@@ -9,7 +9,7 @@ import pytest
 from pipeline.phases import Phase
 from pipeline.registry import build_pipeline
 from stages import BUILTIN_STAGES, action_event, stage_phases
-from stage_fakes import FakeComm, config_error, load
+from stage_fakes import assert_option_error, FakeComm, config_error, load
 
 
 def fire(options, line, action, **kwargs):
@@ -138,7 +138,4 @@ ERRORS = {
 
 @pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
-    error = config_error(text)
-    assert error.line == line, str(error)
-    assert fragment in error.message, str(error)
-    assert error.key.endswith(key_end), error.key
+    assert_option_error(text, line, fragment, key_end)

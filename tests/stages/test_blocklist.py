@@ -10,7 +10,7 @@ from pipeline.gcode import Command
 from pipeline.phases import Phase
 from pipeline.registry import build_pipeline
 from stages import BUILTIN_STAGES, blocklist, stage_phases
-from stage_fakes import FakeComm, UntouchableComm, call, config_error, load
+from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 
 DROP = (None,)
 WORDS = ("M300", "M80.1", "T2", "G29")
@@ -175,7 +175,4 @@ ERRORS = {
 
 @pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
-    error = config_error(text)
-    assert error.line == line, str(error)
-    assert fragment in error.message, str(error)
-    assert error.key.endswith(key_end), error.key
+    assert_option_error(text, line, fragment, key_end)

@@ -9,7 +9,7 @@ import pytest
 from pipeline.phases import Phase
 from pipeline.registry import build_pipeline
 from stages import BUILTIN_STAGES, read_m115, stage_phases
-from stage_fakes import FakeComm, UntouchableComm, config_error, load
+from stage_fakes import assert_option_error, FakeComm, UntouchableComm, config_error, load
 
 MARLIN = ("FIRMWARE_NAME:Marlin 2.1.2 (Github) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
           "PROTOCOL_VERSION:1.0 MACHINE_TYPE:Ender-3 Pro EXTRUDER_COUNT:1")
@@ -128,7 +128,4 @@ ERRORS = {
 
 @pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
-    error = config_error(text)
-    assert error.line == line, str(error)
-    assert fragment in error.message, str(error)
-    assert error.key.endswith(key_end), error.key
+    assert_option_error(text, line, fragment, key_end)
