@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from .gcode import Command
-from .phases import NO_COMM_PHASES, Phase
+from .fastpath import compile_phase
+from .phases import GCODE_PHASES, NO_COMM_PHASES, Phase
 
 log = logging.getLogger("printpipe.pipeline")
 
@@ -65,7 +66,6 @@ class BoundStage:
                           c.calls, c.rewrites, c.suppressions, c.errors, c.time_ns / 1e6)
 
 
-_SHORT = {p: p.short for p in Phase}
 #: Command phases run for every printed line; their stages' time is measured on one run in
 #: _SAMPLE and scaled, so a stage's time counter costs an eighth of a clock read per line.
 _SAMPLE = 8
@@ -120,13 +120,86 @@ class Pipeline:
         self.queued = self.stages.get(Phase.GCODE_QUEUED, ())
         self.sending = self.stages.get(Phase.GCODE_SENDING, ())
         self.sent = self.stages.get(Phase.GCODE_SENT, ())
+        # Generated runners for the four command phases (fastpath.py); every run in which
+        # all stages returned None is counted once per phase instead of once per stage.
+        # Keyed by the short name: hashing an Enum member runs Python code.
+        self._fast = {p.short_name: compile_phase(
+            self.stages[p], p.short_name, observe=p in (Phase.GCODE_QUEUED, Phase.GCODE_SENT))
+            for p in GCODE_PHASES if p in self.stages}
+        self._fast_runs = dict.fromkeys(self._fast, 0)
         self.received = self.stages.get(Phase.GCODE_RECEIVED, ())
 
     def for_phase(self, phase: Phase) -> tuple[BoundStage, ...]:
         return self.stages.get(phase, ())
 
     def statistics(self) -> list[StageStats]:
-        return [s.stats() for stages in self.stages.values() for s in stages]
+        out = []
+        for phase, stages in self.stages.items():
+            extra = self._fast_runs.get(phase.short_name, 0)
+            for st in stages:
+                s = st.stats()
+                out.append(attrs.evolve(s, calls=s.calls + extra) if extra else s)
+        return out
+
+    def run(self, phase: Phase, cmd: Command) -> list[Command]:
+        """A rewriting command phase over `cmd`, through the generated runner when the
+        stages all pass (the hot path), continuing in the generic chain when one acts."""
+        self._tick += 1
+        if not self._tick & _SAMPLE_MASK:  # the timed run goes through the generic chain
+            return self.run_command_phase(phase, self.stages[phase], cmd)
+        line, gcode, subcode, cmd_type, tags = cmd
+        key = phase.short_name
+        hit = self._fast[key](self.comm, line, cmd_type, gcode, subcode, tags)
+        if hit is None:
+            self._fast_runs[key] += 1
+            return [cmd]
+        i, ret, exc = hit
+        stages = self.stages[phase]
+        for st in stages[:i]:
+            st.counters.calls += 1  # they ran and passed before stage i acted
+        st = stages[i]
+        st.counters.calls += 1
+        if exc is not None:
+            st.counters.errors += 1
+            self._report(st, exc, cmd)
+            results: list[Command] | None = None
+        else:
+            try:
+                results = self._results(ret, cmd, st, phase)
+            except Exception as err:
+                st.counters.errors += 1
+                self._report(st, err, cmd)
+                results = None
+        rest = stages[i + 1:]
+        if results is None:
+            return self.run_command_phase(phase, rest, cmd) if rest else [cmd]
+        if not results:
+            st.counters.suppressions += 1
+            return results
+        if len(results) > 1:
+            return self._run_list(phase, rest, results)
+        return self.run_command_phase(phase, rest, results[0]) if rest else results
+
+    def notify(self, phase: Phase, cmd: Command) -> None:
+        """An observing command phase (queued, sent) through the generated runner."""
+        self._tick += 1
+        if not self._tick & _SAMPLE_MASK:
+            self.notify_phase(phase, self.stages[phase], cmd)
+            return
+        line, gcode, subcode, cmd_type, tags = cmd
+        key = phase.short_name
+        hit = self._fast[key](self.comm, line, cmd_type, gcode, subcode, tags)
+        if hit is None:
+            self._fast_runs[key] += 1
+            return
+        i, _, exc = hit
+        stages = self.stages[phase]
+        for st in stages[:i + 1]:
+            st.counters.calls += 1
+        stages[i].counters.errors += 1
+        self._report(stages[i], exc, cmd)  # type: ignore[arg-type]
+        if stages[i + 1:]:
+            self.notify_phase(phase, stages[i + 1:], cmd)
 
     def run_command_phase(self, phase: Phase, stages: Sequence[BoundStage],
                           cmd: Command) -> list[Command]:
@@ -134,7 +207,7 @@ class Pipeline:
 
         Returns the resulting commands: [] when suppressed, several only in queuing.
         """
-        short = _SHORT[phase]
+        short = phase.short_name
         comm = self.comm
         self._tick += 1
         timed = not self._tick & _SAMPLE_MASK
@@ -182,7 +255,7 @@ class Pipeline:
             if r is None:
                 continue
             if r is not cmd and r.line != cmd.line:
-                r = r.with_tags("source:rewrite", f"phase:{_SHORT[phase]}", f"plugin:{st.id}")
+                r = r.with_tags("source:rewrite", f"phase:{phase.short_name}", f"plugin:{st.id}")
                 st.counters.rewrites += 1
             out.append(r)
         return out
@@ -201,7 +274,7 @@ class Pipeline:
 
     def notify_phase(self, phase: Phase, stages: Sequence[BoundStage], cmd: Command) -> None:
         """Run an observing phase (queued, sent): return values are ignored."""
-        short = _SHORT[phase]
+        short = phase.short_name
         comm = self.comm
         self._tick += 1
         timed = not self._tick & _SAMPLE_MASK

@@ -194,13 +194,13 @@ class HostCore:
             target.append(c)
             ok = True
             if self.pipeline.queued:
-                self.pipeline.notify_phase(Phase.GCODE_QUEUED, self.pipeline.queued, c)
+                self.pipeline.notify(Phase.GCODE_QUEUED, c)
         return ok
 
     def _queuing(self, cmd: Command) -> list[Command]:
         """The queuing phase plus the built-in rules; [] when nothing is left to queue."""
         p = self.pipeline
-        cmds = p.run_command_phase(Phase.GCODE_QUEUING, p.queuing, cmd) if p.queuing else [cmd]
+        cmds = p.run(Phase.GCODE_QUEUING, cmd) if p.queuing else [cmd]
         if len(cmds) == 1 and cmds[0].gcode not in self._special and cmds[0].gcode is not None:
             return cmds
         return [c for c in cmds if self.rules.allow(c)]
@@ -247,7 +247,7 @@ class HostCore:
                 continue
             if self.pipeline.queued:
                 for c in cmds:
-                    self.pipeline.notify_phase(Phase.GCODE_QUEUED, self.pipeline.queued, c)
+                    self.pipeline.notify(Phase.GCODE_QUEUED, c)
             if len(cmds) > 1:
                 self._job_queue.extendleft(reversed(cmds[1:]))
             return cmds[0]
@@ -280,7 +280,7 @@ class HostCore:
                 self.rules.sending_atcommand(cmd)  # never written to the printer
                 continue
             if p.sending:
-                cmds = p.run_command_phase(Phase.GCODE_SENDING, p.sending, cmd)
+                cmds = p.run(Phase.GCODE_SENDING, cmd)
                 if not cmds:
                     continue
                 cmd = cmds[0]
@@ -299,7 +299,7 @@ class HostCore:
         tracked = self.tracker.tracked
         for cmd in written:
             if p.sent:
-                p.notify_phase(Phase.GCODE_SENT, p.sent, cmd)
+                p.notify(Phase.GCODE_SENT, cmd)
             if cmd.gcode in tracked:
                 self.tracker.sent(cmd, self)
         written.clear()

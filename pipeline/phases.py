@@ -42,6 +42,10 @@ class Phase(enum.Enum):
         return self.value.rsplit(".", 1)[1]
 
 
+for _p in Phase:  # a plain attribute: the hot path must not hash enum members (Python-level)
+    _p.short_name = _p.value.rsplit(".", 1)[1]  # type: ignore[attr-defined]
+del _p
+
 #: The four command phases, in the order a command passes them.
 GCODE_PHASES = (Phase.GCODE_QUEUING, Phase.GCODE_QUEUED, Phase.GCODE_SENDING, Phase.GCODE_SENT)
 

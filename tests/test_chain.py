@@ -174,3 +174,55 @@ def test_a_slow_stage_shows_in_its_time_counter():
     slow_s, fast_s = p.statistics()
     assert slow_s.calls == fast_s.calls == 32
     assert slow_s.time_ms > 40 and slow_s.time_ms > 10 * fast_s.time_ms
+
+
+@pytest.mark.parametrize("handlers", [
+    [h.record, _kw_unused, h.record],
+    [h.rewrite_m107, h.record],
+    [h.record, h.suppress_m300, h.record],
+    [h.expand_foo, h.record, h.rewrite_m107],
+    [h.explode, h.record],
+    [h.record, h.four_tuple, h.tag_it],
+    [h.retype, h.as_string, _kw],
+], ids=["all-pass", "rewrite", "suppress", "expand", "raise", "bad-shape", "retype"])
+@pytest.mark.parametrize("line", ["G1 X1", "M107", "M300 S1", "@foo x", "M105", "M117 hi"])
+def test_generated_runner_matches_the_generic_chain(handlers, line):
+    from pipeline.registry import takes_positional
+
+    def build():
+        return Pipeline({Q: [BoundStage(f"s{i}", Q, fn, positional=takes_positional(fn))
+                             for i, fn in enumerate(handlers)]})
+    fast, slow = build(), build()
+    for _ in range(20):  # past the sampled (generic, timed) run too
+        got = fast.run(Q, Command.parse(line, tags=frozenset({"source:api"})))
+        want = slow.run_command_phase(Q, slow.queuing,
+                                      Command.parse(line, tags=frozenset({"source:api"})))
+        assert got == want
+    strip = lambda stats: [(s.id, s.calls, s.rewrites, s.suppressions, s.errors)  # noqa: E731
+                           for s in stats]
+    assert strip(fast.statistics()) == strip(slow.statistics())
+
+
+@pytest.mark.parametrize("handlers", [[h.record, h.record], [h.record, h.explode, h.record]])
+def test_generated_observer_matches_the_generic_chain(handlers, caplog):
+    def build():
+        return Pipeline({Phase.GCODE_SENT: [BoundStage(f"s{i}", Phase.GCODE_SENT, fn)
+                                            for i, fn in enumerate(handlers)]})
+    fast, slow = build(), build()
+    h.calls.clear()
+    for _ in range(16):
+        fast.notify(Phase.GCODE_SENT, Command.parse("G1 X1"))
+    fast_calls, h.calls[:] = list(h.calls), []
+    for _ in range(16):
+        slow.notify_phase(Phase.GCODE_SENT, slow.sent, Command.parse("G1 X1"))
+    assert fast_calls == h.calls
+    assert [(s.calls, s.errors) for s in fast.statistics()] == \
+        [(s.calls, s.errors) for s in slow.statistics()]
+
+
+def test_generated_runner_is_built_from_the_template_only():
+    from pipeline.fastpath import compile_phase
+    st = BoundStage("x; import os", Q, h.record, positional=True)  # odd ids never reach code
+    runner = compile_phase([st], "queuing", observe=False)
+    assert runner(None, "G1", None, "G1", None, frozenset()) is None
+    assert runner.__code__.co_filename == "<printpipe phase runner: queuing>"
