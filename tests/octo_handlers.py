@@ -69,3 +69,7 @@ def received_upper(comm_instance, line, *args, **kwargs):
 
 def wrong_signature(comm_instance, line):
     return line
+
+
+def ignored_return(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):
+    return "M999", "whatever", {"tag"}

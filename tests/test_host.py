@@ -231,3 +231,36 @@ def test_invalid_tool_reverts_and_is_reported():
     (payload,) = [pl for e, pl in p.events if e == "InvalidToolReported"]
     assert payload == {"tool": 1, "fallback": 0}
     assert p.fw.accepted[-1] == "T0"
+
+
+@pytest.mark.parametrize("phase", ["queuing", "sending"])
+@pytest.mark.parametrize("handler, line, expected, tag", [
+    ("record", "G1 X5", "G1 X5", None),                                # None: unchanged
+    ("as_string", "M117 hi", "M117 rewritten", "source:rewrite"),      # str
+    ("rewrite_m107", "M107", "M106 S0", "source:rewrite"),             # 1-tuple
+    ("suppress_m300", "M300 S440", None, None),                        # (None,)
+    ("retype", "M105", "M105", None),                                  # 2-tuple
+    ("tag_it", "G28", "G28", "my_custom_tag"),                         # 3-tuple
+])
+def test_return_variants_through_yaml_declared_stages(phase, handler, line, expected, tag):
+    h.calls.clear()
+    p = pair(f"""
+pipeline:
+  comm.protocol.gcode.{phase}:
+    - handler: octo_handlers:{handler}
+  comm.protocol.gcode.sent:
+    - handler: octo_handlers:record
+      id: watch
+    - handler: octo_handlers:ignored_return
+""")
+    h.calls.clear()
+    before = len(p.fw.accepted)
+    p.send(line)
+    sent = [c for c in h.calls if c[0] == "sent"]
+    if expected is None:
+        assert p.fw.accepted[before:] == [] and sent == []
+        return
+    assert p.fw.accepted[before:] == [expected]     # and the sent phase's return is ignored
+    assert sent[-1][1] == expected
+    if tag:
+        assert tag in sent[-1][5]
