@@ -1,7 +1,8 @@
 """The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
 
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
-(print a file with a progress bar), `virtual`
+(print a file with a progress bar), `render` (print what a G-code script renders to),
+`virtual`
 (serve the built-in virtual printer on a pty link for any host), `check` (validate a config,
 report every problem). Each command returns an exit code; errors are printed as one clear line
 naming who is at fault, never as a traceback.
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("print", help="print a G-code file with a progress bar")
     p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
     p.add_argument("file", help="the G-code file")
+    p = sub.add_parser("render", help="print the lines a G-code script renders to")
+    p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
+    p.add_argument("--context", help="JSON object merged over the script context")
+    p.add_argument("name", help="the script, e.g. afterPrintCancelled")
     p = sub.add_parser("virtual", help="serve the virtual printer on a pty for any host")
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
     p.add_argument("--link", default="/tmp/printpipe-virtual",
@@ -88,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "print":
             from .cli_print import run_print
             return trio.run(run_print, config, args.file)
+        if args.command == "render":
+            from .cli_render import run_render
+            return run_render(config, args.name, args.context)
         if args.command == "virtual":
             return trio.run(_virtual, config, args.link, args.record)
     except ConfigErrors as exc:

@@ -22,7 +22,7 @@ from strictyaml.ruamel.error import MarkedYAMLError
 from .config_schema import (  # the spec names are part of this module's API
     ENTRY_VALIDATORS, GCODE_WORD_RE, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE,
     TOP_LEVEL_KEYS, ChecksumMode, ErrorHandling, FaultsSpec, Field, HostConfig, MaxTimeoutsSpec,
-    PipelineSpec, PrinterSpec, ProfileSpec, ResendWithoutOk, Section, SerialSpec, SourceLocation,
+    PipelineSpec, PrinterSpec, ProfileSpec, ResendWithoutOk, ScriptsSpec, Section, SerialSpec, SourceLocation,
     StageKind, StageSpec, TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
 )
 from .errors import ConfigError, ConfigErrors
@@ -181,7 +181,8 @@ class _Reader:
         return HostConfig(self.path, values.get("printer") or PrinterSpec(),
                           values.get("serial") or SerialSpec(),
                           values.get("virtual") or VirtualSpec(),
-                          values.get("pipeline") or PipelineSpec())
+                          values.get("pipeline") or PipelineSpec(),
+                          values.get("scripts") or ScriptsSpec())
 
     def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
         if _is_blank(node):

@@ -216,12 +216,22 @@ def freeze_options(data: Any) -> Any:
 
 
 @attrs.frozen
+class ScriptsSpec:
+    """Where G-code scripts come from: files under `<folder>/gcode/` first, then `gcode:`
+    (inline templates by name; snippets as `snippets/<name>`), then the bundled defaults."""
+
+    folder: str | None = None
+    gcode: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
+
+
+@attrs.frozen
 class HostConfig:
     path: str
     printer: PrinterSpec
     serial: SerialSpec
     virtual: VirtualSpec
     pipeline: PipelineSpec
+    scripts: ScriptsSpec = ScriptsSpec()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,9 +399,16 @@ VIRTUAL = Section(VirtualSpec, {
     }),
 })
 
+SCRIPTS = Section(ScriptsSpec, {
+    "folder": _str(non_blank),
+    "gcode": Field(sy.EmptyDict() | sy.MapPattern(sy.Str(), sy.Str()),
+                   convert=lambda d: MappingProxyType(dict(d or {}))),
+})
+
 #: The top-level sections read with a key table (`pipeline` has its own reader in config.py).
-SECTIONS: Mapping[str, Section] = {"printer": PRINTER, "serial": SERIAL, "virtual": VIRTUAL}
-TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline")
+SECTIONS: Mapping[str, Section] = {"printer": PRINTER, "serial": SERIAL, "virtual": VIRTUAL,
+                                   "scripts": SCRIPTS}
+TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

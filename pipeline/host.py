@@ -12,19 +12,23 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from . import engine_events as ee
 from .chain import Pipeline
 from .config import HostConfig
 from .engine_events import ErrorReason, LinkState
 from .eventnames import Event
-from .gcode import NO_TAGS, Command, strip_comment
+from .gcode import NO_TAGS, Command, strip_comment, tool_number
 from .phases import Phase
 from .printjob import JobControl, Marker
 from .rules import CommandRules
+from .script_runner import ScriptRunner
 from .protocol import EngineSettings, HostProtocol
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .scripts import ScriptSet
 
 log = logging.getLogger("printpipe.host")
 
@@ -55,7 +59,7 @@ Listener = Callable[[Event, dict[str, Any]], None]
 
 class HostCore:
     def __init__(self, config: HostConfig, pipeline: Pipeline, *,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], scripts: ScriptSet | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.clock = clock
@@ -79,6 +83,15 @@ class HostCore:
         self._special = self.rules.special
         self._emergency = self.rules.emergency
         self.jobs = JobControl(self)
+        self.scripts = ScriptRunner(self, scripts)
+        self.jobs.moment = lambda moment, ctx: self.scripts.run(moment.value, ctx)
+        # Tool changes run beforeToolChange/afterToolChange around T<n> at queuing.
+        self._tool_scripts = bool(pipeline.for_phase(Phase.SCRIPTS)) or (
+            scripts is not None and (scripts.has("beforeToolChange")
+                                     or scripts.has("afterToolChange")))
+        if self._tool_scripts:
+            self._special = self._special | {"T"}
+        self._queued_tool = 0
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -203,7 +216,18 @@ class HostCore:
         cmds = p.run(Phase.GCODE_QUEUING, cmd) if p.queuing else [cmd]
         if len(cmds) == 1 and cmds[0].gcode not in self._special and cmds[0].gcode is not None:
             return cmds
-        return [c for c in cmds if self.rules.allow(c)]
+        out = []
+        for c in cmds:
+            if not self.rules.allow(c):
+                continue
+            if c.gcode == "T" and self._tool_scripts:
+                new = tool_number(c.line)
+                if new is not None and new != self._queued_tool:
+                    old, self._queued_tool = self._queued_tool, new
+                    out += self.scripts.tool_change(c, old, new)
+                    continue
+            out.append(c)
+        return out
 
     def write_out_of_band(self, cmd: Command) -> None:
         """An emergency-parser command goes out at once, outside the queue and the window."""
@@ -339,6 +363,8 @@ class HostCore:
         tags = frozenset({"trigger:comm.on_connected"})
         self.enqueue("M110 N0", tags=tags)
         self.enqueue("M115", tags=tags)
+        self.scripts.run("afterPrinterConnected",
+                         {"event": {"port": spec.port, "baudrate": spec.baudrate}})
 
     def _on_received(self, ev: ee.Received) -> None:
         for listener in self.line_listeners:

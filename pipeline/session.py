@@ -21,6 +21,7 @@ import trio
 from .chain import Pipeline
 from .config import HostConfig
 from .errors import LinkBroken
+from .eventnames import Event
 from .facade import CommFacade
 from .gcode import NO_TAGS
 from .host import HostCore
@@ -29,12 +30,21 @@ from .link import SerialLink
 from .phases import Phase
 from .printjob import JobResult
 from .registry import build_pipeline
+from .scripts import ScriptSet
 from .transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
 from .virtual.faults import FaultSpec
 from .virtual.firmware import FirmwareSpec
 from .virtual.server import VirtualPrinterHandle, serve_virtual_printer
 
 log = logging.getLogger("printpipe.session")
+
+
+def load_scripts(config: HostConfig) -> ScriptSet:
+    """The configured G-code scripts, compiled (a broken template raises ScriptError)."""
+    folder = config.scripts.folder
+    if folder and not os.path.isabs(folder) and os.path.exists(config.path):
+        folder = os.path.join(os.path.dirname(os.path.abspath(config.path)), folder)
+    return ScriptSet.load(folder, config.scripts.gcode)
 
 
 def firmware_spec(config: HostConfig) -> FirmwareSpec:
@@ -112,8 +122,19 @@ class Printer:
                               poll=0.05)
         return jobs.result
 
-    async def disconnect(self) -> None:
+    async def orderly_disconnect(self, timeout: float = 10.0) -> None:
+        """Disconnecting on purpose: beforePrinterDisconnected runs and the queue drains
+        (bounded), then the link closes. Not used when the link failed."""
+        core = self.core
+        if core.operational and not self.link.closed.is_set():
+            core.fire(Event.DISCONNECTING)
+            core.scripts.run("beforePrinterDisconnected")
+            self.link.wake()
+            await self.wait_idle(timeout)
         self.nursery.cancel_scope.cancel()
+
+    async def disconnect(self) -> None:
+        await self.orderly_disconnect()
 
 
 async def _probe(port: str, baudrate: int, timeout: float) -> SerialTransport | None:
@@ -208,7 +229,8 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
                            connect_timeout: float | None) -> AsyncIterator[Printer]:
     async with trio.open_nursery() as nursery:
-        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time)
+        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time,
+                        scripts=load_scripts(config))
         wake: list[Callable[[], None]] = []
         pipeline.comm = CommFacade(core, lambda: wake[0]() if wake else None)
         port, baudrate = config.printer.port, config.printer.baudrate
@@ -246,5 +268,6 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
                                                          and core.idle), t.connection)
         try:
             yield printer
+            await printer.orderly_disconnect()  # only when the caller's block ended normally
         finally:
             nursery.cancel_scope.cancel()

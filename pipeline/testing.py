@@ -27,10 +27,11 @@ class Pair:
     host wrote; `events` every published (event, payload)."""
 
     def __init__(self, config: HostConfig, pipeline: Pipeline,
-                 firmware: FirmwareSpec | None = None) -> None:
+                 firmware: FirmwareSpec | None = None, scripts: object = None) -> None:
         self.clock = ManualClock()
         self.fw = VirtualFirmware(firmware or FirmwareSpec(), now=0.0)
-        self.core = HostCore(config, pipeline, clock=self.clock)
+        self.core = HostCore(config, pipeline, clock=self.clock,
+                             scripts=scripts)  # type: ignore[arg-type]
         self.wire: list[bytes] = []
         self.events: list[tuple[str, dict]] = []
         self.received: list[str] = []
