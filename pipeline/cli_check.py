@@ -64,12 +64,21 @@ def _check(path: str | None) -> tuple[HostConfig | None, list[ConfigError]]:
 
 
 def _check_scripts(config: HostConfig) -> list[ConfigError]:
-    """Problems in the configured G-code scripts.
+    """Every problem in the configured G-code scripts: compile errors, then a strict render
+    of each script against a sample context (OctoPrint #3985: broken scripts fail silently
+    there). Each problem names the script (or snippet) and its line."""
+    import os
 
-    Placeholder: the configuration has no scripts yet. When scripts arrive (a later issue),
-    compile/render each one here and return one ConfigError (file:line, key) per problem.
-    """
-    return []
+    from .scripts import ScriptSet, profile_context, sample_context
+    folder = config.scripts.folder
+    if folder and not os.path.isabs(folder) and os.path.exists(config.path):
+        folder = os.path.join(os.path.dirname(os.path.abspath(config.path)), folder)
+    p = config.printer.profile
+    sample = sample_context(profile_context(p.extruders, p.shared_nozzle, p.heated_bed,
+                                            p.heated_chamber, p.volume.width, p.volume.depth,
+                                            p.volume.height, p.name))
+    return [ConfigError(exc.message, path=f"script {exc.script}", line=exc.line)
+            for exc in ScriptSet.check_all(folder, config.scripts.gcode, sample)]
 
 
 # -- the success report ------------------------------------------------------------------------

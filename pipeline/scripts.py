@@ -62,11 +62,15 @@ class SnippetTag(Extension):
 
     tags = {"snippet"}
 
-    def parse(self, parser: Any) -> nodes.Node:
+    def parse(self, parser: Any) -> list[nodes.Node]:
         lineno = next(parser.stream).lineno
         name = parser.parse_expression()
         target = nodes.Concat([nodes.Const(_SNIPPET), name], lineno=lineno)
-        return nodes.Include(target, True, False, lineno=lineno)
+        # A snippet always ends its line: without this newline a snippet file lacking a
+        # final newline would glue its last command to the next one (trim_blocks eats
+        # the newline after the tag).
+        return [nodes.Include(target, True, False, lineno=lineno),
+                nodes.Output([nodes.TemplateData("\n")], lineno=lineno)]
 
 
 class _Loader(jinja2.BaseLoader):
@@ -170,8 +174,11 @@ class ScriptSet:
         """Every problem: compile errors, then strict renders against a sample context."""
         scripts = cls(cls.sources(folder, inline))
         problems = scripts.compile_all()
-        if not problems:
-            problems = scripts.lint(sample if sample is not None else sample_context())
+        seen = {str(p) for p in problems}
+        for p in scripts.lint(sample if sample is not None else sample_context()):
+            if str(p) not in seen:  # a broken template fails its lint render again
+                seen.add(str(p))
+                problems.append(p)
         return problems
 
     def compile_all(self) -> list[ScriptError]:
