@@ -145,3 +145,12 @@ def test_a_broken_script_sends_nothing_and_names_script_and_line(caplog):
     assert "M117 fine" not in p.fw.accepted
     assert "afterPrintDone:2" in caplog.text
     assert p.core.scripts.errors and p.core.scripts.errors[0].line == 2
+
+
+def test_unknown_snippet_at_run_time_sends_nothing(caplog):
+    p = pair({"beforePrintStarted": "M117 first\n{% snippet 'warmup' %}\nM117 last"})
+    with caplog.at_level(logging.ERROR, logger="printpipe.scripts"):
+        start(p, "G1 X1\n")
+        p.run_until(lambda: p.core.state is S.OPERATIONAL and p.core.jobs.result is not None)
+    assert "M117 first" not in p.fw.accepted and "G1 X1" in p.fw.accepted
+    assert "beforePrintStarted:2" in caplog.text and "warmup" in caplog.text

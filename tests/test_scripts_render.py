@@ -158,3 +158,12 @@ def test_check_reports_every_broken_script_with_name_and_line(tmp_path):
     text = err.getvalue()
     assert "script afterPrintDone:2" in text and "script beforePrintStarted:2" in text
     assert "2 problems found" in text
+
+
+def test_print_refuses_to_start_with_a_broken_script(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scripts:\n  gcode:\n    afterPrintDone: |\n      M117\n"
+                   "      {% if %}\n")
+    out = run_cli("print", "-c", str(cfg), "configs/calibration-cube.gcode")
+    assert out.returncode == 1
+    assert "script afterPrintDone:2" in out.stderr
