@@ -9,7 +9,6 @@ moves bytes in and out of `receive_data`, `data_to_send`, `on_written` and `hand
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -23,6 +22,8 @@ from .gcode import NO_TAGS, Command, strip_comment, tool_number
 from .phases import Phase
 from .printjob import JobControl, Marker
 from .rules import CommandRules
+from .states import PrinterState
+from .reactions import EngineReactions
 from .script_runner import ScriptRunner
 from .protocol import EngineSettings, HostProtocol
 from .tracking import Tracker
@@ -31,21 +32,6 @@ if TYPE_CHECKING:
     from .scripts import ScriptSet
 
 log = logging.getLogger("printpipe.host")
-
-
-class PrinterState(enum.Enum):
-    OFFLINE = "Offline"
-    CONNECTING = "Connecting"
-    OPERATIONAL = "Operational"
-    STARTING = "Starting"
-    PRINTING = "Printing"
-    PAUSING = "Pausing"
-    PAUSED = "Paused"
-    RESUMING = "Resuming"
-    CANCELLING = "Cancelling"
-    FINISHING = "Finishing"
-    ERROR = "Error"
-    CLOSED_WITH_ERROR = "Offline after error"
 
 
 class JobSource(Protocol):
@@ -94,23 +80,7 @@ class HostCore:
         self._queued_tool = 0
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
-        self._dispatch: dict[type, Callable[[Any], None]] = {
-            ee.Connected: self._on_connected,
-            ee.Received: self._on_received,
-            ee.Temperatures: self._on_temperatures,
-            ee.PositionReport: self._on_position,
-            ee.FirmwareInfo: self._on_firmware_info,
-            ee.CapabilityReported: self._on_capability,
-            ee.CapabilityReport: self._on_capability_report,
-            ee.ActionCommand: self._on_action,
-            ee.FirmwareErrorLine: self._on_firmware_error,
-            ee.BusyDetected: self._on_busy,
-            ee.TickleRequested: self._on_tickle,
-            ee.PrinterReset: self._on_reset,
-            ee.InvalidTool: self._on_invalid_tool,
-            ee.LinkFailed: self._on_link_failed,
-            ee.StateChanged: self._on_link_state,
-        }
+        self._reactions = EngineReactions(self)
 
     # ---- publishing ---------------------------------------------------------------------
     def fire(self, event: Event, payload: dict[str, Any] | None = None) -> None:
@@ -236,7 +206,7 @@ class HostCore:
     def emergency_stop(self) -> None:
         """M112: raw and numbered, heaters off, then the link closes in Error."""
         self.fire(Event.ESTOP)
-        self._handle(self.engine.emergency_stop())
+        self.handle_events(self.engine.emergency_stop())
 
     # ---- sending ------------------------------------------------------------------------------
     def _next_command(self) -> Command | None:
@@ -338,116 +308,22 @@ class HostCore:
     def receive_data(self, data: bytes) -> None:
         events = self.engine.receive_data(data, self.clock())
         if events:
-            self._handle(events)
+            self.handle_events(events)
 
     def handle_timeout(self) -> None:
         if self.jobs.capture_deadline <= self.clock():
             self.jobs.capture_timeout()
         events = self.engine.handle_timeout(self.clock())
         if events:
-            self._handle(events)
+            self.handle_events(events)
 
-    def _handle(self, events: list) -> None:
+    def handle_events(self, events: list) -> None:
+        dispatch = self._reactions.dispatch
         for ev in events:
-            self._dispatch[type(ev)](ev)
+            dispatch[type(ev)](ev)
 
-    def _on_link_state(self, ev: ee.StateChanged) -> None:
-        if ev.new is LinkState.OPERATIONAL:
-            self.set_state(PrinterState.OPERATIONAL)
-        elif ev.new is LinkState.ERROR:
-            self.set_state(PrinterState.ERROR)
-
-    def _on_connected(self, ev: ee.Connected) -> None:
-        spec = self.config.printer
-        self.fire(Event.CONNECTED, {"port": spec.port, "baudrate": spec.baudrate})
-        tags = frozenset({"trigger:comm.on_connected"})
-        self.enqueue("M110 N0", tags=tags)
-        self.enqueue("M115", tags=tags)
-        self.scripts.run("afterPrinterConnected",
-                         {"event": {"port": spec.port, "baudrate": spec.baudrate}})
-
-    def _on_received(self, ev: ee.Received) -> None:
-        for listener in self.line_listeners:
-            listener(ev.line)
-
-    def _on_temperatures(self, ev: ee.Temperatures) -> None:
-        temps: dict[str, Any] = dict(ev.temps)
-        stages = self.pipeline.for_phase(Phase.TEMPERATURES_RECEIVED)
-        for _, result in self.pipeline.call(Phase.TEMPERATURES_RECEIVED, temps) if stages else ():
-            if not result:
-                return
-            temps = dict(result)
-        self.tracker.update_temperatures(temps, self.engine.current_tool)
-
-    def _on_position(self, ev: ee.PositionReport) -> None:
-        payload = self.tracker.update_position(ev.position)
-        self.fire(Event.POSITION_UPDATE, payload)
-        self.jobs.on_position(payload)
-
-    def _on_firmware_info(self, ev: ee.FirmwareInfo) -> None:
-        self.pipeline.call(Phase.FIRMWARE_INFO, ev.name, dict(ev.data))
-        self.fire(Event.FIRMWARE_DATA, {"name": ev.name, "data": dict(ev.data)})
-
-    def _on_capability(self, ev: ee.CapabilityReported) -> None:
-        self.pipeline.call(Phase.FIRMWARE_CAPABILITIES, ev.name, ev.enabled, dict(ev.all))
-
-    def _on_capability_report(self, ev: ee.CapabilityReport) -> None:
-        self.pipeline.call(Phase.FIRMWARE_CAPABILITY_REPORT, dict(ev.all))
-        interval = self.config.serial.timeouts.temperature_autoreport
-        if ev.all.get("AUTOREPORT_TEMP") and interval > 0:
-            self.enqueue(f"M155 S{interval}",
-                         tags=frozenset({"trigger:comm.set_autoreport_temperature_interval"}))
-
-    def _on_action(self, ev: ee.ActionCommand) -> None:
-        self.jobs.action(ev.name)
-        action = f"{ev.name} {ev.params}" if ev.params else ev.name  # the seed: incl. params
-        self.pipeline.call(Phase.ACTION, ev.line, action, name=ev.name, params=ev.params)
-
-    def _on_firmware_error(self, ev: ee.FirmwareErrorLine) -> None:
-        for _, handled in self.pipeline.call(Phase.GCODE_ERROR, ev.text):
-            if handled:
-                return
-        mode = self.config.serial.error_handling.value
-        if ev.fatal or mode == "disconnect":
-            self.error = ev.text
-            self._handle(self.engine.fail(ErrorReason.FIRMWARE, ev.text))
-        else:
-            log.warning("printer reported an error, %s: %s", mode, ev.text)
-
-    def _on_busy(self, ev: ee.BusyDetected) -> None:
-        interval = max(int(self.config.serial.timeouts.communication_busy) - 1, 1)
-        self.enqueue(f"M113 S{interval}",
-                     tags=frozenset({"trigger:comm.set_busy_protocol_interval"}))
-
-    def _on_tickle(self, ev: ee.TickleRequested) -> None:
-        self.enqueue("M105", cmd_type="temperature",
-                     tags=frozenset({"trigger:comm.handle_timeout"}))
-
-    def _on_reset(self, ev: ee.PrinterReset) -> None:
-        """The printer rebooted: a running job has lost its state and fails (its position is
-        kept); the link stays up and is re-synchronised, autoreport re-armed."""
-        self.fire(Event.PRINTER_RESET, {"idle": ev.idle})
+    def clear_queues(self) -> None:
+        """Forget every queued command (the printer reset itself)."""
         self._queue.clear()
         self._queued_types.clear()
         self._job_queue.clear()
-        if self.jobs.job is not None and self.jobs.result is None:
-            self.jobs.fail("Aborting job since the printer reset itself and lost its state")
-        self.set_state(PrinterState.OPERATIONAL)
-        self.autoreport_temperature = False
-        tags = frozenset({"trigger:comm.on_external_reset"})
-        self.enqueue("M110 N0", tags=tags)
-        interval = self.config.serial.timeouts.temperature_autoreport
-        if self.engine.capabilities.get("AUTOREPORT_TEMP") and interval > 0:
-            self.enqueue(f"M155 S{interval}", tags=tags)
-
-    def _on_invalid_tool(self, ev: ee.InvalidTool) -> None:
-        fallback = self.tracker.invalid_tool(ev.tool)
-        self.fire(Event.INVALID_TOOL_REPORTED, {"tool": ev.tool, "fallback": fallback})
-        if fallback is not None:
-            self.enqueue(f"T{fallback}", tags=frozenset({"trigger:revert_invalid_tool"}))
-
-    def _on_link_failed(self, ev: ee.LinkFailed) -> None:
-        self.error = self.error or ev.message
-        self.jobs.fail(self.error)
-        self.set_state(PrinterState.ERROR)
-        self.fire(Event.ERROR, {"error": ev.message, "reason": ev.reason.value})
