@@ -18,12 +18,12 @@ from . import replies
 from .config import ChecksumMode, ResendWithoutOk
 from .engine_events import (ActionCommand, BusyDetected, CapabilityReport, Connected,
                             ErrorReason, FirmwareErrorLine, FirmwareInfo, LinkFailed,
-                            LinkState, PrinterReset, Received, StateChanged,
-                            TickleRequested)
+                            LinkState, PrinterReset, Received, StateChanged)
 from .engine_settings import HEATUP_GCODES, EngineSettings, firmware_tweaks
 from .errors import LocalProtocolError
 from .gcode import Command, encode_plain, frame, param_value
 from .firmware_report import Content, FirmwareReport
+from .protocol_timeouts import TimeoutRules
 from .resend import ResendTracker
 
 __all__ = ["EngineSettings", "HostProtocol", "HEATUP_GCODES"]
@@ -35,7 +35,7 @@ _M112 = Command.parse("M112")
 _BED_OFF = Command.parse("M140 S0")
 
 
-class HostProtocol:
+class HostProtocol(TimeoutRules):
     """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
     call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives."""
 
@@ -85,26 +85,6 @@ class HostProtocol:
     def resending(self) -> bool:
         """True while history lines wait to be resent: no new line may go out."""
         return self._resend.pending
-
-    @property
-    def deadline(self) -> float:
-        """The time at which `handle_timeout` must be called if nothing arrives before."""
-        d = self._deadline
-        if self._resend_ok_deadline < d:
-            d = self._resend_ok_deadline
-        # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
-        # then stalls forever when autoreport lines keep the link "alive". Any line in flight
-        # that is not a long-running command gets it here.
-        if (self._inflight and not self.long_running and not self.heating
-                and self._ok_deadline < d):
-            d = self._ok_deadline
-        return d
-
-    def _update_period(self) -> None:
-        """The communication timeout: call whenever busy mode or the temperature interval
-        changes (it is read on every line, so it is kept, not computed)."""
-        base = self.settings.busy_timeout if self.busy_active else self.settings.comm_timeout
-        self._period = max(base, self._temp_interval + 1.0)
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -427,44 +407,3 @@ class HostProtocol:
             self._resend.note_error(text)
         elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
             self._events.append(FirmwareErrorLine(text, kind is replies.ErrorClass.FATAL))
-
-    # ---- timeouts ----------------------------------------------------------------------------
-    def handle_timeout(self, now: float) -> list:
-        """Apply the timeout rules if `deadline` has passed; returns the events."""
-        if now < self.deadline:
-            return NO_EVENTS  # type: ignore[return-value]
-        if self._resend_ok_deadline <= now:
-            self._on_ok(now)
-            return self._take_events()
-        if self.state is LinkState.CONNECTING:
-            if self._hellos < self.settings.max_hellos:
-                self._say_hello(now, counted=True)
-            else:
-                self._fail(ErrorReason.CONNECTION, "There was a timeout while trying to "
-                           "connect to the printer", m112=False)
-            return self._take_events()
-        if self.state is not LinkState.OPERATIONAL:
-            self._deadline = INF
-            return NO_EVENTS  # type: ignore[return-value]
-        self._consecutive_timeouts += 1
-        limit = self.settings.timeout_limit(self.long_running, self.printing)
-        if limit and self._consecutive_timeouts > limit:
-            self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
-                       "connected and alive?", m112=False)
-            return self._take_events()
-        self._deadline = self._ok_deadline = now + self._period
-        inflight = self._inflight
-        if self._resend.active and inflight:
-            num = inflight.popleft()[0]  # resend that line again
-            if num >= 0:
-                self._resend.requeue(num)
-        elif self.long_running and not self.heating:
-            pass  # waits for its ok up to the long-running limit
-        else:  # the heatup is over, or the oldest line's ok was lost: free its slot
-            if inflight:
-                inflight.popleft()
-            if self.heating:
-                self.heating = self.long_running = False
-            elif self.printing:
-                self._events.append(TickleRequested())
-        return self._take_events()
