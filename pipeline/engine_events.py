@@ -119,13 +119,6 @@ class InvalidTool:
 
 
 @attrs.frozen
-class Acked:
-    """A command that asked to be told (`notify_ack`) was acknowledged by the printer."""
-
-    command: Command
-
-
-@attrs.frozen
 class LinkFailed:
     """The engine entered ERROR: the link must be closed. `message` is for humans."""
 

@@ -71,10 +71,6 @@ class Command(NamedTuple):
             return _new(cls, (line, g, m.group(2), cmd_type, tags))
         return _new(cls, (line, "T", None, cmd_type, tags))
 
-    def with_line(self, line: str) -> Command:
-        """The same command with new text (gcode re-parsed), type and tags kept."""
-        return Command.parse(line, cmd_type=self.cmd_type, tags=self.tags)
-
     def with_tags(self, *tags: str) -> Command:
         return self._replace(tags=self.tags.union(tags))
 

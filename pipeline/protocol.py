@@ -297,7 +297,7 @@ class HostProtocol(TimeoutRules):
             text, self._pending_error = replies.join_error(self._pending_error, line), None
             self._on_error(text, now)
             return
-        if line.startswith("//"):
+        if replies.is_debug(line):
             action = replies.parse_action(line)
             if action is not None:
                 ev.append(ActionCommand(line, action[0], action[1]))

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import engine_events as ee
+from . import replies
 from .engine_events import ErrorReason, LinkState
 from .eventnames import Event
 from .phases import Phase
@@ -156,4 +157,8 @@ class EngineReactions:
         h.error = h.error or ev.message
         h.jobs.fail(h.error)
         h.set_state(PrinterState.ERROR)
-        h.fire(Event.ERROR, {"error": ev.message, "reason": ev.reason.value})
+        payload = {"error": ev.message, "reason": ev.reason.value}
+        faq = replies.faq_tag(ev.message)
+        if faq:
+            payload["faq"] = faq  # OctoPrint's FAQ tag: firmware-mintemp, -thermal-runaway, ...
+        h.fire(Event.ERROR, payload)

@@ -47,12 +47,6 @@ class SerialTransport:
     def fd(self) -> int:
         return self._fd
 
-    async def wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._fd)
-        except trio.ClosedResourceError as exc:
-            raise LinkClosed("port is closed", port=self.port) from exc
-
     def read_nowait(self, max_bytes: int = 4096) -> bytes | None:
         """What the port has now (after `wait_readable`): b"" at EOF, None if nothing yet."""
         try:

@@ -264,3 +264,12 @@ pipeline:
     assert sent[-1][1] == expected
     if tag:
         assert tag in sent[-1][5]
+
+
+def test_fatal_error_event_carries_the_faq_tag():
+    p = pair(firmware=FirmwareSpec(faults=FaultSpec(fatal_after=3)))
+    for i in range(4):
+        p.core.enqueue(f"G1 X{i}")
+    p.run_until(lambda: p.core.failed)
+    err = [pl for e, pl in p.events if e == "Error"][-1]
+    assert err["faq"] == "firmware-thermal-runaway"
