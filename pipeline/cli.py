@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # what subscriptions ran, and their output, is always worth showing
+        logging.getLogger("printpipe.subscriptions").setLevel(logging.INFO)
     try:
         if args.command == "check":  # loads the config itself, to report every problem
             from .cli_check import run_check

@@ -1,5 +1,6 @@
 """`printpipe print`: print one file on the configured printer with a live progress bar on a
-terminal (plain progress lines otherwise); Ctrl-C cancels the print cleanly.
+terminal (plain progress lines otherwise); Ctrl-C cancels the print cleanly. It runs the whole
+service (events and subscriptions included): Startup before the print, Shutdown after it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import trio
 
 from .config import HostConfig
 from .printjob import JobStateError, Outcome
-from .session import Printer, open_printer
+from .service import open_service
+from .session import Printer
 
 
 def _duration(seconds: float | None) -> str:
@@ -59,9 +61,13 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
         print(f"printpipe: no such file: {path}", file=sys.stderr)
         return 2
     tty = out.isatty()
-    async with open_printer(config) as printer:
+    async with open_service(config) as service:
+        printer = await service.connect()
         jobs = printer.core.jobs
-        job = await printer.start_print(path)
+        service.select(os.path.abspath(path), os.path.basename(path))
+        await service.start_print()
+        job = jobs.job
+        assert job is not None
         interrupted = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_report, printer, out, tty)

@@ -21,9 +21,12 @@ from strictyaml.ruamel.error import MarkedYAMLError
 
 from .config_schema import (  # the spec names are part of this module's API
     ENTRY_VALIDATORS, GCODE_WORD_RE, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE,
-    TOP_LEVEL_KEYS, ChecksumMode, ErrorHandling, FaultsSpec, Field, HostConfig, MaxTimeoutsSpec,
+    TOP_LEVEL_KEYS, ChecksumMode, ErrorHandling, FaultsSpec, Field, MaxTimeoutsSpec,
     PipelineSpec, PrinterSpec, ProfileSpec, ResendWithoutOk, ScriptsSpec, Section, SerialSpec, SourceLocation,
     StageKind, StageSpec, TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
+)
+from .config_service import (
+    HTTP, STORAGE, EventsSpec, HostConfig, HttpSpec, StorageSpec, read_events,
 )
 from .errors import ConfigError, ConfigErrors
 from .phases import NOT_PHASES, PHASE_BY_NAME, Phase
@@ -37,6 +40,7 @@ __all__ = [
 
 _GENERIC_FOUND = {"found arbitrary text", "found an arbitrary integer", "found an arbitrary number"}
 _EMPTY_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE}
 
 
 def load_config(text: str, path: str = "<config>", *,
@@ -174,15 +178,20 @@ class _Reader:
                                line, name)
                 elif name == "pipeline":
                     values[name] = self.pipeline(doc[name], line)
+                elif name == "events":
+                    values[name] = read_events(self, doc[name], line)
                 else:
-                    values[name] = self.section(SECTIONS[name], doc[name], line, name)
+                    table = _SERVICE_SECTIONS.get(name) or SECTIONS[name]
+                    values[name] = self.section(table, doc[name], line, name)
         if self.errors:
             return None
         return HostConfig(self.path, values.get("printer") or PrinterSpec(),
                           values.get("serial") or SerialSpec(),
                           values.get("virtual") or VirtualSpec(),
                           values.get("pipeline") or PipelineSpec(),
-                          values.get("scripts") or ScriptsSpec())
+                          values.get("scripts") or ScriptsSpec(),
+                          values.get("events") or EventsSpec(),
+                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec())
 
     def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
         if _is_blank(node):

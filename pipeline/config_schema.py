@@ -224,16 +224,6 @@ class ScriptsSpec:
     gcode: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
 
 
-@attrs.frozen
-class HostConfig:
-    path: str
-    printer: PrinterSpec
-    serial: SerialSpec
-    virtual: VirtualSpec
-    pipeline: PipelineSpec
-    scripts: ScriptsSpec = ScriptsSpec()
-
-
 # ---------------------------------------------------------------------------------------------
 # Key tables
 
@@ -408,7 +398,8 @@ SCRIPTS = Section(ScriptsSpec, {
 #: The top-level sections read with a key table (`pipeline` has its own reader in config.py).
 SECTIONS: Mapping[str, Section] = {"printer": PRINTER, "serial": SERIAL, "virtual": VIRTUAL,
                                    "scripts": SCRIPTS}
-TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts")
+TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts", "events", "http",
+                  "storage")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

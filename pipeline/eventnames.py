@@ -1,13 +1,26 @@
-"""Event names (EVENTS.md) as an enum: publishers and subscriptions use these, never bare strings."""
+"""Event names (EVENTS.md) as an enum, and the catalogue: which payload keys each event carries.
+
+Publishers use the enum, never bare strings. The catalogue lets the config check a
+subscription's event names and placeholders at load time. Pure: no IO, no trio.
+"""
 
 from __future__ import annotations
 
 import enum
+import re
+from types import MappingProxyType
+from typing import Mapping
 
 
 class Event(str, enum.Enum):
+    # server and push channel
     STARTUP = "Startup"
     SHUTDOWN = "Shutdown"
+    CLIENT_OPENED = "ClientOpened"
+    CLIENT_AUTHED = "ClientAuthed"
+    CLIENT_CLOSED = "ClientClosed"
+    SETTINGS_UPDATED = "SettingsUpdated"
+    # printer communication
     CONNECTING = "Connecting"
     CONNECTED = "Connected"
     DISCONNECTING = "Disconnecting"
@@ -16,12 +29,20 @@ class Event(str, enum.Enum):
     PRINTER_STATE_CHANGED = "PrinterStateChanged"
     FIRMWARE_DATA = "FirmwareData"
     PRINTER_RESET = "PrinterReset"
-    ESTOP = "EStop"
-    COMMAND_SUPPRESSED = "CommandSuppressed"
-    INVALID_TOOL_REPORTED = "InvalidToolReported"
-    POSITION_UPDATE = "PositionUpdate"
-    TOOL_CHANGE = "ToolChange"
-    Z_CHANGE = "ZChange"
+    # files
+    UPLOAD = "Upload"
+    FILE_ADDED = "FileAdded"
+    FILE_REMOVED = "FileRemoved"
+    FILE_MOVED = "FileMoved"
+    FOLDER_ADDED = "FolderAdded"
+    FOLDER_REMOVED = "FolderRemoved"
+    FOLDER_MOVED = "FolderMoved"
+    UPDATED_FILES = "UpdatedFiles"
+    METADATA_ANALYSIS_STARTED = "MetadataAnalysisStarted"
+    METADATA_ANALYSIS_FINISHED = "MetadataAnalysisFinished"
+    FILE_SELECTED = "FileSelected"
+    FILE_DESELECTED = "FileDeselected"
+    # printing
     PRINT_STARTED = "PrintStarted"
     PRINT_DONE = "PrintDone"
     PRINT_FAILED = "PrintFailed"
@@ -29,6 +50,98 @@ class Event(str, enum.Enum):
     PRINT_CANCELLED = "PrintCancelled"
     PRINT_PAUSED = "PrintPaused"
     PRINT_RESUMED = "PrintResumed"
+    # G-code events (the gcode_events stage fires these when the command was sent)
+    POWER_ON = "PowerOn"
+    POWER_OFF = "PowerOff"
+    HOME = "Home"
+    Z_CHANGE = "ZChange"
+    DWELL = "Dwell"
+    WAITING = "Waiting"
+    COOLING = "Cooling"
+    ALERT = "Alert"
+    CONVEYOR = "Conveyor"
+    EJECT = "Eject"
+    ESTOP = "EStop"
+    FILAMENT_CHANGE = "FilamentChange"
+    TOOL_CHANGE = "ToolChange"
+    # from replies and rules
+    POSITION_UPDATE = "PositionUpdate"
+    COMMAND_SUPPRESSED = "CommandSuppressed"
+    INVALID_TOOL_REPORTED = "InvalidToolReported"
 
     def __str__(self) -> str:
         return self.value
+
+
+_JOB = ("name", "path", "origin", "size", "owner")
+_FILE = ("storage", "path", "name", "type")
+
+#: Payload keys per event. Keys a payload may lack (EVENTS.md's "?") are listed too: a
+#: subscription may name them, and a firing without them skips with a warning.
+PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
+    Event.STARTUP: (), Event.SHUTDOWN: (),
+    Event.CLIENT_OPENED: ("remoteAddress",),
+    Event.CLIENT_AUTHED: ("remoteAddress", "username"),
+    Event.CLIENT_CLOSED: ("remoteAddress",),
+    Event.SETTINGS_UPDATED: (),
+    Event.CONNECTING: (), Event.CONNECTED: ("port", "baudrate"),
+    Event.DISCONNECTING: (), Event.DISCONNECTED: (),
+    Event.ERROR: ("error", "reason"),
+    Event.PRINTER_STATE_CHANGED: ("state_id", "state_string"),
+    Event.FIRMWARE_DATA: ("name", "data"),
+    Event.PRINTER_RESET: ("idle",),
+    Event.UPLOAD: ("name", "path", "target", "select", "print", "effective_select",
+                   "effective_print", "userdata"),
+    Event.FILE_ADDED: _FILE, Event.FILE_REMOVED: _FILE,
+    Event.FILE_MOVED: ("storage", "source_path", "source_name", "source_type",
+                       "destination_path", "destination_name", "destination_type"),
+    Event.FOLDER_ADDED: ("storage", "path", "name"),
+    Event.FOLDER_REMOVED: ("storage", "path", "name"),
+    Event.FOLDER_MOVED: ("storage", "source_path", "source_name", "destination_path",
+                         "destination_name"),
+    Event.UPDATED_FILES: ("type",),
+    Event.METADATA_ANALYSIS_STARTED: ("name", "path", "origin"),
+    Event.METADATA_ANALYSIS_FINISHED: ("name", "path", "origin", "result"),
+    Event.FILE_SELECTED: ("name", "path", "origin"),
+    Event.FILE_DESELECTED: (),
+    Event.PRINT_STARTED: _JOB + ("user",),
+    Event.PRINT_DONE: _JOB + ("time",),
+    Event.PRINT_FAILED: _JOB + ("time", "reason", "error"),
+    Event.PRINT_CANCELLING: _JOB + ("user", "firmwareError"),
+    Event.PRINT_CANCELLED: _JOB + ("time", "user", "position"),
+    Event.PRINT_PAUSED: _JOB + ("user", "position"),
+    Event.PRINT_RESUMED: _JOB + ("user",),
+    Event.POWER_ON: (), Event.POWER_OFF: (), Event.HOME: (),
+    Event.Z_CHANGE: ("new", "old"),
+    Event.DWELL: (), Event.WAITING: (), Event.COOLING: (), Event.ALERT: (),
+    Event.CONVEYOR: (), Event.EJECT: (), Event.ESTOP: (), Event.FILAMENT_CHANGE: (),
+    Event.TOOL_CHANGE: ("old", "new"),
+    Event.POSITION_UPDATE: ("x", "y", "z", "e", "t", "f"),
+    Event.COMMAND_SUPPRESSED: ("command", "message", "severity"),
+    Event.INVALID_TOOL_REPORTED: ("tool", "fallback"),
+})
+
+#: Names subscriptions may use for a catalogue event (OctoPrint's code fires "Dwelling").
+ALIASES: Mapping[str, Event] = MappingProxyType({"Dwelling": Event.DWELL})
+
+#: GcodeScript<Name>Running / ...Finished: the names depend on the scripts that exist.
+SCRIPT_EVENT_RE = re.compile(r"GcodeScript[A-Z]\w*(?:Running|Finished)")
+#: Events a `events.register_custom_events` stage adds: plugin_<stage id>_<name>.
+CUSTOM_EVENT_RE = re.compile(r"plugin_\w+")
+
+
+def canonical(name: str) -> str:
+    """The name an event is published under (resolves aliases)."""
+    alias = ALIASES.get(name)
+    return alias.value if alias is not None else name
+
+
+def catalogue_event(name: str) -> Event | None:
+    try:
+        return Event(canonical(name))
+    except ValueError:
+        return None
+
+
+def known_names() -> list[str]:
+    return [e.value for e in Event] + list(ALIASES)

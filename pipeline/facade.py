@@ -55,6 +55,9 @@ class CommFacade:
 
     def fire_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
         """Publish an event (a catalogue name or a registered custom one)."""
+        if isinstance(name, Event):
+            self._core.fire(name, payload or {})
+            return
         try:
             event: Any = Event(name)
         except ValueError:
@@ -78,6 +81,16 @@ class CommFacade:
     @property
     def printer_profile(self) -> dict[str, Any]:
         return attrs.asdict(self._core.config.printer.profile)
+
+    @property
+    def current_tool(self) -> int:
+        """The active tool as the host last sent it (T<n>)."""
+        return self._core.tracker.tool
+
+    @property
+    def current_z(self) -> float | None:
+        """The last Z the host sent in a G0/G1 (or read from M114); None if unknown."""
+        return self._core.tracker.z
 
     @property
     def last_position(self) -> dict[str, float | None]:

@@ -153,4 +153,22 @@ def build_pipeline(spec: PipelineSpec, builtins: Mapping[str, ModuleType],
                 errors.append(exc)
     if errors:
         raise ConfigErrors(errors)
+    _add_always_on(spec, builtins, stages)
     return Pipeline(stages, comm)
+
+
+#: Built-in stages every pipeline has unless the config declares them itself (to order or
+#: disable them): the catalogue's G-code events are published from the sent phase.
+ALWAYS_ON = (("gcode_events", Phase.GCODE_SENT),)
+
+
+def _add_always_on(spec: PipelineSpec, builtins: Mapping[str, ModuleType],
+                   stages: dict[Phase, list[BoundStage]]) -> None:
+    for name, phase in ALWAYS_ON:
+        module = builtins.get(name)
+        if module is None or any(s.target == name for s in spec.for_phase(phase)):
+            continue
+        handler = module.build({}, name)
+        stages.setdefault(phase, []).append(BoundStage(
+            name, phase, handler, kind=StageKind.BUILTIN.value, target=name,
+            positional=takes_positional(handler)))

@@ -24,7 +24,7 @@ from .errors import LinkBroken
 from .eventnames import Event
 from .facade import CommFacade
 from .gcode import NO_TAGS
-from .host import HostCore
+from .host import HostCore, Listener
 from .job import CHUNK, FileJob, JobFile
 from .link import SerialLink
 from .phases import Phase
@@ -88,10 +88,12 @@ class Printer:
     async def wait_idle(self, timeout: float = math.inf) -> bool:
         return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
 
-    async def start_print(self, path: str, *, name: str | None = None) -> FileJob:
-        """Start printing a local file; lines stream from disk in chunks as they are needed."""
+    async def start_print(self, path: str, *, name: str | None = None,
+                          display_path: str | None = None) -> FileJob:
+        """Start printing a local file; lines stream from disk in chunks as they are needed.
+        `display_path` is the path events and the API show (the storage-relative one)."""
         size = os.path.getsize(path)
-        job = FileJob(JobFile(name or os.path.basename(path), path, size))
+        job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size))
         f = await trio.open_file(path, "rb")
         job.feed(await f.read(CHUNK))
         self.core.jobs.start(job)
@@ -199,7 +201,8 @@ async def autodetect(config: HostConfig, pipeline: Pipeline | None = None) -> Se
 @asynccontextmanager
 async def open_printer(config: HostConfig, *, builtins: Mapping[str, ModuleType] | None = None,
                        pipeline: Pipeline | None = None,
-                       connect_timeout: float | None = None) -> AsyncIterator[Printer]:
+                       connect_timeout: float | None = None,
+                       listeners: Iterable[Listener] = ()) -> AsyncIterator[Printer]:
     """Connect to the configured printer and yield a ready Printer (state Operational).
 
     Raises LinkBroken when the port cannot be opened or the printer does not answer.
@@ -209,7 +212,7 @@ async def open_printer(config: HostConfig, *, builtins: Mapping[str, ModuleType]
             from stages import BUILTIN_STAGES as builtins  # the edge may know stages/
         pipeline = build_pipeline(config.pipeline, builtins)
     try:
-        async with _printer_nursery(config, pipeline, connect_timeout) as printer:
+        async with _printer_nursery(config, pipeline, connect_timeout, listeners) as printer:
             yield printer
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
@@ -226,11 +229,12 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 @asynccontextmanager
-async def _printer_nursery(config: HostConfig, pipeline: Pipeline,
-                           connect_timeout: float | None) -> AsyncIterator[Printer]:
+async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeout: float | None,
+                           listeners: Iterable[Listener]) -> AsyncIterator[Printer]:
     async with trio.open_nursery() as nursery:
         core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time,
                         scripts=load_scripts(config))
+        core.listeners.extend(listeners)
         wake: list[Callable[[], None]] = []
         pipeline.comm = CommFacade(core, lambda: wake[0]() if wake else None)
         port, baudrate = config.printer.port, config.printer.baudrate

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import ProfileSpec
-from .eventnames import Event
 from .gcode import Command, param_value, tool_number
 from .replies import Position
 
@@ -69,7 +68,6 @@ class Tracker:
         self.previous_tool = old
         host.engine.current_tool = n
         self.position["t"] = n
-        host.fire(Event.TOOL_CHANGE, {"old": old, "new": n})
 
     def _move(self, cmd: Command, host: HostCore) -> None:
         line = cmd.line
@@ -79,9 +77,8 @@ class Tracker:
                 self.feedrate = self.position["f"] = f
         if "Z" in line:
             z = param_value(line, "Z")
-            if z is not None and z != self.z:
-                old, self.z = self.z, z
-                host.fire(Event.Z_CHANGE, {"new": z, "old": old})
+            if z is not None:
+                self.z = z  # ZChange is the gcode_events stage's (it runs before this)
 
     def _home(self, cmd: Command, host: HostCore) -> None:
         f = param_value(cmd.line, "F")

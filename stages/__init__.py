@@ -14,8 +14,8 @@ import strictyaml as sy
 from pipeline.phases import Phase
 
 from . import rewrite, strip_comments
-from . import (action_event, blocklist, firmware_errors, read_m115, sanitize_temperatures, tap,
-               temperature_offsets)
+from . import (action_event, blocklist, firmware_errors, gcode_events, read_m115,
+               sanitize_temperatures, tap, temperature_offsets)
 
 BUILTIN_STAGES: dict[str, ModuleType] = {
     strip_comments.NAME: strip_comments,
@@ -27,6 +27,7 @@ BUILTIN_STAGES: dict[str, ModuleType] = {
     temperature_offsets.NAME: temperature_offsets,
     blocklist.NAME: blocklist,
     tap.NAME: tap,
+    gcode_events.NAME: gcode_events,
 }
 
 

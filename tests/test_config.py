@@ -147,9 +147,9 @@ ERROR_CASES = {
     "unknown top-level key": ("""\
         printer:
           port: virtual
-        http:
+        mqtt:
           port: 80
-        """, 3, "unknown section 'http'", "http"),
+        """, 3, "unknown section 'mqtt'", "mqtt"),
     "unknown key inside serial": ("""\
         serial:
           ok_window: 1

@@ -7,6 +7,7 @@ rss_peak_mb and exact (the printer received every file command exactly once, in 
     python tools/bench.py --lines 20000 --runs 5
     python tools/bench.py --lines 20000 --corrupt 0.01 --lost-ok 0.001 --busy 0.01
     python tools/bench.py --lines 20000 --noop-stages 5     # 5 no-op stages on every phase
+    python tools/bench.py --lines 20000 --slow-subscription PrintStarted,ZChange  # sleep 30
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def host_yaml(args: argparse.Namespace, link: str) -> str:
             text += f"  {phase}:\n"
             for i in range(args.noop_stages):
                 text += f"    - handler: pipeline.testing:noop_stage\n      id: noop{i}\n"
+    if args.slow_subscription:
+        text += "events:\n  shutdown_grace: 0.5\n  subscriptions:\n"
+        for event in args.slow_subscription.split(","):
+            text += f"    - event: {event}\n      type: system\n      command: sleep 30\n"
     return text
 
 
@@ -54,11 +59,14 @@ def virtual_yaml(args: argparse.Namespace) -> str:
 
 
 async def host_run(config, path: str) -> dict:  # noqa: ANN001
-    from pipeline.session import open_printer
-    async with open_printer(config) as printer:
+    from pipeline.service import open_service
+    async with open_service(config) as service:
+        printer = await service.connect()
+        service.select(path)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        job = await printer.start_print(path)
+        await service.start_print()
+        job = printer.core.jobs.job
         result = await printer.wait_job_end()
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -142,6 +150,8 @@ def main() -> int:
     ap.add_argument("--noop-stages", type=int, default=0,
                     help="no-op handler stages declared on each gcode phase")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--slow-subscription", metavar="EVENTS",
+                    help="add a `sleep 30` system subscription on these events (comma list)")
     ap.add_argument("--file", help="print this file instead of a generated one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +167,7 @@ def main() -> int:
     out["runs"] = len(runs)
     out["window"] = args.window
     out["noop_stages"] = args.noop_stages
+    out["slow_subscription"] = args.slow_subscription
     if len(runs) > 1:
         out["cpu_us_per_line_all"] = [r["cpu_us_per_line"] for r in runs]
     print(json.dumps(out))
