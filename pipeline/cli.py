@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
+    p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
+    p.add_argument("-c", "--config", help="YAML config (default: built-in defaults)")
+    from .cli_keys import add_keys_parser
+    add_keys_parser(sub)
     p = sub.add_parser("check", help="validate a config: report every problem, show the pipeline")
     p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
     return parser
@@ -90,6 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli_check import run_check
             return run_check(args.config)
         config = load(args.config)
+        if args.command == "serve":
+            from .serve import run_serve
+            return run_serve(config, lambda: load(args.config))
+        if args.command == "keys":
+            from .cli_keys import run_keys
+            from .serve import state_folder
+            return run_keys(args.action, args.arg, state_folder(config))
         if args.command == "send":
             return trio.run(_send, config, args.gcode, args.timeout)
         if args.command == "print":

@@ -14,13 +14,26 @@ from .config import HostConfig
 from .errors import ScriptError
 
 
-def run_render(config: HostConfig, name: str, context_json: str | None, *,
-               out: TextIO | None = None, err: TextIO | None = None) -> int:
+def render_lines(config: HostConfig, name: str, extra: dict) -> list[str]:
+    """The lines script `name` renders to without a printer. Raises ScriptError for a broken
+    template, LookupError when no script (and no `comm.protocol.scripts` stage) has the name."""
     from stages import BUILTIN_STAGES
 
     from .host import HostCore
+    from .phases import Phase
     from .registry import build_pipeline
     from .session import load_scripts
+    scripts = load_scripts(config)
+    core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
+                    clock=lambda: 0.0, scripts=scripts)
+    if not scripts.has(name) and not core.pipeline.for_phase(Phase.SCRIPTS):
+        known = ", ".join(scripts.names()) or "none"
+        raise LookupError(f"no script named {name!r} (known: {known})")
+    return [cmd.line for cmd in core.scripts.render(name, extra)]
+
+
+def run_render(config: HostConfig, name: str, context_json: str | None, *,
+               out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -32,18 +45,13 @@ def run_render(config: HostConfig, name: str, context_json: str | None, *,
         print("printpipe: --context must be a JSON object", file=err)
         return 2
     try:
-        scripts = load_scripts(config)
-        core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-                        clock=lambda: 0.0, scripts=scripts)
-        from .phases import Phase
-        if not scripts.has(name) and not core.pipeline.for_phase(Phase.SCRIPTS):
-            known = ", ".join(scripts.names()) or "none"
-            print(f"printpipe: no script named {name!r} (known: {known})", file=err)
-            return 2
-        cmds = core.scripts.render(name, extra)
+        lines = render_lines(config, name, extra)
+    except LookupError as exc:
+        print(f"printpipe: {exc.args[0]}", file=err)
+        return 2
     except ScriptError as exc:
         print(f"printpipe: {exc}", file=err)
         return 1
-    for cmd in cmds:
-        print(cmd.line, file=out)
+    for line in lines:
+        print(line, file=out)
     return 0

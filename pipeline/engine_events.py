@@ -11,7 +11,6 @@ from typing import Mapping
 
 import attrs
 
-from .gcode import Command
 from .replies import Position
 
 

@@ -13,10 +13,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from . import engine_events as ee
 from .chain import Pipeline
 from .config import HostConfig
-from .engine_events import ErrorReason, LinkState
+from .engine_events import LinkState
 from .eventnames import Event
 from .gcode import NO_TAGS, Command, strip_comment, tool_number
 from .phases import Phase

@@ -25,10 +25,11 @@ class JobFile:
     path: str
     size: int
     origin: str = "local"
+    user: str | None = None  # who started the print (the API key's name)
 
     def payload(self) -> dict[str, object]:
         return {"name": self.name, "path": self.path, "origin": self.origin, "size": self.size,
-                "owner": None, "user": None}
+                "owner": self.user, "user": self.user}
 
 
 class FileJob:

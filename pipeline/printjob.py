@@ -80,6 +80,7 @@ class JobControl:
         self._started_at = 0.0
         self._paused_at: float | None = None
         self._paused_total = 0.0
+        self._last_filepos: int | None = None
         self._busy = {S.STARTING, S.PRINTING, S.PAUSING, S.PAUSED, S.RESUMING, S.CANCELLING,
                       S.FINISHING}
 
@@ -116,7 +117,12 @@ class JobControl:
         return p
 
     def _acked_filepos(self) -> int | None:
-        return file_position(self.host.engine.last_acked)
+        """The file position of the last acknowledged file line. Remembered, because by the
+        time a job ends the last acknowledged line may be M400 or a capture's M114."""
+        pos = file_position(self.host.engine.last_acked)
+        if pos is not None:
+            self._last_filepos = pos
+        return self._last_filepos
 
     # ---- start and finish ------------------------------------------------------------------
     def start(self, job: FileJob) -> None:
@@ -130,6 +136,7 @@ class JobControl:
                 self.estimator = factory("local")
                 break
         self.pause_record = self.cancel_record = None
+        self._last_filepos = None
         self._started_at, self._paused_at, self._paused_total = h.clock(), None, 0.0
         h.set_state(self.S.STARTING)
         h.engine.printing = True
@@ -154,7 +161,8 @@ class JobControl:
     def _finished(self) -> None:
         h = self.host
         t = self.elapsed()
-        self.result = JobResult(Outcome.DONE, t, self._acked_filepos())
+        # Every file line was acknowledged before this marker: the position is the file's end.
+        self.result = JobResult(Outcome.DONE, t, self.job.pos if self.job else None)
         h.fire(Event.PRINT_DONE, self.payload(time=t))
         self.moment(Moment.AFTER_PRINT_DONE, {"event": self.payload(time=t)})
         h.add_marker(self._to_operational)
@@ -224,6 +232,7 @@ class JobControl:
         if not self.active or h.state in (self.S.CANCELLING,):
             raise JobStateError(f"nothing to cancel while {h.state.value}")
         extra = {"firmwareError": firmware_error} if firmware_error else {}
+        self._acked_filepos()  # remembered before the capture's commands are acknowledged
         h.fire(Event.PRINT_CANCELLING, self.payload(**extra))
         h.set_state(self.S.CANCELLING)
         h.job_source = None

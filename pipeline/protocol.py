@@ -70,6 +70,12 @@ class HostProtocol(TimeoutRules):
         self._update_period()
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._consecutive_timeouts = 0
+        self.timeouts_total = 0  # for /metrics
+
+    @property
+    def resend_requests(self) -> int:
+        """Resend requests the firmware made (for /metrics)."""
+        return self._resend.requests
 
     # ---- state and credit -------------------------------------------------------------
     @property

@@ -56,6 +56,7 @@ class TimeoutRules:
             self._deadline = INF
             return NO_EVENTS  # type: ignore[return-value]
         self._consecutive_timeouts += 1
+        self.timeouts_total += 1
         limit = self.settings.timeout_limit(self.long_running, self.printing)
         if limit and self._consecutive_timeouts > limit:
             self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "

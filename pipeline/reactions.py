@@ -115,6 +115,9 @@ class EngineReactions:
         if ev.fatal or mode == "disconnect":
             h.error = ev.text
             h.handle_events(h.engine.fail(ErrorReason.FIRMWARE, ev.text))
+        elif mode == "cancel" and h.jobs.active and h.state is not PrinterState.CANCELLING:
+            log.warning("printer reported an error, cancelling the print: %s", ev.text)
+            h.jobs.cancel(firmware_error=ev.text)
         else:
             log.warning("printer reported an error, %s: %s", mode, ev.text)
 

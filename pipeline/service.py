@@ -13,7 +13,7 @@ import logging
 import os
 from contextlib import asynccontextmanager
 from types import ModuleType
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import attrs
 import trio
@@ -21,7 +21,7 @@ import trio
 from .bus import EventBus
 from .chain import Pipeline
 from .config import HostConfig
-from .errors import HostError, LinkBroken
+from .errors import ConfigError, HostError
 from .eventnames import Event
 from .phases import Phase
 from .placeholders import FiringContext
@@ -49,8 +49,11 @@ class Selection:
 
 class Service:
     def __init__(self, config: HostConfig, pipeline: Pipeline, bus: EventBus,
-                 nursery: trio.Nursery) -> None:
+                 nursery: trio.Nursery, builtins: Mapping[str, ModuleType] | None = None) -> None:
         self.config = config
+        self.builtins = builtins or {}
+        #: Re-reads the configuration (set by `printpipe serve`; raises ConfigErrors).
+        self.loader: Callable[[], HostConfig] | None = None
         self.pipeline = pipeline
         self.bus = bus
         self.nursery = nursery
@@ -67,9 +70,7 @@ class Service:
         self.bus.publish(event, payload)
 
     def custom_events(self) -> list[str]:
-        return [f"plugin_{st.id}_{name}" for st, names in
-                self.pipeline.call(Phase.EVENTS_REGISTER_CUSTOM_EVENTS)
-                for name in (names or ()) if isinstance(name, str)]
+        return _custom_events(self.pipeline)
 
     def firing_context(self) -> FiringContext:
         sel = self.selected
@@ -87,6 +88,20 @@ class Service:
             return False
         printer.send(lines, tags=tags)
         return True
+
+    def reload(self) -> bool:
+        """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. The
+        new pipeline, scripts and serial settings apply from the next connect; subscriptions
+        at once. Returns whether a printer session still runs the old settings."""
+        if self.loader is None:
+            raise ConfigError("this service was not started from a config file")
+        config = self.loader()
+        pipeline = build_pipeline(config.pipeline, self.builtins)
+        check_custom_events(config.events, _custom_events(pipeline))
+        self.config, self.pipeline = config, pipeline
+        self.runner.update(config.events)
+        self.publish(Event.SETTINGS_UPDATED)
+        return self.printer is not None
 
     # ---- the printer session --------------------------------------------------------------
     @property
@@ -141,7 +156,7 @@ class Service:
             self.selected = None
             self.publish(Event.FILE_DESELECTED)
 
-    async def start_print(self) -> None:
+    async def start_print(self, user: str | None = None) -> None:
         """Print the selected file; JobStateError when no file or no ready printer."""
         printer, sel = self.printer, self.selected
         if sel is None:
@@ -150,7 +165,13 @@ class Service:
             raise JobStateError("the printer is not connected")
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
-        await printer.start_print(sel.disk, name=sel.name, display_path=sel.path)
+        await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
+
+
+def _custom_events(pipeline: Pipeline) -> list[str]:
+    return [f"plugin_{st.id}_{name}" for st, names in
+            pipeline.call(Phase.EVENTS_REGISTER_CUSTOM_EVENTS)
+            for name in (names or ()) if isinstance(name, str)]
 
 
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
@@ -168,7 +189,7 @@ async def open_service(config: HostConfig, *, builtins: Mapping[str, ModuleType]
     pipeline = build_pipeline(config.pipeline, builtins)
     bus = EventBus(clock=trio.current_time)
     async with trio.open_nursery() as nursery:
-        service = Service(config, pipeline, bus, nursery)
+        service = Service(config, pipeline, bus, nursery, builtins)
         check_custom_events(config.events, service.custom_events())
         await nursery.start(service.runner.run)
         bus.publish(Event.STARTUP)

@@ -89,11 +89,12 @@ class Printer:
         return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
 
     async def start_print(self, path: str, *, name: str | None = None,
-                          display_path: str | None = None) -> FileJob:
+                          display_path: str | None = None, user: str | None = None) -> FileJob:
         """Start printing a local file; lines stream from disk in chunks as they are needed.
         `display_path` is the path events and the API show (the storage-relative one)."""
         size = os.path.getsize(path)
-        job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size))
+        job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size,
+                              user=user))
         f = await trio.open_file(path, "rb")
         job.feed(await f.read(CHUNK))
         self.core.jobs.start(job)

@@ -58,15 +58,8 @@ class SubscriptionRunner:
         self.bus = bus
         self.send_gcode = send_gcode
         self.context = context
-        self._by_event: dict[str, list[SubscriptionSpec]] = {}
-        if spec.enabled:
-            for sub in spec.subscriptions:
-                if sub.enabled:
-                    for name in sub.events:
-                        self._by_event.setdefault(canonical(name), []).append(sub)
-        self._argv = {cmd: split_argv(cmd) for sub in spec.subscriptions
-                      if sub.type is SubscriptionType.SYSTEM and not sub.shell
-                      for cmd in sub.commands}
+        self._sub = None
+        self.update(spec)
         self._limit = trio.CapacityLimiter(spec.max_concurrent)
         self.waiting = 0
         self.started = 0
@@ -74,16 +67,28 @@ class SubscriptionRunner:
         self.failed = 0
         self.skipped = 0
 
+    def update(self, spec: EventsSpec) -> None:
+        """Take new subscriptions (a config reload); commands already running go on."""
+        by_event: dict[str, list[SubscriptionSpec]] = {}
+        if spec.enabled:
+            for sub in spec.subscriptions:
+                if sub.enabled:
+                    for name in sub.events:
+                        by_event.setdefault(canonical(name), []).append(sub)
+        self._argv = {cmd: split_argv(cmd) for sub in spec.subscriptions
+                      if sub.type is SubscriptionType.SYSTEM and not sub.shell
+                      for cmd in sub.commands}
+        self.spec, self._by_event = spec, by_event
+        if self._sub is not None:
+            self._sub.events = frozenset(by_event) | {"Shutdown"}
+
     @property
     def events(self) -> frozenset[str]:
         return frozenset(self._by_event)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, then handle events until the bus closes after Shutdown."""
-        if not self._by_event:
-            task_status.started()
-            return
-        sub = self.bus.subscribe("subscriptions", events=self._by_event, size=1024)
+        sub = self._sub = self.bus.subscribe("subscriptions", events=self._by_event, size=1024)
         async with trio.open_nursery() as commands:
             task_status.started()
             async for ev in sub:

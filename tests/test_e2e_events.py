@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import trio
 
 import event_handlers
 from conftest import ROOT, load_yaml

@@ -8,10 +8,12 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SANS_IO = ["errors", "gcode", "replies", "config", "config_schema", "phases", "protocol",
-           "engine_settings", "engine_events", "resend", "protocol_timeouts", "firmware_report", "rules", "printjob", "job", "reactions", "states", "scripts", "script_runner", "script_hooks", "storage_hooks", "fastpath", "chain", "registry", "host",
-           "tracking", "facade", "eventnames", "virtual/firmware", "virtual/faults",
-           "virtual/thermal"]
+SANS_IO = ["errors", "gcode", "replies", "config", "config_schema", "config_service", "phases",
+           "protocol", "engine_settings", "engine_events", "resend", "protocol_timeouts",
+           "firmware_report", "rules", "printjob", "job", "reactions", "states", "scripts",
+           "script_runner", "script_hooks", "storage_hooks", "fastpath", "chain", "registry",
+           "host", "tracking", "facade", "eventnames", "placeholders", "analysis",
+           "virtual/firmware", "virtual/faults", "virtual/thermal"]
 FORBIDDEN = {"trio", "trio_serial", "os", "socket", "select", "selectors", "subprocess",
              "asyncio", "threading", "termios", "tty", "pty", "fcntl", "httpx", "hypercorn"}
 

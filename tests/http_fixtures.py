@@ -1,0 +1,106 @@
+"""A real `printpipe serve` for tests: the whole service on 127.0.0.1 port 0 with the virtual
+printer on a pty, an httpx client carrying the key, and a recorder of bus events."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import attrs
+import httpx
+import trio
+
+from conftest import load_yaml
+from pipeline.bus import BusEvent
+from pipeline.serve import Serving, serve
+
+KEY = "test-key-0123456789abcdef"
+
+
+@attrs.define(eq=False)
+class Server:
+    serving: Serving
+    client: httpx.AsyncClient
+    key: str
+    config_path: str
+    out: io.StringIO
+
+    @property
+    def url(self) -> str:
+        return self.serving.url
+
+    @property
+    def api(self):  # noqa: ANN201
+        return self.serving.api
+
+    @property
+    def service(self):  # noqa: ANN201
+        return self.serving.api.service
+
+    def events(self, names: list[str] | None = None, size: int = 10_000) -> "Recorder":
+        return Recorder(self.service.bus.subscribe("test", events=names, size=size))
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while not (self.service.printer and self.service.printer.core.operational):
+                await trio.sleep(0.02)
+
+
+@attrs.define(eq=False)
+class Recorder:
+    sub: object
+    seen: list[BusEvent] = attrs.Factory(list)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.seen.append(self.sub._recv.receive_nowait())  # type: ignore[attr-defined]
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
+    def names(self) -> list[str]:
+        self._drain()
+        return [e.name for e in self.seen]
+
+    def of(self, name: str) -> list[BusEvent]:
+        self._drain()
+        return [e for e in self.seen if e.name == name]
+
+    async def wait_for(self, name: str, timeout: float = 20.0, count: int = 1) -> BusEvent:
+        with trio.fail_after(timeout):
+            while len(self.of(name)) < count:
+                await trio.sleep(0.02)
+        return self.of(name)[count - 1]
+
+
+def config_text(tmp_path, extra_yaml: str = "", *, key: str | None = KEY) -> str:
+    http = "http:\n  host: 127.0.0.1\n  port: 0\n"
+    if key:
+        http += f"  api_key: {key}\n"
+    return (f"printer:\n  port: virtual\n{http}storage:\n  folder: {tmp_path}/files\n"
+            f"  state: {tmp_path}/state\n" + textwrap.dedent(extra_yaml))
+
+
+@asynccontextmanager
+async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KEY,
+                         connect: bool = True) -> AsyncIterator[Server]:
+    path = tmp_path / "printpipe.yaml"
+    path.write_text(config_text(tmp_path, extra_yaml, key=key))
+    config = load_yaml(path.read_text(), str(path))
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        serving = await nursery.start(lambda task_status: serve(
+            config, loader=lambda: load_yaml(path.read_text(), str(path)), out=out,
+            connect=connect, handle_signals=False, task_status=task_status))
+        headers = {"X-Api-Key": serving.key} if serving.key else {}
+        async with httpx.AsyncClient(base_url=serving.url, headers=headers,
+                                     timeout=20) as client:
+            server = Server(serving, client, serving.key or "", str(path), out)
+            if connect:
+                await server.wait_connected()
+            try:
+                yield server
+            finally:
+                serving.stop()
