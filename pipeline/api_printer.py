@@ -134,8 +134,8 @@ async def connection_post(request: Request) -> Response:
         if port not in (None, api.config.printer.port, "auto"):
             raise BadRequest(f"port {port!r} is not the configured one "
                              f"({api.config.printer.port}); change printer.port in the config")
-        if api.service.printer is not None:
-            raise BadRequest("the printer is already connected", status=409)
+        if api.service.printer is not None or api.service.connecting:
+            raise BadRequest("the printer is already connected or connecting", status=409)
         try:
             await api.service.connect()
         except Exception as exc:  # the link's own error text says what failed
@@ -177,7 +177,7 @@ async def printer_get(request: Request) -> Response:
     printer = api.service.printer
     if printer is None:
         raise BadRequest("the printer is not operational", status=409)
-    offsets = api.extra.setdefault("offsets", {})
+    offsets = api.service.temperature_offsets
     profile = api.config.printer.profile
     known = [f"tool{n}" for n in range(profile.extruders)]
     known += ["bed"] * profile.heated_bed + ["chamber"] * profile.heated_chamber
@@ -250,7 +250,7 @@ async def tool(request: Request) -> Response:
         if cmd == "target":
             _send(printer, [f"M104 T{_tool_name(k)} S{v:g}" for k, v in values.items()])
         else:
-            api.extra.setdefault("offsets", {}).update(values)
+            api.service.set_temperature_offsets({k: float(v) for k, v in values.items()})
     elif cmd == "select":
         n = _tool_name(_field(body, "tool", str))
         if n >= extruders:
@@ -280,7 +280,7 @@ async def bed(request: Request) -> Response:
     if cmd == "target":
         _send(printer, [f"M140 S{_number(body, 'target'):g}"])
     else:
-        api.extra.setdefault("offsets", {})["bed"] = _number(body, "offset")
+        api.service.set_temperature_offsets({"bed": _number(body, "offset")})
     return _done()
 
 

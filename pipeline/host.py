@@ -20,7 +20,7 @@ from .eventnames import Event
 from .gcode import NO_TAGS, Command, strip_comment, tool_number
 from .phases import Phase
 from .printjob import JobControl, Marker
-from .rules import CommandRules
+from .rules import OFFSET_TARGETS, CommandRules
 from .states import PrinterState
 from .reactions import EngineReactions
 from .script_runner import ScriptRunner
@@ -40,6 +40,7 @@ class JobSource(Protocol):
 
 
 Listener = Callable[[Event, dict[str, Any]], None]
+OFFSET_WORDS = frozenset(OFFSET_TARGETS)
 
 
 class HostCore:
@@ -77,6 +78,9 @@ class HostCore:
         if self._tool_scripts:
             self._special = self._special | {"T"}
         self._queued_tool = 0
+        self._base_special = self._special
+        #: Runtime temperature offsets by heater (tool0, bed, chamber), set through the API.
+        self.temperature_offsets: dict[str, float] = {}
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
         self._reactions = EngineReactions(self)
@@ -189,6 +193,8 @@ class HostCore:
         for c in cmds:
             if not self.rules.allow(c):
                 continue
+            if self.temperature_offsets and c.gcode in OFFSET_WORDS:
+                c = self.rules.offset_target(c, self.temperature_offsets)
             if c.gcode == "T" and self._tool_scripts:
                 new = tool_number(c.line)
                 if new is not None and new != self._queued_tool:
@@ -197,6 +203,13 @@ class HostCore:
                     continue
             out.append(c)
         return out
+
+    def set_temperature_offsets(self, offsets: dict[str, float]) -> None:
+        """Offsets added to the heater targets printed files set; with none, temperature
+        commands stay off the rules path."""
+        self.temperature_offsets = {k: v for k, v in offsets.items() if v}
+        self._special = self._base_special | (OFFSET_WORDS if self.temperature_offsets
+                                              else frozenset())
 
     def write_out_of_band(self, cmd: Command) -> None:
         """An emergency-parser command goes out at once, outside the queue and the window."""

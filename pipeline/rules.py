@@ -10,10 +10,11 @@ hot path decides).
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from .eventnames import Event
-from .gcode import Command
+from .gcode import Command, param_value
 from .phases import Phase
 from .printjob import JobStateError
 
@@ -25,6 +26,12 @@ log = logging.getLogger("printpipe.host")
 #: A built-in @ command is ignored when it comes from the script it would trigger again.
 _ATCOMMAND_SELF = {"pause": "script:afterPrintPaused", "resume": "script:beforePrintResumed",
                    "cancel": "script:afterPrintCancelled", "abort": "script:afterPrintCancelled"}
+
+
+#: Heater target commands the runtime temperature offsets apply to, and their heater.
+OFFSET_TARGETS = {"M104": "tool", "M109": "tool", "M140": "bed", "M190": "bed",
+                  "M141": "chamber", "M191": "chamber"}
+_S_VALUE = re.compile(r"\bS(-?\d+(?:\.\d*)?)")
 
 
 class CommandRules:
@@ -41,6 +48,22 @@ class CommandRules:
         self.no_heater = frozenset(no_bed | no_chamber)
         #: Every G-code word a rule looks at; anything else passes untouched.
         self.special = self.emergency | self.blocked | self.ignored | self.no_heater | self.pausing
+
+    def offset_target(self, cmd: Command, offsets: dict[str, float]) -> Command:
+        """A printed file's heater target plus its runtime offset (OctoPrint's temperature
+        offsets): only file lines, only non-zero targets, so "heater off" stays off."""
+        if "source:file" not in cmd.tags:
+            return cmd
+        kind = OFFSET_TARGETS[cmd.gcode]  # type: ignore[index]
+        if kind == "tool":
+            t = param_value(cmd.line, "T")
+            kind = f"tool{int(t) if t is not None else self.host.tracker.tool}"
+        offset = offsets.get(kind)
+        m = _S_VALUE.search(cmd.line)
+        if not offset or m is None or float(m.group(1)) == 0:
+            return cmd
+        line = f"{cmd.line[:m.start(1)]}{float(m.group(1)) + offset:g}{cmd.line[m.end(1):]}"
+        return Command.parse(line, cmd_type=cmd.cmd_type, tags=cmd.tags)
 
     def allow(self, cmd: Command) -> bool:
         """Apply the rules at queuing; False when the command must not be queued."""

@@ -59,6 +59,8 @@ class Service:
         self.nursery = nursery
         self.printer: Printer | None = None
         self.selected: Selection | None = None
+        #: Runtime heater offsets (the API's), kept across reconnects.
+        self.temperature_offsets: dict[str, float] = {}
         self.last_error: str | None = None
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
@@ -108,10 +110,17 @@ class Service:
     def connected(self) -> bool:
         return self.printer is not None
 
+    @property
+    def connecting(self) -> bool:
+        return self.printer is None and self._ended is not None and not self._ended.is_set()
+
     async def connect(self) -> Printer:
-        """Open the printer session (a task of the service); raises LinkBroken on failure."""
+        """Open the printer session (a task of the service); raises LinkBroken on failure,
+        JobStateError while another connect is still under way."""
         if self.printer is not None:
             return self.printer
+        if self.connecting:
+            raise JobStateError("the printer is connecting")
         self._stop, self._ended = trio.Event(), trio.Event()
         return await self.nursery.start(self._session, self._stop, self._ended)
 
@@ -121,6 +130,7 @@ class Service:
         try:
             async with open_printer(self.config, pipeline=self.pipeline,
                                     listeners=[self.publish]) as printer:
+                printer.core.set_temperature_offsets(self.temperature_offsets)
                 self.printer, started = printer, True
                 self.last_error = None
                 task_status.started(printer)
@@ -142,6 +152,11 @@ class Service:
         if self._stop is not None and self._ended is not None and self.printer is not None:
             self._stop.set()
             await self._ended.wait()
+
+    def set_temperature_offsets(self, offsets: dict[str, float]) -> None:
+        self.temperature_offsets.update(offsets)
+        if self.printer is not None:
+            self.printer.core.set_temperature_offsets(self.temperature_offsets)
 
     # ---- files and jobs -------------------------------------------------------------------
     def select(self, disk: str, path: str | None = None, name: str | None = None) -> Selection:

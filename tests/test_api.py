@@ -13,6 +13,7 @@ import trio
 
 from conftest import ROOT
 from http_fixtures import KEY, serve_for_test
+from pipeline.printjob import JobStateError
 
 
 def accepted(srv) -> list[str]:
@@ -204,13 +205,20 @@ async def test_connection_disconnect_and_connect(tmp_path):
         assert r.status_code == 409
         r = await srv.client.post("/api/connection", json={"command": "connect", "port": "/dev/nope"})
         assert r.status_code == 400
+        async with trio.open_nursery() as nursery:  # a second connect while one is under way
+            nursery.start_soon(srv.service.connect)
+            while not srv.service.connecting:  # set before its first checkpoint
+                await trio.sleep(0)
+            with pytest.raises(JobStateError):
+                await srv.service.connect()
+        await srv.client.post("/api/connection", json={"command": "disconnect"})
         r = await srv.client.post("/api/connection", json={"command": "connect"})
         assert r.status_code == 204
         assert (await srv.client.get("/api/printer")).json()["state"]["text"] == "Operational"
         r = await srv.client.post("/api/connection", json={"command": "connect"})
         assert r.status_code == 409
-        await rec.wait_for("Connected")
-        assert rec.names() == ["Disconnecting", "Disconnected", "Connecting", "Connected"]
+        await rec.wait_for("Connected", count=2)
+        assert rec.names() == ["Disconnecting", "Disconnected", "Connecting", "Connected"] * 2
 
 
 async def test_scripts_render_and_run(tmp_path):
@@ -322,3 +330,25 @@ async def test_an_unexpected_error_answers_500_without_a_traceback(tmp_path, mon
         assert r.status_code == 500
         assert "secret internals" not in r.text and "Traceback" not in r.text
         assert json.loads(r.text)["error"].startswith("internal error")
+
+
+async def test_temperature_offsets_apply_to_printed_files_only(tmp_path):
+    gcode = "M140 S60\nM104 S200\nG28\nM104 T0 S0\nM190 S60\nG1 X5 E1\n"
+    async with serve_for_test(tmp_path) as srv:
+        rec = srv.events(["PrintDone"])
+        r = await srv.client.post("/api/printer/tool",
+                                  json={"command": "offset", "offsets": {"tool0": 10}})
+        assert r.status_code == 204
+        r = await srv.client.post("/api/printer/bed", json={"command": "offset", "offset": -5})
+        assert r.status_code == 204
+        temps = (await srv.client.get("/api/printer")).json()["temperature"]
+        assert temps["tool0"]["offset"] == 10 and temps["bed"]["offset"] == -5
+        await srv.client.post("/api/printer/command", json={"commands": ["M104 S150"]})
+        await until_accepted(srv, "M104 S150")  # manual commands are not offset
+        r = await srv.client.post("/api/files/local", data={"print": "true"},
+                                  files={"file": ("t.gcode", gcode.encode())})
+        assert r.status_code == 201
+        await rec.wait_for("PrintDone", timeout=30)
+        got = accepted(srv)
+        start = got.index("M140 S55")
+        assert got[start:start + 5] == ["M140 S55", "M104 S210", "G28", "M104 T0 S0", "M190 S55"]
