@@ -19,7 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from .appkeys import KeyStoreError, PollResult
 from .errors import ConfigError, ConfigErrors, ScriptError
-from .eventnames import Event, canonical, known_names, SCRIPT_EVENT_RE, CUSTOM_EVENT_RE
+from .config_service import event_problem
+from .eventnames import Event, canonical
 from .http_app import Api, api_of, identity_of
 from .http_support import BadRequest, json_error, read_json, sse_frame
 
@@ -36,8 +37,7 @@ def _filter(query: str) -> frozenset[str] | None:
     if not query:
         return None
     names = [n.strip() for n in query.split(",") if n.strip()]
-    bad = [n for n in names if n not in known_names() and not SCRIPT_EVENT_RE.fullmatch(n)
-           and not CUSTOM_EVENT_RE.fullmatch(n)]
+    bad = [n for n in names if event_problem(n)]
     if bad:
         raise BadRequest(f"unknown event name(s) in ?events=: {', '.join(bad)}")
     return frozenset(canonical(n) for n in names)
@@ -118,7 +118,7 @@ async def _pump(api: Api, sub: Any, send: Send) -> None:
 def close_streams(api: Api) -> None:
     """End every event stream cleanly (the server is shutting down)."""
     for sub in list(api.extra.get("streams", ())):
-        sub._send.close()
+        sub.close()  # its reader sees the end of the channel and finishes the response
 
 
 # ---- pipeline, scripts, reload, metrics -----------------------------------------------------

@@ -9,7 +9,6 @@ anything unexpected is logged and answers 500 without a traceback. Paths are nor
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,6 @@ class Api:
     keys: KeyStore
     storage: LocalStorage
     nursery: trio.Nursery            # background work (file analysis)
-    closing: trio.Event              # set when the server shuts down: event streams end
     version: str
     uuid: str
     anonymous: bool = False          # serving without keys (loopback only)
@@ -60,15 +58,6 @@ def api_of(request: Request) -> Api:
 def identity_of(request: Request) -> str:
     """The name of the key the request was authenticated with."""
     return request.scope.get("printpipe.identity", "anonymous")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class KeyAuth:

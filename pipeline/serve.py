@@ -108,7 +108,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
         files = config_relative(config, config.storage.folder)
         storage = LocalStorage(files, service.pipeline, attrs.asdict(config.printer.profile))
         async with trio.open_nursery() as nursery:
-            api = Api(service, keys, storage, nursery, trio.Event(), _version(),
+            api = Api(service, keys, storage, nursery, _version(),
                       stable_uuid(state), anonymous=http.allow_anonymous)
             hc = HypercornConfig()
             hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host
@@ -137,7 +137,6 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
                 nursery.start_soon(_connect, service)
             task_status.started(Serving(urls, key, api, stop.set))
             await stop.wait()
-            api.closing.set()
             close_streams(api)
             stopped.set()
             with trio.move_on_after(hc.graceful_timeout + 1):

@@ -107,10 +107,6 @@ class Service:
 
     # ---- the printer session --------------------------------------------------------------
     @property
-    def connected(self) -> bool:
-        return self.printer is not None
-
-    @property
     def connecting(self) -> bool:
         return self.printer is None and self._ended is not None and not self._ended.is_set()
 

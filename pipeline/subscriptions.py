@@ -82,10 +82,6 @@ class SubscriptionRunner:
         if self._sub is not None:
             self._sub.events = frozenset(by_event) | {"Shutdown"}
 
-    @property
-    def events(self) -> frozenset[str]:
-        return frozenset(self._by_event)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, then handle events until the bus closes after Shutdown."""
         sub = self._sub = self.bus.subscribe("subscriptions", events=self._by_event, size=1024)
