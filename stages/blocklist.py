@@ -23,7 +23,7 @@ from typing import Any
 
 import strictyaml as sy
 
-from pipeline.eventnames import Event
+from pipeline.events.names import Event
 from pipeline.gcode import tool_number
 from pipeline.phases import Phase
 from stages.options import gcode_word

@@ -15,7 +15,7 @@ from typing import Any
 
 import strictyaml as sy
 
-from pipeline.eventnames import Event
+from pipeline.events.names import Event
 from pipeline.gcode import param_value, tool_number
 from pipeline.phases import Phase
 

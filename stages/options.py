@@ -10,7 +10,7 @@ import re
 
 import strictyaml as sy
 
-from pipeline.config import GCODE_WORD_RE
+from pipeline.config.reader import GCODE_WORD_RE
 
 WORD_RE = re.compile(r"[\w.:-]+")
 

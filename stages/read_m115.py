@@ -25,7 +25,7 @@ from typing import Any
 import strictyaml as sy
 
 from pipeline.phases import Phase
-from pipeline.replies import firmware_name, parse_firmware_info
+from pipeline.protocol.replies import firmware_name, parse_firmware_info
 from stages.options import word
 
 NAME = "read_m115"

@@ -14,9 +14,17 @@ if HERE not in sys.path:
 
 
 def load_yaml(text: str, path: str = "test.yaml"):
-    from pipeline.config import load_config
+    from pipeline.config.reader import load_config
     from stages import stage_phases, stage_schemas
     return load_config(text, path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
+
+
+def open_printer(config, **kwargs):
+    """`pipeline.link.printer.open_printer` with the pipeline built from the built-in stages."""
+    from pipeline.hooks.registry import build_pipeline
+    from pipeline.link.printer import open_printer as _open
+    from stages import BUILTIN_STAGES
+    return _open(config, build_pipeline(config.pipeline, BUILTIN_STAGES), **kwargs)
 
 
 class FakeClock:

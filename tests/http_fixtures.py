@@ -13,8 +13,8 @@ import httpx
 import trio
 
 from conftest import load_yaml
-from pipeline.bus import BusEvent
-from pipeline.serve import Serving, serve
+from pipeline.fanout.bus import BusEvent
+from pipeline.app.serve import Serving, serve
 
 KEY = "test-key-0123456789abcdef"
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.analysis: G-code bytes in, time / filament / bounding boxes out."""
+"""Tests for pipeline.files.analysis: G-code bytes in, time / filament / bounding boxes out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from pipeline.analysis import MAX_LINE, Analyser, Analysis
+from pipeline.files.analysis import MAX_LINE, Analyser, Analysis
 from pipeline.errors import LocalProtocolError
 
 CUBE = pathlib.Path(__file__).resolve().parent.parent / "configs" / "calibration-cube.gcode"

@@ -13,7 +13,7 @@ import trio
 
 from conftest import ROOT
 from http_fixtures import KEY, serve_for_test
-from pipeline.printjob import JobStateError
+from pipeline.session.jobs import JobStateError
 
 
 def accepted(srv) -> list[str]:
@@ -295,7 +295,7 @@ async def test_application_key_flow_with_the_keys_command(tmp_path):
             poll = await ha.get(f"/plugin/appkeys/request/{token}")
             assert poll.status_code == 202
             proc = await trio.run_process(
-                [sys.executable, "-m", "pipeline.cli", "keys", "-c", srv.config_path,
+                [sys.executable, "-m", "pipeline.app.cli", "keys", "-c", srv.config_path,
                  "approve", token[:8]], capture_stdout=True, capture_stderr=True,
                 check=False, env={"PYTHONPATH": str(ROOT)})
             assert proc.returncode == 0, proc.stderr
@@ -317,13 +317,13 @@ async def test_application_key_flow_with_the_keys_command(tmp_path):
 
 
 async def test_an_unexpected_error_answers_500_without_a_traceback(tmp_path, monkeypatch):
-    from pipeline import api_printer
+    from pipeline.app.http import printer
 
     async def broken(request):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(api_printer.ROUTES[1], "endpoint", broken)
-    monkeypatch.setattr(api_printer.ROUTES[1], "app", __import__(
+    monkeypatch.setattr(printer.ROUTES[1], "endpoint", broken)
+    monkeypatch.setattr(printer.ROUTES[1], "app", __import__(
         "starlette.routing", fromlist=["request_response"]).request_response(broken))
     async with serve_for_test(tmp_path) as srv:
         r = await srv.client.get("/api/server")

@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from http_fixtures import serve_for_test
-from pipeline.testing import expected_commands, sample_gcode
+from pipeline.virtual.pair import expected_commands, sample_gcode
 
 GCODE = sample_gcode(400, seed=7)
 

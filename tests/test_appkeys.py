@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from pipeline.appkeys import (AppKey, KeyStore, KeyStoreError, PollResult, RequestState,
+from pipeline.app.keys import (AppKey, KeyStore, KeyStoreError, PollResult, RequestState,
                               redact)
-from pipeline.cli_keys import KeysAction, add_keys_parser, run_keys
+from pipeline.app.cli.keys import KeysAction, add_keys_parser, run_keys
 from pipeline.errors import HostError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def test_a_poll_does_not_undo_an_approval_made_in_between(folder):
 
 APPROVER = """
 import sys
-from pipeline.appkeys import KeyStore
+from pipeline.app.keys import KeyStore
 store = KeyStore(sys.argv[1])
 for request in store.pending():
     store.approve(request.token)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from pipeline.bus import EventBus
+from pipeline.fanout.bus import EventBus
 
 
 async def drain(sub, n):

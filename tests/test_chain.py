@@ -7,7 +7,7 @@ import logging
 import octo_handlers as h
 import pytest
 
-from pipeline.chain import BoundStage, Pipeline
+from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.gcode import Command
 from pipeline.phases import Phase
 
@@ -147,7 +147,7 @@ def _kwonly(comm, phase, cmd, cmd_type, gcode, *, subcode=None, tags=None):
                                             (_kw_unused, True), (_args_used, False),
                                             (h.rewrite_m107, True), (h.sent_m106, False)])
 def test_positional_call_only_where_it_binds_the_same(fn, positional):
-    from pipeline.registry import takes_positional
+    from pipeline.hooks.registry import takes_positional
     assert takes_positional(fn) is positional
 
 
@@ -187,7 +187,7 @@ def test_a_slow_stage_shows_in_its_time_counter():
 ], ids=["all-pass", "rewrite", "suppress", "expand", "raise", "bad-shape", "retype"])
 @pytest.mark.parametrize("line", ["G1 X1", "M107", "M300 S1", "@foo x", "M105", "M117 hi"])
 def test_generated_runner_matches_the_generic_chain(handlers, line):
-    from pipeline.registry import takes_positional
+    from pipeline.hooks.registry import takes_positional
 
     def build():
         return Pipeline({Q: [BoundStage(f"s{i}", Q, fn, positional=takes_positional(fn))
@@ -221,7 +221,7 @@ def test_generated_observer_matches_the_generic_chain(handlers, caplog):
 
 
 def test_generated_runner_is_built_from_the_template_only():
-    from pipeline.fastpath import compile_phase
+    from pipeline.hooks.fastpath import compile_phase
     st = BoundStage("x; import os", Q, h.record, positional=True)  # odd ids never reach code
     runner = compile_phase([st], "queuing", observe=False)
     assert runner(None, "G1", None, "G1", None, frozenset()) is None

@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-from pipeline import cli
-from pipeline.cli_check import _check_scripts, run_check
+from pipeline.app.cli import main as cli
+from pipeline.app.cli.check import _check_scripts, run_check
 from pipeline.phases import NOT_PHASES, Phase
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_default_config_without_a_file():
 
 
 def test_scripts_check_is_a_placeholder_for_now():
-    from pipeline.config import default_config
+    from pipeline.config.reader import default_config
     assert _check_scripts(default_config()) == []
 
 
@@ -317,7 +317,7 @@ def test_main_dispatches_check(tmp_path, capsys):
 def test_printpipe_check_subprocess_reports_problems_on_stderr(tmp_path):
     path = write(tmp_path, HANDLERS_BROKEN_YAML)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "-c", path],
+    result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "check", "-c", path],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""

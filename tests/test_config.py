@@ -9,8 +9,8 @@ import attrs
 import pytest
 import strictyaml as sy
 
-from pipeline import config_schema
-from pipeline.config import (
+from pipeline.config import schema
+from pipeline.config.reader import (
     ChecksumMode, ErrorHandling, HostConfig, PipelineSpec, ResendWithoutOk, SerialSpec,
     SourceLocation, StageKind, default_config, load_config, load_config_file,
 )
@@ -107,10 +107,10 @@ def test_key_tables_cover_every_spec_field():
     def walk(section):
         assert set(section.fields) == {f.name for f in attrs.fields(section.spec)}, section.spec
         for sub in section.fields.values():
-            if isinstance(sub, config_schema.Section):
+            if isinstance(sub, schema.Section):
                 walk(sub)
 
-    for section in config_schema.SECTIONS.values():
+    for section in schema.SECTIONS.values():
         walk(section)
 
 

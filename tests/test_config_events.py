@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from conftest import load_yaml
-from pipeline.config_service import SubscriptionType
+from pipeline.config.sections import SubscriptionType
 from pipeline.errors import ConfigErrors
-from pipeline.subscriptions import check_custom_events
+from pipeline.fanout.subscriptions import check_custom_events
 
 
 def errors_of(text: str):

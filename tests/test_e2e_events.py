@@ -12,8 +12,8 @@ import textwrap
 
 import event_handlers
 from conftest import ROOT, load_yaml
-from pipeline.service import open_service
-from pipeline.testing import expected_commands, sample_gcode
+from pipeline.app.service import open_service
+from pipeline.virtual.pair import expected_commands, sample_gcode
 
 
 async def test_gcode_subscription_slips_between_file_lines_tagged_trigger_event(tmp_path):
@@ -82,7 +82,7 @@ def test_printpipe_print_runs_startup_and_shutdown_subscriptions(tmp_path):
     sample = tmp_path / "s.gcode"
     sample.write_text("G28\nG1 Z0.2\nG1 X10 Y10 E1\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "print", "-c", str(cfg),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", "-c", str(cfg),
                            str(sample)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().splitlines() == ["startup", "done s.gcode", "shutdown"]

@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import trio
-from conftest import ROOT, load_yaml
+from conftest import ROOT, load_yaml, open_printer
 
-from pipeline.host import PrinterState as S
-from pipeline.printjob import Outcome
-from pipeline.session import open_printer
-from pipeline.testing import expected_commands, sample_gcode
+from pipeline.session.core import PrinterState as S
+from pipeline.session.jobs import Outcome
+from pipeline.virtual.pair import expected_commands, sample_gcode
 
 FAST = """serial:
   timeouts:
@@ -125,7 +124,7 @@ async def test_vanished_port_mid_print_ends_in_error_with_position(tmp_path):
 
 def test_cli_print_shows_a_progress_bar_and_exits_0():
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "print",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "print",
                              "configs/calibration-cube.gcode"], cwd=ROOT, stdout=slave,
                             stderr=subprocess.PIPE)
     os.close(slave)
@@ -147,7 +146,7 @@ def test_cli_print_shows_a_progress_bar_and_exits_0():
 
 def test_cli_print_plain_progress_when_not_a_terminal(tmp_path):
     path, _ = write_sample(tmp_path, 500)
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "print", path], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", path], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stdout and "done: job.gcode" in out.stdout
@@ -157,7 +156,7 @@ def test_cli_print_failure_exits_nonzero_with_the_reason(tmp_path):
     path, _ = write_sample(tmp_path, 3000)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("virtual:\n  faults:\n    fatal_after: 500\n")
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "print", "-c", str(cfg), path],
+    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", "-c", str(cfg), path],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "Thermal Runaway" in out.stderr and "file position" in out.stderr
@@ -165,7 +164,7 @@ def test_cli_print_failure_exits_nonzero_with_the_reason(tmp_path):
 
 def test_cli_ctrl_c_cancels_cleanly(tmp_path):
     path, _ = write_sample(tmp_path, 200000)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "print", path], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "print", path], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time
     time.sleep(2.5)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 
 import trio
-from conftest import ROOT, load_yaml
+from conftest import ROOT, load_yaml, open_printer
 
-from pipeline.host import PrinterState as S
-from pipeline.printjob import Outcome
-from pipeline.session import open_printer
+from pipeline.session.core import PrinterState as S
+from pipeline.session.jobs import Outcome
 
 YAML = f"""printer:
   profile:

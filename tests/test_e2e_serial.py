@@ -8,10 +8,9 @@ import sys
 
 import pytest
 import trio
-from conftest import ROOT, load_yaml
+from conftest import ROOT, load_yaml, open_printer
 
-from pipeline.host import PrinterState
-from pipeline.session import open_printer
+from pipeline.session.core import PrinterState
 
 FAST = """
 serial:
@@ -120,7 +119,7 @@ async def test_m112_runs_the_emergency_sequence():
 
 
 def test_cli_send_shows_the_firmware_reply():
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "send", "M115"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "send", "M115"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Recv: FIRMWARE_NAME:printpipe Virtual Marlin" in out.stdout
@@ -130,7 +129,7 @@ def test_cli_send_shows_the_firmware_reply():
 def test_cli_bad_config_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("printer:\n  port: virtual\n  baudrate: fast\n")
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "send", "-c", str(bad), "M115"],
+    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "send", "-c", str(bad), "M115"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert f"{bad}:3" in out.stderr and "baudrate" in out.stderr
@@ -139,7 +138,7 @@ def test_cli_bad_config_names_file_and_line(tmp_path):
 async def test_standalone_virtual_printer_serves_another_process(tmp_path):
     link = str(tmp_path / "vprinter")
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pipeline.cli", "virtual", "--link", link], cwd=ROOT,
+        [sys.executable, "-m", "pipeline.app.cli", "virtual", "--link", link], cwd=ROOT,
         stdout=subprocess.DEVNULL)
     try:
         with trio.fail_after(10):

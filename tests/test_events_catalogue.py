@@ -18,13 +18,13 @@ import trio
 from catalogue_handlers import CUSTOM, STAGE_ID
 from conftest import load_yaml
 
-import pipeline.service as service_module
-from pipeline.bus import BusEvent, EventBus, Subscription
-from pipeline.eventnames import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
-from pipeline.printjob import Outcome
-from pipeline.service import Service, open_service
-from pipeline.session import Printer
-from pipeline.states import PrinterState
+import pipeline.app.service as service_module
+from pipeline.fanout.bus import BusEvent, EventBus, Subscription
+from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
+from pipeline.session.jobs import Outcome
+from pipeline.app.service import Service, open_service
+from pipeline.link.printer import Printer
+from pipeline.session.states import PrinterState
 
 TIMEOUT = 10.0  # seconds; generous, pty IO on a real clock
 

@@ -7,9 +7,9 @@ import octo_handlers as h
 import pytest
 from conftest import load_yaml
 
-from pipeline.host import PrinterState
-from pipeline.registry import build_pipeline
-from pipeline.testing import Pair
+from pipeline.session.core import PrinterState
+from pipeline.hooks.registry import build_pipeline
+from pipeline.virtual.pair import Pair
 from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
 from stages import BUILTIN_STAGES
 

@@ -1,4 +1,4 @@
-"""pipeline.http_support over a real hypercorn (trio worker) on 127.0.0.1:0, driven by httpx."""
+"""pipeline.app.http.support over a real hypercorn (trio worker) on 127.0.0.1:0, driven by httpx."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.errors import HostError
-from pipeline.http_support import (BadRequest, BodyLimit, NormalizePaths, Upload, UploadError,
+from pipeline.app.http.support import (BadRequest, BodyLimit, NormalizePaths, Upload, UploadError,
                                    json_error, read_json, receive_upload, sse_frame)
 
 BOUNDARY = "printpipe-test-boundary"

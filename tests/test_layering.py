@@ -1,63 +1,259 @@
-"""The sans-IO layer imports neither trio nor IO modules, and pipeline/ never imports stages/."""
+"""The tree is the architecture: every module's imports (absolute, relative, inside functions
+and under TYPE_CHECKING) are read with `ast`, resolved to modules and packages, and checked
+against the allowed direction per package, transitively; the import graph has no cycle; no
+package holds more than 12 modules; each package says what lives there and what it may import.
+
+The checker is also run on doctored sources (an `import trio` in the engine, a relative import
+of the link in the session) to show that it bites.
+"""
 
 from __future__ import annotations
 
 import ast
 import pathlib
+from collections.abc import Mapping
 
+import attrs
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SANS_IO = ["errors", "gcode", "replies", "config", "config_schema", "config_service", "phases",
-           "protocol", "engine_settings", "engine_events", "resend", "protocol_timeouts",
-           "firmware_report", "rules", "printjob", "job", "reactions", "states", "scripts",
-           "script_runner", "script_hooks", "storage_hooks", "fastpath", "chain", "registry",
-           "host", "tracking", "facade", "eventnames", "placeholders", "analysis",
-           "virtual/firmware", "virtual/faults", "virtual/thermal"]
-FORBIDDEN = {"trio", "trio_serial", "os", "socket", "select", "selectors", "subprocess",
-             "asyncio", "threading", "termios", "tty", "pty", "fcntl", "httpx", "hypercorn"}
+TOP = ("pipeline", "stages")
+
+#: The layers, bottom up, and the layers each may import directly (its own is always allowed).
+#: "core" is the root modules of `pipeline` (errors, gcode, phases, the package itself).
+ALLOWED: Mapping[str, frozenset[str]] = {
+    "core": frozenset(),
+    "events": frozenset({"core"}),
+    "config": frozenset({"core", "events"}),
+    "protocol": frozenset({"core", "config"}),
+    "hooks": frozenset({"core", "events", "config"}),
+    "session": frozenset({"core", "events", "config", "protocol", "hooks"}),
+    "virtual": frozenset({"core", "events", "config", "protocol", "hooks", "session"}),
+    "stages": frozenset({"core", "events", "config", "protocol", "hooks"}),
+    "files": frozenset({"core", "events", "config", "hooks"}),
+    "fanout": frozenset({"core", "events", "config"}),
+    "link": frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual"}),
+    "app": frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual",
+                      "stages", "files", "fanout", "link"}),
+}
+#: Sans-IO: these packages never reach (directly or through what they import) an IO package.
+PURE = frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual",
+                  "stages"})
+IO_PACKAGES = frozenset({
+    "trio", "trio_serial", "hypercorn", "starlette", "httpx", "httpcore", "multipart",
+    "python_multipart", "anyio", "asyncio", "socket", "select", "selectors", "subprocess",
+    "threading", "termios", "tty", "pty", "fcntl", "signal", "shutil", "tempfile", "os",
+    "serial"})
+MAX_MODULES = 12
 
 
-def imported(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    names = set()
-    for node in ast.walk(tree):
+@attrs.frozen
+class Imports:
+    internal: frozenset[str]   # pipeline/stages modules (and packages) this module imports
+    external: frozenset[str]   # top-level names of everything else
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def sources(overrides: Mapping[str, str] | None = None) -> dict[str, tuple[str, bool]]:
+    """module name -> (source text, is a package), with `overrides` by relative path."""
+    out = {}
+    for top in TOP:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            text = (overrides or {}).get(rel, None)
+            out[module_name(path)] = (path.read_text() if text is None else text,
+                                      path.name == "__init__.py")
+    return out
+
+
+def resolve(name: str, known: set[str]) -> str | None:
+    """The longest known module that `name` is or lies in."""
+    while name:
+        if name in known:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def read_imports(module: str, text: str, is_package: bool, known: set[str]) -> Imports:
+    internal: set[str] = set()
+    external: set[str] = set()
+    for node in ast.walk(ast.parse(text)):
+        targets: list[str] = []
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                if not is_package:
+                    base = base[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                parent = ".".join(base + ([node.module] if node.module else []))
+            else:
+                parent = node.module or ""
+            targets = [parent] + [f"{parent}.{a.name}" for a in node.names]
+        for target in targets:
+            if target.split(".")[0] in TOP:
+                found = resolve(target, known)
+                if found is not None and found != module:
+                    internal.add(found)
+            elif target:
+                external.add(target.split(".")[0])
+    return Imports(frozenset(internal), frozenset(external))
 
 
-@pytest.mark.parametrize("module", [m for m in SANS_IO
-                                    if (ROOT / "pipeline" / f"{m}.py").exists()])
-def test_sans_io_module_imports_no_trio_or_io(module):
-    bad = imported(ROOT / "pipeline" / f"{module}.py") & FORBIDDEN
-    assert not bad, f"pipeline/{module}.py imports {sorted(bad)}"
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "stages":
+        return "stages"
+    if len(parts) == 1 or parts[1] in ("errors", "gcode", "phases"):
+        return "core"
+    return parts[1]
 
 
-def test_the_sans_io_list_covers_the_core():
-    for m in ("protocol", "chain", "host", "config", "gcode", "replies", "virtual/firmware"):
-        assert (ROOT / "pipeline" / f"{m}.py").exists(), m
+def import_graph(overrides: Mapping[str, str] | None = None) -> dict[str, Imports]:
+    src = sources(overrides)
+    known = set(src)
+    return {m: read_imports(m, text, pkg, known) for m, (text, pkg) in src.items()}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "pipeline").rglob("*.py")), ids=str)
-def test_pipeline_never_imports_stages_at_module_level(path):
-    tree = ast.parse(path.read_text())
-    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    for node in top:
-        mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                else [node.module or ""])
-        assert not any(m.split(".")[0] == "stages" for m in mods), path
+def reachable(graph: Mapping[str, Imports], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        for dep in graph[m].internal:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "stages").glob("*.py")), ids=str)
-def test_stages_import_only_the_sans_io_layer(path):
-    allowed_pipeline = {f"pipeline.{m.replace('/', '.')}" for m in SANS_IO} | {"pipeline"}
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("pipeline"):
-                assert node.module in allowed_pipeline, (path, node.module)
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            assert node.module.split(".")[0] not in FORBIDDEN - {"os"}, (path, node.module)
+def violations(graph: Mapping[str, Imports]) -> list[str]:
+    """Every import against the direction, and every pure module that reaches IO."""
+    out = []
+    for module, imports in sorted(graph.items()):
+        layer = layer_of(module)
+        for dep in sorted(imports.internal):
+            other = layer_of(dep)
+            if other != layer and other not in ALLOWED[layer]:
+                out.append(f"{module} ({layer}) imports {dep} ({other})")
+        if layer in PURE:
+            for dep in sorted({module} | reachable(graph, module)):
+                bad = graph[dep].external & IO_PACKAGES
+                if bad:
+                    via = "" if dep == module else f" through {dep}"
+                    out.append(f"{module} ({layer}, pure) reaches {', '.join(sorted(bad))}{via}")
+    return out
+
+
+def cycles(graph: Mapping[str, Imports]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v].internal:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+GRAPH = import_graph()
+
+
+def test_every_module_is_in_a_known_layer():
+    assert {layer_of(m) for m in GRAPH} <= set(ALLOWED)
+
+
+def test_no_import_points_against_the_layers_and_pure_layers_never_reach_io():
+    assert violations(GRAPH) == []
+
+
+def test_the_import_graph_has_no_cycle():
+    assert cycles(GRAPH) == []
+
+
+def test_nothing_outside_app_imports_app():
+    bad = [(m, d) for m, imp in GRAPH.items() for d in imp.internal
+           if layer_of(d) == "app" and layer_of(m) != "app"]
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", sorted({p.parent for p in (ROOT / "pipeline").rglob("*.py")}
+                                           | {ROOT / "stages"}), ids=str)
+def test_packages_are_small_and_say_what_they_may_import(package):
+    modules = [p for p in package.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert len(modules) <= MAX_MODULES, f"{package} holds {len(modules)} modules"
+    init = package / "__init__.py"
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert len(doc.splitlines()) >= 2, f"{init} does not say what lives there"
+    if package.name not in ("pipeline", "stages"):
+        assert "May import" in doc or "may import" in doc, f"{init} does not say what it may import"
+
+
+@pytest.mark.parametrize("path", sorted(p for top in TOP for p in (ROOT / top).rglob("*.py")
+                                        if p.name != "__init__.py"), ids=str)
+def test_every_module_opens_with_what_lives_there(path):
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no module docstring"
+
+
+# ---- the checker bites ---------------------------------------------------------------------
+
+def _doctored(rel: str, extra: str) -> dict[str, Imports]:
+    text = (ROOT / rel).read_text()
+    return import_graph({rel: text + "\n" + extra + "\n"})
+
+
+def test_it_fails_when_the_engine_imports_trio():
+    found = violations(_doctored("pipeline/protocol/engine.py", "import trio"))
+    assert "pipeline.protocol.engine (protocol, pure) reaches trio" in found
+    # and every pure module that imports the engine reaches trio through it
+    assert any(f.startswith("pipeline.session.core (session, pure) reaches trio through")
+               for f in found)
+
+
+def test_it_fails_when_the_session_imports_the_link_relatively():
+    graph = _doctored("pipeline/session/core.py", "def _late():\n    from ..link import serial")
+    found = violations(graph)
+    assert "pipeline.session.core (session) imports pipeline.link.serial (link)" in found
+    assert any("reaches trio through pipeline.link.serial" in f for f in found)
+    assert cycles(graph)  # the link imports the session core: a cycle too
+
+
+def test_it_sees_imports_under_type_checking_and_in_functions():
+    graph = _doctored("pipeline/gcode.py",
+                      "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from pipeline.session import core\n"
+                      "def f():\n    import stages")
+    found = violations(graph)
+    assert "pipeline.gcode (core) imports pipeline.session.core (session)" in found
+    assert "pipeline.gcode (core) imports stages (stages)" in found

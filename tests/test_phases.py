@@ -6,14 +6,13 @@ from __future__ import annotations
 import phase_handlers as ph
 import pytest
 import trio
-from conftest import load_yaml
+from conftest import load_yaml, open_printer
 
 from pipeline.errors import LinkBroken
-from pipeline.host import PrinterState as S
-from pipeline.job import FileJob, JobFile
-from pipeline.registry import build_pipeline
-from pipeline.session import open_printer
-from pipeline.testing import Pair
+from pipeline.session.core import PrinterState as S
+from pipeline.session.filejob import FileJob, JobFile
+from pipeline.hooks.registry import build_pipeline
+from pipeline.virtual.pair import Pair
 from stages import BUILTIN_STAGES
 
 
@@ -113,7 +112,7 @@ async def test_handle_connect_none_lets_it_through():
 
 async def test_serial_factory_picks_the_device(tmp_path):
     from pipeline.virtual.firmware import FirmwareSpec
-    from pipeline.virtual.server import serve_virtual_printer
+    from pipeline.link.virtual import serve_virtual_printer
     ph.calls.clear()
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(serve_virtual_printer, FirmwareSpec())
@@ -138,14 +137,14 @@ async def test_additional_port_names_are_scanned_for_auto():
 
 
 def storage_for(tmp_path, yaml):
-    from pipeline.storage import LocalStorage
+    from pipeline.files.storage import LocalStorage
     config = load_yaml(yaml)
     return LocalStorage(str(tmp_path / "files"), build_pipeline(config.pipeline,
                                                                 BUILTIN_STAGES))
 
 
 def test_extension_tree_stage_adds_accepted_types(tmp_path):
-    from pipeline.storage import DiskFile, StorageError
+    from pipeline.files.storage import DiskFile, StorageError
     src = tmp_path / "a.x3g"
     src.write_bytes(b"data")
     with pytest.raises(StorageError, match="not accepted"):
@@ -156,7 +155,7 @@ def test_extension_tree_stage_adds_accepted_types(tmp_path):
 
 
 def test_preprocessor_can_replace_the_file_object(tmp_path):
-    from pipeline.storage import DiskFile
+    from pipeline.files.storage import DiskFile
     ph.calls.clear()
     src = tmp_path / "in.gcode"
     src.write_bytes(b"G28 ; home\n; only a comment\nG1 X1\n")
@@ -171,7 +170,7 @@ def test_preprocessor_can_replace_the_file_object(tmp_path):
 
 @pytest.mark.parametrize("name", ["../evil.gcode", "a/../../evil.gcode"])
 def test_storage_paths_never_leave_the_folder(tmp_path, name):
-    from pipeline.storage import DiskFile, StorageError
+    from pipeline.files.storage import DiskFile, StorageError
     src = tmp_path / "x.gcode"
     src.write_bytes(b"G28\n")
     with pytest.raises(StorageError):
@@ -180,7 +179,7 @@ def test_storage_paths_never_leave_the_folder(tmp_path, name):
 
 
 def test_system_commands_are_collected_and_invalid_ones_left_out(caplog):
-    from pipeline.storage_hooks import system_commands
+    from pipeline.hooks.file_phases import system_commands
     config = load_yaml(yaml_for("system.additional_commands", "system_cmds"))
     pipeline = build_pipeline(config.pipeline, BUILTIN_STAGES)
     (cmd,) = system_commands(pipeline)

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from pipeline.placeholders import (
+from pipeline.events.placeholders import (
     FiringContext, MissingPlaceholder, field_roots, params, render, render_argv, split_argv,
 )
 

@@ -7,11 +7,11 @@ import octo_handlers  # noqa: F401  (handlers for YAML below)
 import pytest
 from conftest import load_yaml
 
-from pipeline.host import PrinterState as S
-from pipeline.job import FileJob, JobFile
-from pipeline.printjob import JobStateError, Outcome
-from pipeline.registry import build_pipeline
-from pipeline.testing import Pair, expected_commands, sample_gcode
+from pipeline.session.core import PrinterState as S
+from pipeline.session.filejob import FileJob, JobFile
+from pipeline.session.jobs import JobStateError, Outcome
+from pipeline.hooks.registry import build_pipeline
+from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
 from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
 from stages import BUILTIN_STAGES
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import engine_events as ee
-from pipeline.config import ChecksumMode, ResendWithoutOk
-from pipeline.engine_events import ErrorReason, LinkState
+from pipeline.protocol import events as ee
+from pipeline.config.reader import ChecksumMode, ResendWithoutOk
+from pipeline.protocol.events import ErrorReason, LinkState
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, frame
-from pipeline.protocol import EngineSettings, HostProtocol
-from pipeline.replies import Position
+from pipeline.protocol.engine import EngineSettings, HostProtocol
+from pipeline.protocol.replies import Position
 
 HELLO = b"N0 M110 N0*125\n"
 CHECKSUM_ERROR = "Error:checksum mismatch, Last Line: 0"
@@ -1045,8 +1045,3 @@ def test_hook_sees_every_line_including_ok():
     send(e, "G1 X1")
     feed(e, "ok", "T:20 /0")
     assert seen[-2:] == ["ok", "T:20 /0"] and e.credit == 1
-
-
-def test_engine_settings_still_importable_from_protocol():
-    from pipeline import engine_settings, protocol
-    assert protocol.EngineSettings is engine_settings.EngineSettings

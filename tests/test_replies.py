@@ -1,12 +1,12 @@
-"""Table-driven tests for pipeline.replies: one firmware reply line in, one answer out."""
+"""Table-driven tests for pipeline.protocol.replies: one firmware reply line in, one answer out."""
 
 from __future__ import annotations
 
 import attrs
 import pytest
 
-from pipeline import replies as r
-from pipeline.replies import ErrorClass, Position
+from pipeline.protocol import replies as r
+from pipeline.protocol.replies import ErrorClass, Position
 
 # ---------------------------------------------------------------------------------------------
 # ok / wait / start / busy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.resend import ResendTracker, Verdict
+from pipeline.protocol.resend import ResendTracker, Verdict
 
 LINE_NUMBER_ERROR = "Line Number is not Last Line Number+1, Last Line: 0"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.chain import BoundStage, Pipeline
+from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.phases import Phase
-from pipeline.script_hooks import script_additions
+from pipeline.hooks.script_phase import script_additions
 
 
 def stage(id_, ret):

@@ -8,11 +8,11 @@ import logging
 import octo_handlers as h
 from conftest import load_yaml
 
-from pipeline.host import PrinterState as S
-from pipeline.job import FileJob, JobFile
-from pipeline.registry import build_pipeline
-from pipeline.scripts import SCRIPT_NAMES, ScriptSet
-from pipeline.testing import Pair
+from pipeline.session.core import PrinterState as S
+from pipeline.session.filejob import FileJob, JobFile
+from pipeline.hooks.registry import build_pipeline
+from pipeline.hooks.scripts import SCRIPT_NAMES, ScriptSet
+from pipeline.virtual.pair import Pair
 from pipeline.virtual.firmware import FirmwareSpec
 from stages import BUILTIN_STAGES
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from pipeline.errors import ScriptError
-from pipeline.scripts import BUNDLED, ScriptSet, profile_context, sample_context
+from pipeline.hooks.scripts import BUNDLED, ScriptSet, profile_context, sample_context
 
 SCRIPTS = pathlib.Path(ROOT) / "configs" / "scripts"
 
@@ -127,7 +127,7 @@ def test_lint_reports_every_broken_script_with_strict_undefined():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -148,7 +148,7 @@ def test_cli_render_errors(args, code, fragment):
 
 
 def test_check_reports_every_broken_script_with_name_and_line(tmp_path):
-    from pipeline.cli_check import run_check
+    from pipeline.app.cli.check import run_check
     cfg = tmp_path / "c.yaml"
     cfg.write_text("scripts:\n  gcode:\n    afterPrintDone: |\n      M104 S0\n"
                    "      G1 Z{{ last_positoin.z }}\n    beforePrintStarted: |\n"

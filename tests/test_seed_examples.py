@@ -6,12 +6,12 @@ from __future__ import annotations
 import seed_examples as ex
 from conftest import load_yaml
 
-from pipeline.facade import CommFacade
-from pipeline.host import PrinterState as S
-from pipeline.job import FileJob, JobFile
-from pipeline.registry import build_pipeline
-from pipeline.script_hooks import script_additions
-from pipeline.testing import Pair
+from pipeline.session.facade import CommFacade
+from pipeline.session.core import PrinterState as S
+from pipeline.session.filejob import FileJob, JobFile
+from pipeline.hooks.registry import build_pipeline
+from pipeline.hooks.script_phase import script_additions
+from pipeline.virtual.pair import Pair
 from stages import BUILTIN_STAGES
 
 YAML = """pipeline:

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from conftest import load_yaml
-from pipeline.file_index import MetadataStore, stamp_of, type_path_of
-from pipeline.registry import build_pipeline
-from pipeline.storage import (DiskFile, EntryExists, LocalStorage, NoSuchEntry, StorageError,
+from pipeline.files.index import MetadataStore, stamp_of, type_path_of
+from pipeline.hooks.registry import build_pipeline
+from pipeline.files.storage import (DiskFile, EntryExists, LocalStorage, NoSuchEntry, StorageError,
                               UnsupportedType)
 from stages import BUILTIN_STAGES
 

@@ -16,9 +16,9 @@ import pytest
 import trio
 
 from conftest import load_yaml
-from pipeline.bus import EventBus
-from pipeline.placeholders import FiringContext
-from pipeline.subscriptions import SubscriptionRunner
+from pipeline.fanout.bus import EventBus
+from pipeline.events.placeholders import FiringContext
+from pipeline.fanout.subscriptions import SubscriptionRunner
 
 DUMP = os.path.join(os.path.dirname(__file__), "argv_dump.py")
 PY = shlex.quote(sys.executable)

@@ -12,7 +12,7 @@ import trio_serial
 
 from pipeline.virtual.faults import FaultSpec
 from pipeline.virtual.firmware import FirmwareSpec
-from pipeline.virtual.server import VirtualPrinterHandle, run_standalone, serve_virtual_printer
+from pipeline.link.virtual import VirtualPrinterHandle, run_standalone, serve_virtual_printer
 
 TIMEOUT = 5.0
 

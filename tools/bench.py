@@ -27,8 +27,8 @@ import trio
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.testing import sample_gcode  # noqa: E402
+from pipeline.config.reader import load_config  # noqa: E402
+from pipeline.virtual.pair import sample_gcode  # noqa: E402
 from stages import stage_phases, stage_schemas  # noqa: E402
 
 PHASES = ("comm.protocol.gcode.queuing", "comm.protocol.gcode.queued",
@@ -43,7 +43,7 @@ def host_yaml(args: argparse.Namespace, link: str) -> str:
         for phase in PHASES:
             text += f"  {phase}:\n"
             for i in range(args.noop_stages):
-                text += f"    - handler: pipeline.testing:noop_stage\n      id: noop{i}\n"
+                text += f"    - handler: pipeline.virtual.pair:noop_stage\n      id: noop{i}\n"
     if args.slow_subscription:
         text += "events:\n  shutdown_grace: 0.5\n  subscriptions:\n"
         for event in args.slow_subscription.split(","):
@@ -59,7 +59,7 @@ def virtual_yaml(args: argparse.Namespace) -> str:
 
 
 async def host_run(config, path: str) -> dict:  # noqa: ANN001
-    from pipeline.service import open_service
+    from pipeline.app.service import open_service
     async with open_service(config) as service:
         printer = await service.connect()
         service.select(path)
@@ -112,7 +112,7 @@ def run_once(args: argparse.Namespace, gcode_path: str) -> dict:
         vcfg = os.path.join(tmp, "virtual.yaml")
         with open(vcfg, "w") as f:
             f.write(virtual_yaml(args))
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "virtual", "-c", vcfg,
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "virtual", "-c", vcfg,
                                  "--link", link, "--record", record], cwd=ROOT,
                                 stdout=subprocess.DEVNULL)
         try:

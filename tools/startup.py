@@ -50,7 +50,7 @@ def run_once(config: str, idle: float) -> dict:
         with open(cfg, "w") as f:
             f.write(text)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "-c", cfg],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "serve", "-c", cfg],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while True:

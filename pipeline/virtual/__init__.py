@@ -1,11 +1,7 @@
-"""printpipe's built-in virtual printer: a sans-IO Marlin 2 model and its pty server.
+"""printpipe's built-in virtual printer: a sans-IO Marlin 2 model (`firmware.VirtualFirmware`
+with its commands, thermal model, waits and faults), and `pair.Pair`, which joins a host core
+to the model in memory with a manual clock for tests and tools. Its pty server lives in
+`pipeline.link.virtual`.
 
-`firmware.VirtualFirmware` is the pure state machine (no trio, no IO); `server` (trio) serves
-it on a pseudo-terminal so any host can open it like a USB printer. Importing this package
-does not import trio.
+May import: the root modules, `config` and `session` (for the Pair). No trio, no IO.
 """
-
-from pipeline.virtual.faults import FaultSpec
-from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
-
-__all__ = ["FaultSpec", "FirmwareSpec", "VirtualFirmware"]

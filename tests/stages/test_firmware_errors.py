@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from pipeline.phases import Phase
-from pipeline.registry import build_pipeline
+from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES, firmware_errors, stage_phases
 from stage_fakes import assert_option_error, FakeComm, config_error, load
 

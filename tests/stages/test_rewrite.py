@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config.reader import load_config
 from pipeline.errors import ConfigErrors
 from pipeline.gcode import parse_gcode
 from pipeline.phases import Phase

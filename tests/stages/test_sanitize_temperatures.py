@@ -8,7 +8,7 @@ import math
 import pytest
 
 from pipeline.phases import Phase
-from pipeline.registry import build_pipeline
+from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES, sanitize_temperatures, stage_phases
 from stage_fakes import assert_option_error, FakeComm, config_error, load
 

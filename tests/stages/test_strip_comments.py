@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config.reader import load_config
 from pipeline.gcode import parse_gcode
 from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, stage_phases, stage_schemas, strip_comments

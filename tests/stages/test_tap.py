@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.gcode import Command
 from pipeline.phases import GCODE_PHASES, Phase
-from pipeline.registry import build_pipeline
+from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES, stage_phases, tap
 from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.gcode import Command
 from pipeline.phases import Phase
-from pipeline.registry import build_pipeline
+from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES, stage_phases, temperature_offsets
 from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 

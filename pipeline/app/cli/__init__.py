@@ -1,0 +1,4 @@
+"""The `printpipe` command line: one module per command group.
+
+May import: everything `app` may.
+"""

@@ -1,0 +1,51 @@
+"""The HTTP app: the Starlette application over the running service, served by hypercorn's
+trio worker (serve.py): the route table of every endpoint module, error mapping and the
+middleware stack.
+
+Every error answers JSON `{"error": ...}`: BadRequest carries its status (400, 404, 409, 413),
+anything unexpected is logged and answers 500 without a traceback. Paths are normalised
+(`//api/printer` works) and bodies over the limit get 413 before they are read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from pipeline.app.http import files, job, printer, system
+from pipeline.app.http.context import Api, KeyAuth
+from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
+
+log = logging.getLogger("printpipe.http")
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
+    return json_error(exc.status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return json_error(405, f"method {request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 404:
+        return json_error(404, f"no such endpoint: {request.url.path}")
+    return json_error(exc.status_code, str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return json_error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def build_app(api: Api, body_limit: int) -> ASGIApp:
+    routes = printer.ROUTES + job.ROUTES + files.ROUTES + system.ROUTES
+    app = Starlette(routes=routes, exception_handlers={
+        BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error})
+    app.state.api = api
+    return NormalizePaths(BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous), body_limit))

@@ -1,0 +1,173 @@
+"""`printpipe serve`: the whole service in one trio nursery: the printer session (connected at
+start, in the background), events and subscriptions, and the HTTP API on hypercorn's trio
+worker. SIGINT/SIGTERM shut down in order: event streams end cleanly, the HTTP server stops,
+the printer disconnects (beforePrinterDisconnected runs), Shutdown is published last.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import uuid as uuidlib
+from functools import partial
+from typing import Callable, TextIO
+
+import attrs
+import trio
+
+from pipeline.app.keys import KeyStore, redact
+from pipeline.config.reader import HostConfig
+from pipeline.errors import ConfigError, HostError
+
+log = logging.getLogger("printpipe.serve")
+
+
+def config_relative(config: HostConfig, path: str) -> str:
+    """`path` with ~ expanded, relative to the config file's folder."""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path) and os.path.exists(config.path):
+        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
+    return os.path.abspath(path)
+
+
+def state_folder(config: HostConfig) -> str:
+    return config_relative(config, config.storage.state)
+
+
+def stable_uuid(folder: str) -> str:
+    """The instance uuid clients use as a unique id (Home Assistant): made once, kept."""
+    path = os.path.join(folder, "uuid")
+    try:
+        with open(path, encoding="ascii") as f:
+            return str(uuidlib.UUID(f.read().strip()))
+    except (OSError, ValueError):
+        value = str(uuidlib.uuid4())
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(path, "w", encoding="ascii") as f:
+            f.write(value + "\n")
+        return value
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.define(eq=False)
+class Serving:
+    """What `serve` hands its caller once the HTTP server listens (tests use it)."""
+
+    urls: list[str]
+    key: str | None
+    api: object
+    stop: Callable[[], None]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+
+async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None = None,
+                out: TextIO | None = None, connect: bool = True, handle_signals: bool = True,
+                task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED) -> int:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from pipeline.app.http.system import close_streams
+    from pipeline.app.http.app import build_app
+    from pipeline.app.http.context import Api
+    from pipeline.app.service import open_service
+    from pipeline.files.storage import LocalStorage
+
+    out = out or sys.stdout
+    http = config.http
+    if http.allow_anonymous and not _loopback(http.host):
+        raise ConfigError(f"http.allow_anonymous needs a loopback host, not {http.host!r}: "
+                          "anyone on the network could drive the printer", path=config.path)
+    state = state_folder(config)
+    keys = KeyStore(state, configured_key=http.api_key)
+    key: str | None = None
+    if http.allow_anonymous:
+        log.warning("serving WITHOUT API keys on %s (http.allow_anonymous)", http.host)
+    else:
+        key, created = keys.ensure_master()
+        if created:
+            print(f"printpipe: a new API key was generated and stored in {keys.path} (0600):\n"
+                  f"    {key}\nGive it to your slicer as the OctoPrint API key.", file=out)
+        else:
+            source = "http.api_key" if http.api_key else keys.path
+            print(f"printpipe: API key {redact(key)} (from {source})", file=out)
+        out.flush()
+    stop = trio.Event()
+    async with open_service(config) as service:
+        service.loader = loader
+        files = config_relative(config, config.storage.folder)
+        storage = LocalStorage(files, service.pipeline, attrs.asdict(config.printer.profile))
+        async with trio.open_nursery() as nursery:
+            api = Api(service, keys, storage, nursery, _version(),
+                      stable_uuid(state), anonymous=http.allow_anonymous)
+            hc = HypercornConfig()
+            hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host
+                       else f"{http.host}:{http.port}"]
+            hc.graceful_timeout = 2.0
+            hc.accesslog = None
+            hc.errorlog = logging.getLogger("printpipe.http.server")
+            stopped = trio.Event()
+            http_done = trio.Event()
+
+            async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn_serve(build_app(api, http.body_limit), hc,  # type: ignore[arg-type]
+                                          shutdown_trigger=stopped.wait,
+                                          task_status=task_status)
+                finally:
+                    http_done.set()
+
+            urls = await nursery.start(run_http)
+            log.info("HTTP API on %s", ", ".join(urls))
+            print(f"printpipe: serving the API on {', '.join(urls)}", file=out)
+            out.flush()
+            if handle_signals:
+                nursery.start_soon(_stop_on_signals, stop)
+            if connect:
+                nursery.start_soon(_connect, service)
+            task_status.started(Serving(urls, key, api, stop.set))
+            await stop.wait()
+            close_streams(api)
+            stopped.set()
+            with trio.move_on_after(hc.graceful_timeout + 1):
+                await http_done.wait()
+            nursery.cancel_scope.cancel()  # analyses and the signal watcher
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("printpipe")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.1.0+source"
+
+
+async def _connect(service: object) -> None:
+    try:
+        await service.connect()  # type: ignore[attr-defined]
+    except HostError as exc:
+        log.error("could not connect to the printer: %s (POST /api/connection to retry)", exc)
+
+
+async def _stop_on_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.warning("%s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+def run_serve(config: HostConfig, loader: Callable[[], HostConfig]) -> int:
+    return trio.run(partial(serve, config, loader=loader))

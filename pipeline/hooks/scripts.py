@@ -1,0 +1,252 @@
+"""G-code scripts (seed 000): a sandboxed Jinja2 environment with the `{% snippet %}` tag,
+compiled at load, rendered whole before anything is sent.
+
+Names: scripts are templates `gcode/<name>`, snippets `gcode/snippets/<name>`; a snippet is
+resolved relative to the including template's folder (a leading `/` makes it absolute).
+Undefined values chain (`pause_position.x` on a missing position is undefined, not an error)
+and the `none` test is true for None and undefined, so `{% if x is not none %}` guards work
+whatever is missing; but printing None, an undefined or an empty value is an error, so a
+script can never put `G1 X` or `G1 XNone` on the wire. Every error is a ScriptError naming
+the script (or snippet) and its line. No trio; the only IO is reading the scripts folder.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping
+
+import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import SandboxedEnvironment
+
+from pipeline.errors import ScriptError
+from pipeline.gcode import strip_comment
+
+SCRIPT_NAMES = ("afterPrinterConnected", "beforePrinterDisconnected", "beforePrintStarted",
+                "afterPrintCancelled", "afterPrintDone", "afterPrintPaused",
+                "beforePrintResumed", "beforeToolChange", "afterToolChange")
+
+BUNDLED: dict[str, str] = {
+    "afterPrintCancelled": ("; disable motors\nM84\n\n;disable all heaters\n"
+                            "{% snippet 'disable_hotends' %}\n{% snippet 'disable_bed' %}\n"
+                            ";disable fan\nM106 S0\n"),
+    "snippets/disable_hotends": ("{% if printer_profile.extruder.sharedNozzle %}\n"
+                                 "M104 T0 S0\n{% else %}\n"
+                                 "{% for tool in range(printer_profile.extruder.count) %}\n"
+                                 "M104 T{{ tool }} S0\n{% endfor %}\n{% endif %}\n"),
+    "snippets/disable_bed": "{% if printer_profile.heatedBed %}\nM140 S0\n{% endif %}\n",
+}
+
+_SNIPPET = "@snippet:"
+
+
+class _EmptyValue(Exception):
+    pass
+
+
+def _finalize(value: Any) -> Any:
+    if value is None or isinstance(value, jinja2.Undefined) or value == "":
+        what = "None" if value is None else "an empty value" if value == "" else "undefined"
+        raise _EmptyValue(f"an expression printed {what}; guard it with "
+                          "{% if ... is not none %}")
+    return value
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or isinstance(value, jinja2.Undefined)
+
+
+class SnippetTag(Extension):
+    """`{% snippet 'name' %}`: include `snippets/<name>` with the caller's context."""
+
+    tags = {"snippet"}
+
+    def parse(self, parser: Any) -> list[nodes.Node]:
+        lineno = next(parser.stream).lineno
+        name = parser.parse_expression()
+        target = nodes.Concat([nodes.Const(_SNIPPET), name], lineno=lineno)
+        # A snippet always ends its line: without this newline a snippet file lacking a
+        # final newline would glue its last command to the next one (trim_blocks eats
+        # the newline after the tag).
+        return [nodes.Include(target, True, False, lineno=lineno),
+                nodes.Output([nodes.TemplateData("\n")], lineno=lineno)]
+
+
+class _Loader(jinja2.BaseLoader):
+    """Templates from a dict, each reporting its own name as its file name (so traceback
+    frames of a render error tell which script or snippet failed, and on which line)."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = sources
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple:
+        if template not in self.sources:
+            raise jinja2.TemplateNotFound(template)
+        return self.sources[template], template, lambda: True
+
+
+class _Env(SandboxedEnvironment):
+    def join_path(self, template: str, parent: str) -> str:
+        if not template.startswith(_SNIPPET):
+            return template
+        name = template[len(_SNIPPET):]
+        if name.startswith("/"):
+            return "gcode/snippets/" + name.lstrip("/")
+        folder = parent.rsplit("/", 1)[0] if "/" in parent else ""
+        base = folder if folder.endswith("snippets") else f"{folder}/snippets"
+        return f"{base}/{name}".lstrip("/")
+
+
+def _environment(sources: Mapping[str, str], *, strict: bool) -> _Env:
+    env = _Env(loader=_Loader(dict(sources)), trim_blocks=True, lstrip_blocks=True,
+               keep_trailing_newline=True, autoescape=False,
+               undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined,
+               finalize=_finalize, extensions=[SnippetTag, "jinja2.ext.do",
+                                               "jinja2.ext.loopcontrols"])
+    env.tests["none"] = (lambda v: v is None) if strict else _is_none
+    return env
+
+
+def _display(template: str | None) -> str:
+    return (template or "?").removeprefix("gcode/")
+
+
+def _error(exc: BaseException, script: str, names: set[str]) -> ScriptError:
+    """A Jinja or render error as a ScriptError at the template line it happened on."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return ScriptError(exc.message or str(exc), script=_display(exc.name or script),
+                           line=exc.lineno)
+    where, line = script, None
+    tb = exc.__traceback__
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if fname in names:
+            where, line = fname, tb.tb_lineno
+        tb = tb.tb_next
+    if isinstance(exc, jinja2.TemplateNotFound):
+        missing = str(exc.name or exc)
+        message = f"unknown snippet {missing.removeprefix('gcode/snippets/')!r}"
+    else:
+        message = str(exc) or type(exc).__name__
+    return ScriptError(message, script=_display(where), line=line)
+
+
+class ScriptSet:
+    """Every available script and snippet, compiled."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self._sources = dict(sources)
+        self._names = {n for n in self._sources}
+        self._env = _environment(self._sources, strict=False)
+        self._templates: dict[str, jinja2.Template] = {}
+
+    @classmethod
+    def sources(cls, folder: str | None, inline: Mapping[str, str],
+                bundled: Mapping[str, str] = BUNDLED) -> dict[str, str]:
+        """Template texts by full name; folder files over inline over bundled."""
+        out = {f"gcode/{k}": v for k, v in bundled.items()}
+        out.update({f"gcode/{k}": v for k, v in inline.items()})
+        if folder:
+            root = pathlib.Path(folder) / "gcode"
+            for sub in (root, root / "snippets"):
+                if not sub.is_dir():
+                    continue
+                for f in sorted(sub.iterdir()):
+                    if f.is_file() and not f.name.startswith("."):
+                        rel = f.relative_to(root.parent).as_posix()
+                        out[rel] = f.read_text(encoding="utf-8")
+        return out
+
+    @classmethod
+    def load(cls, folder: str | None, inline: Mapping[str, str], *,
+             bundled: Mapping[str, str] = BUNDLED) -> ScriptSet:
+        """Load and compile everything; the first compile error is raised."""
+        scripts = cls(cls.sources(folder, inline, bundled))
+        problems = scripts.compile_all()
+        if problems:
+            raise problems[0]
+        return scripts
+
+    @classmethod
+    def check_all(cls, folder: str | None, inline: Mapping[str, str],
+                  sample: Mapping[str, Any] | None = None) -> list[ScriptError]:
+        """Every problem: compile errors, then strict renders against a sample context."""
+        scripts = cls(cls.sources(folder, inline))
+        problems = scripts.compile_all()
+        seen = {str(p) for p in problems}
+        for p in scripts.lint(sample if sample is not None else sample_context()):
+            if str(p) not in seen:  # a broken template fails its lint render again
+                seen.add(str(p))
+                problems.append(p)
+        return problems
+
+    def compile_all(self) -> list[ScriptError]:
+        problems = []
+        for name in sorted(self._sources):
+            try:
+                self._templates[name] = self._env.get_template(name)
+            except jinja2.TemplateError as exc:
+                problems.append(_error(exc, _display(name), self._names))
+        return problems
+
+    def names(self) -> list[str]:
+        return sorted(n[6:] for n in self._sources if not n.startswith("gcode/snippets/"))
+
+    def has(self, name: str) -> bool:
+        return f"gcode/{name}" in self._sources
+
+    def render(self, name: str, context: Mapping[str, Any]) -> list[str]:
+        """The script's G-code lines (comments and blank lines dropped); [] if unknown."""
+        template = self._templates.get(f"gcode/{name}")
+        if template is None:
+            return []
+        return self._render(template, name, context)
+
+    def _render(self, template: jinja2.Template, name: str,
+                context: Mapping[str, Any]) -> list[str]:
+        try:
+            text = template.render(**context)
+        except Exception as exc:  # any template failure is the script's fault
+            raise _error(exc, name, self._names) from None
+        return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
+
+    def lint(self, sample: Mapping[str, Any]) -> list[ScriptError]:
+        """Render every script with strict undefined against `sample`; every problem."""
+        env = _environment(self._sources, strict=True)
+        problems = []
+        for name in self.names():
+            try:
+                self._render(env.get_template(f"gcode/{name}"), name, sample)
+            except ScriptError as exc:
+                problems.append(exc)
+            except jinja2.TemplateError as exc:
+                problems.append(_error(exc, name, self._names))
+        return problems
+
+
+def profile_context(extruders: int = 1, shared_nozzle: bool = False, heated_bed: bool = True,
+                    heated_chamber: bool = False, width: float = 200.0, depth: float = 200.0,
+                    height: float = 200.0, name: str = "default") -> dict[str, Any]:
+    """The printer profile in OctoPrint's data model, as scripts see it."""
+    return {"id": name, "name": name, "model": name, "heatedBed": heated_bed,
+            "heatedChamber": heated_chamber,
+            "volume": {"width": width, "depth": depth, "height": height,
+                       "formFactor": "rectangular", "origin": "lowerleft"},
+            "extruder": {"count": extruders, "sharedNozzle": shared_nozzle,
+                         "nozzleDiameter": 0.4, "offsets": [(0.0, 0.0)] * extruders}}
+
+
+def sample_context(profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every seed variable with plausible values (for `printpipe check`)."""
+    pos = {"x": 10.0, "y": 20.0, "z": 0.3, "e": 1.5, "f": 3000.0, "t": 0}
+    temps = {0: {"actual": 210.0, "target": 210.0}, "b": {"actual": 60.0, "target": 60.0}}
+    return {"printer_profile": dict(profile or profile_context()), "last_position": pos,
+            "last_temperature": temps, "last_fanspeed": 255, "relative_axes_requested": False,
+            "relative_extruder_requested": False, "script": {"type": "gcode", "name": "check"},
+            "plugins": {}, "event": {"name": "sample.gcode", "path": "sample.gcode",
+                                     "origin": "local", "size": 1000},
+            "pause_position": pos, "pause_temperature": temps, "pause_fanspeed": 255,
+            "cancel_position": pos, "cancel_temperature": temps, "cancel_fanspeed": 255,
+            "tool": {"old": 0, "new": 1}, "parameters": {}, "context": {}}
+

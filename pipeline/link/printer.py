@@ -1,0 +1,273 @@
+"""A printer session for the CLI, the benchmark and the tests: opens the port (the built-in
+virtual printer on a pty for port `virtual`, a scan for `auto`), builds the pipeline, runs the
+link in a nursery and offers small awaitable helpers (send, wait for idle, disconnect).
+
+Everything lives inside the caller's `async with open_printer(...)`: leaving it closes the
+port and stops every task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import AsyncIterator, Callable, Iterable, Mapping
+
+import attrs
+import trio
+
+from pipeline.hooks.chain import Pipeline
+from pipeline.config.reader import HostConfig
+from pipeline.errors import LinkBroken
+from pipeline.events.names import Event
+from pipeline.session.facade import CommFacade
+from pipeline.gcode import NO_TAGS
+from pipeline.session.core import HostCore, Listener
+from pipeline.session.filejob import CHUNK, FileJob, JobFile
+from pipeline.link.serial import SerialLink
+from pipeline.phases import Phase
+from pipeline.session.jobs import JobResult
+from pipeline.hooks.registry import build_pipeline
+from pipeline.hooks.scripts import ScriptSet
+from pipeline.link.transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
+from pipeline.virtual.faults import FaultSpec
+from pipeline.virtual.firmware import FirmwareSpec
+from pipeline.link.virtual import VirtualPrinterHandle, serve_virtual_printer
+
+log = logging.getLogger("printpipe.session")
+
+
+def load_scripts(config: HostConfig) -> ScriptSet:
+    """The configured G-code scripts, compiled (a broken template raises ScriptError)."""
+    folder = config.scripts.folder
+    if folder and not os.path.isabs(folder) and os.path.exists(config.path):
+        folder = os.path.join(os.path.dirname(os.path.abspath(config.path)), folder)
+    return ScriptSet.load(folder, config.scripts.gcode)
+
+
+def firmware_spec(config: HostConfig) -> FirmwareSpec:
+    """The built-in virtual printer's model, from the printer profile and `virtual:`."""
+    p = config.printer.profile
+    v = config.virtual
+    return FirmwareSpec(extruders=p.extruders, heated_bed=p.heated_bed,
+                        heated_chamber=p.heated_chamber, firmware_name=v.firmware_name,
+                        heat_rate=v.heat_rate, faults=FaultSpec(**attrs.asdict(v.faults)))
+
+
+@attrs.define(eq=False)
+class Printer:
+    core: HostCore
+    link: SerialLink
+    virtual: VirtualPrinterHandle | None
+    nursery: trio.Nursery
+
+    def send(self, lines: Iterable[str], *, tags: frozenset[str] = NO_TAGS) -> int:
+        """Queue commands (through the queuing phase); returns how many were queued."""
+        n = sum(1 for line in lines if self.core.enqueue(line, tags=tags))
+        self.link.wake()
+        return n
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf, *,
+                         poll: float | None = None) -> bool:
+        """Wait until `predicate()` holds or time runs out. Checked after every link activity,
+        or every `poll` seconds (use that during prints: it keeps the waiter off the hot path)."""
+        with trio.move_on_after(timeout):
+            while not predicate():
+                if poll is not None:
+                    await trio.sleep(poll)
+                    continue
+                if self.link.closed.is_set():
+                    return predicate()
+                with trio.move_on_after(0.2):
+                    await self.link.wait_changed()
+            return True
+        return False
+
+    async def wait_idle(self, timeout: float = math.inf) -> bool:
+        return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
+
+    async def start_print(self, path: str, *, name: str | None = None,
+                          display_path: str | None = None, user: str | None = None) -> FileJob:
+        """Start printing a local file; lines stream from disk in chunks as they are needed.
+        `display_path` is the path events and the API show (the storage-relative one)."""
+        size = os.path.getsize(path)
+        job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size,
+                              user=user))
+        f = await trio.open_file(path, "rb")
+        job.feed(await f.read(CHUNK))
+        self.core.jobs.start(job)
+        self.nursery.start_soon(self._stream, job, f)
+        self.link.wake()
+        return job
+
+    async def _stream(self, job: FileJob, f: trio.abc.AsyncResource) -> None:
+        hungry = trio.Event()
+
+        def on_hungry() -> None:
+            hungry.set()
+
+        job.on_hungry = on_hungry
+        async with f:
+            while not job.eof:
+                if not job.wants_data:
+                    await hungry.wait()
+                    hungry = trio.Event()
+                    continue
+                job.feed(await f.read(CHUNK))  # type: ignore[attr-defined]
+                self.link.wake()
+
+    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:
+        """Wait until the job has a result and the printer left the job states."""
+        jobs = self.core.jobs
+        await self.wait_until(lambda: jobs.result is not None and not jobs.active, timeout,
+                              poll=0.05)
+        return jobs.result
+
+    async def orderly_disconnect(self, timeout: float = 10.0) -> None:
+        """Disconnecting on purpose: beforePrinterDisconnected runs and the queue drains
+        (bounded), then the link closes. Not used when the link failed."""
+        core = self.core
+        if core.operational and not self.link.closed.is_set():
+            core.fire(Event.DISCONNECTING)
+            core.scripts.run("beforePrinterDisconnected")
+            self.link.wake()
+            await self.wait_idle(timeout)
+        self.nursery.cancel_scope.cancel()
+
+    async def disconnect(self) -> None:
+        await self.orderly_disconnect()
+
+
+async def _probe(port: str, baudrate: int, timeout: float) -> SerialTransport | None:
+    """Open (port, baud) and see whether a firmware answers the hello."""
+    try:
+        transport = await open_port(port, baudrate)
+    except LinkBroken:
+        return None
+    buf = b""
+    for _ in range(3):
+        try:
+            await transport.send_all(b"\nN0 M110 N0*125\n")
+            with trio.move_on_after(timeout):
+                while True:
+                    buf += await transport.receive_some()
+                    lines = buf.split(b"\n")
+                    if any(li.startswith(b"ok") or b"start" in li for li in lines):
+                        return transport
+        except LinkBroken:
+            break
+    await transport.aclose()
+    return None
+
+
+def factory_port(pipeline: Pipeline, config: HostConfig) -> str:
+    """`comm.transport.serial.factory`: the first stage that answers picks the device.
+
+    OctoPrint's factories return a pyserial-like object read with blocking calls; printpipe
+    reads ports through trio without threads, so its factory stages return the device path
+    to open (or None to pass).
+    """
+    p = config.printer
+    for st, port in pipeline.call(Phase.SERIAL_FACTORY, p.port, p.baudrate,
+                                  config.serial.timeouts.connection):
+        if port is None:
+            continue
+        if not isinstance(port, str):
+            raise LinkBroken(f"stage {st.id!r} (comm.transport.serial.factory) returned a "
+                             f"{type(port).__name__}; printpipe's serial factories return a "
+                             "device path or None", port=p.port)
+        return port
+    return p.port
+
+
+async def autodetect(config: HostConfig, pipeline: Pipeline | None = None) -> SerialTransport:
+    ports = candidate_ports() if config.printer.port == "auto" else [config.printer.port]
+    if pipeline is not None and config.printer.port == "auto":
+        for _, extra in pipeline.call(Phase.SERIAL_ADDITIONAL_PORT_NAMES, list(ports)):
+            ports += [x for x in (extra or ()) if isinstance(x, str) and x not in ports]
+    bauds = ((config.printer.baudrate,) if config.printer.baudrate
+             else BAUD_CANDIDATES if len(ports) == 1 else (115200, 250000))
+    for port in ports:
+        for baud in bauds:
+            transport = await _probe(port, baud, config.serial.timeouts.detection)
+            if transport is not None:
+                log.info("found a printer on %s at %d baud", port, baud)
+                return transport
+    raise LinkBroken("No more candidates to test, and no working port/baudrate combination "
+                     f"detected (tried {', '.join(ports) or 'no ports'})", port="auto")
+
+
+@asynccontextmanager
+async def open_printer(config: HostConfig, pipeline: Pipeline, *,
+                       connect_timeout: float | None = None,
+                       listeners: Iterable[Listener] = ()) -> AsyncIterator[Printer]:
+    """Connect to the configured printer and yield a ready Printer (state Operational).
+
+    Raises LinkBroken when the port cannot be opened or the printer does not answer.
+    """
+    try:
+        async with _printer_nursery(config, pipeline, connect_timeout, listeners) as printer:
+            yield printer
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:  # trio wraps even a lone error: give callers the error itself
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+@asynccontextmanager
+async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeout: float | None,
+                           listeners: Iterable[Listener]) -> AsyncIterator[Printer]:
+    async with trio.open_nursery() as nursery:
+        core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time,
+                        scripts=load_scripts(config))
+        core.listeners.extend(listeners)
+        wake: list[Callable[[], None]] = []
+        pipeline.comm = CommFacade(core, lambda: wake[0]() if wake else None)
+        port, baudrate = config.printer.port, config.printer.baudrate
+        for st, prevent in pipeline.call(Phase.PRINTER_HANDLE_CONNECT, port=port,
+                                         baudrate=baudrate,
+                                         profile=attrs.asdict(config.printer.profile)):
+            if prevent is True:
+                raise LinkBroken(f"stage {st.id!r} (printer.handle_connect) prevented the "
+                                 "connect", port=port)
+        virtual = None
+        if port == "virtual":
+            virtual = await nursery.start(serve_virtual_printer, firmware_spec(config))
+            transport = await open_port(virtual.port, baudrate or 115200)
+        elif port == "auto" or baudrate == 0:
+            transport = await autodetect(config, pipeline)
+        else:
+            transport = await open_port(factory_port(pipeline, config), baudrate,
+                                        exclusive=config.serial.exclusive,
+                                        hangup_on_close=config.serial.hangup_on_close)
+        link = SerialLink(core, transport)
+        wake.append(link.wake)
+        core.connect()
+        await nursery.start(link.run)
+        printer = Printer(core, link, virtual, nursery)
+        t = config.serial.timeouts
+        limit = connect_timeout or t.detection * 3 + t.connection
+        await printer.wait_until(lambda: core.operational or core.failed, limit)
+        if not core.operational:
+            nursery.cancel_scope.cancel()
+            raise LinkBroken(core.error or "the printer did not answer the hello",
+                             port=transport.port)
+        # The M115 answer and what it triggers (M155) belong to the connect; a stray ok from a
+        # re-sent hello can make the queue look idle before they have happened.
+        await printer.wait_until(lambda: core.failed or (core.engine.firmware_info_received
+                                                         and core.idle), t.connection)
+        try:
+            yield printer
+            await printer.orderly_disconnect()  # only when the caller's block ended normally
+        finally:
+            nursery.cancel_scope.cancel()

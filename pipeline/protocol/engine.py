@@ -1,0 +1,415 @@
+"""The sans-IO protocol engine (h11's model): bytes in, events and bytes out, no IO, no trio.
+
+`HostProtocol` owns what the wire needs: line splitting, the handshake, line numbers and XOR
+checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the ok
+window (credit = window - lines in flight), the communication/busy/ok deadlines and the
+timeout rules, and the classification of every reply line into events.
+
+It does not own queues, the pipeline or the print job (host.py does) and never reads a clock:
+every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from pipeline.protocol import replies
+from pipeline.config.reader import ChecksumMode, ResendWithoutOk
+from pipeline.protocol.events import (ActionCommand, BusyDetected, CapabilityReport, Connected,
+                            ErrorReason, FirmwareErrorLine, FirmwareInfo, LinkFailed,
+                            LinkState, PrinterReset, Received, StateChanged)
+from pipeline.protocol.settings import HEATUP_GCODES, EngineSettings, firmware_tweaks
+from pipeline.errors import LocalProtocolError
+from pipeline.gcode import Command, encode_plain, frame, param_value
+from pipeline.protocol.report import Content, FirmwareReport
+from pipeline.protocol.timeouts import TimeoutRules
+from pipeline.protocol.resend import ResendTracker
+
+__all__ = ["EngineSettings", "HostProtocol", "HEATUP_GCODES"]
+
+INF = float("inf")
+MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
+NO_EVENTS: tuple = ()
+_M112 = Command.parse("M112")
+_BED_OFF = Command.parse("M140 S0")
+
+
+class HostProtocol(TimeoutRules):
+    """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
+    call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives."""
+
+    def __init__(self, settings: EngineSettings = EngineSettings(), *,
+                 received_hook: Callable[[str], str | None] | None = None) -> None:
+        self.settings = settings
+        self.received_hook = received_hook
+        self.state = LinkState.OFFLINE
+        self.printing = False          # set by the host: a file print is active
+        self.current_tool = 0          # set by the host from sent T commands
+        self.current_line = 1
+        self.firmware_info_received = False
+        self.firmware_name: str | None = None
+        self._flagged = settings.long_running | HEATUP_GCODES | {"M155"}
+        self._report = FirmwareReport()
+        self.capabilities = self._report.capabilities  # the same dict, kept up to date
+        self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
+        self.checksum_unknown = False  # Prusa: unknown commands are numbered too
+        self.unknown_need_ack = False
+        self.busy_active = self.long_running = self.heating = False
+        self.last_acked: Command | None = None
+        self.acked_count = self.sent_count = 0
+        self._window = settings.window
+        self._inflight: deque[tuple[int, Command]] = deque()
+        self._resend = ResendTracker(settings.history_size, settings.max_resends)
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._events: list = []
+        self._pending_error: str | None = None
+        self._hellos = 0
+        self._temp_interval = settings.temperature_interval  # M155 S<n> (autoreport) sets it
+        self._update_period()
+        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self._consecutive_timeouts = 0
+        self.timeouts_total = 0  # for /metrics
+
+    @property
+    def resend_requests(self) -> int:
+        """Resend requests the firmware made (for /metrics)."""
+        return self._resend.requests
+
+    # ---- state and credit -------------------------------------------------------------
+    @property
+    def credit(self) -> int:
+        """How many more lines may be sent before an ok comes back."""
+        return self._window - len(self._inflight)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def resending(self) -> bool:
+        """True while history lines wait to be resent: no new line may go out."""
+        return self._resend.pending
+
+    def _set_state(self, new: LinkState) -> None:
+        old, self.state = self.state, new
+        if old is not new:
+            self._events.append(StateChanged(old, new))
+
+    def _take_events(self) -> list:
+        ev = self._events
+        if not ev:
+            return NO_EVENTS  # type: ignore[return-value]
+        self._events = []
+        return ev
+
+    def take_output(self) -> bytes:
+        """Bytes the engine itself wants written (hellos, emergency lines)."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # ---- connecting ---------------------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """The port is open: start the handshake (the hello goes to `take_output`)."""
+        self._set_state(LinkState.CONNECTING)
+        self.current_line = 1
+        self._resend.clear()
+        self._inflight.clear()
+        if not self.settings.wait_for_start:
+            self._say_hello(now, counted=True)
+        else:
+            self._deadline = now + self.settings.hello_timeout * self.settings.max_hellos
+
+    def _say_hello(self, now: float, *, counted: bool) -> None:
+        if counted:
+            self._hellos += 1
+        hello = Command.parse(self.settings.hello)
+        self._out += frame(self._number(hello), hello.line)
+        self._deadline = now + self.settings.hello_timeout
+
+    def _number(self, cmd: Command) -> int:
+        """Take the next line number for `cmd` and record it (an M110's N sets the counter)."""
+        if cmd.gcode == "M110":
+            n = param_value(cmd.line, "N")
+            self.current_line = int(n) if n is not None else 0
+            self._resend.clear()
+        n = self.current_line
+        self._resend.record(n, cmd.line)
+        self.current_line = n + 1
+        return n
+
+    # ---- sending ---------------------------------------------------------------------------
+    def needs_number(self, cmd: Command) -> bool:
+        g = cmd.gcode
+        if g in self.settings.checksum_requiring:
+            return True
+        if g is None and not self.checksum_unknown or self.settings.checksum is ChecksumMode.NEVER:
+            return False
+        return self.checksum_always or self.printing or not self.firmware_info_received
+
+    def send(self, cmd: Command, now: float) -> bytes:
+        """Frame one command for the wire and account for it (history, window, flags)."""
+        if self.state is not LinkState.OPERATIONAL:
+            raise LocalProtocolError(f"cannot send {cmd.line!r} while {self.state.value}")
+        if self.needs_number(cmd):
+            if cmd.gcode == "M110":
+                n = self._number(cmd)
+            else:  # _number() inlined: the hot path of every printed line
+                n = self.current_line
+                self._resend.record(n, cmd.line)
+                self.current_line = n + 1
+            data = frame(n, cmd.line)
+        else:
+            n = -1
+            data = encode_plain(cmd.line)
+        if cmd.gcode is not None or self.unknown_need_ack:
+            self._track(n, cmd, now)
+        self.sent_count += 1
+        return data
+
+    def _track(self, n: int, cmd: Command, now: float) -> None:
+        """`cmd` went out and waits for its ok: window, ok deadline, long-running flags."""
+        if not self._inflight:
+            self._ok_deadline = now + self._period
+        self._inflight.append((n, cmd))
+        g = cmd.gcode
+        if g not in self._flagged:
+            return  # the hot path: an ordinary move
+        if g in self.settings.long_running:
+            self.long_running = True
+            if g == "G4":
+                p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
+                wait = (p / 1000.0) if p is not None else (s or 0.0)
+                self._deadline = max(self._deadline, now + self._period + wait)
+        elif g in HEATUP_GCODES:
+            self.long_running = self.heating = True
+        elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
+            s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
+            self._temp_interval = s if s else self.settings.temperature_interval
+            self._update_period()
+
+    def next_resend(self, now: float) -> tuple[bytes, Command] | None:
+        """The next history line to resend, verbatim with its number, if credit allows."""
+        if self.credit <= 0 or not self._resend.pending:
+            return None
+        n, line = self._resend.take()
+        cmd = Command.parse(line)
+        self._track(n, cmd, now)
+        self.sent_count += 1
+        return frame(n, line), cmd
+
+    def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
+        """An emergency-parser command (M108, M410): written at once, its ok expected first."""
+        if not self._inflight:  # else the ok deadline left by the last ok is stale
+            self._ok_deadline = self._deadline if now is None else now + self._period
+        self._inflight.appendleft((-1, cmd))
+        return encode_plain(cmd.line)
+
+    def _write_emergency(self) -> None:
+        """Raw and numbered M112, then every heater off (numbered), outside the ok window."""
+        out = self._out
+        out += b"M112\n"
+        out += frame(self._number(_M112), _M112.line)
+        heaters = [Command.parse(f"M104 T{i} S0") for i in range(self.settings.extruders)]
+        if self.settings.heated_bed:
+            heaters.append(_BED_OFF)
+        for c in heaters:
+            out += frame(self._number(c), c.line)
+
+    def emergency_stop(self) -> list:
+        """M112: raw and numbered M112, heaters off, then ERROR. Output via `take_output`."""
+        self._write_emergency()
+        self._fail(ErrorReason.EMERGENCY, "Closing serial port due to emergency stop M112.",
+                   m112=False)
+        return self._take_events()
+
+    def fail(self, reason: ErrorReason, message: str) -> list:
+        """The host gives up on the printer (fatal firmware error handling, etc.)."""
+        self._fail(reason, message, m112=True)
+        return self._take_events()
+
+    def _fail(self, reason: ErrorReason, message: str, *, m112: bool) -> None:
+        if self.state is LinkState.ERROR:
+            return
+        if (m112 and self.settings.send_m112_on_error and self.state is LinkState.OPERATIONAL
+                and reason not in (ErrorReason.CONNECTION, ErrorReason.TIMEOUT)):
+            self._write_emergency()
+        self._set_state(LinkState.ERROR)
+        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self._events.append(LinkFailed(reason, message))
+
+    # ---- receiving --------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> list:
+        """Feed bytes from the port (b"" = the port reached EOF). Returns the events."""
+        if not data:
+            self._fail(ErrorReason.CONNECTION, "the serial port closed (EOF)", m112=False)
+            return self._take_events()
+        buf = self._buf
+        if not buf and data[-1:] == b"\n" and data.count(b"\n") == 1:
+            self._line(data.rstrip(b"\r\n"), now)  # the common case: exactly one line
+            return self._take_events()
+        buf += data
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > MAX_LINE:
+                    del buf[:]
+                break
+            raw = bytes(buf[:i]).rstrip(b"\r")
+            del buf[:i + 1]
+            self._line(raw, now)
+        return self._take_events()
+
+    def _line(self, raw: bytes, now: float) -> None:
+        if self.state is LinkState.ERROR:
+            return
+        if (raw == b"ok" and self.received_hook is None and self.state is LinkState.OPERATIONAL
+                and self._pending_error is None):
+            self._deadline = now + self._period
+            self._consecutive_timeouts = 0
+            self._on_ok(now)
+            if self._report.in_cap_report:
+                self._end_cap_report()
+            return
+        line = raw.decode("utf-8", "replace").strip()
+        if self.received_hook is not None:
+            hooked = self.received_hook(line)
+            line = hooked.strip() if hooked else ""
+        if not line:
+            return
+        self._deadline = now + self._period
+        self._consecutive_timeouts = 0
+        self._classify(line, now)
+
+    def _classify(self, line: str, now: float) -> None:
+        ev = self._events
+        if self._resend_ok_deadline != INF and not replies.is_ok(line):
+            self._on_ok(now)  # a resend came without its ok: this line proves it won't come
+        if replies.is_busy(line):
+            self._ok_deadline = now + self._period
+            if (not self.busy_active and self.settings.busy_protocol
+                    and self.state is LinkState.OPERATIONAL):
+                self.busy_active = True
+                self._update_period()
+                ev.append(BusyDetected())
+            return
+        if line != "ok":  # a plain ok is no event, whichever path it took
+            ev.append(Received(line))
+        if self._pending_error is not None:
+            text, self._pending_error = replies.join_error(self._pending_error, line), None
+            self._on_error(text, now)
+            return
+        if replies.is_debug(line):
+            action = replies.parse_action(line)
+            if action is not None:
+                ev.append(ActionCommand(line, action[0], action[1]))
+            return
+        err = replies.error_text(line)
+        if err is not None:
+            if replies.error_needs_next_line(err):
+                self._pending_error = err
+            else:
+                self._on_error(err, now)
+            return
+        if replies.is_ok(line) or replies.is_wait(line):
+            if self.state is LinkState.CONNECTING:
+                self._on_connected(now)
+                return
+            self._on_ok(now)
+            if replies.ok_is_consumed(line):
+                self._end_cap_report()
+                return
+        else:
+            n = replies.parse_resend(line)
+            if n is not None:
+                self._on_resend(n, now)
+                return
+        if self._report.in_cap_report and not replies.is_capability_line(line):
+            self._end_cap_report()
+        self._parse_content(line, now)
+
+    def _on_firmware_info(self, info: dict[str, str]) -> None:
+        self.firmware_info_received = True
+        name = self.firmware_name = replies.firmware_name(info)
+        if self.settings.firmware_detection:
+            tweaks = firmware_tweaks(name, self.settings.checksum)
+            self.checksum_always = self.checksum_always or tweaks.checksum_always
+            self.checksum_unknown = tweaks.checksum_unknown
+            self.unknown_need_ack = tweaks.unknown_need_ack
+        self._events.append(FirmwareInfo(name, info))
+
+    def _end_cap_report(self) -> None:
+        if self._report.end_cap_report():
+            self._events.append(CapabilityReport(dict(self.capabilities)))
+
+    def _parse_content(self, line: str, now: float) -> None:
+        kind = self._report.parse(line, self.current_tool, self._events)
+        if kind is Content.FIRMWARE_INFO and not self.firmware_info_received:
+            self._on_firmware_info(self._report.info)
+        elif kind is Content.START:
+            self._on_start(now)
+
+    def _on_connected(self, now: float) -> None:
+        self._set_state(LinkState.OPERATIONAL)
+        self._hellos = 0
+        self._inflight.clear()
+        self._deadline = now + self._period
+        self._events.append(Connected())
+
+    def _on_start(self, now: float) -> None:
+        if self.state is LinkState.CONNECTING:
+            self._say_hello(now, counted=False)
+        elif self.state is LinkState.OPERATIONAL:
+            self._inflight.clear()
+            self._resend.clear()
+            self.current_line = 1
+            # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
+            self.long_running = self.heating = self.busy_active = False
+            self._update_period()
+            self._events.append(PrinterReset(idle=not self.printing))
+
+    def _on_ok(self, now: float) -> None:
+        self._resend_ok_deadline = INF
+        self._ok_deadline = now + self._period
+        if self._inflight:
+            self.last_acked = self._inflight.popleft()[1]
+            self.acked_count += 1
+        if self.long_running:  # with a window the ok may belong to an earlier line
+            self._recheck_long_running()
+        self._resend.on_ok()
+
+    def _recheck_long_running(self) -> None:
+        """Long-running (heating) only while such a command still waits for its ok."""
+        gcodes = {c.gcode for _, c in self._inflight}
+        self.heating = not gcodes.isdisjoint(HEATUP_GCODES)
+        self.long_running = self.heating or not gcodes.isdisjoint(self.settings.long_running)
+
+    def _on_resend(self, n: int, now: float) -> None:
+        if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
+            verdict = self._resend.request(n, self.current_line, (x for x, _ in self._inflight))
+            if verdict is ResendTracker.LOOP:
+                self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again "
+                           "and again, communication stuck", m112=True)
+                return
+            if verdict is ResendTracker.NO_HISTORY and self.printing:
+                self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
+                           "history is available, can't resend", m112=True)
+                return
+        mode = self.settings.resend_without_ok  # OctoPrint applies it to every Resend: line
+        if mode is ResendWithoutOk.ALWAYS:
+            self._on_ok(now)
+        elif mode is ResendWithoutOk.DETECT:
+            self._resend_ok_deadline = now + self.settings.resend_ok_timeout
+
+    def _on_error(self, text: str, now: float) -> None:
+        kind = replies.classify_error(text)
+        if kind is replies.ErrorClass.RECOVERABLE:
+            self._on_ok(now)
+        elif kind is replies.ErrorClass.RESEND:
+            self._resend.note_error(text)
+        elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
+            self._events.append(FirmwareErrorLine(text, kind is replies.ErrorClass.FATAL))

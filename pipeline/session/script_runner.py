@@ -1,0 +1,130 @@
+"""Runs named G-code scripts as pipeline inputs: builds the seed's context from the host's
+state, asks the `comm.protocol.scripts` stages for prefixes, postfixes and variables, renders
+the whole script first (an error sends nothing and names the script and line), and queues
+the lines tagged `source:script`, `script:<name>` and the trigger. `GcodeScript<Name>Running`
+fires when everything before the script is acknowledged (its first line goes out next) and
+`...Finished` when its last line is acknowledged. Pure: no IO, no trio.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pipeline.errors import ScriptError
+from pipeline.gcode import Command
+from pipeline.hooks.script_phase import script_additions
+
+if TYPE_CHECKING:
+    from pipeline.session.core import HostCore
+    from pipeline.hooks.scripts import ScriptSet
+
+log = logging.getLogger("printpipe.scripts")
+
+#: Scripts that fire no GcodeScript* events (they run around every tool change).
+QUIET = frozenset({"beforeToolChange", "afterToolChange"})
+
+
+def event_name(script: str, when: str) -> str:
+    return f"GcodeScript{script[:1].upper()}{script[1:]}{when}"
+
+
+def position_context(position: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A position as scripts see it: x, y, z, e, f, t always present, any may be None."""
+    p = dict.fromkeys("xyzeft")
+    if position:
+        p.update({k: position.get(k) for k in "xyzeft"})
+    return p
+
+
+def temperature_context(temps: Mapping[str, Any] | None) -> dict[Any, Any]:
+    """`{0: {actual, target}, 1: ..., "b": ..., "c": ...}` from the API-style map."""
+    out: dict[Any, Any] = {}
+    for key, value in (temps or {}).items():
+        if key.startswith("tool") and key[4:].isdigit():
+            out[int(key[4:])] = dict(value)
+        elif key in ("bed", "chamber"):
+            out[key[0]] = dict(value)
+    return out
+
+
+class ScriptRunner:
+    def __init__(self, host: HostCore, scripts: ScriptSet | None) -> None:
+        self.host = host
+        self.scripts = scripts
+        self.errors: list[ScriptError] = []  # the last run-time errors (for the API)
+
+    def profile_context(self) -> dict[str, Any]:
+        from pipeline.hooks.scripts import profile_context
+        p = self.host.config.printer.profile
+        return profile_context(p.extruders, p.shared_nozzle, p.heated_bed, p.heated_chamber,
+                               p.volume.width, p.volume.depth, p.volume.height, p.name)
+
+    def context(self, name: str, extra: Mapping[str, Any] | None = None,
+                plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        t = self.host.tracker
+        ctx: dict[str, Any] = {
+            "printer_profile": self.profile_context(),
+            "last_position": position_context(t.position),
+            "last_temperature": temperature_context(t.temperature_payload()),
+            "last_fanspeed": t.fan,
+            "relative_axes_requested": t.relative_axes,
+            "relative_extruder_requested": t.relative_extruder,
+            "script": {"type": "gcode", "name": name},
+            "plugins": dict(plugins or {}),
+            "event": None,
+        }
+        for key, value in (extra or {}).items():
+            if key.endswith("_position"):
+                value = position_context(value)
+            elif key.endswith("_temperature"):
+                value = temperature_context(value)
+            ctx[key] = value
+        return ctx
+
+    def render(self, name: str, extra: Mapping[str, Any] | None = None,
+               trigger: str = "trigger:comm.send_gcode_script") -> list[Command]:
+        """The commands `name` stands for now (prefixes, script, postfixes), or raise
+        ScriptError. Nothing is queued."""
+        adds = script_additions(self.host.pipeline, name)
+        lines: list[str] = []
+        if self.scripts is not None and self.scripts.has(name):
+            lines = self.scripts.render(name, self.context(name, extra, adds.variables))
+        tags = frozenset({"source:script", f"script:{name}", trigger})
+        return ([c._replace(tags=c.tags | tags) for c in adds.prefix]
+                + [Command.parse(line, tags=tags) for line in lines]
+                + [c._replace(tags=c.tags | tags) for c in adds.postfix])
+
+    def run(self, name: str, extra: Mapping[str, Any] | None = None, *,
+            trigger: str = "trigger:comm.send_gcode_script") -> bool:
+        """Render and queue `name`; False (and nothing queued) when it failed to render."""
+        try:
+            cmds = self.render(name, extra, trigger)
+        except ScriptError as exc:
+            self.errors.append(exc)
+            log.error("G-code script not sent: %s", exc)
+            return False
+        h = self.host
+        payload = (extra or {}).get("event")
+        if name not in QUIET:
+            h.add_marker(lambda: h.fire(event_name(name, "Running"), payload))
+        for cmd in cmds:
+            h.enqueue(cmd, part_of_job=True)
+        if name not in QUIET:
+            h.add_marker(lambda: h.fire(event_name(name, "Finished"), payload))
+        return True
+
+    def tool_change(self, cmd: Command, old: int, new: int) -> list[Command]:
+        """[beforeToolChange lines, T<n>, afterToolChange lines] (seed 000)."""
+        out: list[Command] = []
+        for name in ("beforeToolChange", None, "afterToolChange"):
+            if name is None:
+                out.append(cmd)
+                continue
+            try:
+                out += self.render(name, {"tool": {"old": old, "new": new}},
+                                   trigger="trigger:comm.change_tool")
+            except ScriptError as exc:
+                self.errors.append(exc)
+                log.error("G-code script not sent: %s", exc)
+        return out
