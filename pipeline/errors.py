@@ -1,8 +1,8 @@
 """The printpipe error hierarchy: every error says who is at fault and where.
 
-Config errors carry file:line, script errors script:line, stage errors the stage id, firmware
-errors the printer's text and link errors the port. Nothing here imports anything but the
-standard library; every other module may import it.
+Config errors carry file:line, script errors script:line and link errors the port; what a
+stage does wrong is logged with its id, never raised (a stage never stops the printer).
+Nothing here imports anything but the standard library; every other module may import it.
 """
 
 from __future__ import annotations
@@ -51,23 +51,6 @@ class ScriptError(HostError):
         return f"script {where}: {self.message}"
 
 
-class StageError(HostError):
-    """A pipeline stage raised or broke its phase's contract: names the stage id and phase."""
-
-    def __init__(self, message: str, *, stage: str, phase: str) -> None:
-        self.message = message
-        self.stage = stage
-        self.phase = phase
-        super().__init__(f"stage {stage!r} in {phase}: {message}")
-
-
-class FirmwareError(HostError):
-    """The printer reported an error it cannot recover from (its own text is kept)."""
-
-    def __init__(self, text: str, *, reason: str = "firmware") -> None:
-        self.text = text
-        self.reason = reason
-        super().__init__(f"firmware error ({reason}): {text}")
 
 
 class LocalProtocolError(HostError):
@@ -89,7 +72,3 @@ class LinkClosed(LinkError):
 
 class LinkBroken(LinkError):
     """The device went away or failed (EOF, EIO, ENXIO); the OS error is chained."""
-
-
-class CommandRejected(HostError):
-    """A command was refused before it was queued (a blocklist in reject mode, a bad line)."""

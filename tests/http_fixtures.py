@@ -37,14 +37,14 @@ class Server:
 
     @property
     def service(self):  # noqa: ANN201
-        return self.serving.api.service
+        return self.serving.api.control
 
     def events(self, names: list[str] | None = None, size: int = 10_000) -> "Recorder":
         return Recorder(self.service.bus.subscribe("test", events=names, size=size))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         with trio.fail_after(timeout):
-            while not (self.service.printer and self.service.printer.core.operational):
+            while not self.service.operational:
                 await trio.sleep(0.02)
 
 

@@ -17,7 +17,7 @@ from pipeline.session.jobs import JobStateError
 
 
 def accepted(srv) -> list[str]:
-    return list(srv.service.printer.virtual.firmware.accepted)
+    return list(srv.service.session.virtual.firmware.accepted)
 
 
 async def until_accepted(srv, line: str, timeout: float = 10.0) -> None:

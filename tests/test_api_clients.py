@@ -15,7 +15,7 @@ GCODE = sample_gcode(400, seed=7)
 
 def file_lines_received(srv) -> list[str]:
     wanted = set(expected_commands(GCODE))
-    return [line for line in srv.service.printer.virtual.firmware.accepted if line in wanted]
+    return [line for line in srv.service.session.virtual.firmware.accepted if line in wanted]
 
 
 async def test_prusaslicer_version_check_and_upload_with_print(tmp_path):

@@ -95,7 +95,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_printe
         r = await srv.client.post("/api/printer/command", json={"commands": ["M117 alive"]})
         assert r.status_code == 204
         with trio.fail_after(10):
-            while "M117 alive" not in srv.service.printer.virtual.firmware.accepted:
+            while "M117 alive" not in srv.service.session.virtual.firmware.accepted:
                 await trio.sleep(0.02)
         await rec.wait_for("ClientClosed", timeout=10)
         assert not any(s.name.startswith("http ") for s in srv.service.bus.statistics())

@@ -38,7 +38,7 @@ def storage_files(srv) -> list[str]:
 
 async def wait_idle(srv, timeout: float = 15) -> None:
     with trio.fail_after(timeout):
-        while srv.service.printer.core.jobs.active:
+        while srv.service.session.core.jobs.active:
             await trio.sleep(0.02)
 
 
@@ -143,7 +143,7 @@ async def test_the_file_being_printed_is_protected(tmp_path):
         assert (await upload(srv, "other.gcode")).status_code == 201
         r = await upload(srv, "long.gcode", LONG, path="jobs", select="true", print="true")
         assert r.json()["effectivePrint"] is True
-        assert srv.service.printer.core.jobs.active
+        assert srv.service.session.core.jobs.active
         for method, url, kwargs in (
                 ("DELETE", "/api/files/local/jobs/long.gcode", {}),
                 ("DELETE", "/api/files/local/jobs", {}),

@@ -37,10 +37,11 @@ async def test_gcode_subscription_slips_between_file_lines_tagged_trigger_event(
         """))
     event_handlers.RECORDED.clear()
     async with open_service(config) as service:
-        printer = await service.connect()
+        await service.connect()
+        printer = service.session
         sub = service.bus.subscribe("test", events=["ZChange", "PrintDone"], size=10_000)
         service.select(str(gcode), "layers.gcode")
-        await service.start_print()
+        await service.start()
         result = await printer.wait_job_end(60)
         assert result is not None and result.outcome.value == "done"
         await printer.wait_idle(10)

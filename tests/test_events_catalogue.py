@@ -22,7 +22,8 @@ import pipeline.app.service as service_module
 from pipeline.fanout.bus import BusEvent, EventBus, Subscription
 from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
 from pipeline.session.jobs import Outcome
-from pipeline.app.service import Service, open_service
+from pipeline.app.control import Control as Service
+from pipeline.app.service import open_service
 from pipeline.link.printer import Printer
 from pipeline.session.states import PrinterState
 
@@ -150,7 +151,8 @@ async def connected(serial: str = "", rest: str = ""):
     connect. After the block `await rec.rest()` collects the remaining events."""
     async with open_service(config(serial, rest)) as svc:
         rec = Recorder(svc.bus.subscribe("catalogue-test", size=100_000))
-        printer = await svc.connect()
+        await svc.connect()
+        printer = svc.session
         yield svc, printer, rec
 
 
@@ -178,7 +180,7 @@ async def run_print(tmp_path, *, serial: str = "", rest: str = "", dwell_ms: int
     path = write_job(tmp_path, moves, dwell_ms)
     async with connected(serial, rest) as (svc, printer, rec):
         svc.select(path, "folder/job.gcode", "job.gcode")
-        await svc.start_print()
+        await svc.start()
         if during is not None:
             await rec.wait_for("Dwell")
             await during(svc, printer, rec)
@@ -398,7 +400,7 @@ async def test_script_events_bracket_the_script_lines(tmp_path):
         seen: list[tuple[str, list[str]]] = []
         printer.core.listeners.append(lambda e, p: seen.append((str(e), list(fw.accepted))))
         svc.select(path)
-        await svc.start_print()
+        await svc.start()
         await rec.wait_for("GcodeScriptAfterPrintDoneFinished")
     await rec.rest()
     at = dict(seen)
@@ -412,10 +414,8 @@ async def test_script_events_bracket_the_script_lines(tmp_path):
 
 async def pause_then_resume(svc: Service, printer: Printer, rec: Recorder) -> None:
     printer.core.jobs.pause()
-    printer.link.wake()
     await rec.wait_for("PrinterStateChanged", lambda ev: ev.payload["state_id"] == "PAUSED")
     printer.core.jobs.resume()
-    printer.link.wake()
 
 
 async def test_print_paused_and_resumed(tmp_path):
@@ -444,7 +444,6 @@ async def test_print_paused_and_resumed(tmp_path):
 
 async def cancel(svc: Service, printer: Printer, rec: Recorder) -> None:
     printer.core.jobs.cancel()
-    printer.link.wake()
 
 
 async def cancelled_run(tmp_path) -> tuple[Recorder, dict[str, Any]]:

@@ -257,3 +257,27 @@ def test_it_sees_imports_under_type_checking_and_in_functions():
     found = violations(graph)
     assert "pipeline.gcode (core) imports pipeline.session.core (session)" in found
     assert "pipeline.gcode (core) imports stages (stages)" in found
+
+
+# ---- the edges drive the printer through the control surface --------------------------------
+
+EDGE_MODULES = sorted([*(ROOT / "pipeline/app/http").glob("*.py"),
+                       *(ROOT / "pipeline/app/cli").glob("*.py"), ROOT / "pipeline/app/serve.py"])
+#: What only the session and the control surface may touch.
+SESSION_INSIDES = frozenset({"core", "jobs", "tracker", "engine", "queues", "session", "link",
+                             "_printer"})
+
+
+def session_reaches(text: str) -> list[str]:
+    return sorted({f"line {n.lineno}: .{n.attr}" for n in ast.walk(ast.parse(text))
+                   if isinstance(n, ast.Attribute) and n.attr in SESSION_INSIDES})
+
+
+@pytest.mark.parametrize("path", EDGE_MODULES, ids=str)
+def test_edges_use_only_the_control_surface(path):
+    assert session_reaches(path.read_text()) == []
+
+
+def test_the_edge_check_bites():
+    assert session_reaches("def f(api):\n    api.control.session.core.jobs.pause()\n") == [
+        "line 2: .core", "line 2: .jobs", "line 2: .session"]

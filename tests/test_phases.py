@@ -8,6 +8,7 @@ import pytest
 import trio
 from conftest import load_yaml, open_printer
 
+from pipeline.hooks.printer_phases import additional_state_data, custom_event_names
 from pipeline.errors import LinkBroken
 from pipeline.session.core import PrinterState as S
 from pipeline.session.filejob import FileJob, JobFile
@@ -76,9 +77,10 @@ def test_state_data_and_custom_events():
          "  events.register_custom_events:\n    - handler: phase_handlers:custom_events\n"
          "      id: myplugin\n")
     p = pair(y)
-    assert p.core.plugin_state(initial=True) == {"myplugin": {"initial": True, "answer": 42}}
-    assert p.core.custom_events() == ["plugin_myplugin_my_custom_event",
-                                      "plugin_myplugin_my_other_custom_event"]
+    assert additional_state_data(p.core.pipeline, initial=True) == {
+        "myplugin": {"initial": True, "answer": 42}}
+    assert custom_event_names(p.core.pipeline) == ["plugin_myplugin_my_custom_event",
+                                                   "plugin_myplugin_my_other_custom_event"]
 
 
 def test_estimation_factory_estimator_is_used_for_time_left():

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
+from pipeline.config.schema import ProfileSpec
 from pipeline.protocol import events as ee
+from pipeline.protocol import replies
 from pipeline.config.reader import ChecksumMode, ResendWithoutOk
 from pipeline.protocol.events import ErrorReason, LinkState
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, frame
 from pipeline.protocol.engine import EngineSettings, HostProtocol
 from pipeline.protocol.replies import Position
+from pipeline.session.tracking import Tracker
 
 HELLO = b"N0 M110 N0*125\n"
 CHECKSUM_ERROR = "Error:checksum mismatch, Last Line: 0"
@@ -18,6 +22,13 @@ LINE_NUMBER_ERROR = "Error:Line Number is not Last Line Number+1, Last Line: 0"
 
 
 # ---- helpers ------------------------------------------------------------------------------
+
+def tracker_on(tool: int) -> Tracker:
+    """The session's tracker with `tool` as the current tool (it owns that fact)."""
+    tracker = Tracker(ProfileSpec(extruders=4), {})
+    tracker.tool = tool
+    return tracker
+
 
 def engine(*, hook=None, **settings) -> HostProtocol:
     return HostProtocol(EngineSettings(**settings), received_hook=hook)
@@ -298,7 +309,7 @@ def test_several_lines_in_one_chunk():
         send(e, f"G1 X{i}")
     events = e.receive_data(b"ok\nT:20.0 /0.0 B:21.0 /0.0\nok\nok\nech", 1.0)
     assert e.credit == 4
-    assert of(events, ee.Temperatures) == [ee.Temperatures({"T0": (20.0, 0.0), "B": (21.0, 0.0)})]
+    assert of(events, ee.Temperatures) == [ee.Temperatures({"T": (20.0, 0.0), "B": (21.0, 0.0)})]
     events = e.receive_data(b"o:hi\n", 1.0)
     assert events == [ee.Received("echo:hi")]
 
@@ -756,9 +767,10 @@ def test_no_timeout_handling_offline_or_after_error():
 ])
 def test_temperature_lines(tool, line, temps):
     e = connected()
-    e.current_tool = tool
     events = feed(e, line)
-    assert events == [ee.Received(line), ee.Temperatures(temps)]
+    # the engine reports what the printer wrote; the session resolves a bare T
+    assert events == [ee.Received(line), ee.Temperatures(replies.parse_temperatures(line))]
+    assert tracker_on(tool).canonical(events[1].temps) == temps
 
 
 def test_ok_with_temperatures_acks_and_reports():
@@ -767,18 +779,21 @@ def test_ok_with_temperatures_acks_and_reports():
     events = feed(e, "ok T:210.0 /210.0 B:60.0 /60.0")
     assert e.credit == 1 and e.acked_count == 1
     assert of(events, ee.Temperatures) == [
-        ee.Temperatures({"T0": (210.0, 210.0), "B": (60.0, 60.0)})]
+        ee.Temperatures({"T": (210.0, 210.0), "B": (60.0, 60.0)})]
 
 
 @pytest.mark.parametrize("tool, line, position", [
     (0, "X:10.00 Y:20.00 Z:0.30 E:1.50 Count X:800 Y:1600 Z:120", Position(10.0, 20.0, 0.3, 1.5)),
     (0, "ok X:1.0 Y:2.0 Z:3.0 E:4.0", Position(1.0, 2.0, 3.0, 4.0)),
+    (0, "X:1 Y:2 Z:3 E0:4 E1:5", Position(1.0, 2.0, 3.0, 4.0, (4.0, 5.0))),
     (1, "X:1 Y:2 Z:3 E0:4 E1:5", Position(1.0, 2.0, 3.0, 5.0, (4.0, 5.0))),
+    (2, "X:1 Y:2 Z:3 E0:4 E1:5", Position(1.0, 2.0, 3.0, None, (4.0, 5.0))),
 ])
 def test_position_reports(tool, line, position):
     e = connected()
-    e.current_tool = tool
-    assert of(feed(e, line), ee.PositionReport) == [ee.PositionReport(position)]
+    (report,) = of(feed(e, line), ee.PositionReport)
+    assert attrs.evolve(report.position, e=position.e) == position
+    assert tracker_on(tool).update_position(report.position)["e"] == position.e
 
 
 def test_m114_count_tail_is_not_a_temperature_report():
@@ -867,8 +882,9 @@ def test_other_debug_lines_are_only_received():
 ])
 def test_invalid_tool(tool, line, invalid):
     e = connected()
-    e.current_tool = tool
-    assert of(feed(e, line), ee.InvalidTool) == [ee.InvalidTool(invalid)]
+    (report,) = of(feed(e, line), ee.InvalidTool)
+    assert report.tool == (None if "T" not in line else invalid)  # None: the current one
+    assert tracker_on(tool).invalid_tool(report.tool)[0] == invalid
 
 
 @pytest.mark.parametrize("lines, error, credit", [

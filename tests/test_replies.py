@@ -354,32 +354,29 @@ def test_canonical_tools(temps, tool, expected):
 # Position
 
 
-@pytest.mark.parametrize(("line", "tool", "expected"), [
-    ("X:10.00 Y:20.00 Z:0.30 E:5.00 Count: A:1000 B:2000 C:30", 0,
-     Position(10.0, 20.0, 0.3, 5.0)),
-    ("X:10.00 Y:20.00 Z:0.30 E:5.00 Count X:1000 Y:2000 Z:30", 0,
-     Position(10.0, 20.0, 0.3, 5.0)),
-    ("ok X:10.00 Y:20.00 Z:0.30 E:5.00", 0, Position(10.0, 20.0, 0.3, 5.0)),
-    ("X: 10.0 Y: 20.0 Z: 1.0 E: 0.0", 0, Position(10.0, 20.0, 1.0, 0.0)),
-    ("X:-5.5 Y:+3 Z:.25 E:-1.5", 0, Position(-5.5, 3.0, 0.25, -1.5)),
-    ("X:1.000 Y:2.000 Z:3.000 E0:4.0 E1:5.0", 0, Position(1.0, 2.0, 3.0, 4.0, (4.0, 5.0))),
-    ("X:1.000 Y:2.000 Z:3.000 E0:4.0 E1:5.0", 1, Position(1.0, 2.0, 3.0, 5.0, (4.0, 5.0))),
-    ("X:1.000 Y:2.000 Z:3.000 E0:4.0 E1:5.0", 2, Position(1.0, 2.0, 3.0, None, (4.0, 5.0))),
-    ("ok X:1 Y:2 Z:3 E0:4", 0, Position(1.0, 2.0, 3.0, 4.0, (4.0,))),
-    ("X:10.00 Y:20.00 Z:0.30", 0, None),
-    ("X:10.00 Y:20.00 Z:0.30 Count X:1 Y:2 Z:3", 0, None),
-    ("X:10.00 Y:20.00", 0, None),
-    ("T:210.0 /210.0 B:60.0 /60.0", 0, None),
-    ("ok", 0, None),
+@pytest.mark.parametrize(("line", "expected"), [
+    ("X:10.00 Y:20.00 Z:0.30 E:5.00 Count: A:1000 B:2000 C:30", Position(10.0, 20.0, 0.3, 5.0)),
+    ("X:10.00 Y:20.00 Z:0.30 E:5.00 Count X:1000 Y:2000 Z:30", Position(10.0, 20.0, 0.3, 5.0)),
+    ("ok X:10.00 Y:20.00 Z:0.30 E:5.00", Position(10.0, 20.0, 0.3, 5.0)),
+    ("X: 10.0 Y: 20.0 Z: 1.0 E: 0.0", Position(10.0, 20.0, 1.0, 0.0)),
+    ("X:-5.5 Y:+3 Z:.25 E:-1.5", Position(-5.5, 3.0, 0.25, -1.5)),
+    # one E per extruder: which one is the position's E is the session's call (its tool)
+    ("X:1.000 Y:2.000 Z:3.000 E0:4.0 E1:5.0", Position(1.0, 2.0, 3.0, None, (4.0, 5.0))),
+    ("ok X:1 Y:2 Z:3 E0:4", Position(1.0, 2.0, 3.0, None, (4.0,))),
+    ("X:10.00 Y:20.00 Z:0.30", None),
+    ("X:10.00 Y:20.00 Z:0.30 Count X:1 Y:2 Z:3", None),
+    ("X:10.00 Y:20.00", None),
+    ("T:210.0 /210.0 B:60.0 /60.0", None),
+    ("ok", None),
 ])
-def test_parse_position(line, tool, expected):
-    assert r.parse_position(line, tool) == expected
+def test_parse_position(line, expected):
+    assert r.parse_position(line) == expected
 
 
 def test_position_is_frozen_and_defaults():
     pos = Position(1.0, 2.0, 3.0, 4.0)
     assert pos.extruders == ()
-    assert r.parse_position("X:1 Y:2 Z:3 E:4") == pos  # current_tool defaults to 0
+    assert r.parse_position("X:1 Y:2 Z:3 E:4") == pos
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         pos.x = 5.0  # type: ignore[misc]
 

@@ -18,6 +18,7 @@ from typing import Callable, TextIO
 import attrs
 import trio
 
+from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore, redact
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, HostError
@@ -104,12 +105,12 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
             print(f"printpipe: API key {redact(key)} (from {source})", file=out)
         out.flush()
     stop = trio.Event()
-    async with open_service(config) as service:
-        service.loader = loader
+    async with open_service(config) as control:
+        control.loader = loader
         files = config_relative(config, config.storage.folder)
-        storage = LocalStorage(files, service.pipeline, attrs.asdict(config.printer.profile))
+        storage = LocalStorage(files, control.pipeline, attrs.asdict(config.printer.profile))
         async with trio.open_nursery() as nursery:
-            api = Api(service, keys, storage, nursery, _version(),
+            api = Api(control, keys, storage, nursery, _version(),
                       stable_uuid(state), anonymous=http.allow_anonymous)
             hc = HypercornConfig()
             hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host
@@ -135,7 +136,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
             if handle_signals:
                 nursery.start_soon(_stop_on_signals, stop)
             if connect:
-                nursery.start_soon(_connect, service)
+                nursery.start_soon(_connect, control)
             task_status.started(Serving(urls, key, api, stop.set))
             await stop.wait()
             close_streams(api)
@@ -154,9 +155,9 @@ def _version() -> str:
         return "0.1.0+source"
 
 
-async def _connect(service: object) -> None:
+async def _connect(control: Control) -> None:
     try:
-        await service.connect()  # type: ignore[attr-defined]
+        await control.connect()
     except HostError as exc:
         log.error("could not connect to the printer: %s (POST /api/connection to retry)", exc)
 

@@ -12,8 +12,8 @@ import logging
 import math
 import os
 from contextlib import asynccontextmanager
-from types import ModuleType
-from typing import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import attrs
 import trio
@@ -29,7 +29,6 @@ from pipeline.session.filejob import CHUNK, FileJob, JobFile
 from pipeline.link.serial import SerialLink
 from pipeline.phases import Phase
 from pipeline.session.jobs import JobResult
-from pipeline.hooks.registry import build_pipeline
 from pipeline.hooks.scripts import ScriptSet
 from pipeline.link.transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
 from pipeline.virtual.faults import FaultSpec
@@ -65,9 +64,7 @@ class Printer:
 
     def send(self, lines: Iterable[str], *, tags: frozenset[str] = NO_TAGS) -> int:
         """Queue commands (through the queuing phase); returns how many were queued."""
-        n = sum(1 for line in lines if self.core.enqueue(line, tags=tags))
-        self.link.wake()
-        return n
+        return sum(1 for line in lines if self.core.enqueue(line, tags=tags))
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf, *,
                          poll: float | None = None) -> bool:
@@ -99,7 +96,6 @@ class Printer:
         job.feed(await f.read(CHUNK))
         self.core.jobs.start(job)
         self.nursery.start_soon(self._stream, job, f)
-        self.link.wake()
         return job
 
     async def _stream(self, job: FileJob, f: trio.abc.AsyncResource) -> None:
@@ -202,13 +198,17 @@ async def autodetect(config: HostConfig, pipeline: Pipeline | None = None) -> Se
 @asynccontextmanager
 async def open_printer(config: HostConfig, pipeline: Pipeline, *,
                        connect_timeout: float | None = None,
-                       listeners: Iterable[Listener] = ()) -> AsyncIterator[Printer]:
+                       listeners: Iterable[Listener] = (),
+                       offsets: Mapping[str, float] = MappingProxyType({}),
+                       ) -> AsyncIterator[Printer]:
     """Connect to the configured printer and yield a ready Printer (state Operational).
+    `offsets` are the runtime temperature offsets, owned by the caller.
 
     Raises LinkBroken when the port cannot be opened or the printer does not answer.
     """
     try:
-        async with _printer_nursery(config, pipeline, connect_timeout, listeners) as printer:
+        async with _printer_nursery(config, pipeline, connect_timeout, listeners,
+                                    offsets) as printer:
             yield printer
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
@@ -226,13 +226,13 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 @asynccontextmanager
 async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeout: float | None,
-                           listeners: Iterable[Listener]) -> AsyncIterator[Printer]:
+                           listeners: Iterable[Listener], offsets: Mapping[str, float],
+                           ) -> AsyncIterator[Printer]:
     async with trio.open_nursery() as nursery:
         core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time,
-                        scripts=load_scripts(config))
+                        scripts=load_scripts(config), offsets=offsets)
         core.listeners.extend(listeners)
-        wake: list[Callable[[], None]] = []
-        pipeline.comm = CommFacade(core, lambda: wake[0]() if wake else None)
+        pipeline.comm = CommFacade(core)
         port, baudrate = config.printer.port, config.printer.baudrate
         for st, prevent in pipeline.call(Phase.PRINTER_HANDLE_CONNECT, port=port,
                                          baudrate=baudrate,
@@ -251,7 +251,6 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeo
                                         exclusive=config.serial.exclusive,
                                         hangup_on_close=config.serial.hangup_on_close)
         link = SerialLink(core, transport)
-        wake.append(link.wake)
         core.connect()
         await nursery.start(link.run)
         printer = Printer(core, link, virtual, nursery)

@@ -26,6 +26,7 @@ class SerialLink:
     def __init__(self, core: HostCore, transport: SerialTransport) -> None:
         self.core = core
         self.transport = transport
+        core.wake = self.wake  # whatever is queued from outside the link wakes the writer
         self._writing = False
         self._kick = trio.Event()
         self._watch_at = math.inf
@@ -56,7 +57,6 @@ class SerialLink:
     def _pump_nowait(self) -> bytes:
         """Write what the core has without awaiting; returns what the kernel did not take."""
         core = self.core
-        engine = core.engine
         transport = self.transport
         out = core.data_to_send()
         while out:
@@ -64,8 +64,8 @@ class SerialLink:
             if n < len(out):
                 return out[n:]
             core.on_written()
-            if engine.credit <= 0 and not core.has_urgent_output:
-                break  # the window is full: the next ok brings the next line
+            if core.window_full:
+                break  # the next ok brings the next line
             out = core.data_to_send()
         return b""
 
@@ -141,20 +141,9 @@ class SerialLink:
     async def _poller(self) -> None:
         """M105 every interval unless the printer autoreports or is busy with a long command."""
         core = self.core
-        t = core.config.serial.timeouts
         while True:
-            tracker = core.tracker
-            targets = [x[1] for x in tracker.tools.values()] + [tracker.bed[1]]
-            busy = core.job_source is not None
-            hot = any(v is not None and v > 25 for v in targets)
-            interval = t.temperature if busy or not hot else t.temperature_target_set
-            await trio.sleep(max(interval, 0.1))
-            e = core.engine
-            if (core.operational and not core.autoreport_temperature and not e.long_running
-                    and not e.heating):
-                core.enqueue("M105", cmd_type="temperature_poll",
-                             tags=frozenset({"trigger:comm.poll_temperature"}))
-                self.wake()
+            await trio.sleep(max(core.poll_interval(), 0.1))
+            core.poll_temperature()
 
     async def run(self, *, task_status: trio.TaskStatus[SerialLink] = trio.TASK_STATUS_IGNORED
                   ) -> None:

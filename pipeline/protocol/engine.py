@@ -44,8 +44,7 @@ class HostProtocol(TimeoutRules):
         self.settings = settings
         self.received_hook = received_hook
         self.state = LinkState.OFFLINE
-        self.printing = False          # set by the host: a file print is active
-        self.current_tool = 0          # set by the host from sent T commands
+        self.printing = False          # set by the session's job control: a print is active
         self.current_line = 1
         self.firmware_info_received = False
         self.firmware_name: str | None = None
@@ -103,6 +102,11 @@ class HostProtocol(TimeoutRules):
             return NO_EVENTS  # type: ignore[return-value]
         self._events = []
         return ev
+
+    @property
+    def has_output(self) -> bool:
+        """The engine has bytes of its own to write (see `take_output`)."""
+        return bool(self._out)
 
     def take_output(self) -> bytes:
         """Bytes the engine itself wants written (hellos, emergency lines)."""
@@ -347,7 +351,7 @@ class HostProtocol(TimeoutRules):
             self._events.append(CapabilityReport(dict(self.capabilities)))
 
     def _parse_content(self, line: str, now: float) -> None:
-        kind = self._report.parse(line, self.current_tool, self._events)
+        kind = self._report.parse(line, self._events)
         if kind is Content.FIRMWARE_INFO and not self.firmware_info_received:
             self._on_firmware_info(self._report.info)
         elif kind is Content.START:

@@ -48,7 +48,8 @@ class Received:
 
 @attrs.frozen
 class Temperatures:
-    """A parsed temperature report; keys are canonical (T0.., B, C, custom)."""
+    """A parsed temperature report as the firmware wrote it (T, T0.., B, C, custom); the
+    session resolves a bare `T` against the current tool."""
 
     temps: Mapping[str, tuple[float | None, float | None]]
 
@@ -114,7 +115,7 @@ class PrinterReset:
 
 @attrs.frozen
 class InvalidTool:
-    tool: int
+    tool: int | None  # None: the firmware named no tool (the current one is meant)
 
 
 @attrs.frozen

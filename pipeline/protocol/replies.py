@@ -256,8 +256,9 @@ class Position:
     extruders: tuple[float, ...] = ()
 
 
-def parse_position(line: str, current_tool: int = 0) -> Position | None:
-    """The M114 position in `line` (an E value is required), or None."""
+def parse_position(line: str) -> Position | None:
+    """The M114 position in `line` (an E value is required), or None. With one E per
+    extruder, `e` is None and `extruders` holds them (the session knows the current tool)."""
     if "X:" not in line or "Y:" not in line or "Z:" not in line:
         return None
     m = _POSITION_RE.search(line)
@@ -268,8 +269,7 @@ def parse_position(line: str, current_tool: int = 0) -> Position | None:
     if single is not None:
         return Position(x, y, z, float(single))
     extruders = tuple(float(v) for v in _EXTRUDER_RE.findall(m.group("multi")))
-    e = extruders[current_tool] if 0 <= current_tool < len(extruders) else None
-    return Position(x, y, z, e, extruders)
+    return Position(x, y, z, None, extruders)
 
 
 # Firmware info (M115) and capabilities

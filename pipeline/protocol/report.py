@@ -29,17 +29,17 @@ class FirmwareReport:
         was, self.in_cap_report = self.in_cap_report, False
         return was
 
-    def parse(self, line: str, current_tool: int, events: list) -> Content | None:
+    def parse(self, line: str, events: list) -> Content | None:
         """Append the events `line` carries; tell the engine about M115 info and `start`."""
         if "X:" in line and "Y:" in line and "Z:" in line:
-            pos = replies.parse_position(line, current_tool)
+            pos = replies.parse_position(line)
             if pos is not None:
                 events.append(PositionReport(pos))
                 return None
         if replies.is_temperature_line(line):
             temps = replies.parse_temperatures(line)
             if temps:
-                events.append(Temperatures(replies.canonical_tools(temps, current_tool)))
+                events.append(Temperatures(temps))
             return None
         if replies.is_capability_line(line):
             cap = replies.parse_capability(line)
@@ -56,7 +56,7 @@ class FirmwareReport:
             return None
         tool = replies.parse_invalid_tool(line)
         if tool is not None:
-            events.append(InvalidTool(tool if tool >= 0 else current_tool))
+            events.append(InvalidTool(tool if tool >= 0 else None))
             return None
         if replies.is_start(line):
             return Content.START

@@ -1,114 +1,124 @@
 """The host core: one printer session as a sans-IO object (no trio, no IO, no clock reads).
 
-It owns the command queues (manual commands with cmd_type de-duplication, job commands, and a
-job source the print streamer plugs in), runs the pipeline's command phases and the built-in
-command rules (emergency, blocked, ignored, no heated bed...), drives the protocol engine and
-turns its events into printer state and published events. The serial link (link.py) only
-moves bytes in and out of `receive_data`, `data_to_send`, `on_written` and `handle_timeout`.
+It wires the session's parts, each the one owner of its facts: `states` (printer state and
+error), `queues` (queued commands and markers), `tracker` (tool, temperatures, position),
+`jobs` (the print job and the file source), `scripts`, `rules` and `reactions`; and it runs
+the command path: the pipeline's command phases, the built-in rules, the protocol engine.
+The serial link (pipeline/link/serial.py) only moves bytes in and out of `receive_data`,
+`data_to_send`, `on_written` and `handle_timeout`; anything queued from outside calls
+`wake` (set by the link), so no caller has to remember to wake the link.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
-from pipeline.hooks.chain import Pipeline
+import attrs
+
 from pipeline.config.reader import HostConfig
-from pipeline.protocol.events import LinkState
 from pipeline.events.names import Event
-from pipeline.gcode import NO_TAGS, Command, strip_comment, tool_number
+from pipeline.gcode import NO_TAGS, Command, strip_comment
+from pipeline.hooks.chain import Pipeline
+from pipeline.hooks.scripts import ScriptSet
 from pipeline.phases import Phase
-from pipeline.session.jobs import JobControl, Marker
-from pipeline.session.rules import OFFSET_TARGETS, CommandRules
-from pipeline.session.states import PrinterState
-from pipeline.session.reactions import EngineReactions
-from pipeline.session.script_runner import ScriptRunner
 from pipeline.protocol.engine import EngineSettings, HostProtocol
+from pipeline.protocol.events import LinkState
+from pipeline.session.jobs import JobControl
+from pipeline.session.queues import CommandQueues
+from pipeline.session.reactions import EngineReactions
+from pipeline.session.rules import CommandRules
+from pipeline.session.script_runner import ScriptRunner
+from pipeline.session.states import PrinterState, PrinterStates
 from pipeline.session.tracking import Tracker
 
-if TYPE_CHECKING:
-    from pipeline.hooks.scripts import ScriptSet
-
-log = logging.getLogger("printpipe.host")
+Listener = Callable[[Any, dict[str, Any]], None]
 
 
-class JobSource(Protocol):
-    """What the print streamer offers the host: the next file command, or None for now."""
+@attrs.frozen
+class SessionStatistics:
+    """Counters of one session (for /metrics)."""
 
-    def next_command(self) -> Command | None: ...
+    lines_sent: int
+    lines_acked: int
+    resends: int
+    timeouts: int
+    queued_manual: int
+    queued_job: int
+    in_flight: int
+_NO_OFFSETS: Mapping[str, float] = MappingProxyType({})
 
 
-Listener = Callable[[Event, dict[str, Any]], None]
-OFFSET_WORDS = frozenset(OFFSET_TARGETS)
+def _nothing() -> None:
+    pass
 
 
 class HostCore:
-    def __init__(self, config: HostConfig, pipeline: Pipeline, *,
-                 clock: Callable[[], float], scripts: ScriptSet | None = None) -> None:
+    def __init__(self, config: HostConfig, pipeline: Pipeline, *, clock: Callable[[], float],
+                 scripts: ScriptSet | None = None,
+                 offsets: Mapping[str, float] = _NO_OFFSETS) -> None:
+        """`offsets` are the runtime temperature offsets by heater (tool0, bed, chamber); the
+        caller owns them (they outlive the session) and hands the same mapping to each one."""
         self.config = config
         self.pipeline = pipeline
         self.clock = clock
-        s = config.serial
+        s, profile = config.serial, config.printer.profile
         self.engine = HostProtocol(
-            EngineSettings.from_spec(s, config.printer.profile),
+            EngineSettings.from_spec(s, profile),
             received_hook=pipeline.filter_received if pipeline.received else None)
-        self.tracker = Tracker(config.printer.profile)
-        self.state = PrinterState.OFFLINE
-        self.error: str | None = None
         self.listeners: list[Listener] = []
         self.line_listeners: list[Callable[[str], None]] = []
-        self.job_source: JobSource | None = None
-        self.autoreport_temperature = False
-        self._queue: deque[Command] = deque()
-        self._queued_types: set[str] = set()
-        self._job_queue: deque[Command] = deque()
-        self._oob = bytearray()
-        self._written: list[Command] = []
-        self.rules = CommandRules(self)
+        #: Called whenever something was queued from outside the link (the link sets it).
+        self.wake: Callable[[], None] = _nothing
+        self.states = PrinterStates(self._state_changed)
+        self.queues = CommandQueues()
+        self.tracker = Tracker(profile, self.engine.capabilities)
+        self.scripts = ScriptRunner(scripts=scripts, pipeline=pipeline, profile=profile,
+                                    tracker=self.tracker, sink=self, fire=self.fire)
+        self.jobs = JobControl(states=self.states, sink=self, fire=self.fire, clock=clock,
+                               serial=s, pipeline=pipeline, engine=self.engine,
+                               tracker=self.tracker, run_script=self.scripts.run)
+        self.rules = CommandRules(serial=s, profile=profile, tracker=self.tracker,
+                                  offsets=offsets, jobs=self.jobs, scripts=self.scripts,
+                                  lane=self, fire=self.fire, pipeline=pipeline)
+        self.reactions = EngineReactions(
+            printer=config.printer, serial=s, states=self.states, sink=self,
+            queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,
+            scripts=self.scripts, pipeline=pipeline, engine=self.engine,
+            on_line=self._line_received)
         self._special = self.rules.special
         self._emergency = self.rules.emergency
-        self.jobs = JobControl(self)
-        self.scripts = ScriptRunner(self, scripts)
-        self.jobs.moment = lambda moment, ctx: self.scripts.run(moment.value, ctx)
-        # Tool changes run beforeToolChange/afterToolChange around T<n> at queuing.
-        self._tool_scripts = bool(pipeline.for_phase(Phase.SCRIPTS)) or (
-            scripts is not None and (scripts.has("beforeToolChange")
-                                     or scripts.has("afterToolChange")))
-        if self._tool_scripts:
-            self._special = self._special | {"T"}
-        self._queued_tool = 0
-        self._base_special = self._special
-        #: Runtime temperature offsets by heater (tool0, bed, chamber), set through the API.
-        self.temperature_offsets: dict[str, float] = {}
+        self._sent_watch = self.tracker.tracked | {"M73"}
+        self._oob = bytearray()
+        self._written: list[Command] = []
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
-        self._reactions = EngineReactions(self)
 
-    # ---- publishing ---------------------------------------------------------------------
-    def fire(self, event: Event, payload: dict[str, Any] | None = None) -> None:
+    # ---- state and publishing -------------------------------------------------------------
+    @property
+    def state(self) -> PrinterState:
+        return self.states.state
+
+    @property
+    def error(self) -> str | None:
+        return self.states.error
+
+    def fire(self, event: Any, payload: dict[str, Any] | None = None) -> None:
         for listener in self.listeners:
             listener(event, payload or {})
 
-    def set_state(self, new: PrinterState) -> None:
-        if new is not self.state:
-            self.state = new
-            self.fire(Event.PRINTER_STATE_CHANGED,
-                      {"state_id": new.name, "state_string": new.value})
+    def _state_changed(self, new: PrinterState) -> None:
+        self.fire(Event.PRINTER_STATE_CHANGED, {"state_id": new.name, "state_string": new.value})
 
-    def add_marker(self, fn: Callable[[], None]) -> None:
-        """Run `fn` in order with the job queue, once everything before it is acknowledged."""
-        self._job_queue.append(Marker(fn))  # type: ignore[arg-type]
-
-    def drop_file_commands(self) -> None:
-        """A cancel: forget file commands still waiting in the job queue."""
-        self._job_queue = deque(c for c in self._job_queue
-                                if c.__class__ is Marker or "source:file" not in c.tags)
+    def _line_received(self, line: str) -> None:
+        for listener in self.line_listeners:
+            listener(line)
 
     @property
     def has_urgent_output(self) -> bool:
         """Bytes that go out regardless of the ok window (emergency, hello, out-of-band)."""
-        return bool(self._oob) or bool(self.engine._out)
+        return bool(self._oob) or self.engine.has_output
 
     @property
     def failed(self) -> bool:
@@ -120,26 +130,24 @@ class HostCore:
         return self.engine.state is LinkState.OPERATIONAL
 
     @property
+    def window_full(self) -> bool:
+        """No more lines may go out until an ok comes back (urgent bytes still may)."""
+        return self.engine.credit <= 0 and not self.has_urgent_output
+
+    @property
     def idle(self) -> bool:
         """Nothing queued and nothing waiting for an ok."""
-        return (not self._queue and not self._job_queue and self.engine.in_flight == 0
-                and not self.engine.resending)
+        return self.queues.empty and self.engine.in_flight == 0 and not self.engine.resending
 
-    def plugin_state(self, initial: bool = False) -> dict[str, Any]:
-        """`printer.additional_state_data`: what stages add under `plugins.<id>`."""
-        return {st.id: data for st, data in
-                self.pipeline.call(Phase.PRINTER_ADDITIONAL_STATE_DATA, initial=initial)
-                if isinstance(data, dict)}
-
-    def custom_events(self) -> list[str]:
-        """`events.register_custom_events`: `plugin_<id>_<name>` for every name returned."""
-        return [f"plugin_{st.id}_{name}" for st, names in
-                self.pipeline.call(Phase.EVENTS_REGISTER_CUSTOM_EVENTS)
-                for name in (names or ()) if isinstance(name, str)]
+    def statistics(self) -> SessionStatistics:
+        e = self.engine
+        return SessionStatistics(e.sent_count, e.acked_count, e.resend_requests,
+                                 e.timeouts_total, len(self.queues.manual),
+                                 len(self.queues.job), e.in_flight)
 
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:
-        self.set_state(PrinterState.CONNECTING)
+        self.states.to(PrinterState.CONNECTING)
         self.fire(Event.CONNECTING)
         self.engine.connect(self.clock())
 
@@ -148,16 +156,18 @@ class HostCore:
         if self.jobs.job is not None:
             self.jobs.fail(self.error or reason or "disconnected")
         if self.state is PrinterState.ERROR or reason:
-            self.error = self.error or reason
-            self.set_state(PrinterState.CLOSED_WITH_ERROR)
+            if reason:
+                self.states.fail(reason)
+            self.states.to(PrinterState.CLOSED_WITH_ERROR)
         else:
-            self.set_state(PrinterState.OFFLINE)
+            self.states.to(PrinterState.OFFLINE)
         self.fire(Event.DISCONNECTED)
 
     # ---- queuing ----------------------------------------------------------------------------
     def enqueue(self, line: str | Command, *, tags: frozenset[str] = NO_TAGS,
                 cmd_type: str | None = None, part_of_job: bool = False) -> bool:
-        """Queue a command through the queuing phase. False when dropped or refused."""
+        """Queue a command through the queuing phase and the rules. False when dropped or
+        refused (not operational, suppressed, or its cmd_type is already queued)."""
         if isinstance(line, Command):
             cmd = line
         else:
@@ -165,23 +175,25 @@ class HostCore:
             if not text:
                 return False
             cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
-        forced = cmd.gcode in self._emergency
-        if not (self.operational or forced):
+        if not (self.operational or cmd.gcode in self._emergency):
             return False
-        cmds = self._queuing(cmd)
-        target = self._job_queue if part_of_job else self._queue
-        ok = False
-        for c in cmds:
-            t = c.cmd_type
-            if t is not None:
-                if t in self._queued_types:
-                    continue  # OctoPrint's rule: the new command of a queued type is dropped
-                self._queued_types.add(t)
-            target.append(c)
-            ok = True
-            if self.pipeline.queued:
-                self.pipeline.notify(Phase.GCODE_QUEUED, c)
-        return ok
+        queued = False
+        for c in self._queuing(cmd):
+            if self.queues.put(c, part_of_job=part_of_job):
+                queued = True
+                if self.pipeline.queued:
+                    self.pipeline.notify(Phase.GCODE_QUEUED, c)
+        if queued:
+            self.wake()
+        return queued
+
+    def add_marker(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in order with the job queue, once everything before it is acknowledged."""
+        self.queues.add_marker(fn)
+        self.wake()
+
+    def drop_file_commands(self) -> None:
+        self.queues.drop_file_commands()
 
     def _queuing(self, cmd: Command) -> list[Command]:
         """The queuing phase plus the built-in rules; [] when nothing is left to queue."""
@@ -189,80 +201,60 @@ class HostCore:
         cmds = p.run(Phase.GCODE_QUEUING, cmd) if p.queuing else [cmd]
         if len(cmds) == 1 and cmds[0].gcode not in self._special and cmds[0].gcode is not None:
             return cmds
-        out = []
+        out: list[Command] = []
         for c in cmds:
-            if not self.rules.allow(c):
-                continue
-            if self.temperature_offsets and c.gcode in OFFSET_WORDS:
-                c = self.rules.offset_target(c, self.temperature_offsets)
-            if c.gcode == "T" and self._tool_scripts:
-                new = tool_number(c.line)
-                if new is not None and new != self._queued_tool:
-                    old, self._queued_tool = self._queued_tool, new
-                    out += self.scripts.tool_change(c, old, new)
-                    continue
-            out.append(c)
+            out += self.rules.apply(c)
         return out
 
-    def set_temperature_offsets(self, offsets: dict[str, float]) -> None:
-        """Offsets added to the heater targets printed files set; with none, temperature
-        commands stay off the rules path."""
-        self.temperature_offsets = {k: v for k, v in offsets.items() if v}
-        self._special = self._base_special | (OFFSET_WORDS if self.temperature_offsets
-                                              else frozenset())
-
-    def write_out_of_band(self, cmd: Command) -> None:
+    # ---- the emergency lane (CommandRules) -------------------------------------------------------
+    def out_of_band(self, cmd: Command) -> bool:
         """An emergency-parser command goes out at once, outside the queue and the window."""
+        if not (self.engine.capabilities.get("EMERGENCY_PARSER") and self.operational):
+            return False
         self._oob += self.engine.send_out_of_band(cmd, self.clock())
+        self.wake()
+        return True
 
     def emergency_stop(self) -> None:
         """M112: raw and numbered, heaters off, then the link closes in Error."""
         self.fire(Event.ESTOP)
-        self.handle_events(self.engine.emergency_stop())
+        self.reactions.handle(self.engine.emergency_stop())
+        self.wake()
 
     # ---- sending ------------------------------------------------------------------------------
     def _next_command(self) -> Command | None:
-        if self._queue:
-            cmd = self._queue.popleft()
-            if cmd.cmd_type is not None:
-                self._queued_types.discard(cmd.cmd_type)
-            return cmd
-        jq = self._job_queue
-        while jq:
-            item = jq[0]
-            if item.__class__ is Marker:
-                if self.engine.in_flight:
-                    return None  # the marker waits for everything before it to be acked
-                jq.popleft()
-                item.fn()  # type: ignore[attr-defined]
-                continue
-            return jq.popleft()
-        src = self.job_source
+        q = self.queues
+        if q.manual or q.job:
+            cmd = q.take(self.engine.in_flight)
+            if cmd is not None or q.job:
+                return cmd  # None: a marker waits for everything before it to be acked
+        jobs = self.jobs
+        src = jobs.source
         while src is not None:
             cmd = src.next_command()
             if cmd is None:
-                if src.done:  # type: ignore[attr-defined]
-                    self.jobs.file_done()
+                if src.done:
+                    jobs.file_done()
                     return self._next_command()
                 return None
             if self._plain and cmd.gcode not in self._special and cmd.gcode is not None:
                 return cmd  # the hot path: nothing to run, nothing to check
             cmds = self._queuing(cmd)
             if not cmds:
-                src = self.job_source  # the command may have paused the job
+                src = jobs.source  # the command may have paused the job
                 continue
             if self.pipeline.queued:
                 for c in cmds:
                     self.pipeline.notify(Phase.GCODE_QUEUED, c)
             if len(cmds) > 1:
-                self._job_queue.extendleft(reversed(cmds[1:]))
+                q.put_first(cmds[1:])
             return cmds[0]
         return None
 
     def data_to_send(self) -> bytes:
         """Everything that may be written now. Call `on_written()` once it is written."""
         engine = self.engine
-        out = engine.take_output() if engine._out else b""
+        out = engine.take_output()
         if self._oob:
             out += bytes(self._oob)
             self._oob.clear()
@@ -291,7 +283,7 @@ class HostCore:
                     continue
                 cmd = cmds[0]
             if cmd.gcode == "M155":
-                self.tracker.sending(cmd, self)
+                self.tracker.sending(cmd)
             out += engine.send(cmd, now)
             written.append(cmd)
         return out
@@ -302,13 +294,33 @@ class HostCore:
         if not written:
             return
         p = self.pipeline
-        tracked = self.tracker.tracked
+        watch = self._sent_watch
         for cmd in written:
             if p.sent:
                 p.notify(Phase.GCODE_SENT, cmd)
-            if cmd.gcode in tracked:
-                self.tracker.sent(cmd, self)
+            if cmd.gcode in watch:
+                if cmd.gcode == "M73":
+                    self.jobs.m73(cmd)
+                else:
+                    self.tracker.sent(cmd)
         written.clear()
+
+    # ---- temperature polling -------------------------------------------------------------
+    def poll_interval(self) -> float:
+        """Seconds until the next M105 poll: the target-set interval while idle with a heater
+        set, the plain one otherwise (OctoPrint's rule)."""
+        t = self.config.serial.timeouts
+        if self.jobs.source is None and self.tracker.heater_set:
+            return t.temperature_target_set
+        return t.temperature
+
+    def poll_temperature(self) -> None:
+        """M105 now, unless the printer autoreports or is busy with a long command."""
+        e = self.engine
+        if (self.operational and not self.tracker.autoreport and not e.long_running
+                and not e.heating):
+            self.enqueue("M105", cmd_type="temperature_poll",
+                         tags=frozenset({"trigger:comm.poll_temperature"}))
 
     # ---- receiving and timeouts -------------------------------------------------------------
     @property
@@ -320,22 +332,11 @@ class HostCore:
     def receive_data(self, data: bytes) -> None:
         events = self.engine.receive_data(data, self.clock())
         if events:
-            self.handle_events(events)
+            self.reactions.handle(events)
 
     def handle_timeout(self) -> None:
         if self.jobs.capture_deadline <= self.clock():
             self.jobs.capture_timeout()
         events = self.engine.handle_timeout(self.clock())
         if events:
-            self.handle_events(events)
-
-    def handle_events(self, events: list) -> None:
-        dispatch = self._reactions.dispatch
-        for ev in events:
-            dispatch[type(ev)](ev)
-
-    def clear_queues(self) -> None:
-        """Forget every queued command (the printer reset itself)."""
-        self._queue.clear()
-        self._queued_types.clear()
-        self._job_queue.clear()
+            self.reactions.handle(events)

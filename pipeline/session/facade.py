@@ -7,23 +7,22 @@ Handlers run inside the send and receive paths, so everything here is synchronou
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
 from pipeline.events.names import Event
-
-if TYPE_CHECKING:
-    from pipeline.session.core import HostCore
+from pipeline.session.core import HostCore
+from pipeline.session.jobs import JobStateError
 
 
 class CommFacade:
     """What a handler may use: send commands, read state, profile, position and temperatures,
     fire an event, log."""
 
-    def __init__(self, core: HostCore, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, core: HostCore) -> None:
         self._core = core
-        self._wake = wake or (lambda: None)
         self._logger = logging.getLogger("printpipe.handlers")
 
     def send(self, commands: str | Iterable[str], *, tags: Iterable[str] = ()) -> None:
@@ -33,17 +32,14 @@ class CommFacade:
         all_tags = frozenset(tags) | {"source:plugin"}
         for c in commands:
             self._core.enqueue(c, tags=all_tags)
-        self._wake()
 
     # OctoPrint handlers commonly call these MachineCom names; keep them as aliases.
     def sendCommand(self, cmd: str, cmd_type: str | None = None, tags: Iterable[str] = (),
                     **_: Any) -> None:  # noqa: N802
         self._core.enqueue(cmd, cmd_type=cmd_type, tags=frozenset(tags) | {"source:plugin"})
-        self._wake()
 
     def setPause(self, pause: bool, **_: Any) -> None:  # noqa: N802
         """Pause (True) or resume (False) the print, as MachineCom.setPause does."""
-        from pipeline.session.jobs import JobStateError
         try:
             if pause:
                 self._core.jobs.pause()
@@ -51,7 +47,6 @@ class CommFacade:
                 self._core.jobs.resume()
         except JobStateError as exc:
             self._logger.info("setPause(%s) ignored: %s", pause, exc)
-        self._wake()
 
     def fire_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
         """Publish an event (a catalogue name or a registered custom one)."""
@@ -76,7 +71,7 @@ class CommFacade:
         return self._core.operational
 
     def isPrinting(self) -> bool:  # noqa: N802
-        return self._core.job_source is not None
+        return self._core.jobs.source is not None
 
     @property
     def printer_profile(self) -> dict[str, Any]:
@@ -94,7 +89,7 @@ class CommFacade:
 
     @property
     def last_position(self) -> dict[str, float | None]:
-        return dict(self._core.tracker.position)
+        return self._core.tracker.position_payload()
 
     @property
     def last_temperatures(self) -> dict[str, dict[str, float | None]]:

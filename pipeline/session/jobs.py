@@ -1,31 +1,36 @@
 """Print-job control as OctoPrint has it, sans-IO: start, finish, pause, resume, cancel and
 failure, with the position capture (M400 + M114, bounded wait) for pause and cancel.
 
-State changes ride in the host's job queue as markers that run once everything before them
-is acknowledged, so a state follows the printer, not the enqueueing. Every moment where a
-G-code script belongs calls `moment()` (one place; the scripts issue plugs in there), and
-every moment where an event belongs fires it on the host.
+State changes ride in the job queue as markers that run once everything before them is
+acknowledged, so a state follows the printer, not the enqueueing. Every moment where a G-code
+script belongs runs it (`run_script`), and every moment where an event belongs fires it.
+Job control owns the job, its result and `source`, the file the session pulls lines from
+while printing; the engine's `printing` mode is set here and nowhere else.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 
+from pipeline.config.schema import SerialSpec
 from pipeline.errors import HostError
 from pipeline.events.names import Event
 from pipeline.gcode import Command
-from pipeline.session.filejob import FileJob, file_position
+from pipeline.hooks.chain import Pipeline
 from pipeline.phases import Phase
-
-if TYPE_CHECKING:
-    from pipeline.session.core import HostCore
+from pipeline.session.filejob import FileJob, file_position
+from pipeline.session.queues import CommandSink, Publish
+from pipeline.session.states import JOB_STATES, PAUSABLE, PrinterState, PrinterStates
+from pipeline.session.tracking import Tracker
 
 log = logging.getLogger("printpipe.job")
 INF = float("inf")
+S = PrinterState
 
 
 class JobStateError(HostError):
@@ -56,41 +61,53 @@ class JobResult:
     error: str | None = None
 
 
-@attrs.frozen
-class Marker:
-    """A job-queue entry that runs `fn` once every command before it is acknowledged."""
+class EngineView(Protocol):
+    """What job control reads and sets on the protocol engine."""
 
-    fn: Callable[[], None]
+    printing: bool
+    last_acked: Command | None
 
 
 class JobControl:
-    def __init__(self, host: HostCore) -> None:
-        from pipeline.session.core import PrinterState as S
-        self.S = S
-        self.host = host
+    def __init__(self, *, states: PrinterStates, sink: CommandSink, fire: Publish,
+                 clock: Callable[[], float], serial: SerialSpec, pipeline: Pipeline,
+                 engine: EngineView, tracker: Tracker,
+                 run_script: Callable[[str, dict[str, Any]], object]) -> None:
+        self._states = states
+        self._sink = sink
+        self._fire = fire
+        self._clock = clock
+        self._serial = serial
+        self._pipeline = pipeline
+        self._engine = engine
+        self._tracker = tracker
+        self._run_script = run_script
         self.job: FileJob | None = None
+        #: The file the session pulls lines from: the job while it prints, else None.
+        self.source: FileJob | None = None
         self.result: JobResult | None = None
         self.pause_record: dict[str, Any] | None = None
         self.cancel_record: dict[str, Any] | None = None
         self.capture_deadline = INF
         self.estimator: Any = None
-        self.moment: Callable[[Moment, dict[str, Any]], None] = lambda m, ctx: None
         self._capture: str | None = None
         self._after_capture: Callable[[], None] | None = None
         self._started_at = 0.0
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._last_filepos: int | None = None
-        self._busy = {S.STARTING, S.PRINTING, S.PAUSING, S.PAUSED, S.RESUMING, S.CANCELLING,
-                      S.FINISHING}
 
     # ---- queries -------------------------------------------------------------------------
     @property
+    def state(self) -> PrinterState:
+        return self._states.state
+
+    @property
     def active(self) -> bool:
-        return self.job is not None and self.host.state in self._busy
+        return self.job is not None and self._states.in_job
 
     def elapsed(self) -> float:
-        now = self.host.clock()
+        now = self._clock()
         paused = self._paused_total + (now - self._paused_at if self._paused_at else 0.0)
         return max(now - self._started_at - paused, 0.0) if self.job else 0.0
 
@@ -105,7 +122,7 @@ class JobControl:
         if self.estimator is not None:
             try:
                 result = self.estimator.estimate(job.progress, elapsed, elapsed, None, None)
-                return result[0] if isinstance(result, tuple) else result
+                return result[0] if isinstance(result, tuple) else result  # type: ignore[no-any-return]
             except Exception:  # a broken estimator must not stop the print: say so once
                 log.exception("the print time estimator failed; using the built-in estimate")
                 self.estimator = None
@@ -119,146 +136,159 @@ class JobControl:
     def _acked_filepos(self) -> int | None:
         """The file position of the last acknowledged file line. Remembered, because by the
         time a job ends the last acknowledged line may be M400 or a capture's M114."""
-        pos = file_position(self.host.engine.last_acked)
+        pos = file_position(self._engine.last_acked)
         if pos is not None:
             self._last_filepos = pos
         return self._last_filepos
 
+    def _to(self, new: PrinterState) -> None:
+        self._states.to(new)
+
+    def _moment(self, moment: Moment, context: dict[str, Any]) -> None:
+        self._run_script(moment.value, context)
+
     # ---- start and finish ------------------------------------------------------------------
     def start(self, job: FileJob) -> None:
-        h = self.host
-        if not h.operational or self.active:
-            raise JobStateError(f"cannot start a print while {h.state.value}")
+        state = self._states.state
+        if state is not S.OPERATIONAL:
+            raise JobStateError(f"cannot start a print while {state.value}")
         self.job, self.result = job, None
         self.estimator = None
-        for _, factory in h.pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, "local"):
+        for _, factory in self._pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, "local"):
             if callable(factory):
                 self.estimator = factory("local")
                 break
         self.pause_record = self.cancel_record = None
         self._last_filepos = None
-        self._started_at, self._paused_at, self._paused_total = h.clock(), None, 0.0
-        h.set_state(self.S.STARTING)
-        h.engine.printing = True
-        h.enqueue("M110 N0", part_of_job=True, tags=frozenset({"trigger:comm.start_print"}))
-        h.fire(Event.PRINT_STARTED, self.payload())
-        self.moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
-        h.add_marker(self._to_printing)
+        self._started_at, self._paused_at, self._paused_total = self._clock(), None, 0.0
+        self._to(S.STARTING)
+        self._engine.printing = True
+        self._sink.enqueue("M110 N0", part_of_job=True,
+                           tags=frozenset({"trigger:comm.start_print"}))
+        self._fire(Event.PRINT_STARTED, self.payload())
+        self._moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
+        self._sink.add_marker(self._to_printing)
 
     def _to_printing(self) -> None:
-        if self.host.state in (self.S.STARTING, self.S.RESUMING):
-            self.host.set_state(self.S.PRINTING)
-            self.host.job_source = self.job
+        if self._states.state in (S.STARTING, S.RESUMING):
+            self._to(S.PRINTING)
+            self.source = self.job
 
     def file_done(self) -> None:
-        """The host found the end of the file."""
-        h = self.host
-        h.job_source = None
-        h.set_state(self.S.FINISHING)
-        h.enqueue("M400", part_of_job=True, tags=frozenset({"trigger:comm.finish_print"}))
-        h.add_marker(self._finished)
+        """The session found the end of the file."""
+        self.source = None
+        self._to(S.FINISHING)
+        self._sink.enqueue("M400", part_of_job=True,
+                           tags=frozenset({"trigger:comm.finish_print"}))
+        self._sink.add_marker(self._finished)
 
     def _finished(self) -> None:
-        h = self.host
         t = self.elapsed()
         # Every file line was acknowledged before this marker: the position is the file's end.
         self.result = JobResult(Outcome.DONE, t, self.job.pos if self.job else None)
-        h.fire(Event.PRINT_DONE, self.payload(time=t))
-        self.moment(Moment.AFTER_PRINT_DONE, {"event": self.payload(time=t)})
-        h.add_marker(self._to_operational)
+        self._fire(Event.PRINT_DONE, self.payload(time=t))
+        self._moment(Moment.AFTER_PRINT_DONE, {"event": self.payload(time=t)})
+        self._sink.add_marker(self._to_operational)
 
     def _to_operational(self) -> None:
-        h = self.host
-        h.engine.printing = False
-        h.job_source = None
-        if h.state in self._busy:
-            h.set_state(self.S.OPERATIONAL)
+        self._engine.printing = False
+        self.source = None
+        if self._states.state in JOB_STATES:
+            self._to(S.OPERATIONAL)
 
     # ---- pause and resume ----------------------------------------------------------------------
     def pause(self, *, capture: bool | None = None, scripts: bool = True) -> None:
-        h = self.host
-        if h.state not in (self.S.PRINTING, self.S.STARTING, self.S.RESUMING):
-            raise JobStateError(f"cannot pause while {h.state.value}")
-        self._paused_at = h.clock()
-        h.job_source = None  # the file stops at once
-        h.set_state(self.S.PAUSING)
+        state = self._states.state
+        if state not in PAUSABLE:
+            raise JobStateError(f"cannot pause while {state.value}")
+        self._paused_at = self._clock()
+        self.source = None  # the file stops at once
+        self._to(S.PAUSING)
         if capture is None:
-            capture = h.config.serial.log_position_on_pause
+            capture = self._serial.log_position_on_pause
         if capture:
             self._capture_position("pause", self._paused)
         else:
             self._paused(scripts=scripts)
 
     def _paused(self, *, scripts: bool = True) -> None:
-        h = self.host
         extra = {"position": (self.pause_record or {}).get("position"),
                  "fileposition": self.job.pos if self.job else None,
                  "progress": self.job.progress if self.job else None}
-        h.fire(Event.PRINT_PAUSED, self.payload(**extra))
+        self._fire(Event.PRINT_PAUSED, self.payload(**extra))
         if scripts:
-            self.moment(Moment.AFTER_PRINT_PAUSED, {"event": self.payload(**extra),
-                                                    **self._record_context("pause")})
-        h.add_marker(self._to_paused)
+            self._moment(Moment.AFTER_PRINT_PAUSED, {"event": self.payload(**extra),
+                                                     **self._record_context("pause")})
+        self._sink.add_marker(self._to_paused)
 
     def _to_paused(self) -> None:
-        if self.host.state is self.S.PAUSING:
-            self.host.set_state(self.S.PAUSED)
+        if self._states.state is S.PAUSING:
+            self._to(S.PAUSED)
 
     def paused_by_printer(self) -> None:
         """`// action:paused`: the printer paused itself; no scripts, no capture."""
-        if self.host.state in (self.S.PRINTING, self.S.STARTING, self.S.RESUMING):
-            self._paused_at = self.host.clock()
-            self.host.job_source = None
-            self.host.set_state(self.S.PAUSED)
-            self.host.fire(Event.PRINT_PAUSED, self.payload())
+        if self._states.state in PAUSABLE:
+            self._paused_at = self._clock()
+            self.source = None
+            self._to(S.PAUSED)
+            self._fire(Event.PRINT_PAUSED, self.payload())
 
     def resume(self, *, scripts: bool = True) -> None:
-        h = self.host
-        if h.state not in (self.S.PAUSED, self.S.PAUSING):
-            raise JobStateError(f"cannot resume while {h.state.value}")
-        if self._paused_at is not None:
-            self._paused_total += h.clock() - self._paused_at
-            self._paused_at = None
-        h.set_state(self.S.RESUMING)
-        h.fire(Event.PRINT_RESUMED, self.payload())
+        state = self._states.state
+        if state not in (S.PAUSED, S.PAUSING):
+            raise JobStateError(f"cannot resume while {state.value}")
+        self._end_pause()
+        self._to(S.RESUMING)
+        self._fire(Event.PRINT_RESUMED, self.payload())
         if scripts:
-            self.moment(Moment.BEFORE_PRINT_RESUMED, {"event": self.payload(),
-                                                      **self._record_context("pause")})
-        h.add_marker(self._to_printing)
+            self._moment(Moment.BEFORE_PRINT_RESUMED, {"event": self.payload(),
+                                                       **self._record_context("pause")})
+        self._sink.add_marker(self._to_printing)
+
+    def resumed_by_printer(self) -> None:
+        """`// action:resumed`: the printer resumed by itself; the file continues at once."""
+        if self._states.state is S.PAUSED:
+            self._end_pause()
+            self._to(S.PRINTING)
+            self.source = self.job
+
+    def _end_pause(self) -> None:
+        if self._paused_at is not None:
+            self._paused_total += self._clock() - self._paused_at
+            self._paused_at = None
 
     # ---- cancel and failure ----------------------------------------------------------------------
     def cancel(self, *, firmware_error: str | None = None, capture: bool | None = None) -> None:
-        h = self.host
-        if not self.active or h.state in (self.S.CANCELLING,):
-            raise JobStateError(f"nothing to cancel while {h.state.value}")
+        state = self._states.state
+        if not self.active or state is S.CANCELLING:
+            raise JobStateError(f"nothing to cancel while {state.value}")
         extra = {"firmwareError": firmware_error} if firmware_error else {}
         self._acked_filepos()  # remembered before the capture's commands are acknowledged
-        h.fire(Event.PRINT_CANCELLING, self.payload(**extra))
-        h.set_state(self.S.CANCELLING)
-        h.job_source = None
-        h.drop_file_commands()
-        if h.config.serial.abort_heatup_on_cancel:
-            h.enqueue("M108", tags=frozenset({"trigger:abort_heatup"}))
+        self._fire(Event.PRINT_CANCELLING, self.payload(**extra))
+        self._to(S.CANCELLING)
+        self.source = None
+        self._sink.drop_file_commands()
+        if self._serial.abort_heatup_on_cancel:
+            self._sink.enqueue("M108", tags=frozenset({"trigger:abort_heatup"}))
         if capture is None:
-            capture = h.config.serial.log_position_on_cancel
+            capture = self._serial.log_position_on_cancel
         if capture:
             self._capture_position("cancel", self._cancelled)
         else:
             self._cancelled()
 
     def _cancelled(self) -> None:
-        h = self.host
         t = self.elapsed()
         pos = self._acked_filepos()
         self.result = JobResult(Outcome.CANCELLED, t, pos)
         extra = {"time": t, "fileposition": pos,
                  "progress": self.job.progress if self.job else None,
                  "position": (self.cancel_record or {}).get("position")}
-        h.fire(Event.PRINT_CANCELLED, self.payload(**extra))
-        self.moment(Moment.AFTER_PRINT_CANCELLED, {"event": self.payload(**extra),
-                                                   **self._record_context("cancel")})
-        h.fire(Event.PRINT_FAILED, self.payload(time=t, reason="cancelled"))
-        h.add_marker(self._to_operational)
+        self._fire(Event.PRINT_CANCELLED, self.payload(**extra))
+        self._moment(Moment.AFTER_PRINT_CANCELLED, {"event": self.payload(**extra),
+                                                    **self._record_context("cancel")})
+        self._fire(Event.PRINT_FAILED, self.payload(time=t, reason="cancelled"))
+        self._sink.add_marker(self._to_operational)
 
     def fail(self, error: str) -> None:
         """The link or the printer failed mid-print: the job ends in Error, position kept."""
@@ -266,26 +296,25 @@ class JobControl:
             return
         t = self.elapsed()
         self.result = JobResult(Outcome.ERROR, t, self._acked_filepos(), error)
-        self.host.job_source = None
-        self.host.engine.printing = False
-        self.host.fire(Event.PRINT_FAILED, self.payload(time=t, reason="error", error=error))
+        self.source = None
+        self._engine.printing = False
+        self._fire(Event.PRINT_FAILED, self.payload(time=t, reason="error", error=error))
 
     # ---- position capture ------------------------------------------------------------------------
     def _capture_position(self, kind: str, then: Callable[[], None]) -> None:
-        h = self.host
         tags = frozenset({f"trigger:{kind}", "trigger:record_position"})
-        h.enqueue("M400", part_of_job=True, tags=tags)
-        h.add_marker(lambda: self._arm_capture(kind, then))
-        h.enqueue("M114", part_of_job=True, tags=tags)
+        self._sink.enqueue("M400", part_of_job=True, tags=tags)
+        self._sink.add_marker(lambda: self._arm_capture(kind, then))
+        self._sink.enqueue("M114", part_of_job=True, tags=tags)
 
     def _arm_capture(self, kind: str, then: Callable[[], None]) -> None:
         self._capture, self._after_capture = kind, then
-        self.capture_deadline = self.host.clock() + self.host.config.serial.timeouts.position_wait
+        self.capture_deadline = self._clock() + self._serial.timeouts.position_wait
 
     def on_position(self, position: dict[str, Any]) -> None:
         if self._capture is None:
             return
-        t = self.host.tracker
+        t = self._tracker
         record = {"position": position, "temperature": t.temperature_payload(), "fan": t.fan}
         if self._capture == "pause":
             self.pause_record = record
@@ -295,7 +324,7 @@ class JobControl:
 
     def capture_timeout(self) -> None:
         log.warning("Did not receive parseable position data from printer within %ss, "
-                    "continuing without it", self.host.config.serial.timeouts.position_wait)
+                    "continuing without it", self._serial.timeouts.position_wait)
         self._capture_done()
 
     def _capture_done(self) -> None:
@@ -314,34 +343,27 @@ class JobControl:
     # ---- triggers from the printer and the file -------------------------------------------------
     def action(self, name: str) -> None:
         """`// action:<name>` from the printer."""
+        handlers: dict[str, Callable[[], None]] = {
+            "pause": self.pause, "paused": self.paused_by_printer, "resume": self.resume,
+            "resumed": self.resumed_by_printer, "cancel": self.cancel}
+        handler = handlers.get(name)
+        if handler is None:
+            return
         try:
-            if name == "pause":
-                self.pause()
-            elif name == "paused":
-                self.paused_by_printer()
-            elif name == "resume":
-                self.resume()
-            elif name == "resumed":
-                if self.host.state is self.S.PAUSED:
-                    self._paused_total += self.host.clock() - (self._paused_at or 0.0)
-                    self._paused_at = None
-                    self.host.set_state(self.S.PRINTING)
-                    self.host.job_source = self.job
-            elif name == "cancel":
-                self.cancel()
+            handler()
         except JobStateError as exc:
             log.info("action:%s ignored: %s", name, exc)
 
     def pausing_command(self, cmd: Command) -> None:
         """A pausing command (M0/M1/M25) passed the queuing phase while printing."""
-        if self.host.state is self.S.PRINTING and not (
+        if self._states.state is S.PRINTING and not (
                 "trigger:pause" in cmd.tags or "trigger:cancel" in cmd.tags):
             log.info("Pausing print job due to command %s", cmd.line)
             self.pause()
 
     def m73(self, cmd: Command) -> None:
         job = self.job
-        if job is None or not self.host.config.serial.trust_m73:
+        if job is None or not self._serial.trust_m73:
             return
         p, r = cmd.param("P"), cmd.param("R")
         if p is not None:

@@ -1,25 +1,29 @@
-"""The host's built-in command rules, applied after the queuing phase's stages: emergency
-commands, pausing / blocked / ignored commands, heaters the profile does not have, and the
+"""The session's built-in command rules, applied after the queuing phase's stages: emergency
+commands, pausing / blocked / ignored commands, heaters the profile does not have, runtime
+temperature offsets on printed files, the tool-change scripts around `T<n>`, and the
 @ commands (`@pause`, `@resume`, `@cancel`, `@abort` built in; every @ command runs the
 `comm.protocol.atcommand.*` phases and is never sent to the printer).
 
-Pure: no IO, no trio. Called only for the rare commands in `special` (one set lookup on the
-hot path decides).
+Only the rare commands in `special` come here (one set lookup on the hot path decides).
+Pure: no IO, no trio.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
+from pipeline.config.schema import ProfileSpec, SerialSpec
 from pipeline.events.names import Event
-from pipeline.gcode import Command, param_value
+from pipeline.gcode import Command, param_value, tool_number
+from pipeline.hooks.chain import Pipeline
 from pipeline.phases import Phase
-from pipeline.session.jobs import JobStateError
-
-if TYPE_CHECKING:
-    from pipeline.session.core import HostCore
+from pipeline.session.jobs import JobControl, JobStateError
+from pipeline.session.queues import Publish
+from pipeline.session.script_runner import ScriptRunner
+from pipeline.session.tracking import Tracker
 
 log = logging.getLogger("printpipe.host")
 
@@ -27,38 +31,75 @@ log = logging.getLogger("printpipe.host")
 _ATCOMMAND_SELF = {"pause": "script:afterPrintPaused", "resume": "script:beforePrintResumed",
                    "cancel": "script:afterPrintCancelled", "abort": "script:afterPrintCancelled"}
 
-
 #: Heater target commands the runtime temperature offsets apply to, and their heater.
 OFFSET_TARGETS = {"M104": "tool", "M109": "tool", "M140": "bed", "M190": "bed",
                   "M141": "chamber", "M191": "chamber"}
 _S_VALUE = re.compile(r"\bS(-?\d+(?:\.\d*)?)")
 
 
+class EmergencyLane(Protocol):
+    """What the rules ask of the session for emergencies."""
+
+    def emergency_stop(self) -> None: ...
+
+    def out_of_band(self, cmd: Command) -> bool:
+        """Write `cmd` at once, outside queue and window, if the firmware has an emergency
+        parser; False when it must be queued instead."""
+        ...
+
+
 class CommandRules:
-    def __init__(self, host: HostCore) -> None:
-        s = host.config.serial
-        profile = host.config.printer.profile
-        self.host = host
-        self.emergency = frozenset(s.emergency_commands)
-        self.blocked = frozenset(s.blocked_commands)
-        self.ignored = frozenset(s.ignored_commands)
-        self.pausing = frozenset(s.pausing_commands)
+    def __init__(self, *, serial: SerialSpec, profile: ProfileSpec, tracker: Tracker,
+                 offsets: Mapping[str, float], jobs: JobControl, scripts: ScriptRunner,
+                 lane: EmergencyLane, fire: Publish, pipeline: Pipeline) -> None:
+        self._tracker = tracker
+        self._offsets = offsets
+        self._jobs = jobs
+        self._scripts = scripts
+        self._lane = lane
+        self._fire = fire
+        self._pipeline = pipeline
+        self.emergency = frozenset(serial.emergency_commands)
+        self.blocked = frozenset(serial.blocked_commands)
+        self.ignored = frozenset(serial.ignored_commands)
+        self.pausing = frozenset(serial.pausing_commands)
         no_bed = set() if profile.heated_bed else {"M140", "M190"}
         no_chamber = set() if profile.heated_chamber else {"M141", "M191"}
         self.no_heater = frozenset(no_bed | no_chamber)
+        # Tool changes run beforeToolChange/afterToolChange around T<n> at queuing.
+        self._tool_scripts = scripts.has("beforeToolChange") or scripts.has("afterToolChange")
+        #: The tool the queued commands end with (the sent one is the tracker's).
+        self.queued_tool = 0
         #: Every G-code word a rule looks at; anything else passes untouched.
-        self.special = self.emergency | self.blocked | self.ignored | self.no_heater | self.pausing
+        self.special = (self.emergency | self.blocked | self.ignored | self.no_heater
+                        | self.pausing | frozenset(OFFSET_TARGETS)
+                        | (frozenset({"T"}) if self._tool_scripts else frozenset()))
 
-    def offset_target(self, cmd: Command, offsets: dict[str, float]) -> Command:
+    def apply(self, cmd: Command) -> list[Command]:
+        """The commands to queue for `cmd`: [] when a rule takes it, [cmd], or the tool-change
+        scripts around it."""
+        if not self.allow(cmd):
+            return []
+        g = cmd.gcode
+        if g in OFFSET_TARGETS and self._offsets:
+            return [self.offset_target(cmd)]
+        if g == "T" and self._tool_scripts:
+            new = tool_number(cmd.line)
+            if new is not None and new != self.queued_tool:
+                old, self.queued_tool = self.queued_tool, new
+                return self._scripts.tool_change(cmd, old, new)
+        return [cmd]
+
+    def offset_target(self, cmd: Command) -> Command:
         """A printed file's heater target plus its runtime offset (OctoPrint's temperature
         offsets): only file lines, only non-zero targets, so "heater off" stays off."""
         if "source:file" not in cmd.tags:
             return cmd
-        kind = OFFSET_TARGETS[cmd.gcode]  # type: ignore[index]
+        kind = OFFSET_TARGETS[cmd.gcode or ""]
         if kind == "tool":
             t = param_value(cmd.line, "T")
-            kind = f"tool{int(t) if t is not None else self.host.tracker.tool}"
-        offset = offsets.get(kind)
+            kind = f"tool{int(t) if t is not None else self._tracker.tool}"
+        offset = self._offsets.get(kind)
         m = _S_VALUE.search(cmd.line)
         if not offset or m is None or float(m.group(1)) == 0:
             return cmd
@@ -67,21 +108,17 @@ class CommandRules:
 
     def allow(self, cmd: Command) -> bool:
         """Apply the rules at queuing; False when the command must not be queued."""
-        h = self.host
         g = cmd.gcode
         if g is None and cmd.line.startswith("@"):
             self._atcommand(Phase.ATCOMMAND_QUEUING, cmd, builtin=True)
             return True  # it still passes the send loop, for the sending phase; never written
         if g == "M112":
-            h.emergency_stop()
+            self._lane.emergency_stop()
             return False
-        if g in self.pausing and h.jobs.active:
-            h.jobs.pausing_command(cmd)
+        if g in self.pausing and self._jobs.active:
+            self._jobs.pausing_command(cmd)
         if g in self.emergency:
-            if h.engine.capabilities.get("EMERGENCY_PARSER") and h.operational:
-                h.write_out_of_band(cmd)
-                return False
-            return True
+            return not self._lane.out_of_band(cmd)
         if g in self.blocked:
             self.suppress(cmd, "it's configured as a blocked command", "warn")
             return False
@@ -97,8 +134,8 @@ class CommandRules:
     def suppress(self, cmd: Command, why: str, severity: str) -> None:
         message = f"Not sending {cmd.line} to printer as {why}"
         log.info(message)
-        self.host.fire(Event.COMMAND_SUPPRESSED,
-                       {"command": cmd.line, "message": message, "severity": severity})
+        self._fire(Event.COMMAND_SUPPRESSED,
+                   {"command": cmd.line, "message": message, "severity": severity})
 
     def sending_atcommand(self, cmd: Command) -> None:
         """An @ command reached the send loop: its sending phase runs, nothing is written."""
@@ -107,18 +144,14 @@ class CommandRules:
     def _atcommand(self, phase: Phase, cmd: Command, *, builtin: bool) -> None:
         name, _, params = cmd.line[1:].partition(" ")
         params = params.strip()
-        self.host.pipeline.call(phase, phase.short, name, params, tags=cmd.tags)
+        self._pipeline.call(phase, phase.short, name, params, tags=cmd.tags)
         if not builtin or name not in _ATCOMMAND_SELF or _ATCOMMAND_SELF[name] in cmd.tags:
             return
-        jobs = self.host.jobs
+        jobs = self._jobs
+        actions: dict[str, Callable[[], None]] = {
+            "pause": jobs.pause, "resume": jobs.resume, "cancel": jobs.cancel,
+            "abort": lambda: jobs.cancel(capture=False)}
         try:
-            if name == "pause":
-                jobs.pause()
-            elif name == "resume":
-                jobs.resume()
-            elif name == "cancel":
-                jobs.cancel()
-            elif name == "abort":
-                jobs.cancel(capture=False)
+            actions[name]()
         except JobStateError as exc:
             log.info("@%s ignored: %s", name, exc)

@@ -3,21 +3,25 @@ state, asks the `comm.protocol.scripts` stages for prefixes, postfixes and varia
 the whole script first (an error sends nothing and names the script and line), and queues
 the lines tagged `source:script`, `script:<name>` and the trigger. `GcodeScript<Name>Running`
 fires when everything before the script is acknowledged (its first line goes out next) and
-`...Finished` when its last line is acknowledged. Pure: no IO, no trio.
+`...Finished` when its last line is acknowledged. A script that fails to render sends
+nothing and is logged with its name and line. Pure: no IO, no trio.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from pipeline.config.schema import ProfileSpec
 from pipeline.errors import ScriptError
 from pipeline.gcode import Command
+from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.script_phase import script_additions
-
-if TYPE_CHECKING:
-    from pipeline.session.core import HostCore
-    from pipeline.hooks.scripts import ScriptSet
+from pipeline.hooks.scripts import ScriptSet, profile_context
+from pipeline.phases import Phase
+from pipeline.session.queues import CommandSink, Publish
+from pipeline.session.tracking import Tracker
 
 log = logging.getLogger("printpipe.scripts")
 
@@ -49,23 +53,35 @@ def temperature_context(temps: Mapping[str, Any] | None) -> dict[Any, Any]:
 
 
 class ScriptRunner:
-    def __init__(self, host: HostCore, scripts: ScriptSet | None) -> None:
-        self.host = host
+    def __init__(self, *, scripts: ScriptSet | None, pipeline: Pipeline, profile: ProfileSpec,
+                 tracker: Tracker, sink: CommandSink, fire: Publish) -> None:
         self.scripts = scripts
-        self.errors: list[ScriptError] = []  # the last run-time errors (for the API)
+        self._pipeline = pipeline
+        self._profile = profile
+        self._tracker = tracker
+        self._sink = sink
+        self._fire = fire
+
+    def has(self, name: str) -> bool:
+        """A script of this name exists, or `comm.protocol.scripts` stages may supply it."""
+        return ((self.scripts is not None and self.scripts.has(name))
+                or bool(self._pipeline.for_phase(Phase.SCRIPTS)))
+
+    def names(self) -> list[str]:
+        """The scripts known by name (files, config, bundled)."""
+        return self.scripts.names() if self.scripts is not None else []
 
     def profile_context(self) -> dict[str, Any]:
-        from pipeline.hooks.scripts import profile_context
-        p = self.host.config.printer.profile
+        p = self._profile
         return profile_context(p.extruders, p.shared_nozzle, p.heated_bed, p.heated_chamber,
                                p.volume.width, p.volume.depth, p.volume.height, p.name)
 
     def context(self, name: str, extra: Mapping[str, Any] | None = None,
                 plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        t = self.host.tracker
+        t = self._tracker
         ctx: dict[str, Any] = {
             "printer_profile": self.profile_context(),
-            "last_position": position_context(t.position),
+            "last_position": position_context(t.position_payload()),
             "last_temperature": temperature_context(t.temperature_payload()),
             "last_fanspeed": t.fan,
             "relative_axes_requested": t.relative_axes,
@@ -86,7 +102,7 @@ class ScriptRunner:
                trigger: str = "trigger:comm.send_gcode_script") -> list[Command]:
         """The commands `name` stands for now (prefixes, script, postfixes), or raise
         ScriptError. Nothing is queued."""
-        adds = script_additions(self.host.pipeline, name)
+        adds = script_additions(self._pipeline, name)
         lines: list[str] = []
         if self.scripts is not None and self.scripts.has(name):
             lines = self.scripts.render(name, self.context(name, extra, adds.variables))
@@ -101,17 +117,16 @@ class ScriptRunner:
         try:
             cmds = self.render(name, extra, trigger)
         except ScriptError as exc:
-            self.errors.append(exc)
             log.error("G-code script not sent: %s", exc)
             return False
-        h = self.host
+        sink, fire = self._sink, self._fire
         payload = (extra or {}).get("event")
         if name not in QUIET:
-            h.add_marker(lambda: h.fire(event_name(name, "Running"), payload))
+            sink.add_marker(lambda: fire(event_name(name, "Running"), payload))
         for cmd in cmds:
-            h.enqueue(cmd, part_of_job=True)
+            sink.enqueue(cmd, part_of_job=True)
         if name not in QUIET:
-            h.add_marker(lambda: h.fire(event_name(name, "Finished"), payload))
+            sink.add_marker(lambda: fire(event_name(name, "Finished"), payload))
         return True
 
     def tool_change(self, cmd: Command, old: int, new: int) -> list[Command]:
@@ -125,6 +140,5 @@ class ScriptRunner:
                 out += self.render(name, {"tool": {"old": old, "new": new}},
                                    trigger="trigger:comm.change_tool")
             except ScriptError as exc:
-                self.errors.append(exc)
                 log.error("G-code script not sent: %s", exc)
         return out

@@ -1,28 +1,28 @@
-"""Host-side printer state tracked from what is sent and received: current tool, targets,
-temperatures, position (x/y/z/e from M114, t/f from commands), fan speed, relative modes and
-tools the firmware called invalid.
+"""Host-side printer state tracked from what is sent and received: the current tool (its
+one owner), targets, temperatures, position (x/y/z/e from M114, f from commands), fan speed,
+relative modes, whether the printer autoreports temperatures, and the tools the firmware
+called invalid.
 
-Called on the hot path (`sending`/`sent` run for every line), so dispatch is one dict lookup
-on the G-code word and most lines leave after it. Pure: no IO, no trio.
+The session calls `sent` only for the G-code words in `tracked` (one set lookup per line on
+the hot path). Pure: no IO, no trio.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from pipeline.config.reader import ProfileSpec
+from pipeline.config.schema import ProfileSpec
 from pipeline.gcode import Command, param_value, tool_number
-from pipeline.protocol.replies import Position
+from pipeline.protocol.replies import Position, Temps, canonical_tools
 
-if TYPE_CHECKING:
-    from pipeline.session.core import HostCore
-
-Temp = list  # [actual, target]
+Temp = list[Any]  # [actual, target]
 
 
 class Tracker:
-    def __init__(self, profile: ProfileSpec) -> None:
+    def __init__(self, profile: ProfileSpec, capabilities: Mapping[str, bool]) -> None:
         self.profile = profile
+        self.capabilities = capabilities  # the firmware's, as the engine keeps them
         self.tool = 0
         self.previous_tool: int | None = None
         self.invalid_tools: set[int] = set()
@@ -30,13 +30,15 @@ class Tracker:
         self.bed: Temp = [None, None]
         self.chamber: Temp = [None, None]
         self.custom: dict[str, Temp] = {}
-        self.position: dict[str, float | None] = dict.fromkeys("xyzetf")
+        self.position: dict[str, float | None] = dict.fromkeys("xyzef")
         self.z: float | None = None
         self.feedrate: float | None = None
         self.fan: float = 0.0
         self.relative_axes = False
         self.relative_extruder = False
-        self._sent: dict[str, Callable[[Command, HostCore], None]] = {
+        #: The printer reports temperatures by itself (M155 sent and AUTOREPORT_TEMP).
+        self.autoreport = False
+        self._sent: dict[str, Callable[[Command], None]] = {
             "T": self._tool, "G0": self._move, "G1": self._move, "G28": self._home,
             "M104": self._tool_target, "M109": self._tool_target,
             "M140": self._bed_target, "M190": self._bed_target,
@@ -44,32 +46,27 @@ class Tracker:
             "M106": self._fan_on, "M107": self._fan_off,
             "G90": self._absolute, "G91": self._relative,
             "M82": self._e_absolute, "M83": self._e_relative,
-            "M73": lambda cmd, host: host.jobs.m73(cmd),
         }
-        self.tracked = frozenset(self._sent)  # the host skips the call for anything else
+        self.tracked = frozenset(self._sent)  # the session skips the call for anything else
 
     # ---- commands -------------------------------------------------------------------------
-    def sending(self, cmd: Command, host: HostCore) -> None:
-        if cmd.gcode == "M155":
-            s = param_value(cmd.line, "S")
-            host.autoreport_temperature = bool(
-                s and s > 0 and host.engine.capabilities.get("AUTOREPORT_TEMP"))
+    def sending(self, cmd: Command) -> None:
+        """M155 is about to go out: autoreport is on if it asks for it and the firmware can."""
+        s = param_value(cmd.line, "S")
+        self.autoreport = bool(s and s > 0 and self.capabilities.get("AUTOREPORT_TEMP"))
 
-    def sent(self, cmd: Command, host: HostCore) -> None:
-        fn = self._sent.get(cmd.gcode)  # type: ignore[arg-type]
+    def sent(self, cmd: Command) -> None:
+        fn = self._sent.get(cmd.gcode or "")
         if fn is not None:
-            fn(cmd, host)
+            fn(cmd)
 
-    def _tool(self, cmd: Command, host: HostCore) -> None:
+    def _tool(self, cmd: Command) -> None:
         n = tool_number(cmd.line)
         if n is None or n == self.tool:
             return
-        old, self.tool = self.tool, n
-        self.previous_tool = old
-        host.engine.current_tool = n
-        self.position["t"] = n
+        self.previous_tool, self.tool = self.tool, n
 
-    def _move(self, cmd: Command, host: HostCore) -> None:
+    def _move(self, cmd: Command) -> None:
         line = cmd.line
         if "F" in line:
             f = param_value(line, "F")
@@ -80,7 +77,7 @@ class Tracker:
             if z is not None:
                 self.z = z  # ZChange is the gcode_events stage's (it runs before this)
 
-    def _home(self, cmd: Command, host: HostCore) -> None:
+    def _home(self, cmd: Command) -> None:
         f = param_value(cmd.line, "F")
         if f is not None:
             self.feedrate = self.position["f"] = f
@@ -89,45 +86,50 @@ class Tracker:
         s = param_value(cmd.line, "S")
         return s if s is not None else param_value(cmd.line, "R")
 
-    def _tool_target(self, cmd: Command, host: HostCore) -> None:
+    def _tool_target(self, cmd: Command) -> None:
         target = self._target(cmd)
         t = param_value(cmd.line, "T")
         tool = int(t) if t is not None else self.tool
         if target is not None and tool in self.tools:
             self.tools[tool][1] = target
 
-    def _bed_target(self, cmd: Command, host: HostCore) -> None:
+    def _bed_target(self, cmd: Command) -> None:
         target = self._target(cmd)
         if target is not None:
             self.bed[1] = target
 
-    def _chamber_target(self, cmd: Command, host: HostCore) -> None:
+    def _chamber_target(self, cmd: Command) -> None:
         target = self._target(cmd)
         if target is not None:
             self.chamber[1] = target
 
-    def _fan_on(self, cmd: Command, host: HostCore) -> None:
+    def _fan_on(self, cmd: Command) -> None:
         s = param_value(cmd.line, "S")
         self.fan = int(s) if s is not None else 0
 
-    def _fan_off(self, cmd: Command, host: HostCore) -> None:
+    def _fan_off(self, cmd: Command) -> None:
         self.fan = 0
 
-    def _absolute(self, cmd: Command, host: HostCore) -> None:
+    def _absolute(self, cmd: Command) -> None:
         self.relative_axes = False
 
-    def _relative(self, cmd: Command, host: HostCore) -> None:
+    def _relative(self, cmd: Command) -> None:
         self.relative_axes = True
 
-    def _e_absolute(self, cmd: Command, host: HostCore) -> None:
+    def _e_absolute(self, cmd: Command) -> None:
         self.relative_extruder = False
 
-    def _e_relative(self, cmd: Command, host: HostCore) -> None:
+    def _e_relative(self, cmd: Command) -> None:
         self.relative_extruder = True
 
     # ---- replies ------------------------------------------------------------------------------
-    def update_temperatures(self, temps: dict[str, Any], current_tool: int) -> None:
+    def canonical(self, temps: Temps) -> dict[str, Any]:
+        """A reported map with the bare `T` resolved against the current tool."""
+        return canonical_tools(temps, self.tool)
+
+    def update_temperatures(self, temps: Mapping[str, Any]) -> None:
         """Apply a canonical temperature report (OctoPrint's rules for tools and sharing)."""
+        current_tool = self.tool
         tool_keys = [int(k[1:]) for k in temps if k[0] == "T" and k[1:].isdigit()]
         if f"T{current_tool}" in temps or "T0" in temps:
             top = max(tool_keys + [self.profile.extruders - 1])
@@ -154,16 +156,30 @@ class Tracker:
             slot[1] = target
 
     def update_position(self, pos: Position) -> dict[str, Any]:
+        """Apply an M114 report; returns the PositionUpdate payload. With one E per extruder
+        the current tool's is the position's E."""
+        e = pos.e
+        if pos.extruders:
+            e = pos.extruders[self.tool] if self.tool < len(pos.extruders) else None
         p = self.position
-        p["x"], p["y"], p["z"], p["e"] = pos.x, pos.y, pos.z, pos.e
-        p["t"] = self.tool
+        p["x"], p["y"], p["z"], p["e"] = pos.x, pos.y, pos.z, e
         p["f"] = self.feedrate
         if pos.z is not None:
             self.z = pos.z
-        return dict(p)
+        return self.position_payload()
 
-    def invalid_tool(self, tool: int) -> int | None:
-        """The firmware rejected `tool`: remember it; the tool to fall back to, if any."""
+    def position_payload(self) -> dict[str, Any]:
+        """x, y, z, e, f as last known, and t, the current tool."""
+        return {**self.position, "t": self.tool}
+
+    def invalid_tool(self, tool: int | None) -> tuple[int, int | None]:
+        """The firmware rejected `tool` (None: the current one): remember it; returns the
+        tool and the one to fall back to, if any."""
+        if tool is None:
+            tool = self.tool
+        return tool, self._fallback(tool)
+
+    def _fallback(self, tool: int) -> int | None:
         if tool != self.tool and tool in self.invalid_tools:
             return None
         self.invalid_tools.add(tool)
@@ -171,6 +187,12 @@ class Tracker:
             return None
         fallback = self.previous_tool if self.previous_tool is not None else 0
         return None if fallback == tool else fallback
+
+    @property
+    def heater_set(self) -> bool:
+        """A tool or the bed has a target above room temperature."""
+        targets = [t[1] for t in self.tools.values()] + [self.bed[1]]
+        return any(v is not None and v > 25 for v in targets)
 
     def temperature_payload(self) -> dict[str, dict[str, float | None]]:
         """The `/api/printer`-style temperature map: tool0.., bed, chamber."""

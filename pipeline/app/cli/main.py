@@ -20,6 +20,7 @@ import trio
 
 from pipeline.config.reader import HostConfig, default_config, load_config_file
 from pipeline.errors import ConfigError, ConfigErrors, HostError
+from pipeline.session.states import PrinterState
 
 
 def load(path: str | None) -> HostConfig:
@@ -30,18 +31,17 @@ def load(path: str | None) -> HostConfig:
 
 
 async def _send(config: HostConfig, commands: Sequence[str], timeout: float) -> int:
-    from pipeline.hooks.registry import build_pipeline
-    from pipeline.link.printer import open_printer
-    from stages import BUILTIN_STAGES
-    async with open_printer(config, build_pipeline(config.pipeline, BUILTIN_STAGES)) as printer:
-        core = printer.core
-        core.line_listeners.append(lambda line: print(f"Recv: {line}", flush=True))
+    from pipeline.app.service import open_service
+    async with open_service(config) as control:
+        await control.connect()
+        control.on_line(lambda line: print(f"Recv: {line}", flush=True))
         for c in commands:
             print(f"Send: {c}", flush=True)
-        printer.send(commands, tags=frozenset({"source:cli"}))
-        done = await printer.wait_idle(timeout)
-        if core.failed:
-            print(f"printpipe: printer error: {core.error}", file=sys.stderr)
+        control.send(commands, frozenset({"source:cli"}))
+        done = await control.wait_idle(timeout)
+        status = control.status()
+        if status.state in (PrinterState.ERROR, PrinterState.CLOSED_WITH_ERROR):
+            print(f"printpipe: printer error: {status.error}", file=sys.stderr)
             return 1
         if not done:
             print(f"printpipe: no answer within {timeout:g} s", file=sys.stderr)
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the script, e.g. afterPrintCancelled")
     p = sub.add_parser("virtual", help="serve the virtual printer on a pty for any host")
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
-    p.add_argument("--link", default="/tmp/printpipe-virtual",
+    p.add_argument("--link", dest="link_path", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
     p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipeline.app.cli.render import run_render
             return run_render(config, args.name, args.context)
         if args.command == "virtual":
-            return trio.run(_virtual, config, args.link, args.record)
+            return trio.run(_virtual, config, args.link_path, args.record)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(f"config error: {err}", file=sys.stderr)

@@ -15,8 +15,8 @@ import trio
 
 from pipeline.config.reader import HostConfig
 from pipeline.session.jobs import JobStateError, Outcome
+from pipeline.app.control import Control
 from pipeline.app.service import open_service
-from pipeline.link.printer import Printer
 
 
 def _duration(seconds: float | None) -> str:
@@ -35,20 +35,18 @@ def progress_line(progress: float, lines: int, rate: float, elapsed: float,
             f"elapsed {_duration(elapsed)}  left {_duration(left)}")
 
 
-async def _report(printer: Printer, out: TextIO, tty: bool) -> None:
-    jobs = printer.core.jobs
+async def _report(control: Control, out: TextIO, tty: bool) -> None:
     last_lines, last_t = 0, trio.current_time()
     interval = 0.25 if tty else 5.0
     while True:
         await trio.sleep(interval)
-        job = jobs.job
+        job = control.status().job
         if job is None:
             continue
         now = trio.current_time()
-        rate = (job.line_no - last_lines) / max(now - last_t, 1e-6)
-        last_lines, last_t = job.line_no, now
-        elapsed = jobs.elapsed()
-        line = progress_line(job.progress, job.line_no, rate, elapsed, jobs.time_left())
+        rate = (job.lines - last_lines) / max(now - last_t, 1e-6)
+        last_lines, last_t = job.lines, now
+        line = progress_line(job.progress, job.lines, rate, job.elapsed, job.time_left)
         if tty:
             out.write("\r" + line)
         else:
@@ -56,41 +54,39 @@ async def _report(printer: Printer, out: TextIO, tty: bool) -> None:
         out.flush()
 
 
+async def _cancel_on_signals(control: Control, out: TextIO, interrupted: list[bool]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            interrupted.append(True)
+            out.write("\ncancelling the print...\n")
+            try:
+                control.cancel()
+            except JobStateError:
+                pass
+
+
 async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) -> int:
     if not os.path.isfile(path):
         print(f"printpipe: no such file: {path}", file=sys.stderr)
         return 2
     tty = out.isatty()
-    async with open_service(config) as service:
-        printer = await service.connect()
-        jobs = printer.core.jobs
-        service.select(os.path.abspath(path), os.path.basename(path))
-        await service.start_print()
-        job = jobs.job
-        assert job is not None
-        interrupted = False
+    async with open_service(config) as control:
+        await control.connect()
+        control.select(os.path.abspath(path), os.path.basename(path))
+        await control.start()
+        interrupted: list[bool] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_report, printer, out, tty)
-
-            async def cancel_on_sigint() -> None:
-                nonlocal interrupted
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        interrupted = True
-                        out.write("\ncancelling the print...\n")
-                        try:
-                            jobs.cancel()
-                            printer.link.wake()
-                        except JobStateError:
-                            pass
-            nursery.start_soon(cancel_on_sigint)
-            result = await printer.wait_job_end()
+            nursery.start_soon(_report, control, out, tty)
+            nursery.start_soon(_cancel_on_signals, control, out, interrupted)
+            result = await control.wait_job_end()
             nursery.cancel_scope.cancel()
+        status = control.status()
+        job = status.job
         elapsed = result.time if result else 0.0
-        if tty:
-            out.write("\r" + progress_line(job.progress, job.line_no, 0.0, elapsed, 0.0) + "\n")
+        if tty and job is not None:
+            out.write("\r" + progress_line(job.progress, job.lines, 0.0, elapsed, 0.0) + "\n")
         if result is None or result.outcome is Outcome.ERROR:
-            why = (result.error if result else None) or printer.core.error or "unknown error"
+            why = (result.error if result else None) or status.error or "unknown error"
             print(f"printpipe: print failed: {why} (last acknowledged file position "
                   f"{result.filepos if result else None})", file=sys.stderr)
             return 1
@@ -98,7 +94,9 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
             print(f"print cancelled after {_duration(elapsed)} at file position "
                   f"{result.filepos}", file=out)
             return 130 if interrupted else 1
-        rate = job.line_no / elapsed if elapsed > 0 else 0.0
-        print(f"done: {job.file.name}, {job.line_no} lines in {_duration(elapsed)} "
-              f"({rate:.0f} lines/s)", file=out)
+        lines = job.lines if job else 0
+        name = job.file.name if job else os.path.basename(path)
+        rate = lines / elapsed if elapsed > 0 else 0.0
+        print(f"done: {name}, {lines} lines in {_duration(elapsed)} ({rate:.0f} lines/s)",
+              file=out)
         return 0

@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+from pipeline.app.control import offline_core, render_script
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ScriptError
+from pipeline.hooks.registry import build_pipeline
+from stages import BUILTIN_STAGES
 
 
-def render_lines(config: HostConfig, name: str, extra: dict) -> list[str]:
+def render_lines(config: HostConfig, name: str, extra: dict[str, Any]) -> list[str]:
     """The lines script `name` renders to without a printer. Raises ScriptError for a broken
     template, LookupError when no script (and no `comm.protocol.scripts` stage) has the name."""
-    from stages import BUILTIN_STAGES
-
-    from pipeline.session.core import HostCore
-    from pipeline.phases import Phase
-    from pipeline.hooks.registry import build_pipeline
-    from pipeline.link.printer import load_scripts
-    scripts = load_scripts(config)
-    core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-                    clock=lambda: 0.0, scripts=scripts)
-    if not scripts.has(name) and not core.pipeline.for_phase(Phase.SCRIPTS):
-        known = ", ".join(scripts.names()) or "none"
-        raise LookupError(f"no script named {name!r} (known: {known})")
-    return [cmd.line for cmd in core.scripts.render(name, extra)]
+    return render_script(offline_core(config, build_pipeline(config.pipeline, BUILTIN_STAGES)),
+                         name, extra)
 
 
 def run_render(config: HostConfig, name: str, context_json: str | None, *,

@@ -6,19 +6,19 @@ middleware (`KeyAuth`: X-Api-Key, `Authorization: Bearer` or `?apikey=`).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore, redact
+from pipeline.config.reader import HostConfig
+from pipeline.files.storage import LocalStorage
 from pipeline.app.http.support import json_error
 
-if TYPE_CHECKING:
-    from pipeline.app.service import Service
-    from pipeline.files.storage import LocalStorage
 
 log = logging.getLogger("printpipe.http")
 
@@ -30,7 +30,7 @@ OPEN_PATHS = ("/plugin/appkeys/probe", "/plugin/appkeys/request")
 class Api:
     """What every endpoint reaches through `request.app.state.api`."""
 
-    service: Service
+    control: Control
     keys: KeyStore
     storage: LocalStorage
     nursery: trio.Nursery            # background work (file analysis)
@@ -40,8 +40,8 @@ class Api:
     extra: dict[str, Any] = attrs.Factory(dict)  # per-area state (files index, ...)
 
     @property
-    def config(self) -> Any:
-        return self.service.config
+    def config(self) -> HostConfig:
+        return self.control.config
 
 
 def api_of(request: Request) -> Api:

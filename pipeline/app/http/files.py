@@ -46,7 +46,7 @@ def files_of(api: Api) -> AnalysisQueue:
     if state is None:
         state = api.extra["files"] = AnalysisQueue(
             MetadataStore(api.storage.root), lambda path: api.storage.locate(path)[1],
-            api.service.publish, lambda: _printing_path(api) is not None, origin=ORIGIN)
+            api.control.publish, lambda: _printing_path(api) is not None, origin=ORIGIN)
     return state
 
 
@@ -107,13 +107,9 @@ def _refs(request: Request, entry: Entry) -> dict[str, str]:
 
 def _printing_path(api: Api) -> str | None:
     """The storage path of the file being printed (None when idle or not connected)."""
-    printer = api.service.printer
-    if printer is None:
+    path = api.control.printing_path
+    if path is None:
         return None
-    jobs = printer.core.jobs
-    if not jobs.active or jobs.job is None:
-        return None
-    path = jobs.job.file.path
     if os.path.isabs(path):  # started outside the storage API: compare where it is on disk
         real = os.path.realpath(path)
         if real.startswith(api.storage.root + os.sep):
@@ -155,11 +151,11 @@ def describe(request: Request, entry: Entry) -> dict[str, Any]:
 
 def _publish_file(api: Api, event: Event, entry: Entry) -> None:
     if entry.is_folder:
-        api.service.publish(Event.FOLDER_ADDED if event is Event.FILE_ADDED
+        api.control.publish(Event.FOLDER_ADDED if event is Event.FILE_ADDED
                             else Event.FOLDER_REMOVED,
                             {"storage": ORIGIN, "path": entry.path, "name": entry.name})
     else:
-        api.service.publish(event, {"storage": ORIGIN, "path": entry.path, "name": entry.name,
+        api.control.publish(event, {"storage": ORIGIN, "path": entry.path, "name": entry.name,
                                     "type": list(entry.type_path)})
 
 
@@ -217,7 +213,7 @@ def _add_folder(request: Request, api: Api, fields: Mapping[str, str]) -> Respon
         parent = api.storage.normalize(fields.get("path", ""))
         entry = api.storage.add_folder(_join(parent, api.storage.sanitize(fields["foldername"])))
     _publish_file(api, Event.FILE_ADDED, entry)
-    api.service.publish(Event.UPDATED_FILES, _UPDATED)
+    api.control.publish(Event.UPDATED_FILES, _UPDATED)
     return _created(request, {"done": True, "folder": abridged(request, entry)}, entry)
 
 
@@ -251,27 +247,27 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
     for folder in new_folders:
         _publish_file(api, Event.FILE_ADDED, storage.entry(folder))
     _publish_file(api, Event.FILE_ADDED, entry)
-    api.service.publish(Event.UPDATED_FILES, _UPDATED)
+    api.control.publish(Event.UPDATED_FILES, _UPDATED)
 
     full = storage.locate(rel)[1]
     effective_select = effective_print = False
     if (select or want_print) and _printing_path(api) is None:
-        api.service.select(full, rel, entry.name)
+        api.control.select(full, rel, entry.name)
         effective_select = True
         if want_print:
             try:
-                await api.service.start_print(user=identity_of(request))
+                await api.control.start(user=identity_of(request))
                 effective_print = True
             except JobStateError as exc:
                 log.info("uploaded %s is selected but not printed: %s", rel, exc)
-    elif api.service.selected is not None and api.service.selected.path == rel:
-        api.service.select(full, rel, entry.name)  # same file, new content: refresh its size
+    elif api.control.selected is not None and api.control.selected.path == rel:
+        api.control.select(full, rel, entry.name)  # same file, new content: refresh its size
     payload = {"name": entry.name, "path": rel, "target": ORIGIN, "select": select,
                "print": want_print, "effective_select": effective_select,
                "effective_print": effective_print}
     if userdata is not None:
         payload["userdata"] = userdata
-    api.service.publish(Event.UPLOAD, payload)
+    api.control.publish(Event.UPLOAD, payload)
     queue_analysis(api, entry)
     local = dict(abridged(request, entry), display=display)
     return _created(request, {"done": True, "files": {ORIGIN: local},
@@ -301,10 +297,10 @@ async def delete(request: Request) -> Response:
             api.storage.remove_file(entry.path)
     files_of(api).meta.forget(entry.path)
     _publish_file(api, Event.FILE_REMOVED, entry)
-    selected = api.service.selected
+    selected = api.control.selected
     if selected is not None and _under(selected.path, entry.path):
-        api.service.deselect()
-    api.service.publish(Event.UPDATED_FILES, _UPDATED)
+        api.control.deselect()
+    api.control.publish(Event.UPDATED_FILES, _UPDATED)
     return Response(status_code=204)
 
 
@@ -328,14 +324,14 @@ async def command(request: Request) -> Response:
 
 
 def _unselect(api: Api, path: str) -> Response:
-    selected = api.service.selected
+    selected = api.control.selected
     if selected is None:
         raise BadRequest("no file is selected", status=409)
     if path not in ("current", selected.path):
         raise BadRequest(f"{path!r} is not the selected file ({selected.path!r})")
     if _printing_path(api) is not None:
         raise BadRequest("a print is running", status=409)
-    api.service.deselect()
+    api.control.deselect()
     return Response(status_code=204)
 
 
@@ -344,10 +340,10 @@ async def _select(api: Api, entry: Entry, want_print: bool, user: str) -> Respon
         raise BadRequest(f"{entry.path!r} is a folder; only files can be selected")
     if _printing_path(api) is not None:
         raise BadRequest("a print is running; select a file when it has ended", status=409)
-    api.service.select(api.storage.locate(entry.path)[1], entry.path, entry.name)
+    api.control.select(api.storage.locate(entry.path)[1], entry.path, entry.name)
     if want_print:
         try:
-            await api.service.start_print(user=user)
+            await api.control.start(user=user)
         except JobStateError as exc:
             raise BadRequest(f"selected, but cannot print: {exc}", status=409) from None
     return Response(status_code=204)
@@ -373,22 +369,22 @@ async def _move_or_copy(request: Request, api: Api, entry: Entry, name: str,
             return os.stat(storage.locate(path)[1])
         return None
     files_of(api).meta.carry(source.path, new.path, stat_of, keep_source=name == "copy")
-    selected = api.service.selected
+    selected = api.control.selected
     if name == "move" and selected is not None and _under(selected.path, source.path):
         moved = new.path + selected.path[len(source.path):]
-        api.service.select(storage.locate(moved)[1], moved, os.path.basename(moved))
+        api.control.select(storage.locate(moved)[1], moved, os.path.basename(moved))
     if name == "copy":
         _publish_file(api, Event.FILE_ADDED, new)
     elif new.is_folder:
-        api.service.publish(Event.FOLDER_MOVED, {
+        api.control.publish(Event.FOLDER_MOVED, {
             "storage": ORIGIN, "source_path": source.path, "source_name": source.name,
             "destination_path": new.path, "destination_name": new.name})
     else:
-        api.service.publish(Event.FILE_MOVED, {
+        api.control.publish(Event.FILE_MOVED, {
             "storage": ORIGIN, "source_path": source.path, "source_name": source.name,
             "source_type": list(source.type_path), "destination_path": new.path,
             "destination_name": new.name, "destination_type": list(new.type_path)})
-    api.service.publish(Event.UPDATED_FILES, _UPDATED)
+    api.control.publish(Event.UPDATED_FILES, _UPDATED)
     return _created(request, abridged(request, new), new)
 
 

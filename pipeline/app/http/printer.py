@@ -11,53 +11,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.errors import ScriptError
+from pipeline.app.control import Control, Status
+from pipeline.app.http.bodies import command as _command
+from pipeline.app.http.bodies import done as _done
+from pipeline.app.http.bodies import field as _field
+from pipeline.app.http.bodies import number as _number
 from pipeline.app.http.context import api_of, identity_of
 from pipeline.app.http.support import BadRequest, read_json
-from pipeline.link.printer import Printer
-from pipeline.session.states import PrinterState as S
+from pipeline.errors import HostError, ScriptError
 from pipeline.link.transport import BAUD_CANDIDATES, candidate_ports
+from pipeline.session.states import PrinterState as S
 
 #: The OctoPrint version whose API printpipe answers as (clients compare it).
 OCTOPRINT_API_LEVEL = "1.11.0"
 API_TAGS = frozenset({"source:api", "trigger:api"})
 
 
-def _done() -> Response:
-    return Response(status_code=204)
-
-
-def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
-           required: bool = True, default: Any = None) -> Any:
-    if name not in body:
-        if required:
-            raise BadRequest(f"missing field {name!r}")
-        return default
-    value = body[name]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise BadRequest(f"field {name!r} must be a number, not a boolean")
-    if not isinstance(value, kind):
-        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BadRequest(f"field {name!r} must be {want}, got {type(value).__name__}")
-    return value
-
-
-def _command(body: dict[str, Any], allowed: tuple[str, ...]) -> str:
-    cmd = _field(body, "command", str)
-    if cmd not in allowed:
-        raise BadRequest(f"unknown command {cmd!r} (known: {', '.join(allowed)})")
-    return cmd
-
-
-def _operational(request: Request) -> Printer:
-    printer = api_of(request).service.printer
-    if printer is None or not printer.core.operational:
+def _operational(request: Request) -> Control:
+    control = api_of(request).control
+    if not control.operational:
         raise BadRequest("the printer is not operational", status=409)
-    return printer
+    return control
 
 
-def _send(printer: Printer, lines: list[str]) -> None:
-    printer.send(lines, tags=API_TAGS)
+def _send(control: Control, lines: list[str]) -> None:
+    control.send(lines, API_TAGS)
 
 
 # ---- server -----------------------------------------------------------------------------
@@ -107,12 +85,11 @@ def _profile_id(request: Request) -> str:
 async def connection_get(request: Request) -> Response:
     api = api_of(request)
     p = api.config.printer
-    printer = api.service.printer
-    state = printer.core.state.value if printer else (
-        S.CLOSED_WITH_ERROR.value if api.service.last_error else S.OFFLINE.value)
+    status = api.control.status()
+    connected = status.connected
     return JSONResponse({
-        "current": {"state": state, "port": p.port if printer else None,
-                    "baudrate": (p.baudrate or 115200) if printer else None,
+        "current": {"state": status.state.value, "port": p.port if connected else None,
+                    "baudrate": (p.baudrate or 115200) if connected else None,
                     "printerProfile": _profile_id(request)},
         "options": {"ports": ["virtual", "auto", *candidate_ports()] if p.port == "virtual"
                     else ["auto", *candidate_ports()],
@@ -134,14 +111,14 @@ async def connection_post(request: Request) -> Response:
         if port not in (None, api.config.printer.port, "auto"):
             raise BadRequest(f"port {port!r} is not the configured one "
                              f"({api.config.printer.port}); change printer.port in the config")
-        if api.service.printer is not None or api.service.connecting:
+        if api.control.connected or api.control.connecting:
             raise BadRequest("the printer is already connected or connecting", status=409)
         try:
-            await api.service.connect()
-        except Exception as exc:  # the link's own error text says what failed
+            await api.control.connect()
+        except HostError as exc:  # the link's own error text says what failed
             raise BadRequest(f"connecting failed: {exc}", status=409) from None
     elif cmd == "disconnect":
-        await api.service.disconnect()
+        await api.control.disconnect()
     return _done()
 
 
@@ -159,52 +136,39 @@ def _flags(state: S | None, error: bool) -> dict[str, bool]:
             "sdReady": False}
 
 
-def printer_state(request: Request) -> dict[str, Any]:
-    api = api_of(request)
-    printer = api.service.printer
-    state = printer.core.state if printer else None
-    text = state.value if state else (S.CLOSED_WITH_ERROR.value if api.service.last_error
-                                      else S.OFFLINE.value)
-    out: dict[str, Any] = {"text": text, "flags": _flags(state, False)}
-    error = (printer.core.error if printer else None) or api.service.last_error
-    if error:
-        out["error"] = error
+def printer_state(status: Status) -> dict[str, Any]:
+    """OctoPrint's state object: its text, flags and the error, if any."""
+    state = status.state if status.connected else None
+    out: dict[str, Any] = {"text": status.state.value, "flags": _flags(state, False)}
+    if status.error:
+        out["error"] = status.error
     return out
 
 
 async def printer_get(request: Request) -> Response:
-    api = api_of(request)
-    printer = api.service.printer
-    if printer is None:
+    status = api_of(request).control.status()
+    if not status.connected:
         raise BadRequest("the printer is not operational", status=409)
-    offsets = api.service.temperature_offsets
-    profile = api.config.printer.profile
-    known = [f"tool{n}" for n in range(profile.extruders)]
-    known += ["bed"] * profile.heated_bed + ["chamber"] * profile.heated_chamber
-    temps = dict.fromkeys(known, {"actual": None, "target": None})  # before the first report
-    temps.update(printer.core.tracker.temperature_payload())
-    temps = {name: {**t, "offset": offsets.get(name, 0)} for name, t in temps.items()}
-    out: dict[str, Any] = {"temperature": temps, "sd": {"ready": False},
-                           "state": printer_state(request)}
+    out: dict[str, Any] = {"temperature": status.temperatures, "sd": {"ready": False},
+                           "state": printer_state(status)}
+    if status.plugins:
+        out["plugins"] = status.plugins  # printer.additional_state_data
     exclude = {x.strip() for x in request.query_params.get("exclude", "").split(",")}
     return JSONResponse({k: v for k, v in out.items() if k not in exclude})
 
 
 async def printer_command(request: Request) -> Response:
     body = await read_json(request)
-    printer = _operational(request)
+    control = _operational(request)
     if "script" in body:
         name = _field(body, "script", str)
         context = _field(body, "context", dict, required=False, default={})
-        core = printer.core
-        if not core.scripts.scripts or not core.scripts.scripts.has(name):
-            raise BadRequest(f"no script named {name!r}", status=404)
         try:
-            core.scripts.render(name, context)
+            control.run_script(name, context, trigger="trigger:api")
+        except LookupError as exc:
+            raise BadRequest(str(exc.args[0]), status=404) from None
         except ScriptError as exc:
             raise BadRequest(str(exc)) from None
-        core.scripts.run(name, context, trigger="trigger:api")
-        printer.link.wake()
         return _done()
     if "commands" in body:
         commands = _field(body, "commands", list)
@@ -219,12 +183,8 @@ async def printer_command(request: Request) -> Response:
         except (KeyError, IndexError, ValueError) as exc:
             raise BadRequest(f"parameters do not fit the commands: {exc}") from None
     lines = [line for c in commands for line in c.splitlines() if line.strip()]
-    _send(printer, lines)
+    _send(control, lines)
     return _done()
-
-
-def _number(body: dict[str, Any], name: str) -> float:
-    return float(_field(body, name, (int, float)))
 
 
 def _tool_name(name: Any) -> int:
@@ -237,7 +197,7 @@ async def tool(request: Request) -> Response:
     api = api_of(request)
     body = await read_json(request)
     cmd = _command(body, ("target", "offset", "select", "extrude", "flowrate"))
-    printer = _operational(request)
+    control = _operational(request)
     extruders = api.config.printer.profile.extruders
     if cmd in ("target", "offset"):
         values = _field(body, "targets" if cmd == "target" else "offsets", dict)
@@ -248,25 +208,25 @@ async def tool(request: Request) -> Response:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadRequest(f"{name}: {value!r} is not a number")
         if cmd == "target":
-            _send(printer, [f"M104 T{_tool_name(k)} S{v:g}" for k, v in values.items()])
+            _send(control, [f"M104 T{_tool_name(k)} S{v:g}" for k, v in values.items()])
         else:
-            api.service.set_temperature_offsets({k: float(v) for k, v in values.items()})
+            control.set_temperature_offsets({k: float(v) for k, v in values.items()})
     elif cmd == "select":
         n = _tool_name(_field(body, "tool", str))
         if n >= extruders:
             raise BadRequest(f"tool{n} does not exist (the profile has {extruders} tools)")
-        if printer.core.jobs.active:
+        if control.status().printing:
             raise BadRequest("cannot change tools while printing", status=409)
-        _send(printer, [f"T{n}"])
+        _send(control, [f"T{n}"])
     elif cmd == "extrude":
         amount = _number(body, "amount")
         speed = float(_field(body, "speed", (int, float), required=False, default=300))
-        if printer.core.jobs.active:
+        if control.status().printing:
             raise BadRequest("cannot extrude while printing", status=409)
-        _send(printer, ["G91", "M83", f"G1 E{amount:g} F{speed:g}", "M82", "G90"])
+        _send(control, ["G91", "M83", f"G1 E{amount:g} F{speed:g}", "M82", "G90"])
     else:
         factor = _number(body, "factor")
-        _send(printer, [f"M221 S{factor * 100 if factor <= 2 else factor:g}"])
+        _send(control, [f"M221 S{factor * 100 if factor <= 2 else factor:g}"])
     return _done()
 
 
@@ -274,21 +234,21 @@ async def bed(request: Request) -> Response:
     api = api_of(request)
     body = await read_json(request)
     cmd = _command(body, ("target", "offset"))
-    printer = _operational(request)
+    control = _operational(request)
     if not api.config.printer.profile.heated_bed:
         raise BadRequest("the printer profile has no heated bed", status=409)
     if cmd == "target":
-        _send(printer, [f"M140 S{_number(body, 'target'):g}"])
+        _send(control, [f"M140 S{_number(body, 'target'):g}"])
     else:
-        api.service.set_temperature_offsets({"bed": _number(body, "offset")})
+        control.set_temperature_offsets({"bed": _number(body, "offset")})
     return _done()
 
 
 async def printhead(request: Request) -> Response:
     body = await read_json(request)
     cmd = _command(body, ("jog", "home", "feedrate"))
-    printer = _operational(request)
-    if cmd != "feedrate" and printer.core.jobs.active:
+    control = _operational(request)
+    if cmd != "feedrate" and control.status().printing:
         raise BadRequest(f"cannot {cmd} while printing", status=409)
     if cmd == "jog":
         moves = [f"{a.upper()}{float(_field(body, a, (int, float))):g}" for a in "xyz" if a in body]
@@ -297,15 +257,15 @@ async def printhead(request: Request) -> Response:
         absolute = _field(body, "absolute", bool, required=False, default=False)
         speed = _field(body, "speed", (int, float), required=False)
         move = "G1 " + " ".join(moves) + (f" F{speed:g}" if speed else "")
-        _send(printer, [move] if absolute else ["G91", move, "G90"])
+        _send(control, [move] if absolute else ["G91", move, "G90"])
     elif cmd == "home":
         axes = _field(body, "axes", list)
         if not axes or any(a not in ("x", "y", "z") for a in axes):
             raise BadRequest("axes must be a non-empty list of x, y, z")
-        _send(printer, ["G28 " + " ".join(f"{a.upper()}0" for a in axes)])
+        _send(control, ["G28 " + " ".join(f"{a.upper()}0" for a in axes)])
     else:
         factor = _number(body, "factor")
-        _send(printer, [f"M220 S{factor * 100 if factor <= 2 else factor:g}"])
+        _send(control, [f"M220 S{factor * 100 if factor <= 2 else factor:g}"])
     return _done()
 
 

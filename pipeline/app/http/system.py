@@ -56,12 +56,12 @@ class EventStream:
             return
         client = scope.get("client") or ("?", 0)
         address = client[0]
-        sub = api.service.bus.subscribe(f"http {address}:{client[1]}", events=wanted,
-                                        size=STREAM_QUEUE)
+        sub = api.control.subscribe(f"http {address}:{client[1]}", events=wanted,
+                                    size=STREAM_QUEUE)
         streams: set[Any] = api.extra.setdefault("streams", set())
         streams.add(sub)
-        api.service.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
-        api.service.publish(Event.CLIENT_AUTHED, {"remoteAddress": address,
+        api.control.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
+        api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": address,
                                                   "username": identity_of(request)})
         try:
             async with trio.open_nursery() as nursery:
@@ -71,7 +71,7 @@ class EventStream:
         finally:
             streams.discard(sub)
             sub.close()
-            api.service.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
+            api.control.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
 
 
 async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
@@ -125,7 +125,7 @@ def close_streams(api: Api) -> None:
 async def pipeline(request: Request) -> Response:
     api = api_of(request)
     phases: dict[str, list[dict[str, Any]]] = {}
-    for st in api.service.pipeline.statistics():
+    for st in api.control.pipeline.statistics():
         phases.setdefault(st.phase, []).append({
             "id": st.id, "order": st.order, "kind": st.kind, "handler": st.target,
             "calls": st.calls, "rewrites": st.rewrites, "suppressions": st.suppressions,
@@ -134,43 +134,31 @@ async def pipeline(request: Request) -> Response:
 
 
 async def render_script(request: Request) -> Response:
-    from pipeline.app.cli.render import render_lines
     api = api_of(request)
     name = request.path_params["name"]
     body = await read_json(request) if await request.body() else {}
     context = body.get("context", {})
     if not isinstance(context, dict):
         raise BadRequest("context must be a JSON object")
-    printer = api.service.printer
     try:
-        if printer is not None:
-            if not _known_script(printer.core.scripts.scripts, name, printer.core.pipeline):
-                raise BadRequest(f"no script named {name!r}", status=404)
-            lines = [c.line for c in printer.core.scripts.render(name, context)]
-        else:
-            lines = render_lines(api.service.config, name, context)
+        lines = api.control.render_script(name, context)
     except ScriptError as exc:
         raise BadRequest(str(exc)) from None
     except LookupError as exc:
         raise BadRequest(str(exc.args[0]), status=404) from None
-    return JSONResponse({"name": name, "lines": lines, "live": printer is not None})
-
-
-def _known_script(scripts: Any, name: str, pipeline: Any) -> bool:
-    from pipeline.phases import Phase
-    return (scripts is not None and scripts.has(name)) or bool(pipeline.for_phase(Phase.SCRIPTS))
+    return JSONResponse({"name": name, "lines": lines, "live": api.control.connected})
 
 
 async def reload(request: Request) -> Response:
     api = api_of(request)
     try:
-        changed = api.service.reload()
+        changed = api.control.reload()
     except ConfigErrors as exc:
         raise BadRequest("the configuration was not reloaded: "
                          + "; ".join(str(e) for e in exc.errors)) from None
     except ConfigError as exc:
         raise BadRequest(f"the configuration was not reloaded: {exc}") from None
-    api.storage.pipeline = api.service.pipeline
+    api.storage.pipeline = api.control.pipeline
     return JSONResponse({"reloaded": True, "reconnect_needed": changed})
 
 
@@ -183,38 +171,36 @@ def _metric(out: list[str], name: str, kind: str, help_: str,
 
 
 async def metrics(request: Request) -> Response:
-    api = api_of(request)
+    control = api_of(request).control
     out: list[str] = []
-    printer = api.service.printer
-    core = printer.core if printer else None
-    eng = core.engine if core else None
+    s = control.statistics()
+    status = control.status()
     _metric(out, "connected", "gauge", "1 when a printer session is open",
-            [("", 1 if printer else 0)])
+            [("", 1 if status.connected else 0)])
     _metric(out, "lines_sent_total", "counter", "lines written to the printer this session",
-            [("", eng.sent_count if eng else 0)])
+            [("", s.lines_sent if s else 0)])
     _metric(out, "lines_acked_total", "counter", "lines the printer acknowledged",
-            [("", eng.acked_count if eng else 0)])
+            [("", s.lines_acked if s else 0)])
     _metric(out, "resends_total", "counter", "resend requests from the firmware",
-            [("", eng.resend_requests if eng else 0)])
+            [("", s.resends if s else 0)])
     _metric(out, "timeouts_total", "counter", "communication timeouts",
-            [("", eng.timeouts_total if eng else 0)])
+            [("", s.timeouts if s else 0)])
     _metric(out, "queue_depth", "gauge", "commands waiting in the host's queues", [
-        ('{queue="manual"}', len(core._queue) if core else 0),
-        ('{queue="job"}', len(core._job_queue) if core else 0),
-        ('{queue="in_flight"}', eng.in_flight if eng else 0)])
-    stats = api.service.bus.statistics()
+        ('{queue="manual"}', s.queued_manual if s else 0),
+        ('{queue="job"}', s.queued_job if s else 0),
+        ('{queue="in_flight"}', s.in_flight if s else 0)])
+    stats = control.bus.statistics()
     _metric(out, "events_dropped_total", "counter", "events a subscriber lost (it was slow)",
-            [(f'{{subscriber="{s.name}"}}', s.dropped) for s in stats])
+            [(f'{{subscriber="{b.name}"}}', b.dropped) for b in stats])
     _metric(out, "events_delivered_total", "counter", "events delivered to a subscriber",
-            [(f'{{subscriber="{s.name}"}}', s.delivered) for s in stats])
-    temps = core.tracker.temperature_payload() if core else {}
+            [(f'{{subscriber="{b.name}"}}', b.delivered) for b in stats])
+    temps = status.temperatures if status.connected else {}
     for kind in ("actual", "target"):
         _metric(out, f"temperature_{kind}_celsius", "gauge", f"{kind} heater temperatures",
-                [(f'{{heater="{h}"}}', t[kind]) for h, t in temps.items()
+                [(f'{{heater="{h}"}}', t[kind]) for h, t in temps.items()  # type: ignore[misc]
                  if t.get(kind) is not None])
-    job = core.jobs.job if core else None
     _metric(out, "job_progress_ratio", "gauge", "progress of the current print (0..1)",
-            [("", job.progress if job else 0)])
+            [("", status.job.progress if status.job else 0)])
     return PlainTextResponse("\n".join(out) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 

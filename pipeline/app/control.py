@@ -1,0 +1,366 @@
+"""The control surface: the one object the edges (HTTP API, CLI, event subscriptions) drive
+the printer through. It opens and closes the printer session (a task of the service's
+nursery), owns the file selection and the runtime temperature offsets (both outlive a
+session), starts, pauses, resumes and cancels prints, queues commands and scripts, and
+answers the printer's state as frozen snapshots.
+
+Anything queued through it wakes the serial link by itself (the host core does). A request
+the printer's state does not allow raises JobStateError (the HTTP API answers 409).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+import attrs
+import trio
+
+from pipeline.config.reader import HostConfig
+from pipeline.errors import ConfigError, HostError, ScriptError
+from pipeline.events.names import Event
+from pipeline.events.placeholders import FiringContext
+from pipeline.fanout.bus import EventBus, Subscription
+from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events, now_iso
+from pipeline.hooks.chain import Pipeline
+from pipeline.hooks.printer_phases import additional_state_data, custom_event_names
+from pipeline.hooks.registry import build_pipeline
+from pipeline.link.printer import Printer, load_scripts, open_printer
+from pipeline.session.core import HostCore, SessionStatistics
+from pipeline.session.filejob import JobFile
+from pipeline.session.jobs import JobResult, JobStateError
+from pipeline.session.states import PrinterState
+
+log = logging.getLogger("printpipe.service")
+
+
+@attrs.frozen
+class Selection:
+    """The file selected for printing: `path` as events and the API show it, `disk` on disk."""
+
+    name: str
+    path: str
+    disk: str
+    size: int
+    origin: str = "local"
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "origin": self.origin}
+
+
+@attrs.frozen
+class JobStatus:
+    file: JobFile
+    progress: float             # 0..1
+    filepos: int                # bytes of the file consumed
+    lines: int                  # file lines handed to the printer
+    elapsed: float              # seconds, pauses excluded
+    time_left: float | None
+    active: bool                # still in a job state (not done, cancelled or failed)
+
+
+@attrs.frozen
+class Status:
+    """The printer as the edges show it, read at one moment."""
+
+    state: PrinterState
+    connected: bool             # a printer session is open
+    error: str | None
+    temperatures: Mapping[str, Mapping[str, float | None]]  # tool0.., bed, chamber (+ offset)
+    job: JobStatus | None
+    selected: Selection | None
+    plugins: Mapping[str, Any]  # printer.additional_state_data, by stage id
+
+    @property
+    def printing(self) -> bool:
+        return self.job is not None and self.job.active
+
+
+class Control:
+    def __init__(self, config: HostConfig, pipeline: Pipeline, bus: EventBus,
+                 nursery: trio.Nursery, builtins: Mapping[str, ModuleType]) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.bus = bus
+        #: Re-reads the configuration (set by `printpipe serve`; raises ConfigErrors).
+        self.loader: Callable[[], HostConfig] | None = None
+        self.selected: Selection | None = None
+        #: Runtime heater offsets (the API's), kept across reconnects.
+        self.temperature_offsets: dict[str, float] = {}
+        self.last_error: str | None = None
+        self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
+                                         context=self.firing_context)
+        self._builtins = builtins
+        self._nursery = nursery
+        self._printer: Printer | None = None
+        self._stop: trio.Event | None = None
+        self._ended: trio.Event | None = None
+
+    # ---- events and configuration ---------------------------------------------------------
+    def publish(self, event: Event | str, payload: dict[str, Any] | None = None) -> None:
+        self.bus.publish(event, payload)
+
+    def subscribe(self, name: str, *, events: frozenset[str] | None, size: int) -> Subscription:
+        return self.bus.subscribe(name, events=events, size=size)
+
+    def custom_events(self) -> list[str]:
+        return custom_event_names(self.pipeline)
+
+    def firing_context(self) -> FiringContext:
+        """What the generic placeholders of subscriptions read."""
+        sel = self.selected
+        core = self._core()
+        job = core.jobs.job if core else None
+        return FiringContext(
+            current_z=core.tracker.z if core else None,
+            filename=sel.name if sel else None, filepath=sel.path if sel else None,
+            origin=sel.origin if sel else None,
+            progress=job.progress * 100 if job is not None else None, now=now_iso())
+
+    def reload(self) -> bool:
+        """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. The
+        new pipeline, scripts and serial settings apply from the next connect; subscriptions
+        at once. Returns whether a printer session still runs the old settings."""
+        if self.loader is None:
+            raise ConfigError("this service was not started from a config file")
+        config = self.loader()
+        pipeline = build_pipeline(config.pipeline, self._builtins)
+        check_custom_events(config.events, custom_event_names(pipeline))
+        self.config, self.pipeline = config, pipeline
+        self.runner.update(config.events)
+        self.publish(Event.SETTINGS_UPDATED)
+        return self._printer is not None
+
+    # ---- the printer session --------------------------------------------------------------
+    def _core(self) -> HostCore | None:
+        return self._printer.core if self._printer is not None else None
+
+    def _ready(self) -> Printer:
+        printer = self._printer
+        if printer is None:
+            raise JobStateError("the printer is not connected")
+        if not printer.core.operational:
+            raise JobStateError("the printer is not operational")
+        return printer
+
+    @property
+    def session(self) -> Printer | None:
+        """The open printer session, for tests and tools (the edges use the methods here)."""
+        return self._printer
+
+    @property
+    def connected(self) -> bool:
+        return self._printer is not None
+
+    @property
+    def connecting(self) -> bool:
+        return self._printer is None and self._ended is not None and not self._ended.is_set()
+
+    @property
+    def operational(self) -> bool:
+        return self._printer is not None and self._printer.core.operational
+
+    async def connect(self) -> None:
+        """Open the printer session; raises LinkBroken when the printer cannot be reached,
+        JobStateError while another connect is still under way."""
+        if self._printer is not None:
+            return
+        if self.connecting:
+            raise JobStateError("the printer is connecting")
+        self._stop, self._ended = trio.Event(), trio.Event()
+        await self._nursery.start(self._session, self._stop, self._ended)
+
+    async def _session(self, stop: trio.Event, ended: trio.Event, *,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            async with open_printer(self.config, self.pipeline, listeners=[self.publish],
+                                    offsets=self.temperature_offsets) as printer:
+                self._printer, started = printer, True
+                self.last_error = None
+                task_status.started()
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(_cancel_when, stop, watch.cancel_scope)
+                    watch.start_soon(_cancel_when, printer.link.closed, watch.cancel_scope)
+                self.last_error = printer.core.error
+        except HostError as exc:
+            if not started:
+                raise
+            self.last_error = str(exc)
+            log.error("printer session ended: %s", exc)
+        finally:
+            self._printer = None
+            ended.set()
+
+    async def disconnect(self) -> None:
+        """Orderly: beforePrinterDisconnected runs, the queue drains (bounded), link closes."""
+        if self._stop is not None and self._ended is not None and self._printer is not None:
+            self._stop.set()
+            await self._ended.wait()
+
+    def set_temperature_offsets(self, offsets: Mapping[str, float]) -> None:
+        """Offsets added to the non-zero heater targets of printed files (tool0, bed, ...);
+        zero removes one. The running session sees them at once: it holds this mapping."""
+        for name, value in offsets.items():
+            if value:
+                self.temperature_offsets[name] = value
+            else:
+                self.temperature_offsets.pop(name, None)
+
+    # ---- files and jobs -------------------------------------------------------------------
+    def select(self, disk: str, path: str | None = None, name: str | None = None) -> Selection:
+        sel = Selection(name or os.path.basename(disk), path or os.path.basename(disk), disk,
+                        os.path.getsize(disk))
+        self.selected = sel
+        self.publish(Event.FILE_SELECTED, sel.payload())
+        return sel
+
+    def deselect(self) -> None:
+        if self.selected is not None:
+            self.selected = None
+            self.publish(Event.FILE_DESELECTED)
+
+    async def start(self, user: str | None = None) -> None:
+        """Print the selected file; JobStateError when no file or no ready printer."""
+        sel = self.selected
+        if sel is None:
+            raise JobStateError("no file is selected")
+        printer = self._ready()
+        if printer.core.jobs.active:
+            raise JobStateError("a print is already running")
+        await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
+
+    def pause(self) -> None:
+        self._ready().core.jobs.pause()
+
+    def resume(self) -> None:
+        self._ready().core.jobs.resume()
+
+    def toggle_pause(self) -> None:
+        jobs = self._ready().core.jobs
+        if jobs.state is PrinterState.PAUSED:
+            jobs.resume()
+        else:
+            jobs.pause()
+
+    def cancel(self) -> None:
+        self._ready().core.jobs.cancel()
+
+    async def restart(self, user: str | None = None, timeout: float = 30.0) -> None:
+        """Cancel the paused print and start the selected file again from its beginning."""
+        printer = self._ready()
+        jobs = printer.core.jobs
+        if jobs.state is not PrinterState.PAUSED:
+            raise JobStateError("restart needs a paused print")
+        jobs.cancel()
+        await printer.wait_until(lambda: not jobs.active, timeout, poll=0.05)
+        await self.start(user)
+
+    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:
+        """Wait until the print has a result and the printer left the job states."""
+        printer = self._printer
+        if printer is None:
+            return None
+        return await printer.wait_job_end(timeout)
+
+    async def wait_idle(self, timeout: float = math.inf) -> bool:
+        """Wait until everything queued was acknowledged (or the printer failed)."""
+        printer = self._printer
+        return printer is not None and await printer.wait_idle(timeout)
+
+    # ---- commands and scripts -------------------------------------------------------------
+    def send(self, lines: Iterable[str], tags: frozenset[str]) -> int:
+        """Queue commands through the pipeline; returns how many were queued."""
+        return self._ready().send(lines, tags=tags)
+
+    def send_gcode(self, lines: list[str], tags: frozenset[str]) -> bool:
+        """For gcode subscriptions: False (nothing sent) unless the printer is operational."""
+        if not self.operational:
+            return False
+        self.send(lines, tags)
+        return True
+
+    def on_line(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with every line the printer sends (this session only)."""
+        core = self._core()
+        if core is not None:
+            core.line_listeners.append(listener)
+
+    def run_script(self, name: str, context: Mapping[str, Any], trigger: str) -> None:
+        """Render script `name` whole, then queue it. Raises LookupError when no script has
+        the name, ScriptError when it does not render (then nothing is queued)."""
+        scripts = self._ready().core.scripts
+        if not scripts.has(name):
+            raise LookupError(f"no script named {name!r}")
+        scripts.render(name, context)
+        scripts.run(name, context, trigger=trigger)
+
+    def render_script(self, name: str, context: Mapping[str, Any]) -> list[str]:
+        """The lines script `name` renders to now: with the printer's state when connected,
+        else with the configured profile and nothing known. Raises LookupError / ScriptError."""
+        return render_script(self._core() or offline_core(self.config, self.pipeline), name,
+                             context)
+
+    # ---- state ----------------------------------------------------------------------------
+    def status(self) -> Status:
+        core = self._core()
+        profile = self.config.printer.profile
+        known = [f"tool{n}" for n in range(profile.extruders)]
+        known += ["bed"] * profile.heated_bed + ["chamber"] * profile.heated_chamber
+        temps: dict[str, dict[str, float | None]] = {
+            name: {"actual": None, "target": None} for name in known}  # before any report
+        if core is not None:
+            temps.update(core.tracker.temperature_payload())
+        offsets = self.temperature_offsets
+        temps = {name: {**t, "offset": offsets.get(name, 0)} for name, t in temps.items()}
+        if core is None:
+            state = (PrinterState.CLOSED_WITH_ERROR if self.last_error
+                     else PrinterState.OFFLINE)
+            return Status(state, False, self.last_error, temps, None, self.selected, {})
+        return Status(core.state, True, core.error or self.last_error, temps,
+                      self._job_status(core), self.selected,
+                      additional_state_data(core.pipeline))
+
+    @staticmethod
+    def _job_status(core: HostCore) -> JobStatus | None:
+        jobs = core.jobs
+        job = jobs.job
+        if job is None:
+            return None
+        return JobStatus(job.file, job.progress, job.pos, job.line_no, jobs.elapsed(),
+                         jobs.time_left(), jobs.active)
+
+    def statistics(self) -> SessionStatistics | None:
+        core = self._core()
+        return core.statistics() if core is not None else None
+
+    @property
+    def printing_path(self) -> str | None:
+        """The path (as the job shows it) of the file being printed, None when idle."""
+        core = self._core()
+        if core is None or not core.jobs.active or core.jobs.job is None:
+            return None
+        return core.jobs.job.file.path
+
+
+def offline_core(config: HostConfig, pipeline: Pipeline) -> HostCore:
+    """A host core with no printer behind it: what scripts render to without a printer."""
+    return HostCore(config, pipeline, clock=lambda: 0.0, scripts=load_scripts(config))
+
+
+def render_script(core: HostCore, name: str, context: Mapping[str, Any]) -> list[str]:
+    """The lines script `name` renders to in `core`'s state. Raises LookupError when no
+    script (and no `comm.protocol.scripts` stage) has the name, ScriptError when it breaks."""
+    if not core.scripts.has(name):
+        known = ", ".join(core.scripts.names()) or "none"
+        raise LookupError(f"no script named {name!r} (known: {known})")
+    return [cmd.line for cmd in core.scripts.render(name, context)]
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
