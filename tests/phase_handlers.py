@@ -106,3 +106,21 @@ def system_cmds(*args, **kwargs):
     return [{"name": "Reboot", "action": "reboot", "command": "sudo reboot",
              "confirm": "Sure?"},
             {"name": "Bad", "action": "Not Valid!", "command": "x"}]
+
+
+#: Where the runnable system commands leave their mark (set by the test).
+MARKER = "/nonexistent/printpipe-marker"
+
+
+def _refuse() -> None:
+    raise RuntimeError("not today")
+
+
+def runnable_system_cmds(*args, **kwargs):
+    return [{"name": "Mark", "action": "mark", "command": f"echo marked > '{MARKER}'",
+             "confirm": "Leave a mark?"},
+            {"name": "Fail", "action": "fail", "command": "echo broken >&2; exit 3"},
+            {"name": "Fail quietly", "action": "fail-ignored", "command": "exit 3",
+             "ignore": True},
+            {"name": "Refused", "action": "refused", "command": f"touch '{MARKER}.before'",
+             "before": _refuse}]

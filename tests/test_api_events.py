@@ -16,7 +16,7 @@ import trio
 
 from conftest import ROOT
 from http_fixtures import KEY, serve_for_test
-from pipeline.app.http import system
+from pipeline.app.http import stream as stream_endpoint
 
 
 async def read_events(response, into: list, stop_at: str | None = None) -> None:
@@ -77,8 +77,8 @@ async def test_clients_opening_and_closing_are_events(tmp_path):
 
 async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_printer(
         tmp_path, monkeypatch):
-    monkeypatch.setattr(system, "WRITE_DEADLINE", 0.5)
-    monkeypatch.setattr(system, "STREAM_QUEUE", 16)
+    monkeypatch.setattr(stream_endpoint, "WRITE_DEADLINE", 0.5)
+    monkeypatch.setattr(stream_endpoint, "STREAM_QUEUE", 16)
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["ClientClosed"])
         host, port = srv.url.rsplit("//", 1)[1].split(":")

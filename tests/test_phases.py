@@ -8,7 +8,7 @@ import pytest
 import trio
 from conftest import load_yaml, open_printer
 
-from pipeline.hooks.printer_phases import additional_state_data, custom_event_names
+from pipeline.hooks.host_phases import additional_state_data, custom_event_names
 from pipeline.errors import LinkBroken
 from pipeline.session.core import PrinterState as S
 from pipeline.session.filejob import FileJob, JobFile
@@ -181,10 +181,10 @@ def test_storage_paths_never_leave_the_folder(tmp_path, name):
 
 
 def test_system_commands_are_collected_and_invalid_ones_left_out(caplog):
-    from pipeline.hooks.file_phases import system_commands
+    from pipeline.hooks.host_phases import system_commands
     config = load_yaml(yaml_for("system.additional_commands", "system_cmds"))
     pipeline = build_pipeline(config.pipeline, BUILTIN_STAGES)
     (cmd,) = system_commands(pipeline)
     assert (cmd.name, cmd.action, cmd.command, cmd.confirm, cmd.source) == (
-        "Reboot", "reboot", "sudo reboot", "Sure?", "system_cmds")
+        "Reboot", "system_cmds:reboot", "sudo reboot", "Sure?", "system_cmds")
     assert "Not Valid!" in caplog.text

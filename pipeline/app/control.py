@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import trio
 
+from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, HostError, ScriptError
 from pipeline.events.names import Event
@@ -27,7 +28,9 @@ from pipeline.events.placeholders import FiringContext
 from pipeline.fanout.bus import EventBus, Subscription
 from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events, now_iso
 from pipeline.hooks.chain import Pipeline
-from pipeline.hooks.printer_phases import additional_state_data, custom_event_names
+from pipeline.hooks.host_phases import (
+    SystemCommand, additional_state_data, custom_event_names, system_commands,
+)
 from pipeline.hooks.registry import build_pipeline
 from pipeline.link.printer import Printer, load_scripts, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
@@ -304,6 +307,20 @@ class Control:
         else with the configured profile and nothing known. Raises LookupError / ScriptError."""
         return render_script(self._core() or offline_core(self.config, self.pipeline), name,
                              context)
+
+    # ---- system commands ------------------------------------------------------------------
+    def system_commands(self) -> list[SystemCommand]:
+        """What `system.additional_commands` stages declare (OctoPrint's "plugin" source)."""
+        return system_commands(self.pipeline)
+
+    async def run_system_command(self, action: str) -> None:
+        """Run the declared command `action` (`<stage id>:<action>`). Raises LookupError when
+        none has that action, SystemCommandFailed when it fails."""
+        for cmd in self.system_commands():
+            if cmd.action == action:
+                await run_system_command(cmd, self._nursery)
+                return
+        raise LookupError(f"no system command {action!r}")
 
     # ---- state ----------------------------------------------------------------------------
     def status(self) -> Status:

@@ -79,7 +79,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve as hypercorn_serve
 
-    from pipeline.app.http.system import close_streams
+    from pipeline.app.http.stream import close_streams
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
     from pipeline.app.service import open_service

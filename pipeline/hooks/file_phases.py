@@ -1,16 +1,12 @@
-"""The file and system hook contracts (seed 002), pure: the extension tree
-(`filemanager.extension_tree`), the file wrapper handed to `filemanager.preprocessor`
-stages, and the system command definitions of `system.additional_commands`.
-The storage that calls them at their moments lives in storage.py.
+"""The file hook contracts (seed 002), pure: the extension tree
+(`filemanager.extension_tree`) and the file wrapper handed to `filemanager.preprocessor`
+stages. The storage that calls them at their moments lives in pipeline/files/storage.py.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, BinaryIO, Protocol
-
-import attrs
 
 from pipeline.hooks.chain import Pipeline
 from pipeline.phases import Phase
@@ -18,7 +14,6 @@ from pipeline.phases import Phase
 log = logging.getLogger("printpipe.pipeline")
 
 DEFAULT_EXTENSIONS: dict[str, Any] = {"machinecode": {"gcode": ["gcode", "gco", "g"]}}
-_ACTION_RE = re.compile(r"^[a-z0-9_-]+$")
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -84,40 +79,3 @@ def preprocess(pipeline: Pipeline, path: str, file_object: FileWrapper, *,
             continue
         file_object = result
     return file_object
-
-
-@attrs.frozen
-class SystemCommand:
-    name: str
-    action: str
-    command: str
-    source: str  # the stage id that declared it
-    confirm: str | None = None
-    run_async: bool = False
-    ignore: bool = False
-    debug: bool = False
-
-
-def system_commands(pipeline: Pipeline) -> list[SystemCommand]:
-    """The commands `system.additional_commands` stages declare; invalid ones are logged
-    with the stage id and left out."""
-    out: list[SystemCommand] = []
-    for st, defs in pipeline.call(Phase.SYSTEM_ADDITIONAL_COMMANDS):
-        for d in defs or ():
-            problem = None
-            if not isinstance(d, dict):
-                problem = f"{d!r} is not a dict"
-            elif not all(isinstance(d.get(k), str) and d.get(k) for k in
-                         ("name", "action", "command")):
-                problem = "name, action and command are required strings"
-            elif not _ACTION_RE.match(d["action"]):
-                problem = f"action {d['action']!r} must match [a-z0-9-_]+"
-            if problem:
-                st.counters.errors += 1
-                log.error("stage %r in %s: %s; command left out", st.id,
-                          Phase.SYSTEM_ADDITIONAL_COMMANDS.value, problem)
-                continue
-            out.append(SystemCommand(d["name"], d["action"], d["command"], st.id,
-                                     d.get("confirm"), bool(d.get("async", False)),
-                                     bool(d.get("ignore", False)), bool(d.get("debug", False))))
-    return out

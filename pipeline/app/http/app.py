@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from pipeline.app.http import files, job, printer, system
+from pipeline.app.http import files, job, printer, stream, system
 from pipeline.app.http.context import Api, KeyAuth
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
 
@@ -44,7 +44,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(api: Api, body_limit: int) -> ASGIApp:
-    routes = printer.ROUTES + job.ROUTES + files.ROUTES + system.ROUTES
+    routes = printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + system.ROUTES
     app = Starlette(routes=routes, exception_handlers={
         BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error})
     app.state.api = api

@@ -1,9 +1,6 @@
-"""printpipe's own endpoints (event stream, pipeline, script rendering, config reload, metrics)
-and the application-key flow Home Assistant uses.
-
-The event stream is a raw ASGI endpoint so every write has a deadline: a client that stops
-reading loses events on its bounded bus queue and, once a write stalls or its queue overflows,
-is dropped. It never slows the printer.
+"""printpipe's own endpoints (pipeline, script rendering, config reload, metrics), OctoPrint's
+system commands (what `system.additional_commands` stages declare) and the application-key
+flow Home Assistant uses.
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from pipeline.app.keys import KeyStoreError, PollResult
+from pipeline.app.system import SystemCommandFailed
 from pipeline.errors import ConfigError, ConfigErrors, ScriptError
 from pipeline.config.sections import event_problem
 from pipeline.events.names import Event, canonical
@@ -25,101 +23,6 @@ from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.support import BadRequest, json_error, read_json, sse_frame
 
 log = logging.getLogger("printpipe.http")
-
-#: Seconds a stream write may take before the client counts as gone; keep-alive period.
-WRITE_DEADLINE = 10.0
-KEEPALIVE = 15.0
-STREAM_QUEUE = 256
-
-
-# ---- the event stream ---------------------------------------------------------------------
-def _filter(query: str) -> frozenset[str] | None:
-    if not query:
-        return None
-    names = [n.strip() for n in query.split(",") if n.strip()]
-    bad = [n for n in names if event_problem(n)]
-    if bad:
-        raise BadRequest(f"unknown event name(s) in ?events=: {', '.join(bad)}")
-    return frozenset(canonical(n) for n in names)
-
-
-class EventStream:
-    """GET /api/events: `event: <Name>` / `data: <json>` frames from the bus."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        api = api_of(request)
-        try:
-            wanted = _filter(request.query_params.get("events", ""))
-        except BadRequest as exc:
-            await json_error(exc.status, exc.message)(scope, receive, send)
-            return
-        client = scope.get("client") or ("?", 0)
-        address = client[0]
-        sub = api.control.subscribe(f"http {address}:{client[1]}", events=wanted,
-                                    size=STREAM_QUEUE)
-        streams: set[Any] = api.extra.setdefault("streams", set())
-        streams.add(sub)
-        api.control.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
-        api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": address,
-                                                  "username": identity_of(request)})
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                await _pump(api, sub, send)
-                nursery.cancel_scope.cancel()
-        finally:
-            streams.discard(sub)
-            sub.close()
-            api.control.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
-
-
-async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-async def _write(send: Send, data: bytes, more: bool = True) -> bool:
-    with trio.move_on_after(WRITE_DEADLINE):
-        await send({"type": "http.response.body", "body": data, "more_body": more})
-        return True
-    return False
-
-
-async def _pump(api: Api, sub: Any, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no")]})
-    if not await _write(send, b": printpipe event stream\n\n"):
-        return
-    while True:
-        ev = None
-        with trio.move_on_after(KEEPALIVE):
-            try:
-                ev = await sub.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                await _write(send, b"", more=False)  # closed cleanly: shutdown
-                return
-        if sub.dropped:
-            log.warning("event stream %s is not keeping up (%d events dropped): closing it",
-                        sub.name, sub.dropped)
-            await _write(send, sse_frame("StreamOverflow", {"dropped": sub.dropped}), more=False)
-            return
-        data = b": keep-alive\n\n" if ev is None else sse_frame(ev.name, ev.payload)
-        if not await _write(send, data):
-            log.warning("event stream %s stalled for %gs: dropping the client", sub.name,
-                        WRITE_DEADLINE)
-            return
-
-
-def close_streams(api: Api) -> None:
-    """End every event stream cleanly (the server is shutting down)."""
-    for sub in list(api.extra.get("streams", ())):
-        sub.close()  # its reader sees the end of the channel and finishes the response
-
 
 # ---- pipeline, scripts, reload, metrics -----------------------------------------------------
 async def pipeline(request: Request) -> Response:
@@ -205,6 +108,49 @@ async def metrics(request: Request) -> Response:
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+# ---- system commands ----------------------------------------------------------------------
+#: OctoPrint's sources: printpipe configures no core or custom commands; stages add plugin ones.
+SOURCES = ("core", "custom", "plugin")
+
+
+def _command_specs(request: Request, source: str) -> list[dict[str, Any]]:
+    if source != "plugin":
+        return []
+    out = []
+    for cmd in api_of(request).control.system_commands():
+        spec: dict[str, Any] = {"source": "plugin", "action": cmd.action, "name": cmd.name}
+        if cmd.confirm:
+            spec["confirm"] = cmd.confirm
+        spec["resource"] = str(request.url_for("system_command", source="plugin",
+                                               action=cmd.action))
+        out.append(spec)
+    return out
+
+
+async def system_commands(request: Request) -> Response:
+    return JSONResponse({source: _command_specs(request, source) for source in SOURCES})
+
+
+async def system_commands_of(request: Request) -> Response:
+    source = request.path_params["source"]
+    if source not in SOURCES:
+        raise BadRequest(f"unknown source {source!r} (core, custom, plugin)", status=404)
+    return JSONResponse(_command_specs(request, source))
+
+
+async def system_command(request: Request) -> Response:
+    source, action = request.path_params["source"], request.path_params["action"]
+    if source != "plugin":
+        raise BadRequest(f"no system command {source}/{action}", status=404)
+    try:
+        await api_of(request).control.run_system_command(action)
+    except LookupError as exc:
+        raise BadRequest(str(exc.args[0]), status=404) from None
+    except SystemCommandFailed as exc:
+        raise BadRequest(str(exc), status=500) from None
+    return Response(status_code=204)
+
+
 # ---- application keys ---------------------------------------------------------------------
 async def appkeys_probe(request: Request) -> Response:
     return Response(status_code=204)
@@ -241,10 +187,13 @@ async def appkeys_poll(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/api/events", EventStream(), methods=["GET"]),
     Route("/api/pipeline", pipeline, methods=["GET"]),
     Route("/api/scripts/{name}/render", render_script, methods=["POST"]),
     Route("/api/system/reload", reload, methods=["POST"]),
+    Route("/api/system/commands", system_commands, methods=["GET"]),
+    Route("/api/system/commands/{source}", system_commands_of, methods=["GET"]),
+    Route("/api/system/commands/{source}/{action}", system_command, methods=["POST"],
+          name="system_command"),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/plugin/appkeys/probe", appkeys_probe, methods=["GET"]),
     Route("/plugin/appkeys/request", appkeys_request, methods=["POST"]),

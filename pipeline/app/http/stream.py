@@ -1,0 +1,121 @@
+"""The event stream (`GET /api/events`): Server-Sent Events from the bus, with an optional
+`?events=` filter; it publishes ClientOpened/ClientAuthed/ClientClosed.
+
+It is a raw ASGI endpoint so every write has a deadline: a client that stops reading loses
+events on its bounded bus queue and, once a write stalls or its queue overflows, is dropped.
+It never slows the printer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from pipeline.app.http.context import Api, api_of, identity_of
+from pipeline.app.http.support import BadRequest, json_error, sse_frame
+from pipeline.config.sections import event_problem
+from pipeline.events.names import Event, canonical
+
+log = logging.getLogger("printpipe.http")
+
+#: Seconds a stream write may take before the client counts as gone; keep-alive period.
+WRITE_DEADLINE = 10.0
+KEEPALIVE = 15.0
+STREAM_QUEUE = 256
+
+
+def _filter(query: str) -> frozenset[str] | None:
+    if not query:
+        return None
+    names = [n.strip() for n in query.split(",") if n.strip()]
+    bad = [n for n in names if event_problem(n)]
+    if bad:
+        raise BadRequest(f"unknown event name(s) in ?events=: {', '.join(bad)}")
+    return frozenset(canonical(n) for n in names)
+
+
+class EventStream:
+    """GET /api/events: `event: <Name>` / `data: <json>` frames from the bus."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        api = api_of(request)
+        try:
+            wanted = _filter(request.query_params.get("events", ""))
+        except BadRequest as exc:
+            await json_error(exc.status, exc.message)(scope, receive, send)
+            return
+        client = scope.get("client") or ("?", 0)
+        address = client[0]
+        sub = api.control.subscribe(f"http {address}:{client[1]}", events=wanted,
+                                    size=STREAM_QUEUE)
+        streams: set[Any] = api.extra.setdefault("streams", set())
+        streams.add(sub)
+        api.control.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
+        api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": address,
+                                                  "username": identity_of(request)})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                await _pump(api, sub, send)
+                nursery.cancel_scope.cancel()
+        finally:
+            streams.discard(sub)
+            sub.close()
+            api.control.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
+
+
+async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _write(send: Send, data: bytes, more: bool = True) -> bool:
+    with trio.move_on_after(WRITE_DEADLINE):
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+        return True
+    return False
+
+
+async def _pump(api: Api, sub: Any, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no")]})
+    if not await _write(send, b": printpipe event stream\n\n"):
+        return
+    while True:
+        ev = None
+        with trio.move_on_after(KEEPALIVE):
+            try:
+                ev = await sub.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                await _write(send, b"", more=False)  # closed cleanly: shutdown
+                return
+        if sub.dropped:
+            log.warning("event stream %s is not keeping up (%d events dropped): closing it",
+                        sub.name, sub.dropped)
+            await _write(send, sse_frame("StreamOverflow", {"dropped": sub.dropped}), more=False)
+            return
+        data = b": keep-alive\n\n" if ev is None else sse_frame(ev.name, ev.payload)
+        if not await _write(send, data):
+            log.warning("event stream %s stalled for %gs: dropping the client", sub.name,
+                        WRITE_DEADLINE)
+            return
+
+
+def close_streams(api: Api) -> None:
+    """End every event stream cleanly (the server is shutting down)."""
+    for sub in list(api.extra.get("streams", ())):
+        sub.close()  # its reader sees the end of the channel and finishes the response
+
+
+
+ROUTES = [Route("/api/events", EventStream(), methods=["GET"])]
