@@ -1,6 +1,6 @@
 """The service sections of the configuration: `events` (subscriptions), `http` and `storage`.
 
-Spec values and key tables as in config_schema.py, plus the reader of `events.subscriptions`,
+Spec values and key tables as in schema.py, plus the reader of `events.subscriptions`,
 which checks event names and placeholders at load time so a broken subscription is a config
 error with its line instead of a silent skip at run time. No trio, no IO.
 """
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import attrs
 import strictyaml as sy
 
+from pipeline.config.nodes import Reporter, close, is_blank, key_line
 from pipeline.config.schema import (
     Field, PipelineSpec, PrinterSpec, ScriptsSpec, Section, SerialSpec, SourceLocation,
     VirtualSpec, at_least, non_blank, positive,
@@ -22,9 +23,6 @@ from pipeline.events.names import (
     CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, catalogue_event, known_names,
 )
 from pipeline.events.placeholders import GENERIC, field_roots, split_argv
-
-if TYPE_CHECKING:
-    from pipeline.config.reader import _Reader
 
 
 class SubscriptionType(enum.Enum):
@@ -134,8 +132,7 @@ def event_problem(name: str) -> str | None:
     """Why `name` cannot be subscribed to, or None (custom names are checked at start)."""
     if catalogue_event(name) or SCRIPT_EVENT_RE.fullmatch(name) or CUSTOM_EVENT_RE.fullmatch(name):
         return None
-    from pipeline.config.reader import _close
-    return f"unknown event {name!r} ({_close(name, known_names())})"
+    return f"unknown event {name!r} ({close(name, known_names())})"
 
 
 def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:
@@ -150,9 +147,8 @@ def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:
     return keys
 
 
-def read_events(reader: _Reader, node: sy.YAML, line: int) -> EventsSpec | None:
-    from pipeline.config.reader import _is_blank, _key_line
-    if _is_blank(node):
+def read_events(reader: Reporter, node: sy.YAML, line: int) -> EventsSpec | None:
+    if is_blank(node):
         return EventsSpec()
     if not reader.validate(node, EVENTS_KEYS, line, "events"):
         return None
@@ -160,9 +156,9 @@ def read_events(reader: _Reader, node: sy.YAML, line: int) -> EventsSpec | None:
     before = len(reader.errors)
     for key, low in (("max_concurrent", 1), ("max_waiting", 0)):
         if key in data and data[key] < low:
-            reader.error(f"{key} must be at least {low}", _key_line(node, key), f"events.{key}")
+            reader.error(f"{key} must be at least {low}", key_line(node, key), f"events.{key}")
     if "shutdown_grace" in data and positive(data["shutdown_grace"]):
-        reader.error("shutdown_grace must be positive", _key_line(node, "shutdown_grace"),
+        reader.error("shutdown_grace must be positive", key_line(node, "shutdown_grace"),
                      "events.shutdown_grace")
     subs = []
     if data.get("subscriptions"):
@@ -183,21 +179,20 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _subscription(reader: _Reader, node: sy.YAML, line: int, keypath: str) -> SubscriptionSpec | None:
-    from pipeline.config.reader import _key_line
+def _subscription(reader: Reporter, node: sy.YAML, line: int, keypath: str) -> SubscriptionSpec | None:
     data = node.data
     before = len(reader.errors)
     kind = SubscriptionType(data["type"])
     events = _as_tuple(data["event"])
     commands = _as_tuple(data["command"])
-    ev_line = _key_line(node, "event")
+    ev_line = key_line(node, "event")
     if not events:
         reader.error("event must name at least one event", ev_line, f"{keypath}.event")
     for name in events:
         problem = event_problem(name)
         if problem:
             reader.error(problem, ev_line, f"{keypath}.event")
-    cmd_line = _key_line(node, "command")
+    cmd_line = key_line(node, "command")
     if not commands:
         reader.error("command must give at least one command", cmd_line, f"{keypath}.command")
     known = _payload_keys(events)
@@ -220,10 +215,10 @@ def _subscription(reader: _Reader, node: sy.YAML, line: int, keypath: str) -> Su
     if kind is SubscriptionType.GCODE:
         for key in _SYSTEM_ONLY:
             if key in data:
-                reader.error(f"{key} is only for system subscriptions", _key_line(node, key),
+                reader.error(f"{key} is only for system subscriptions", key_line(node, key),
                              f"{keypath}.{key}")
     if "timeout" in data and positive(data["timeout"]):
-        reader.error("timeout must be positive", _key_line(node, "timeout"), f"{keypath}.timeout")
+        reader.error("timeout must be positive", key_line(node, "timeout"), f"{keypath}.timeout")
     if len(reader.errors) > before:
         return None
     opt = {k: data[k] for k in ("name", "enabled", "debug", "shell", "cwd", "timeout")
