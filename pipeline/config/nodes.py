@@ -9,15 +9,17 @@ one. Both import this module and neither imports the other's internals. No trio,
 from __future__ import annotations
 
 import difflib
-from typing import Protocol
+from typing import Any, Protocol
 
 import strictyaml as sy
 
+from pipeline.config.options import Field
 from pipeline.errors import ConfigError
 
 
 class Reporter(Protocol):
-    """Where a section reader sends its problems, and how it validates a node in place."""
+    """Where a section reader sends its problems, how it validates a node in place, and how it
+    reads one option's value (validated, range-checked, converted)."""
 
     path: str
     errors: list[ConfigError]
@@ -26,6 +28,8 @@ class Reporter(Protocol):
 
     def validate(self, node: sy.YAML, validator: sy.Validator, line: int, key: str,
                  where: str = "") -> bool: ...
+
+    def field(self, field: Field, node: sy.YAML, line: int, keypath: str) -> Any: ...
 
 
 def close(name: str, valid: list[str] | tuple[str, ...]) -> str:

@@ -19,11 +19,12 @@ from strictyaml import exceptions as sy_exc
 from strictyaml.ruamel.error import MarkedYAMLError
 
 from pipeline.config import nodes
+from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
-    ENTRY_VALIDATORS, GCODE_WORD_RE, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE,
-    TOP_LEVEL_KEYS, ChecksumMode, ErrorHandling, FaultsSpec, Field, MaxTimeoutsSpec,
-    PipelineSpec, PrinterSpec, ProfileSpec, ResendWithoutOk, ScriptsSpec, Section, SerialSpec, SourceLocation,
-    StageKind, StageSpec, TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
+    ENTRY_VALIDATORS, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE, TOP_LEVEL_KEYS,
+    ChecksumMode, ErrorHandling, FaultsSpec, MaxTimeoutsSpec, PipelineSpec, PrinterSpec,
+    ProfileSpec, ResendWithoutOk, ScriptsSpec, SerialSpec, SourceLocation, StageKind, StageSpec,
+    TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
 )
 from pipeline.config.sections import (
     HTTP, STORAGE, EventsSpec, HostConfig, HttpSpec, StorageSpec, read_events,
