@@ -22,7 +22,7 @@ from pipeline.config import nodes
 from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
     ENTRY_VALIDATORS, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE, TOP_LEVEL_KEYS,
-    ChecksumMode, ErrorHandling, FaultsSpec, MaxTimeoutsSpec, PipelineSpec, PrinterSpec,
+    ChecksumMode, ErrorHandling, FaultSpec, MaxTimeoutsSpec, PipelineSpec, PrinterSpec,
     ProfileSpec, ResendWithoutOk, ScriptsSpec, SerialSpec, SourceLocation, StageKind, StageSpec,
     TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
 )
@@ -34,7 +34,7 @@ from pipeline.phases import NOT_PHASES, PHASE_BY_NAME, Phase
 
 __all__ = [
     "ChecksumMode", "ResendWithoutOk", "ErrorHandling", "VolumeSpec", "ProfileSpec", "PrinterSpec",
-    "TimeoutSpec", "MaxTimeoutsSpec", "SerialSpec", "FaultsSpec", "VirtualSpec", "StageKind",
+    "TimeoutSpec", "MaxTimeoutsSpec", "SerialSpec", "FaultSpec", "VirtualSpec", "StageKind",
     "SourceLocation", "StageSpec", "PipelineSpec", "HostConfig", "GCODE_WORD_RE",
     "load_config", "load_config_file", "default_config",
 ]

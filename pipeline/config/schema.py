@@ -145,8 +145,14 @@ class SerialSpec:
 
 
 @attrs.frozen
-class FaultsSpec:
-    """Faults the virtual printer injects (rates are probabilities per line, 0..1)."""
+class FaultSpec:
+    """Which faults the virtual firmware injects, how often, and from which seed (the virtual
+    printer uses this class itself: pipeline/virtual/faults.py rolls its dice).
+
+    Rates are fractions in [0, 1]. `corrupt_rate` rolls once per numbered line that would
+    otherwise be accepted (M110 excepted); the other rates roll once per executed command.
+    The `*_after` counts are of executed commands and fire once.
+    """
 
     seed: int = integer(0)
     corrupt_rate: float = number(0.0, rate)
@@ -167,7 +173,7 @@ class VirtualSpec:
 
     firmware_name: str = text("printpipe Virtual Marlin 2.1")
     heat_rate: float = number(40.0)
-    faults: FaultsSpec = subsection(FaultsSpec)
+    faults: FaultSpec = subsection(FaultSpec)
 
 
 @attrs.frozen
