@@ -24,7 +24,7 @@ from pipeline.session.rules import OFFSET_TARGETS, CommandRules
 from pipeline.session.states import PrinterState
 from pipeline.session.reactions import EngineReactions
 from pipeline.session.script_runner import ScriptRunner
-from pipeline.protocol.engine import EngineSettings, HostProtocol
+from pipeline.protocol.engine import HostProtocol
 from pipeline.session.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -49,9 +49,8 @@ class HostCore:
         self.config = config
         self.pipeline = pipeline
         self.clock = clock
-        s = config.serial
         self.engine = HostProtocol(
-            EngineSettings.from_spec(s, config.printer.profile),
+            config.serial, config.printer.profile,
             received_hook=pipeline.filter_received if pipeline.received else None)
         self.tracker = Tracker(config.printer.profile)
         self.state = PrinterState.OFFLINE
