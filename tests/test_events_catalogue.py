@@ -583,7 +583,10 @@ async def test_estop_then_error():
     async with connected() as (svc, printer, rec):
         printer.send(["M112"])
         await rec.wait_for("Disconnected")
-        assert printer.virtual.firmware.killed
+        fw = printer.virtual.firmware
+        with trio.fail_after(TIMEOUT):  # the pty server reads what the link wrote last
+            while not fw.killed:
+                await trio.sleep(0.01)
     await rec.rest()
     assert check_payload(rec.one("EStop")) == {}
     assert rec.index("EStop") < rec.index("Error")

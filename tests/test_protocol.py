@@ -8,11 +8,13 @@ import pytest
 from pipeline.config.schema import ProfileSpec
 from pipeline.protocol import events as ee
 from pipeline.protocol import replies
-from pipeline.config.reader import ChecksumMode, ResendWithoutOk
+from pipeline.config.reader import (
+    ChecksumMode, MaxTimeoutsSpec, ResendWithoutOk, SerialSpec, TimeoutSpec,
+)
 from pipeline.protocol.events import ErrorReason, LinkState
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, frame
-from pipeline.protocol.engine import EngineSettings, HostProtocol
+from pipeline.protocol.engine import HostProtocol
 from pipeline.protocol.replies import Position
 from pipeline.session.tracking import Tracker
 
@@ -30,13 +32,16 @@ def tracker_on(tool: int) -> Tracker:
     return tracker
 
 
-def engine(*, hook=None, **settings) -> HostProtocol:
-    return HostProtocol(EngineSettings(**settings), received_hook=hook)
+def engine(*, hook=None, profile: ProfileSpec = ProfileSpec(), max_hellos: int = 3,
+           **serial) -> HostProtocol:
+    """An engine for a serial section setting `serial` (SerialSpec's options by name)."""
+    return HostProtocol(SerialSpec(**serial), profile, max_hellos=max_hellos,
+                        received_hook=hook)
 
 
-def connected(*, hook=None, **settings) -> HostProtocol:
+def connected(*, hook=None, **serial) -> HostProtocol:
     """An engine through the handshake at t=0: hello out, `ok` in, OPERATIONAL."""
-    e = engine(hook=hook, **settings)
+    e = engine(hook=hook, **serial)
     e.connect(0)
     assert e.take_output() == HELLO
     events = e.receive_data(b"ok\n", 0)
@@ -73,8 +78,8 @@ def with_firmware(e: HostProtocol, name: str = "Marlin 2.1.2") -> list:
     return feed(e, f"FIRMWARE_NAME:{name} PROTOCOL_VERSION:1.0")
 
 
-def printing(**settings) -> HostProtocol:
-    e = connected(**settings)
+def printing(**serial) -> HostProtocol:
+    e = connected(**serial)
     with_firmware(e)
     e.printing = True
     return e
@@ -121,7 +126,7 @@ def test_start_while_connecting_sends_the_hello_again_without_counting_it():
 
 @pytest.mark.parametrize("max_hellos", [1, 3, 5])
 def test_hello_retried_on_timeout_then_connection_failure(max_hellos):
-    e = engine(max_hellos=max_hellos, hello_timeout=2.0)
+    e = engine(max_hellos=max_hellos, timeouts=TimeoutSpec(detection=2.0))
     e.connect(0)
     hellos = [e.take_output()]
     t = 0.0
@@ -242,7 +247,7 @@ def test_numbered_line_count_and_stats():
 
 @pytest.mark.parametrize("window", [1, 4])
 def test_credit_is_window_minus_lines_in_flight(window):
-    e = connected(window=window)
+    e = connected(ok_window=window)
     assert e.credit == window and e.in_flight == 0
     for i in range(window):
         send(e, f"G1 X{i}")
@@ -254,7 +259,7 @@ def test_credit_is_window_minus_lines_in_flight(window):
 
 
 def test_default_window_is_one():
-    assert EngineSettings().window == 1
+    assert SerialSpec().ok_window == 1
     e = connected()
     send(e, "M105")
     assert e.credit == 0
@@ -285,7 +290,7 @@ def test_firmware_detection_off_keeps_defaults():
 
 @pytest.mark.parametrize("window", [1, 2])
 def test_stray_ok_does_not_raise_credit_above_the_window(window):
-    e = connected(window=window)
+    e = connected(ok_window=window)
     events = feed(e, "ok", "ok", "ok")
     assert not events
     assert e.credit == window
@@ -304,7 +309,7 @@ def test_chunked_input():
 
 
 def test_several_lines_in_one_chunk():
-    e = connected(window=4)
+    e = connected(ok_window=4)
     for i in range(3):
         send(e, f"G1 X{i}")
     events = e.receive_data(b"ok\nT:20.0 /0.0 B:21.0 /0.0\nok\nok\nech", 1.0)
@@ -359,7 +364,7 @@ def test_resend_variants_give_the_exact_historic_bytes(request_line):
 
 
 def test_no_new_line_credit_is_used_while_resending():
-    e = printing(window=2)
+    e = printing(ok_window=2)
     send(e, "G1 X1")
     feed(e, CHECKSUM_ERROR, "Resend: 1", "ok")
     assert e.resending and e.credit == 2
@@ -371,7 +376,7 @@ def test_no_new_line_credit_is_used_while_resending():
 def test_stale_duplicate_requests_for_lines_in_flight_are_ignored(lines):
     """Window 4, `lines` in flight, the first corrupt: Marlin answers every later line with a
     line-number error + Resend + ok. Every line goes out exactly once more, in order."""
-    e = printing(window=4)
+    e = printing(ok_window=4)
     originals = [send(e, f"G1 X{i}") for i in range(1, lines + 1)]
     resent = []
     events = feed(e, CHECKSUM_ERROR, "Resend: 1", "ok")
@@ -390,7 +395,7 @@ def test_stale_duplicate_requests_for_lines_in_flight_are_ignored(lines):
 def test_a_corrupt_resent_line_is_a_new_request_not_a_stale_duplicate():
     """Line 2 was lost outright (no complaint for it), so one duplicate is never used up; the
     checksum error on the resent line 1 must still start a new resend."""
-    e = printing(window=4)
+    e = printing(ok_window=4)
     originals = [send(e, f"G1 X{i}") for i in (1, 2, 3)]
     feed(e, CHECKSUM_ERROR, "Resend: 1", "ok")
     assert pump(e) == originals[:2]
@@ -411,7 +416,7 @@ def test_leftover_request_for_the_current_line_is_ignored():
 
 
 def test_request_for_the_current_line_during_a_resend_cancels_it():
-    e = printing(window=2)
+    e = printing(ok_window=2)
     send(e, "G1 X1")
     send(e, "G1 X2")
     feed(e, CHECKSUM_ERROR, "Resend: 1")
@@ -423,7 +428,7 @@ def test_request_for_the_current_line_during_a_resend_cancels_it():
 @pytest.mark.parametrize("is_printing", [True, False])
 @pytest.mark.parametrize("request_line", ["Resend: 9", "Resend: 1"])
 def test_no_history_fails_while_printing_and_is_forgotten_when_idle(is_printing, request_line):
-    e = connected(history_size=3)
+    e = connected(resend_history_size=3)
     for i in range(6):  # N1..N6 before the firmware info: history holds 4..6
         send(e, f"G1 X{i}")
         feed(e, "ok")
@@ -448,7 +453,7 @@ def test_resend_without_a_number_is_ignored_even_while_printing():
 @pytest.mark.parametrize("m112", [True, False])
 def test_same_line_requested_again_and_again_is_a_resend_loop(max_resends, m112):
     """The first request counts 0, every repeat 1 more: at `max_resends` repeats -> loop."""
-    e = printing(max_resends=max_resends, send_m112_on_error=m112)
+    e = printing(max_consecutive_resends=max_resends, send_m112_on_error=m112)
     send(e, "G1 X1")
     for _ in range(max_resends):
         assert not failed(feed(e, CHECKSUM_ERROR, "Resend: 1", "ok"))
@@ -559,7 +564,7 @@ def test_idle_timeouts_tickle_then_fail_without_m112():
 
 
 def test_idle_tickle_frees_the_oldest_line_even_with_credit_left():
-    e = connected(window=4)
+    e = connected(ok_window=4)
     send(e, "M105", now=1.0)
     e.handle_timeout(31.0)
     assert e.in_flight == 0 and e.credit == 4
@@ -623,7 +628,7 @@ def test_heatup_with_temperature_reports_never_times_out():
 
 
 def test_heatup_stays_heatup_until_its_own_ok_with_a_window():
-    e = printing(window=4)
+    e = printing(ok_window=4)
     send(e, "M104 S210", now=1.0)
     send(e, "M109 S210", now=1.0)
     send(e, "G28", now=1.0)
@@ -637,7 +642,7 @@ def test_heatup_stays_heatup_until_its_own_ok_with_a_window():
 
 @pytest.mark.parametrize("interval, period", [(2.0, 3.0), (5.0, 6.0)])
 def test_busy_lines_push_the_ok_deadline_and_switch_to_the_busy_timeout(interval, period):
-    e = printing(temperature_interval=interval)
+    e = printing(timeouts=TimeoutSpec(temperature=interval))
     send(e, "G1 X1", now=0.0)
     assert e.deadline == 30.0
     events = feed(e, "echo:busy: processing", now=20.0)
@@ -735,7 +740,7 @@ def test_lost_ok_while_idle_is_caught_despite_autoreport_lines():
 
 @pytest.mark.parametrize("is_printing", [True, False])
 def test_max_timeouts_zero_is_unlimited(is_printing):
-    e = connected(max_timeouts_idle=0, max_timeouts_printing=0)
+    e = connected(max_consecutive_timeouts=MaxTimeoutsSpec(idle=0, printing=0))
     e.printing = is_printing
     for _ in range(50):
         assert not failed(e.handle_timeout(e.deadline))
@@ -928,7 +933,7 @@ def test_ok_after_a_kill_text_is_joined_not_counted():
 
 @pytest.mark.parametrize("is_printing", [True, False])
 def test_start_while_operational_is_a_printer_reset(is_printing):
-    e = connected(window=4)
+    e = connected(ok_window=4)
     e.printing = is_printing
     for i in range(3):
         send(e, f"G28 X{i}")
@@ -953,7 +958,7 @@ def test_received_lines():
     (2, False, ["M104 T0 S0", "M104 T1 S0"]),
 ])
 def test_emergency_stop_bytes_and_error(extruders, bed, tail):
-    e = connected(extruders=extruders, heated_bed=bed)
+    e = connected(profile=ProfileSpec(extruders=extruders, heated_bed=bed))
     send(e, "M110 N7")
     events = e.emergency_stop()
     expected = b"M112\n" + frame(8, "M112") + b"".join(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config.reader import FaultSpec
 from pipeline.gcode import frame
-from pipeline.virtual.faults import FaultSpec
 from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
 
 BOOT = ["start", "echo:printpipe Virtual Marlin 2.1 (printpipe virtual printer)"]

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio_serial
 
-from pipeline.virtual.faults import FaultSpec
+from pipeline.config.reader import FaultSpec
 from pipeline.virtual.firmware import FirmwareSpec
 from pipeline.link.virtual import VirtualPrinterHandle, run_standalone, serve_virtual_printer
 

@@ -2,7 +2,7 @@
 that names the file, the 1-based line and the key.
 
 The document is parsed once with strictyaml (structure only), then walked section by section
-with the key tables of config_schema.py; each key, each pipeline entry and each stage's `with:`
+with the key tables of schema.py; each key, each pipeline entry and each stage's `with:`
 options are validated on their own, so one pass reports as many problems as it can. No raw YAML
 leaves this module. No trio, no IO (except the tiny `load_config_file` helper), and no import
 of `stages/`: built-in stage schemas and phases are passed in by the caller.
@@ -10,7 +10,6 @@ of `stages/`: built-in stage schemas and phases are passed in by the caller.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -19,11 +18,13 @@ import strictyaml as sy
 from strictyaml import exceptions as sy_exc
 from strictyaml.ruamel.error import MarkedYAMLError
 
+from pipeline.config import nodes
+from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
-    ENTRY_VALIDATORS, GCODE_WORD_RE, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE,
-    TOP_LEVEL_KEYS, ChecksumMode, ErrorHandling, FaultsSpec, Field, MaxTimeoutsSpec,
-    PipelineSpec, PrinterSpec, ProfileSpec, ResendWithoutOk, ScriptsSpec, Section, SerialSpec, SourceLocation,
-    StageKind, StageSpec, TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
+    ENTRY_VALIDATORS, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE, TOP_LEVEL_KEYS,
+    ChecksumMode, ErrorHandling, FaultSpec, MaxTimeoutsSpec, PipelineSpec, PrinterSpec,
+    ProfileSpec, ResendWithoutOk, ScriptsSpec, SerialSpec, SourceLocation, StageKind, StageSpec,
+    TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
 )
 from pipeline.config.sections import (
     HTTP, STORAGE, EventsSpec, HostConfig, HttpSpec, StorageSpec, read_events,
@@ -33,7 +34,7 @@ from pipeline.phases import NOT_PHASES, PHASE_BY_NAME, Phase
 
 __all__ = [
     "ChecksumMode", "ResendWithoutOk", "ErrorHandling", "VolumeSpec", "ProfileSpec", "PrinterSpec",
-    "TimeoutSpec", "MaxTimeoutsSpec", "SerialSpec", "FaultsSpec", "VirtualSpec", "StageKind",
+    "TimeoutSpec", "MaxTimeoutsSpec", "SerialSpec", "FaultSpec", "VirtualSpec", "StageKind",
     "SourceLocation", "StageSpec", "PipelineSpec", "HostConfig", "GCODE_WORD_RE",
     "load_config", "load_config_file", "default_config",
 ]
@@ -76,13 +77,6 @@ def default_config(stage_schemas: Mapping[str, sy.Validator] | None = None) -> H
     return load_config("", "<defaults>", stage_schemas=stage_schemas or {})
 
 
-def _close(name: str, valid: list[str] | tuple[str, ...]) -> str:
-    near = difflib.get_close_matches(name, list(valid), n=3)
-    if near:
-        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
-    return "valid: " + ", ".join(valid)
-
-
 _DISALLOWED = {
     sy_exc.FlowMappingDisallowed: "flow style ([...] or {...}) is not allowed: write a list as "
     "`- item` lines, a map as `key: value` lines, and an empty list as an empty value",
@@ -104,16 +98,8 @@ def _is_blank_document(text: str) -> bool:
                for s in (line.strip() for line in text.splitlines()))
 
 
-def _key_line(node: sy.YAML, key: str) -> int:
-    return node.as_marked_up().lc.key(key)[0] + 1
-
-
-def _is_blank(node: sy.YAML) -> bool:
-    return node.is_scalar() and node.as_marked_up() in ("", None)
-
-
 class _Reader:
-    """One pass over one document; collects ConfigErrors in `errors`."""
+    """One pass over one document; collects ConfigErrors in `errors` (a nodes.Reporter)."""
 
     def __init__(self, path: str, stage_schemas: Mapping[str, sy.Validator],
                  stage_phases: Mapping[str, frozenset[Phase]] | None) -> None:
@@ -172,9 +158,9 @@ class _Reader:
             return None
         else:
             for name in doc.as_marked_up():
-                line = _key_line(doc, name)
+                line = nodes.key_line(doc, name)
                 if name not in TOP_LEVEL_KEYS:
-                    self.error(f"unknown section {name!r} ({_close(name, TOP_LEVEL_KEYS)})",
+                    self.error(f"unknown section {name!r} ({nodes.close(name, TOP_LEVEL_KEYS)})",
                                line, name)
                 elif name == "pipeline":
                     values[name] = self.pipeline(doc[name], line)
@@ -194,7 +180,7 @@ class _Reader:
                           values.get("http") or HttpSpec(), values.get("storage") or StorageSpec())
 
     def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
-        if _is_blank(node):
+        if nodes.is_blank(node):
             return section.spec()
         if not node.is_mapping():
             self.error(f"{keypath} must be a mapping of settings", line, keypath)
@@ -202,11 +188,11 @@ class _Reader:
         before = len(self.errors)
         kwargs: dict[str, Any] = {}
         for key in node.as_marked_up():
-            key_line = _key_line(node, key)
+            key_line = nodes.key_line(node, key)
             where = f"{keypath}.{key}"
             field = section.fields.get(key)
             if field is None:
-                hint = _close(key, list(section.fields))
+                hint = nodes.close(key, list(section.fields))
                 self.error(f"unknown key {key!r} in {keypath} ({hint})", key_line, where)
             elif isinstance(field, Section):
                 kwargs[key] = self.section(field, node[key], key_line, where)
@@ -235,7 +221,7 @@ class _Reader:
     # -- pipeline --------------------------------------------------------------------------
 
     def pipeline(self, node: sy.YAML, line: int) -> PipelineSpec | None:
-        if _is_blank(node):
+        if nodes.is_blank(node):
             return PipelineSpec()
         if not node.is_mapping():
             self.error("pipeline must map phase names to lists of stages", line, "pipeline")
@@ -243,7 +229,7 @@ class _Reader:
         stages: dict[Phase, tuple[StageSpec, ...]] = {}
         seen: dict[Phase, int] = {}
         for name in node.as_marked_up():
-            key_line = _key_line(node, name)
+            key_line = nodes.key_line(node, name)
             keypath = f"pipeline.{name}"
             phase = self.phase(name, key_line, keypath)
             if phase is None:
@@ -254,7 +240,7 @@ class _Reader:
                 continue
             seen[phase] = key_line
             entries = node[name]
-            if _is_blank(entries):
+            if nodes.is_blank(entries):
                 continue
             if not entries.is_sequence():
                 self.error(f"{phase.value} needs a list of stage entries (`- stage: ...`)",
@@ -273,7 +259,7 @@ class _Reader:
         if short in NOT_PHASES:
             self.error(f"{short} is not a printpipe phase: {NOT_PHASES[short]}", line, keypath)
         else:
-            self.error(f"unknown phase {short!r} ({_close(short, list(PHASE_BY_NAME))})",
+            self.error(f"unknown phase {short!r} ({nodes.close(short, list(PHASE_BY_NAME))})",
                        line, keypath)
         return None
 
@@ -303,10 +289,10 @@ class _Reader:
         raw: dict[str, Any] = {}
         lines: dict[str, int] = {}
         for key in node.as_marked_up():
-            lines[key] = key_line = _key_line(node, key)
+            lines[key] = key_line = nodes.key_line(node, key)
             where = f"{keypath}.{key}"
             if key not in STAGE_ENTRY_KEYS:
-                hint = _close(key, STAGE_ENTRY_KEYS)
+                hint = nodes.close(key, STAGE_ENTRY_KEYS)
                 self.error(f"unknown key {key!r} in a stage entry ({hint})", key_line, where)
             elif key == "with":
                 raw[key] = node[key]
@@ -362,7 +348,7 @@ class _Reader:
                 keypath: str) -> Mapping[str, Any]:
         schema = self.stage_schemas[name]
         where = f"(options of stage {name!r})"
-        if node is not None and not _is_blank(node):
+        if node is not None and not nodes.is_blank(node):
             if not self.validate(node, schema, line, keypath, where):
                 return _EMPTY_OPTIONS
             return freeze_options(node.data)

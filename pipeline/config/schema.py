@@ -1,23 +1,28 @@
-"""What the YAML configuration may say: the enums, the frozen spec values and, per section, a
-table of its keys (strictyaml validator, conversion, range check).
+"""What the YAML configuration may say: the enums, the frozen spec values of the `printer`,
+`serial`, `virtual` and `scripts` sections, the pipeline's spec values and entry keys.
 
-The spec classes' own defaults are the configuration's defaults; a table only says how to read a
-key. Nothing here reads YAML or files: config.py walks a document with these tables. No trio,
-no IO, no stage imports (built-in stages hand their schemas to config.load_config).
+Each option is declared once, as a field of its spec class (options.py): its default is the
+configuration's default and its metadata says how its key is read; `SECTIONS` holds the key
+tables derived from the classes. Nothing here reads YAML or files: reader.py walks a document
+with these tables. No trio, no IO, no stage imports (built-in stages hand their schemas to
+reader.load_config).
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 import strictyaml as sy
 
+from pipeline.config.options import (
+    Section, at_least, choice, commands, flag, frozen_map, integer, number, option,
+    optional_integer, rate, subsection, text,
+)
 from pipeline.phases import Phase
 
 # ---------------------------------------------------------------------------------------------
@@ -56,111 +61,130 @@ class StageKind(enum.Enum):
 
 
 # ---------------------------------------------------------------------------------------------
-# Spec values
+# Spec values: each field is one option, declared once (its default and how its key is read)
 
 
 @attrs.frozen
 class VolumeSpec:
-    width: float = 200.0
-    depth: float = 200.0
-    height: float = 200.0
+    width: float = number(200.0)
+    depth: float = number(200.0)
+    height: float = number(200.0)
 
 
 @attrs.frozen
 class ProfileSpec:
-    name: str = "default"
-    extruders: int = 1
-    shared_nozzle: bool = False
-    heated_bed: bool = True
-    heated_chamber: bool = False
-    volume: VolumeSpec = VolumeSpec()
+    name: str = text("default")
+    extruders: int = integer(1, at_least(1))
+    shared_nozzle: bool = flag(False)
+    heated_bed: bool = flag(True)
+    heated_chamber: bool = flag(False)
+    volume: VolumeSpec = subsection(VolumeSpec)
 
 
 @attrs.frozen
 class PrinterSpec:
-    port: str = "virtual"
-    baudrate: int = 115200  # 0 = try the usual rates
-    profile: ProfileSpec = ProfileSpec()
+    port: str = text("virtual")
+    baudrate: int = integer(115200, at_least(0))  # 0 = try the usual rates
+    profile: ProfileSpec = subsection(ProfileSpec)
 
 
 @attrs.frozen
 class TimeoutSpec:
     """Seconds (temperature_autoreport: the M155 interval, 0 = no autoreport)."""
 
-    connection: float = 10.0
-    communication: float = 30.0
-    communication_busy: float = 3.0
-    detection: float = 2.0
-    temperature: float = 5.0
-    temperature_target_set: float = 2.0
-    temperature_autoreport: int = 2
-    resend_ok: float = 0.5
-    position_wait: float = 10.0
+    connection: float = number(10.0)
+    communication: float = number(30.0)
+    communication_busy: float = number(3.0)
+    detection: float = number(2.0)
+    temperature: float = number(5.0)
+    temperature_target_set: float = number(2.0)
+    temperature_autoreport: int = integer(2, at_least(0))
+    resend_ok: float = number(0.5)
+    position_wait: float = number(10.0)
 
 
 @attrs.frozen
 class MaxTimeoutsSpec:
     """Consecutive communication timeouts tolerated per state (0 = unlimited)."""
 
-    idle: int = 2
-    printing: int = 5
-    long_running: int = 5
+    idle: int = integer(2, at_least(0))
+    printing: int = integer(5, at_least(0))
+    long_running: int = integer(5, at_least(0))
 
 
 @attrs.frozen
 class SerialSpec:
-    timeouts: TimeoutSpec = TimeoutSpec()
-    hello_command: str = "M110 N0"
-    checksum: ChecksumMode = ChecksumMode.PRINT
-    emergency_commands: tuple[str, ...] = ("M112", "M108", "M410")
-    blocked_commands: tuple[str, ...] = ("M0", "M1")
-    ignored_commands: tuple[str, ...] = ()
-    pausing_commands: tuple[str, ...] = ("M0", "M1", "M25")
-    long_running_commands: tuple[str, ...] = (
+    """The serial section; the protocol engine reads it as it is (HostProtocol(serial, ...))."""
+
+    timeouts: TimeoutSpec = subsection(TimeoutSpec)
+    hello_command: str = text("M110 N0")
+    checksum: ChecksumMode = choice(ChecksumMode.PRINT)
+    emergency_commands: tuple[str, ...] = commands("M112", "M108", "M410")
+    blocked_commands: tuple[str, ...] = commands("M0", "M1")
+    ignored_commands: tuple[str, ...] = commands()
+    pausing_commands: tuple[str, ...] = commands("M0", "M1", "M25")
+    long_running_commands: tuple[str, ...] = commands(
         "G4", "G28", "G29", "G30", "G32", "M400", "M226", "M600")
-    checksum_requiring_commands: tuple[str, ...] = ("M110",)
-    max_consecutive_timeouts: MaxTimeoutsSpec = MaxTimeoutsSpec()
-    resend_history_size: int = 50
-    max_consecutive_resends: int = 10
-    ok_window: int = 1
-    resend_without_ok: ResendWithoutOk = ResendWithoutOk.DETECT
-    busy_protocol: bool = True
-    error_handling: ErrorHandling = ErrorHandling.DISCONNECT
-    send_m112_on_error: bool = True
-    firmware_detection: bool = True
-    wait_for_start: bool = False
-    exclusive: bool = True
-    hangup_on_close: bool = True
-    log_position_on_pause: bool = True
-    log_position_on_cancel: bool = False
-    abort_heatup_on_cancel: bool = True
-    trust_m73: bool = True
+    checksum_requiring_commands: tuple[str, ...] = commands("M110")
+    max_consecutive_timeouts: MaxTimeoutsSpec = subsection(MaxTimeoutsSpec)
+    resend_history_size: int = integer(50, at_least(1))
+    max_consecutive_resends: int = integer(10, at_least(1))
+    ok_window: int = integer(1, at_least(1))
+    resend_without_ok: ResendWithoutOk = choice(ResendWithoutOk.DETECT)
+    busy_protocol: bool = flag(True)
+    error_handling: ErrorHandling = choice(ErrorHandling.DISCONNECT)
+    send_m112_on_error: bool = flag(True)
+    firmware_detection: bool = flag(True)
+    wait_for_start: bool = flag(False)
+    exclusive: bool = flag(True)
+    hangup_on_close: bool = flag(True)
+    log_position_on_pause: bool = flag(True)
+    log_position_on_cancel: bool = flag(False)
+    abort_heatup_on_cancel: bool = flag(True)
+    trust_m73: bool = flag(True)
 
 
 @attrs.frozen
-class FaultsSpec:
-    """Faults the virtual printer injects (rates are probabilities per line, 0..1)."""
+class FaultSpec:
+    """Which faults the virtual firmware injects, how often, and from which seed (the virtual
+    printer uses this class itself: pipeline/virtual/faults.py rolls its dice).
 
-    seed: int = 0
-    corrupt_rate: float = 0.0
-    resend_without_ok: bool = False
-    lost_ok_rate: float = 0.0
-    busy_rate: float = 0.0
-    busy_lines: int = 2
-    error_rate: float = 0.0
-    ok_delay: float = 0.0
-    reset_after: int | None = None
-    disconnect_after: int | None = None
-    fatal_after: int | None = None
+    Rates are fractions in [0, 1]. `corrupt_rate` rolls once per numbered line that would
+    otherwise be accepted (M110 excepted); the other rates roll once per executed command.
+    The `*_after` counts are of executed commands and fire once.
+    """
+
+    seed: int = integer(0)
+    corrupt_rate: float = number(0.0, rate)
+    resend_without_ok: bool = flag(False)
+    lost_ok_rate: float = number(0.0, rate)
+    busy_rate: float = number(0.0, rate)
+    busy_lines: int = integer(2, at_least(1))
+    error_rate: float = number(0.0, rate)
+    ok_delay: float = number(0.0, at_least(0))
+    reset_after: int | None = optional_integer(at_least(1))
+    disconnect_after: int | None = optional_integer(at_least(1))
+    fatal_after: int | None = optional_integer(at_least(1))
 
 
 @attrs.frozen
 class VirtualSpec:
     """The built-in virtual printer; its extruders and bed come from printer.profile."""
 
-    firmware_name: str = "printpipe Virtual Marlin 2.1"
-    heat_rate: float = 40.0
-    faults: FaultsSpec = FaultsSpec()
+    firmware_name: str = text("printpipe Virtual Marlin 2.1")
+    heat_rate: float = number(40.0)
+    faults: FaultSpec = subsection(FaultSpec)
+
+
+@attrs.frozen
+class ScriptsSpec:
+    """Where G-code scripts come from: files under `<folder>/gcode/` first, then `gcode:`
+    (inline templates by name; snippets as `snippets/<name>`), then the bundled defaults."""
+
+    folder: str | None = text(None)
+    gcode: Mapping[str, str] = option(
+        MappingProxyType({}), sy.EmptyDict() | sy.MapPattern(sy.Str(), sy.Str()),
+        convert=frozen_map, hash=False)
 
 
 @attrs.frozen
@@ -215,189 +239,13 @@ def freeze_options(data: Any) -> Any:
     return data
 
 
-@attrs.frozen
-class ScriptsSpec:
-    """Where G-code scripts come from: files under `<folder>/gcode/` first, then `gcode:`
-    (inline templates by name; snippets as `snippets/<name>`), then the bundled defaults."""
-
-    folder: str | None = None
-    gcode: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
-
-
 # ---------------------------------------------------------------------------------------------
-# Key tables
+# Sections
 
-Check = Callable[[Any], "str | None"]
-
-#: A G-code command word as the command lists hold them: G28, M80.1, T0, or T (any tool).
-GCODE_WORD_RE = re.compile(r"[GMT]\d+(?:\.\d+)?|T")
-
-
-@attrs.frozen
-class Field:
-    """One scalar or list key: how to validate, convert and range-check its value.
-    `item_check` runs per item of a sequence value (so errors name the item's line)."""
-
-    validator: sy.Validator
-    convert: Callable[[Any], Any] | None = None
-    check: Check | None = None
-    item_check: Check | None = None
-
-
-@attrs.frozen
-class Section:
-    """A mapping key whose value is read into `spec(**fields)`; absent keys keep the default."""
-
-    spec: type
-    fields: Mapping[str, Field | Section]
-
-
-def _finite(value: float) -> str | None:
-    return None if math.isfinite(value) else "must be a finite number"
-
-
-def at_least(low: float) -> Check:
-    def check(value: Any) -> str | None:
-        if value is None:
-            return None
-        return _finite(value) or (None if value >= low else f"must be at least {low}, not {value}")
-    return check
-
-
-def positive(value: float) -> str | None:
-    return _finite(value) or (None if value > 0 else f"must be greater than 0, not {value}")
-
-
-def rate(value: float) -> str | None:
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        return f"must be a probability between 0 and 1, not {value}"
-    return None
-
-
-def non_blank(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def gcode_word(value: str) -> str | None:
-    if GCODE_WORD_RE.fullmatch(value):
-        return None
-    return (f"{value!r} is not a G-code command word "
-            "(expected one like G28, M112, M80.1, T0 or T; case matters)")
-
-
-def _str(check: Check | None = None) -> Field:
-    return Field(sy.Str(), check=check)
-
-
-def _int(check: Check | None = None) -> Field:
-    return Field(sy.Int(), check=check)
-
-
-def _float(check: Check | None = positive) -> Field:
-    return Field(sy.Float(), check=check)
-
-
-def _bool() -> Field:
-    return Field(sy.Bool())
-
-
-def _enum(cls: type[enum.Enum]) -> Field:
-    return Field(sy.Enum([m.value for m in cls]), convert=cls)
-
-
-def _optional_int(check: Check | None = None) -> Field:
-    return Field(sy.EmptyNone() | sy.Int(), check=check)
-
-
-def _commands() -> Field:
-    # One Or at the list level (an empty value is an empty list), none inside the Seq.
-    return Field(sy.EmptyList() | sy.Seq(sy.Str()), convert=tuple, item_check=gcode_word)
-
-
-PRINTER = Section(PrinterSpec, {
-    "port": _str(non_blank),
-    "baudrate": _int(at_least(0)),
-    "profile": Section(ProfileSpec, {
-        "name": _str(non_blank),
-        "extruders": _int(at_least(1)),
-        "shared_nozzle": _bool(),
-        "heated_bed": _bool(),
-        "heated_chamber": _bool(),
-        "volume": Section(VolumeSpec, {
-            "width": _float(), "depth": _float(), "height": _float(),
-        }),
-    }),
-})
-
-SERIAL = Section(SerialSpec, {
-    "timeouts": Section(TimeoutSpec, {
-        "connection": _float(),
-        "communication": _float(),
-        "communication_busy": _float(),
-        "detection": _float(),
-        "temperature": _float(),
-        "temperature_target_set": _float(),
-        "temperature_autoreport": _int(at_least(0)),
-        "resend_ok": _float(),
-        "position_wait": _float(),
-    }),
-    "hello_command": _str(non_blank),
-    "checksum": _enum(ChecksumMode),
-    "emergency_commands": _commands(),
-    "blocked_commands": _commands(),
-    "ignored_commands": _commands(),
-    "pausing_commands": _commands(),
-    "long_running_commands": _commands(),
-    "checksum_requiring_commands": _commands(),
-    "max_consecutive_timeouts": Section(MaxTimeoutsSpec, {
-        "idle": _int(at_least(0)),
-        "printing": _int(at_least(0)),
-        "long_running": _int(at_least(0)),
-    }),
-    "resend_history_size": _int(at_least(1)),
-    "max_consecutive_resends": _int(at_least(1)),
-    "ok_window": _int(at_least(1)),
-    "resend_without_ok": _enum(ResendWithoutOk),
-    "busy_protocol": _bool(),
-    "error_handling": _enum(ErrorHandling),
-    "send_m112_on_error": _bool(),
-    "firmware_detection": _bool(),
-    "wait_for_start": _bool(),
-    "exclusive": _bool(),
-    "hangup_on_close": _bool(),
-    "log_position_on_pause": _bool(),
-    "log_position_on_cancel": _bool(),
-    "abort_heatup_on_cancel": _bool(),
-    "trust_m73": _bool(),
-})
-
-VIRTUAL = Section(VirtualSpec, {
-    "firmware_name": _str(non_blank),
-    "heat_rate": _float(),
-    "faults": Section(FaultsSpec, {
-        "seed": _int(),
-        "corrupt_rate": _float(rate),
-        "resend_without_ok": _bool(),
-        "lost_ok_rate": _float(rate),
-        "busy_rate": _float(rate),
-        "busy_lines": _int(at_least(1)),
-        "error_rate": _float(rate),
-        "ok_delay": _float(at_least(0)),
-        "reset_after": _optional_int(at_least(1)),
-        "disconnect_after": _optional_int(at_least(1)),
-        "fatal_after": _optional_int(at_least(1)),
-    }),
-})
-
-SCRIPTS = Section(ScriptsSpec, {
-    "folder": _str(non_blank),
-    "gcode": Field(sy.EmptyDict() | sy.MapPattern(sy.Str(), sy.Str()),
-                   convert=lambda d: MappingProxyType(dict(d or {}))),
-})
-
-#: The top-level sections read with a key table (`pipeline` has its own reader in config.py).
-SECTIONS: Mapping[str, Section] = {"printer": PRINTER, "serial": SERIAL, "virtual": VIRTUAL,
-                                   "scripts": SCRIPTS}
+#: The top-level sections read with a key table (`pipeline` has its own reader in reader.py).
+SECTIONS: Mapping[str, Section] = {
+    "printer": Section.of(PrinterSpec), "serial": Section.of(SerialSpec),
+    "virtual": Section.of(VirtualSpec), "scripts": Section.of(ScriptsSpec)}
 TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts", "events", "http",
                   "storage")
 

@@ -1,30 +1,34 @@
 """The service sections of the configuration: `events` (subscriptions), `http` and `storage`.
 
-Spec values and key tables as in config_schema.py, plus the reader of `events.subscriptions`,
-which checks event names and placeholders at load time so a broken subscription is a config
-error with its line instead of a silent skip at run time. No trio, no IO.
+Spec values whose fields declare their options (as in schema.py), and the reader of `events`:
+validated as one map whose keys come from those declarations, it checks each subscription's
+event names and placeholders at load time, so a broken subscription is a config error with its
+line instead of a silent skip at run time. No trio, no IO.
 """
 
 from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import attrs
 import strictyaml as sy
 
+from pipeline.config.nodes import Reporter, close, is_blank, key_line
+from pipeline.config.options import (
+    Section, at_least, briefly, flag, frozen_map, integer, number, option, options, positive,
+    text,
+)
 from pipeline.config.schema import (
-    Field, PipelineSpec, PrinterSpec, ScriptsSpec, Section, SerialSpec, SourceLocation,
-    VirtualSpec, at_least, non_blank, positive,
+    PipelineSpec, PrinterSpec, ScriptsSpec, SerialSpec, SourceLocation, VirtualSpec,
 )
 from pipeline.events.names import (
     CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, catalogue_event, known_names,
 )
 from pipeline.events.placeholders import GENERIC, field_roots, split_argv
 
-if TYPE_CHECKING:
-    from pipeline.config.reader import _Reader
+_MUST_BE_POSITIVE = briefly(positive, "must be positive")
 
 
 class SubscriptionType(enum.Enum):
@@ -34,17 +38,20 @@ class SubscriptionType(enum.Enum):
 
 @attrs.frozen
 class SubscriptionSpec:
+    """One subscription; `event`, `command` and `type` are read by hand, the rest are options."""
+
     events: tuple[str, ...]
     commands: tuple[str, ...]
     type: SubscriptionType
     location: SourceLocation
-    name: str | None = None
-    enabled: bool = True
-    debug: bool = False
-    shell: bool = False
-    cwd: str | None = None
-    timeout: float = 60.0
-    env: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
+    name: str | None = option(None, sy.Str())
+    enabled: bool = flag(True)
+    debug: bool = flag(False)
+    shell: bool = flag(False)
+    cwd: str | None = option(None, sy.Str())
+    timeout: float = number(60.0, _MUST_BE_POSITIVE)
+    env: Mapping[str, str] = option(MappingProxyType({}), sy.MapPattern(sy.Str(), sy.Str()),
+                                    convert=frozen_map, hash=False)
 
     @property
     def label(self) -> str:
@@ -55,23 +62,33 @@ class SubscriptionSpec:
 
 @attrs.frozen
 class EventsSpec:
-    enabled: bool = True
+    """The events section; `subscriptions` is read by hand, the rest are options."""
+
+    enabled: bool = flag(True)
     subscriptions: tuple[SubscriptionSpec, ...] = ()
     #: System commands running at once; further firings wait (up to `max_waiting`).
-    max_concurrent: int = 4
-    max_waiting: int = 64
+    max_concurrent: int = integer(4, briefly(at_least(1), "must be at least 1"))
+    max_waiting: int = integer(64, briefly(at_least(0), "must be at least 0"))
     #: Seconds commands still running at shutdown get to finish.
-    shutdown_grace: float = 5.0
+    shutdown_grace: float = number(5.0, _MUST_BE_POSITIVE)
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be 0..65535"
+
+
+def _api_key(value: str | None) -> str | None:
+    return None if value is None or len(value) >= 16 else "must be at least 16 characters"
 
 
 @attrs.frozen
 class HttpSpec:
-    host: str = "127.0.0.1"
-    port: int = 5000
-    api_key: str | None = None
-    body_limit: int = 1024 * 1024 * 1024  # bytes; uploads past it get 413
+    host: str = text("127.0.0.1")
+    port: int = integer(5000, _port)
+    api_key: str | None = option(None, sy.EmptyNone() | sy.Str(), check=_api_key)
+    body_limit: int = integer(1024 * 1024 * 1024, at_least(1))  # bytes; past it: 413
     #: Serve without a key (only allowed on a loopback address).
-    allow_anonymous: bool = False
+    allow_anonymous: bool = flag(False)
 
 
 @attrs.frozen
@@ -79,8 +96,8 @@ class StorageSpec:
     """`folder` holds printable files; `state` holds keys.json and other service state.
     Relative paths are relative to the config file."""
 
-    folder: str = "~/.printpipe/files"
-    state: str = "~/.printpipe/state"
+    folder: str = text("~/.printpipe/files")
+    state: str = text("~/.printpipe/state")
 
 
 @attrs.frozen
@@ -98,34 +115,24 @@ class HostConfig:
     storage: StorageSpec = StorageSpec()
 
 
-HTTP = Section(HttpSpec, {
-    "host": Field(sy.Str(), check=non_blank),
-    "port": Field(sy.Int(), check=lambda v: None if 0 <= v <= 65535 else "must be 0..65535"),
-    "api_key": Field(sy.EmptyNone() | sy.Str(), check=lambda v: None if v is None or len(v) >= 16
-                     else "must be at least 16 characters"),
-    "body_limit": Field(sy.Int(), check=at_least(1)),
-    "allow_anonymous": Field(sy.Bool()),
-})
+HTTP = Section.of(HttpSpec)
+STORAGE = Section.of(StorageSpec)
 
-STORAGE = Section(StorageSpec, {
-    "folder": Field(sy.Str(), check=non_blank),
-    "state": Field(sy.Str(), check=non_blank),
-})
+
+def _optional_keys(spec: type) -> dict[sy.Optional, sy.Validator]:
+    """The strictyaml keys of `spec`'s options, for a section validated as one sy.Map."""
+    return {sy.Optional(key): field.validator for key, field in options(spec).items()}
+
 
 _STR_OR_LIST = sy.Str() | sy.Seq(sy.Str())
 SUBSCRIPTION = sy.Map({
     "event": _STR_OR_LIST, "command": _STR_OR_LIST,
     "type": sy.Enum([t.value for t in SubscriptionType]),
-    sy.Optional("name"): sy.Str(), sy.Optional("enabled"): sy.Bool(),
-    sy.Optional("debug"): sy.Bool(), sy.Optional("shell"): sy.Bool(),
-    sy.Optional("cwd"): sy.Str(), sy.Optional("timeout"): sy.Float(),
-    sy.Optional("env"): sy.MapPattern(sy.Str(), sy.Str()),
+    **_optional_keys(SubscriptionSpec),
 })
 EVENTS_KEYS = sy.Map({
-    sy.Optional("enabled"): sy.Bool(),
+    **_optional_keys(EventsSpec),
     sy.Optional("subscriptions"): sy.EmptyList() | sy.Seq(SUBSCRIPTION),
-    sy.Optional("max_concurrent"): sy.Int(), sy.Optional("max_waiting"): sy.Int(),
-    sy.Optional("shutdown_grace"): sy.Float(),
 })
 _SYSTEM_ONLY = ("shell", "cwd", "timeout", "env")
 
@@ -134,8 +141,7 @@ def event_problem(name: str) -> str | None:
     """Why `name` cannot be subscribed to, or None (custom names are checked at start)."""
     if catalogue_event(name) or SCRIPT_EVENT_RE.fullmatch(name) or CUSTOM_EVENT_RE.fullmatch(name):
         return None
-    from pipeline.config.reader import _close
-    return f"unknown event {name!r} ({_close(name, known_names())})"
+    return f"unknown event {name!r} ({close(name, known_names())})"
 
 
 def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:
@@ -150,20 +156,15 @@ def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:
     return keys
 
 
-def read_events(reader: _Reader, node: sy.YAML, line: int) -> EventsSpec | None:
-    from pipeline.config.reader import _is_blank, _key_line
-    if _is_blank(node):
+def read_events(reader: Reporter, node: sy.YAML, line: int) -> EventsSpec | None:
+    """The events section: validated as one map, then its options, then each subscription."""
+    if is_blank(node):
         return EventsSpec()
     if not reader.validate(node, EVENTS_KEYS, line, "events"):
         return None
     data = node.data
     before = len(reader.errors)
-    for key, low in (("max_concurrent", 1), ("max_waiting", 0)):
-        if key in data and data[key] < low:
-            reader.error(f"{key} must be at least {low}", _key_line(node, key), f"events.{key}")
-    if "shutdown_grace" in data and positive(data["shutdown_grace"]):
-        reader.error("shutdown_grace must be positive", _key_line(node, "shutdown_grace"),
-                     "events.shutdown_grace")
+    settings = _options(reader, EventsSpec, node, "events")
     subs = []
     if data.get("subscriptions"):
         seq = node["subscriptions"]
@@ -174,30 +175,35 @@ def read_events(reader: _Reader, node: sy.YAML, line: int) -> EventsSpec | None:
                 subs.append(sub)
     if len(reader.errors) > before:
         return None
-    extra = {k: data[k] for k in ("enabled", "max_concurrent", "max_waiting", "shutdown_grace")
-             if k in data}
-    return EventsSpec(subscriptions=tuple(subs), **extra)
+    return EventsSpec(subscriptions=tuple(subs), **settings)
+
+
+def _options(reader: Reporter, spec: type, node: sy.YAML, keypath: str) -> dict[str, Any]:
+    """The options of `spec` that the (validated) mapping `node` sets, each read as declared."""
+    data = node.data
+    return {key: reader.field(field, node[key], key_line(node, key), f"{keypath}.{key}")
+            for key, field in options(spec).items() if key in data}
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _subscription(reader: _Reader, node: sy.YAML, line: int, keypath: str) -> SubscriptionSpec | None:
-    from pipeline.config.reader import _key_line
+def _subscription(reader: Reporter, node: sy.YAML, line: int,
+                  keypath: str) -> SubscriptionSpec | None:
     data = node.data
     before = len(reader.errors)
     kind = SubscriptionType(data["type"])
     events = _as_tuple(data["event"])
     commands = _as_tuple(data["command"])
-    ev_line = _key_line(node, "event")
+    ev_line = key_line(node, "event")
     if not events:
         reader.error("event must name at least one event", ev_line, f"{keypath}.event")
     for name in events:
         problem = event_problem(name)
         if problem:
             reader.error(problem, ev_line, f"{keypath}.event")
-    cmd_line = _key_line(node, "command")
+    cmd_line = key_line(node, "command")
     if not commands:
         reader.error("command must give at least one command", cmd_line, f"{keypath}.command")
     known = _payload_keys(events)
@@ -220,14 +226,9 @@ def _subscription(reader: _Reader, node: sy.YAML, line: int, keypath: str) -> Su
     if kind is SubscriptionType.GCODE:
         for key in _SYSTEM_ONLY:
             if key in data:
-                reader.error(f"{key} is only for system subscriptions", _key_line(node, key),
+                reader.error(f"{key} is only for system subscriptions", key_line(node, key),
                              f"{keypath}.{key}")
-    if "timeout" in data and positive(data["timeout"]):
-        reader.error("timeout must be positive", _key_line(node, "timeout"), f"{keypath}.timeout")
+    settings = _options(reader, SubscriptionSpec, node, keypath)
     if len(reader.errors) > before:
         return None
-    opt = {k: data[k] for k in ("name", "enabled", "debug", "shell", "cwd", "timeout")
-           if k in data}
-    if "env" in data:
-        opt["env"] = MappingProxyType(dict(data["env"]))
-    return SubscriptionSpec(events, commands, kind, SourceLocation(reader.path, line), **opt)
+    return SubscriptionSpec(events, commands, kind, SourceLocation(reader.path, line), **settings)

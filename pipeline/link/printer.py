@@ -31,7 +31,6 @@ from pipeline.phases import Phase
 from pipeline.session.jobs import JobResult
 from pipeline.hooks.scripts import ScriptSet
 from pipeline.link.transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
-from pipeline.virtual.faults import FaultSpec
 from pipeline.virtual.firmware import FirmwareSpec
 from pipeline.link.virtual import VirtualPrinterHandle, serve_virtual_printer
 
@@ -52,7 +51,7 @@ def firmware_spec(config: HostConfig) -> FirmwareSpec:
     v = config.virtual
     return FirmwareSpec(extruders=p.extruders, heated_bed=p.heated_bed,
                         heated_chamber=p.heated_chamber, firmware_name=v.firmware_name,
-                        heat_rate=v.heat_rate, faults=FaultSpec(**attrs.asdict(v.faults)))
+                        heat_rate=v.heat_rate, faults=v.faults)
 
 
 @attrs.define(eq=False)

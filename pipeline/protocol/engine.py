@@ -15,18 +15,18 @@ from collections import deque
 from typing import Callable
 
 from pipeline.protocol import replies
-from pipeline.config.reader import ChecksumMode, ResendWithoutOk
+from pipeline.config.reader import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
 from pipeline.protocol.events import (ActionCommand, BusyDetected, CapabilityReport, Connected,
                             ErrorReason, FirmwareErrorLine, FirmwareInfo, LinkFailed,
                             LinkState, PrinterReset, Received, StateChanged)
-from pipeline.protocol.settings import HEATUP_GCODES, EngineSettings, firmware_tweaks
+from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, encode_plain, frame, param_value
 from pipeline.protocol.report import Content, FirmwareReport
 from pipeline.protocol.timeouts import TimeoutRules
 from pipeline.protocol.resend import ResendTracker
 
-__all__ = ["EngineSettings", "HostProtocol", "HEATUP_GCODES"]
+__all__ = ["HostProtocol", "HEATUP_GCODES"]
 
 INF = float("inf")
 MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
@@ -37,35 +37,40 @@ _BED_OFF = Command.parse("M140 S0")
 
 class HostProtocol(TimeoutRules):
     """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
-    call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives."""
+    call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives.
+    It reads the config's values as they are: `serial`, and the `profile`'s heaters."""
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), *,
+    def __init__(self, serial: SerialSpec = SerialSpec(), profile: ProfileSpec = ProfileSpec(),
+                 *, max_hellos: int = 3,
                  received_hook: Callable[[str], str | None] | None = None) -> None:
-        self.settings = settings
+        self.serial, self.profile = serial, profile
+        self.max_hellos = max_hellos  # hellos sent before the connection attempt fails
         self.received_hook = received_hook
         self.state = LinkState.OFFLINE
         self.printing = False          # set by the session's job control: a print is active
         self.current_line = 1
         self.firmware_info_received = False
         self.firmware_name: str | None = None
-        self._flagged = settings.long_running | HEATUP_GCODES | {"M155"}
+        self._checksum_requiring = frozenset(serial.checksum_requiring_commands)  # per line
+        self._long_running = frozenset(serial.long_running_commands)
+        self._flagged = self._long_running | HEATUP_GCODES | {"M155"}
         self._report = FirmwareReport()
         self.capabilities = self._report.capabilities  # the same dict, kept up to date
-        self.checksum_always = settings.checksum is ChecksumMode.ALWAYS
+        self.checksum_always = serial.checksum is ChecksumMode.ALWAYS
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
         self.busy_active = self.long_running = self.heating = False
         self.last_acked: Command | None = None
         self.acked_count = self.sent_count = 0
-        self._window = settings.window
+        self._window = serial.ok_window
         self._inflight: deque[tuple[int, Command]] = deque()
-        self._resend = ResendTracker(settings.history_size, settings.max_resends)
+        self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
         self._buf = bytearray()
         self._out = bytearray()
         self._events: list = []
         self._pending_error: str | None = None
         self._hellos = 0
-        self._temp_interval = settings.temperature_interval  # M155 S<n> (autoreport) sets it
+        self._temp_interval = serial.timeouts.temperature  # M155 S<n> (autoreport) sets it
         self._update_period()
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._consecutive_timeouts = 0
@@ -123,17 +128,17 @@ class HostProtocol(TimeoutRules):
         self.current_line = 1
         self._resend.clear()
         self._inflight.clear()
-        if not self.settings.wait_for_start:
+        if not self.serial.wait_for_start:
             self._say_hello(now, counted=True)
         else:
-            self._deadline = now + self.settings.hello_timeout * self.settings.max_hellos
+            self._deadline = now + self.serial.timeouts.detection * self.max_hellos
 
     def _say_hello(self, now: float, *, counted: bool) -> None:
         if counted:
             self._hellos += 1
-        hello = Command.parse(self.settings.hello)
+        hello = Command.parse(self.serial.hello_command)
         self._out += frame(self._number(hello), hello.line)
-        self._deadline = now + self.settings.hello_timeout
+        self._deadline = now + self.serial.timeouts.detection
 
     def _number(self, cmd: Command) -> int:
         """Take the next line number for `cmd` and record it (an M110's N sets the counter)."""
@@ -149,9 +154,9 @@ class HostProtocol(TimeoutRules):
     # ---- sending ---------------------------------------------------------------------------
     def needs_number(self, cmd: Command) -> bool:
         g = cmd.gcode
-        if g in self.settings.checksum_requiring:
+        if g in self._checksum_requiring:
             return True
-        if g is None and not self.checksum_unknown or self.settings.checksum is ChecksumMode.NEVER:
+        if g is None and not self.checksum_unknown or self.serial.checksum is ChecksumMode.NEVER:
             return False
         return self.checksum_always or self.printing or not self.firmware_info_received
 
@@ -183,7 +188,7 @@ class HostProtocol(TimeoutRules):
         g = cmd.gcode
         if g not in self._flagged:
             return  # the hot path: an ordinary move
-        if g in self.settings.long_running:
+        if g in self._long_running:
             self.long_running = True
             if g == "G4":
                 p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
@@ -193,7 +198,7 @@ class HostProtocol(TimeoutRules):
             self.long_running = self.heating = True
         elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
             s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
-            self._temp_interval = s if s else self.settings.temperature_interval
+            self._temp_interval = s if s else self.serial.timeouts.temperature
             self._update_period()
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
@@ -218,8 +223,8 @@ class HostProtocol(TimeoutRules):
         out = self._out
         out += b"M112\n"
         out += frame(self._number(_M112), _M112.line)
-        heaters = [Command.parse(f"M104 T{i} S0") for i in range(self.settings.extruders)]
-        if self.settings.heated_bed:
+        heaters = [Command.parse(f"M104 T{i} S0") for i in range(self.profile.extruders)]
+        if self.profile.heated_bed:
             heaters.append(_BED_OFF)
         for c in heaters:
             out += frame(self._number(c), c.line)
@@ -239,7 +244,7 @@ class HostProtocol(TimeoutRules):
     def _fail(self, reason: ErrorReason, message: str, *, m112: bool) -> None:
         if self.state is LinkState.ERROR:
             return
-        if (m112 and self.settings.send_m112_on_error and self.state is LinkState.OPERATIONAL
+        if (m112 and self.serial.send_m112_on_error and self.state is LinkState.OPERATIONAL
                 and reason not in (ErrorReason.CONNECTION, ErrorReason.TIMEOUT)):
             self._write_emergency()
         self._set_state(LinkState.ERROR)
@@ -295,7 +300,7 @@ class HostProtocol(TimeoutRules):
             self._on_ok(now)  # a resend came without its ok: this line proves it won't come
         if replies.is_busy(line):
             self._ok_deadline = now + self._period
-            if (not self.busy_active and self.settings.busy_protocol
+            if (not self.busy_active and self.serial.busy_protocol
                     and self.state is LinkState.OPERATIONAL):
                 self.busy_active = True
                 self._update_period()
@@ -339,8 +344,8 @@ class HostProtocol(TimeoutRules):
     def _on_firmware_info(self, info: dict[str, str]) -> None:
         self.firmware_info_received = True
         name = self.firmware_name = replies.firmware_name(info)
-        if self.settings.firmware_detection:
-            tweaks = firmware_tweaks(name, self.settings.checksum)
+        if self.serial.firmware_detection:
+            tweaks = firmware_tweaks(name, self.serial.checksum)
             self.checksum_always = self.checksum_always or tweaks.checksum_always
             self.checksum_unknown = tweaks.checksum_unknown
             self.unknown_need_ack = tweaks.unknown_need_ack
@@ -390,7 +395,7 @@ class HostProtocol(TimeoutRules):
         """Long-running (heating) only while such a command still waits for its ok."""
         gcodes = {c.gcode for _, c in self._inflight}
         self.heating = not gcodes.isdisjoint(HEATUP_GCODES)
-        self.long_running = self.heating or not gcodes.isdisjoint(self.settings.long_running)
+        self.long_running = self.heating or not gcodes.isdisjoint(self._long_running)
 
     def _on_resend(self, n: int, now: float) -> None:
         if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
@@ -403,11 +408,11 @@ class HostProtocol(TimeoutRules):
                 self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
                            "history is available, can't resend", m112=True)
                 return
-        mode = self.settings.resend_without_ok  # OctoPrint applies it to every Resend: line
+        mode = self.serial.resend_without_ok  # OctoPrint applies it to every Resend: line
         if mode is ResendWithoutOk.ALWAYS:
             self._on_ok(now)
         elif mode is ResendWithoutOk.DETECT:
-            self._resend_ok_deadline = now + self.settings.resend_ok_timeout
+            self._resend_ok_deadline = now + self.serial.timeouts.resend_ok
 
     def _on_error(self, text: str, now: float) -> None:
         kind = replies.classify_error(text)

@@ -33,7 +33,8 @@ class TimeoutRules:
     def _update_period(self) -> None:
         """The communication timeout: call whenever busy mode or the temperature interval
         changes (it is read on every line, so it is kept, not computed)."""
-        base = self.settings.busy_timeout if self.busy_active else self.settings.comm_timeout
+        t = self.serial.timeouts
+        base = t.communication_busy if self.busy_active else t.communication
         self._period = max(base, self._temp_interval + 1.0)
 
 
@@ -46,7 +47,7 @@ class TimeoutRules:
             self._on_ok(now)
             return self._take_events()
         if self.state is LinkState.CONNECTING:
-            if self._hellos < self.settings.max_hellos:
+            if self._hellos < self.max_hellos:
                 self._say_hello(now, counted=True)
             else:
                 self._fail(ErrorReason.CONNECTION, "There was a timeout while trying to "
@@ -57,7 +58,9 @@ class TimeoutRules:
             return NO_EVENTS  # type: ignore[return-value]
         self._consecutive_timeouts += 1
         self.timeouts_total += 1
-        limit = self.settings.timeout_limit(self.long_running, self.printing)
+        most = self.serial.max_consecutive_timeouts  # per state, 0 = unlimited
+        limit = (most.long_running if self.long_running
+                 else most.printing if self.printing else most.idle)
         if limit and self._consecutive_timeouts > limit:
             self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
                        "connected and alive?", m112=False)

@@ -23,7 +23,7 @@ from pipeline.gcode import NO_TAGS, Command, strip_comment
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.scripts import ScriptSet
 from pipeline.phases import Phase
-from pipeline.protocol.engine import EngineSettings, HostProtocol
+from pipeline.protocol.engine import HostProtocol
 from pipeline.protocol.events import LinkState
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
@@ -65,7 +65,7 @@ class HostCore:
         self.clock = clock
         s, profile = config.serial, config.printer.profile
         self.engine = HostProtocol(
-            EngineSettings.from_spec(s, profile),
+            s, profile,
             received_hook=pipeline.filter_received if pipeline.received else None)
         self.listeners: list[Listener] = []
         self.line_listeners: list[Callable[[str], None]] = []

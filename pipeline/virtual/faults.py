@@ -1,4 +1,5 @@
-"""Fault injection for the virtual printer: the FaultSpec value and its deterministic dice.
+"""Fault injection for the virtual printer: the deterministic dice of a FaultSpec (declared
+once, with the configuration's `virtual.faults` options, in pipeline.config).
 
 Each fault kind rolls its own `random.Random` seeded from (seed, kind), so enabling one
 fault does not shift the sequence of another and a run is reproducible from the seed alone.
@@ -10,29 +11,7 @@ from __future__ import annotations
 import enum
 import random
 
-import attrs
-
-
-@attrs.frozen
-class FaultSpec:
-    """Which faults the virtual firmware injects, how often, and from which seed.
-
-    Rates are fractions in [0, 1]. `corrupt_rate` rolls once per numbered line that would
-    otherwise be accepted (M110 excepted); the other rates roll once per executed command.
-    The `*_after` counts are of executed commands and fire once.
-    """
-
-    seed: int = 0
-    corrupt_rate: float = 0.0
-    resend_without_ok: bool = False
-    lost_ok_rate: float = 0.0
-    busy_rate: float = 0.0
-    busy_lines: int = 2
-    error_rate: float = 0.0
-    ok_delay: float = 0.0
-    reset_after: int | None = None
-    disconnect_after: int | None = None
-    fatal_after: int | None = None
+from pipeline.config.reader import FaultSpec
 
 
 class FaultKind(enum.Enum):
