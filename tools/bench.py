@@ -62,15 +62,16 @@ def virtual_yaml(args: argparse.Namespace) -> str:
 
 async def host_run(config: HostConfig, path: str) -> dict[str, Any]:
     from pipeline.app.service import open_service
-    async with open_service(config) as service:
-        printer = await service.connect()
-        service.select(path)
+    async with open_service(config) as control:
+        await control.connect()
+        control.select(path)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        await service.start_print()
-        job = printer.core.jobs.job
-        assert job is not None, "start_print() made the file job"
-        result = await printer.wait_job_end()
+        await control.start()
+        printer = control.session
+        job = printer.core.jobs.job if printer is not None else None
+        assert job is not None, "start() made the file job"
+        result = await control.wait_job_end()
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
