@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from functools import reduce
 from operator import xor
-
 from typing import NamedTuple
 
 # A G-code command word as OctoPrint recognises it: G/M with an optional .subcode, or T<n>.

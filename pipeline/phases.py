@@ -36,6 +36,9 @@ class Phase(enum.Enum):
     FILEMANAGER_PREPROCESSOR = "filemanager.preprocessor"
     SYSTEM_ADDITIONAL_COMMANDS = "system.additional_commands"
 
+    #: `short`, stored on each member below (an annotation only: not a member).
+    short_name: str
+
     @property
     def short(self) -> str:
         """The last part of the hook name (`queuing`, `sent`, ...), as handlers receive it."""
@@ -43,7 +46,7 @@ class Phase(enum.Enum):
 
 
 for _p in Phase:  # a plain attribute: the hot path must not hash enum members (Python-level)
-    _p.short_name = _p.value.rsplit(".", 1)[1]  # type: ignore[attr-defined]
+    _p.short_name = _p.value.rsplit(".", 1)[1]
 del _p
 
 #: The four command phases, in the order a command passes them.

@@ -13,9 +13,18 @@ import strictyaml as sy
 
 from pipeline.phases import Phase
 
-from . import rewrite, strip_comments
-from . import (action_event, blocklist, firmware_errors, gcode_events, read_m115,
-               sanitize_temperatures, tap, temperature_offsets)
+from . import (
+    action_event,
+    blocklist,
+    firmware_errors,
+    gcode_events,
+    read_m115,
+    rewrite,
+    sanitize_temperatures,
+    strip_comments,
+    tap,
+    temperature_offsets,
+)
 
 BUILTIN_STAGES: dict[str, ModuleType] = {
     strip_comments.NAME: strip_comments,

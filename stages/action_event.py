@@ -18,13 +18,13 @@ nothing. No IO, no state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
 
 from pipeline.phases import Phase
-from stages.options import word
+from stages.options import Comm, word
 
 NAME = "action_event"
 PHASES: frozenset[Phase] = frozenset({Phase.ACTION})
@@ -42,12 +42,13 @@ def default_event(stage_id: str) -> str:
     return f"plugin_{stage_id}_action"
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., None]:
     """Return the action-phase handler for the configured names and event."""
     wanted = frozenset(options.get("actions") or ())
     event = options.get("event") or default_event(stage_id)
 
-    def action_event(comm_instance, line, action, name="", params="", *args, **kwargs):
+    def action_event(comm_instance: Comm, line: str, action: str, name: str = "",
+                     params: str = "", *args: Any, **kwargs: Any) -> None:
         if not name:
             name, _, rest = action.strip().partition(" ")
             params = params or rest.strip()

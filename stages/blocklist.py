@@ -18,7 +18,7 @@ No IO, no state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import strictyaml as sy
@@ -26,7 +26,7 @@ import strictyaml as sy
 from pipeline.events.names import Event
 from pipeline.gcode import tool_number
 from pipeline.phases import Phase
-from stages.options import gcode_word
+from stages.options import Comm, Rewrite, gcode_word
 
 NAME = "blocklist"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_QUEUING, Phase.GCODE_SENDING})
@@ -42,9 +42,14 @@ SCHEMA: sy.Validator = sy.Map({
 })
 
 
-def _index(words) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[int]]:
+_Index = tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[int]]
+
+
+def _index(words: Iterable[str]) -> _Index:
     """(words blocked whole, M80.1-style pairs, every gcode to look at, T<n> tool numbers)."""
-    whole, exact, tools = set(), set(), set()
+    whole: set[str] = set()
+    exact: set[str] = set()
+    tools: set[int] = set()
     for word in words:
         if word[0] == "T":
             if word == "T":
@@ -59,7 +64,7 @@ def _index(words) -> tuple[frozenset[str], frozenset[str], frozenset[str], froze
     return frozenset(whole), frozenset(exact), frozenset(watched), frozenset(tools)
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., Rewrite]:
     """Return the gcode-phase handler for the listed commands (already validated)."""
     whole, exact, watched, tools = _index(options["commands"])
     if not watched:
@@ -70,8 +75,9 @@ def build(options: Mapping[str, Any], stage_id: str):
     reject = mode == "reject"
     only_while_printing = bool(options.get("only_while_printing", False))
 
-    def blocklist(comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=None,
-                  *args, **kwargs):
+    def blocklist(comm_instance: Comm, phase: str, cmd: str, cmd_type: str | None,
+                  gcode: str | None, subcode: str | None = None,
+                  tags: frozenset[str] | None = None, *args: Any, **kwargs: Any) -> Rewrite:
         if gcode not in watched:
             return None
         if gcode not in whole:

@@ -17,13 +17,13 @@ check is a plain scan of the lower-cased phrases prepared in build(). No IO, no 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
 
 from pipeline.phases import Phase
-from stages.options import phrase
+from stages.options import Comm, phrase
 
 NAME = "firmware_errors"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_ERROR})
@@ -34,20 +34,21 @@ SCHEMA: sy.Validator = sy.Map({
 })
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., bool | None]:
     """Return the error-phase handler for `options["handled"]` (already validated)."""
     phrases = tuple(dict.fromkeys(p.strip().lower() for p in options["handled"] if p.strip()))
     if not phrases:
         raise ValueError("`handled:` needs at least one phrase")
 
-    def firmware_errors(comm_instance, error_message, *args, **kwargs):
+    def firmware_errors(comm_instance: Comm | None, error_message: str, *args: Any,
+                        **kwargs: Any) -> bool | None:
         lower = error_message.lower()
-        for phrase in phrases:
-            if phrase in lower:
+        for known in phrases:
+            if known in lower:
                 logger = getattr(comm_instance, "logger", None)
                 if logger is not None:
                     logger.warning("printer error %r handled by stage %r (matched %r)",
-                                   error_message, stage_id, phrase)
+                                   error_message, stage_id, known)
                 return True
         return None
 

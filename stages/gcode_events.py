@@ -10,7 +10,7 @@ of band and must not wait for this phase). Pure: no IO.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
@@ -18,6 +18,7 @@ import strictyaml as sy
 from pipeline.events.names import Event
 from pipeline.gcode import param_value, tool_number
 from pipeline.phases import Phase
+from stages.options import Comm
 
 NAME = "gcode_events"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_SENT})
@@ -33,10 +34,11 @@ SIMPLE: Mapping[str, Event] = {
 }
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., None]:
     simple = dict(SIMPLE)
 
-    def gcode_events(comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None):
+    def gcode_events(comm: Comm, phase: str, cmd: str, cmd_type: str | None, gcode: str | None,
+                     subcode: str | None = None, tags: frozenset[str] | None = None) -> None:
         if gcode == "G1" or gcode == "G0":
             if "Z" in cmd:
                 z = param_value(cmd, "Z")
@@ -44,7 +46,7 @@ def build(options: Mapping[str, Any], stage_id: str):
                 if z is not None and z != old:
                     comm.fire_event(Event.Z_CHANGE, {"new": z, "old": old})
             return None
-        event = simple.get(gcode)  # type: ignore[arg-type]
+        event = simple.get(gcode) if gcode is not None else None
         if event is not None:
             comm.fire_event(event)
         elif gcode == "T":

@@ -26,7 +26,7 @@ import strictyaml as sy
 
 from pipeline.phases import Phase
 from pipeline.protocol.replies import firmware_name, parse_firmware_info
-from stages.options import word
+from stages.options import Comm, word
 
 NAME = "read_m115"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_RECEIVED})
@@ -41,7 +41,7 @@ SCHEMA: sy.Validator = sy.Map({
 class ReadM115:
     """The received-phase handler; `.info` holds the keys of the last M115 answer (or None)."""
 
-    __slots__ = ("stage_id", "event", "info")
+    __slots__ = ("event", "info", "stage_id")
 
     def __init__(self, stage_id: str, event: str | None) -> None:
         self.stage_id = stage_id
@@ -55,7 +55,7 @@ class ReadM115:
     def machine_type(self) -> str | None:
         return None if self.info is None else self.info.get("MACHINE_TYPE")
 
-    def __call__(self, comm_instance, line, *args, **kwargs):
+    def __call__(self, comm_instance: Comm | None, line: str, *args: Any, **kwargs: Any) -> str:
         if "NAME" not in line:
             return line
         info = parse_firmware_info(line)

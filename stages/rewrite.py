@@ -15,13 +15,14 @@ regexes and templates when the config loads; build() compiles them once. No IO, 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
 from strictyaml.compound import Map
 
 from pipeline.phases import Phase
+from stages.options import Comm, Rewrite
 
 NAME = "rewrite"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_QUEUING, Phase.GCODE_SENDING})
@@ -30,9 +31,9 @@ _GCODE_RE = re.compile(r"[GM]\d+(?:\.\d+)?|T")
 _SUPPRESS = (None,)
 
 
-class _GcodeWord(sy.ScalarValidator):
-    def validate_scalar(self, chunk):
-        text = chunk.contents
+class _GcodeWord(sy.ScalarValidator):  # type: ignore[misc]  # strictyaml has no types
+    def validate_scalar(self, chunk: Any) -> str:
+        text: str = chunk.contents
         if not _GCODE_RE.fullmatch(text):
             chunk.expecting_but_found(
                 "when expecting a G-code word like M107, G28, M80.1 or T (case matters)",
@@ -40,9 +41,9 @@ class _GcodeWord(sy.ScalarValidator):
         return text
 
 
-class _Pattern(sy.ScalarValidator):
-    def validate_scalar(self, chunk):
-        text = chunk.contents
+class _Pattern(sy.ScalarValidator):  # type: ignore[misc]  # strictyaml has no types
+    def validate_scalar(self, chunk: Any) -> str:
+        text: str = chunk.contents
         try:
             re.compile(text)
         except re.error as exc:
@@ -51,18 +52,18 @@ class _Pattern(sy.ScalarValidator):
         return text
 
 
-class _OneLine(sy.ScalarValidator):
-    def validate_scalar(self, chunk):
-        text = chunk.contents
+class _OneLine(sy.ScalarValidator):  # type: ignore[misc]  # strictyaml has no types
+    def validate_scalar(self, chunk: Any) -> str:
+        text: str = chunk.contents
         if "\n" in text.strip():
             chunk.expecting_but_found("when expecting a single command", "found several lines")
         return text.strip()
 
 
-class _Rule(Map):
+class _Rule(Map):  # type: ignore[misc]  # strictyaml has no types
     """A rule map with exactly one of `gcode:` / `pattern:`, and a template that fits."""
 
-    def validate(self, chunk):
+    def validate(self, chunk: Any) -> None:
         super().validate(chunk)
         data = {str(k): v for k, v in chunk.contents.items()}
         if ("gcode" in data) == ("pattern" in data):
@@ -97,10 +98,10 @@ SCHEMA: sy.Validator = sy.Map({
 })
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., Rewrite]:
     """Return the gcode-phase handler for `options["rules"]` (already validated)."""
     # For first-match-wins across both kinds, every rule keeps its position.
-    by_word: dict[str, tuple[int, tuple]] = {}
+    by_word: dict[str, tuple[int, Rewrite]] = {}
     patterns: list[tuple[int, re.Pattern[str], str]] = []
     for index, rule in enumerate(options["rules"]):
         replace = rule["replace"]
@@ -109,11 +110,12 @@ def build(options: Mapping[str, Any], stage_id: str):
             by_word.setdefault(rule["gcode"], (index, result))
         else:
             patterns.append((index, re.compile(rule["pattern"]), replace))
-    no_match = (len(options["rules"]), None)
+    no_match: tuple[int, Rewrite] = (len(options["rules"]), None)
     patterns_t = tuple(patterns)
 
-    def rewrite(comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=None,
-                *args, **kwargs):
+    def rewrite(comm_instance: Comm | None, phase: str, cmd: str, cmd_type: str | None,
+                gcode: str | None, subcode: str | None = None,
+                tags: frozenset[str] | None = None, *args: Any, **kwargs: Any) -> Rewrite:
         hit = by_word.get(gcode, no_match) if gcode is not None else no_match
         if subcode is not None:
             exact = by_word.get(f"{gcode}.{subcode}")

@@ -17,13 +17,15 @@ example only distrusts what the sensor read. No IO, no state.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
 from strictyaml.compound import Map
 
 from pipeline.phases import Phase
+from pipeline.protocol.replies import Temps
+from stages.options import Comm
 
 NAME = "sanitize_temperatures"
 PHASES: frozenset[Phase] = frozenset({Phase.TEMPERATURES_RECEIVED})
@@ -32,23 +34,23 @@ DEFAULT_MIN = -20.0
 DEFAULT_MAX = 400.0
 
 
-class _Finite(sy.Float):
+class _Finite(sy.Float):  # type: ignore[misc]  # strictyaml has no types
     """A float that is a real number (`nan` and `inf` make no sense as range ends)."""
 
     rule_description = "a float"
 
-    def validate_scalar(self, chunk):
-        value = super().validate_scalar(chunk)
+    def validate_scalar(self, chunk: Any) -> float:
+        value: float = super().validate_scalar(chunk)
         if not math.isfinite(value):
             chunk.expecting_but_found("when expecting a finite number",
                                       f"found {chunk.contents!r}")
         return value
 
 
-class _Range(Map):
+class _Range(Map):  # type: ignore[misc]  # strictyaml has no types
     """The options map, with `min` below `max` once both are read."""
 
-    def validate(self, chunk):
+    def validate(self, chunk: Any) -> None:
         super().validate(chunk)
         data = {str(k): v for k, v in chunk.contents.items()}
         low = float(data.get("min", DEFAULT_MIN))
@@ -64,13 +66,14 @@ SCHEMA: sy.Validator = _Range({
 })
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., Temps]:
     """Return the temperatures.received handler for the configured range."""
     low = float(options.get("min", DEFAULT_MIN))
     high = float(options.get("max", DEFAULT_MAX))
 
-    def sanitize_temperatures(comm_instance, parsed_temperatures, *args, **kwargs):
-        bad = None
+    def sanitize_temperatures(comm_instance: Comm | None, parsed_temperatures: Temps, *args: Any,
+                              **kwargs: Any) -> Temps:
+        bad: list[tuple[str, float]] | None = None
         for key, reading in parsed_temperatures.items():
             actual = reading[0]
             if actual is not None and not low <= actual <= high:  # a NaN fails both tests

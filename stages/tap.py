@@ -21,6 +21,7 @@ from typing import Any
 import strictyaml as sy
 
 from pipeline.phases import GCODE_PHASES, Phase
+from stages.options import Comm
 
 NAME = "tap"
 PHASES: frozenset[Phase] = frozenset(GCODE_PHASES)
@@ -33,7 +34,7 @@ SCHEMA: sy.Validator = sy.Map({
 class Tap:
     """Counts commands by G-code word; `.counts` and `.total` read them."""
 
-    __slots__ = ("stage_id", "counts")
+    __slots__ = ("counts", "stage_id")
 
     def __init__(self, stage_id: str) -> None:
         self.stage_id = stage_id
@@ -49,8 +50,9 @@ class Tap:
     def __repr__(self) -> str:
         return f"<{NAME}[{self.stage_id}] total={self.total}>"
 
-    def __call__(self, comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=None,
-                 *args, **kwargs):
+    def __call__(self, comm_instance: Comm | None, phase: str, cmd: str, cmd_type: str | None,
+                 gcode: str | None, subcode: str | None = None,
+                 tags: frozenset[str] | None = None, *args: Any, **kwargs: Any) -> None:
         counts = self.counts
         counts[gcode] = counts.get(gcode, 0) + 1
 
@@ -60,8 +62,9 @@ class LoggingTap(Tap):
 
     __slots__ = ()
 
-    def __call__(self, comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=None,
-                 *args, **kwargs):
+    def __call__(self, comm_instance: Comm | None, phase: str, cmd: str, cmd_type: str | None,
+                 gcode: str | None, subcode: str | None = None,
+                 tags: frozenset[str] | None = None, *args: Any, **kwargs: Any) -> None:
         counts = self.counts
         counts[gcode] = counts.get(gcode, 0) + 1
         logger = getattr(comm_instance, "logger", None)

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strictyaml as sy
 
 from pipeline.gcode import param_value, tool_number
 from pipeline.phases import Phase
+from stages.options import Comm, Rewrite
 
 NAME = "temperature_offsets"
 PHASES: frozenset[Phase] = frozenset({Phase.GCODE_QUEUING})
@@ -45,21 +46,21 @@ _TARGET_RE = re.compile(r"(?<![A-Za-z])([SRsr])\s*([-+]?[0-9]*\.?[0-9]+)")
 _FILE = "source:file"
 
 
-class _Offset(sy.Float):
+class _Offset(sy.Float):  # type: ignore[misc]  # strictyaml has no types
     rule_description = "a float"
 
-    def validate_scalar(self, chunk):
-        value = super().validate_scalar(chunk)
+    def validate_scalar(self, chunk: Any) -> float:
+        value: float = super().validate_scalar(chunk)
         if not math.isfinite(value):
             chunk.expecting_but_found("when expecting a finite number of degrees",
                                       f"found {chunk.contents!r}")
         return value
 
 
-class _Tool(sy.Int):
+class _Tool(sy.Int):  # type: ignore[misc]  # strictyaml has no types
     rule_description = "a tool number"
 
-    def validate_scalar(self, chunk):
+    def validate_scalar(self, chunk: Any) -> int:
         text = chunk.contents.strip()
         if not (text.isascii() and text.isdigit()):
             chunk.expecting_but_found("when expecting a tool number (0 or more)",
@@ -99,7 +100,7 @@ def shift_targets(cmd: str, offset: float) -> str:
     return "".join(parts) + cmd[end:] if parts else cmd
 
 
-def build(options: Mapping[str, Any], stage_id: str):
+def build(options: Mapping[str, Any], stage_id: str) -> Callable[..., Rewrite]:
     """Return the queuing-phase handler for the configured offsets."""
     tools = {int(t): float(o) for t, o in (options.get("tools") or {}).items()}
     bed = float(options.get("bed", 0.0))
@@ -107,8 +108,10 @@ def build(options: Mapping[str, Any], stage_id: str):
     all_sources = bool(options.get("all_sources", False))
     current = int(options.get("default_tool", 0))
 
-    def temperature_offsets(comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=None,
-                            *args, **kwargs):
+    def temperature_offsets(comm_instance: Comm | None, phase: str, cmd: str,
+                            cmd_type: str | None, gcode: str | None, subcode: str | None = None,
+                            tags: frozenset[str] | None = None, *args: Any,
+                            **kwargs: Any) -> Rewrite:
         nonlocal current
         if gcode not in _WATCHED:
             return None
@@ -120,8 +123,8 @@ def build(options: Mapping[str, Any], stage_id: str):
         if not all_sources and (tags is None or _FILE not in tags):
             return None
         if gcode in _TOOL_CODES:
-            tool = param_value(cmd, "T")
-            offset = tools.get(current if tool is None else int(tool), 0.0)
+            t_param = param_value(cmd, "T")
+            offset = tools.get(current if t_param is None else int(t_param), 0.0)
         elif gcode in _BED_CODES:
             offset = bed
         else:

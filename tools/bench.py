@@ -21,13 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import trio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline.config.reader import load_config  # noqa: E402
+from pipeline.config.reader import HostConfig, load_config  # noqa: E402
 from pipeline.virtual.pair import sample_gcode  # noqa: E402
 from stages import stage_phases, stage_schemas  # noqa: E402
 
@@ -58,16 +60,18 @@ def virtual_yaml(args: argparse.Namespace) -> str:
             f"    ok_delay: {args.ok_delay}\n")
 
 
-async def host_run(config, path: str) -> dict:  # noqa: ANN001
+async def host_run(config: HostConfig, path: str) -> dict[str, Any]:
     from pipeline.app.service import open_service
-    async with open_service(config) as service:
-        printer = await service.connect()
-        service.select(path)
+    async with open_service(config) as control:
+        await control.connect()
+        control.select(path)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        await service.start_print()
-        job = printer.core.jobs.job
-        result = await printer.wait_job_end()
+        await control.start()
+        printer = control.session
+        job = printer.core.jobs.job if printer is not None else None
+        assert job is not None, "start() made the file job"
+        result = await control.wait_job_end()
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -82,7 +86,7 @@ async def host_run(config, path: str) -> dict:  # noqa: ANN001
 INJECTED = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M114", "M108"}
 
 
-def iter_commands(path: str):  # noqa: ANN201
+def iter_commands(path: str) -> Iterator[str]:
     """The file's commands, comment-stripped, without holding the file in memory."""
     from pipeline.gcode import strip_comment
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -106,7 +110,7 @@ def exactly_once_in_order(record: str, gcode_path: str) -> bool:
     return nxt is None
 
 
-def run_once(args: argparse.Namespace, gcode_path: str) -> dict:
+def run_once(args: argparse.Namespace, gcode_path: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         link, record = os.path.join(tmp, "printer"), os.path.join(tmp, "record.txt")
         vcfg = os.path.join(tmp, "virtual.yaml")

@@ -26,7 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def rss_mb(pid: int) -> float:
@@ -37,7 +38,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_once(config: str, idle: float) -> dict:
+def run_once(config: str, idle: float) -> dict[str, float]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "startup.yaml")
@@ -46,7 +47,8 @@ def run_once(config: str, idle: float) -> dict:
         text = text.replace("  port: 5000", f"  port: {port}")
         text = text.replace("~/.printpipe/files", os.path.join(tmp, "files"))
         text = text.replace("~/.printpipe/state", os.path.join(tmp, "state"))
-        text = text.replace("folder: scripts", f"folder: {os.path.join(ROOT, 'configs', 'scripts')}")
+        scripts = os.path.join(ROOT, "configs", "scripts")
+        text = text.replace("folder: scripts", f"folder: {scripts}")
         with open(cfg, "w") as f:
             f.write(text)
         t0 = time.perf_counter()
@@ -62,7 +64,7 @@ def run_once(config: str, idle: float) -> dict:
                     break
                 except OSError:
                     if time.perf_counter() - t0 > 20:
-                        raise SystemExit("printpipe serve did not answer within 20 s")
+                        raise SystemExit("printpipe serve did not answer within 20 s") from None
                     time.sleep(0.01)
                     continue
                 break
@@ -82,7 +84,8 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=5.0, help="seconds to idle before the RSS")
     args = ap.parse_args()
     runs = [run_once(args.config, args.idle) for _ in range(args.runs)]
-    out = {k: statistics.median(r[k] for r in runs) for k in ("ready_s", "idle_rss_mb")}
+    out: dict[str, float | list[float]] = {
+        k: statistics.median(r[k] for r in runs) for k in ("ready_s", "idle_rss_mb")}
     out["ready_s_all"] = [r["ready_s"] for r in runs]
     out["idle_rss_mb_all"] = [r["idle_rss_mb"] for r in runs]
     print(json.dumps(out))

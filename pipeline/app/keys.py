@@ -18,7 +18,8 @@ import os
 import secrets
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 
@@ -220,11 +221,11 @@ class KeyStore:
             self._cache = None
             return _State()
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if not fresh and self._cache is not None and self._cache[0] == stamp:
-            # trusted only if the file was already old when read: a write within the same
-            # timestamp tick could otherwise keep its size, mtime and (reused) inode
-            if self._cache[1] - st.st_mtime_ns / 1e9 > 1.0:
-                return self._cache[2]
+        # the cache is trusted only if the file was already old when read: a write within the
+        # same timestamp tick could otherwise keep its size, mtime and (reused) inode
+        if (not fresh and self._cache is not None and self._cache[0] == stamp
+                and self._cache[1] - st.st_mtime_ns / 1e9 > 1.0):
+            return self._cache[2]
         read_at = time.time()
         try:
             with open(self.path, encoding="utf-8") as f:

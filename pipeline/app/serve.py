@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 import uuid as uuidlib
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, TextIO
+from typing import TextIO
 
 import attrs
 import trio
@@ -79,9 +80,9 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve as hypercorn_serve
 
-    from pipeline.app.http.stream import close_streams
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
+    from pipeline.app.http.stream import close_streams
     from pipeline.app.service import open_service
     from pipeline.files.storage import LocalStorage
 

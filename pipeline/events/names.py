@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 
-class Event(str, enum.Enum):
+class Event(enum.StrEnum):
+    """OctoPrint's event names; str(), f-strings and JSON all give the name itself."""
+
     # server and push channel
     STARTUP = "Startup"
     SHUTDOWN = "Shutdown"
@@ -69,9 +71,6 @@ class Event(str, enum.Enum):
     COMMAND_SUPPRESSED = "CommandSuppressed"
     INVALID_TOOL_REPORTED = "InvalidToolReported"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _JOB = ("name", "path", "origin", "size", "owner")
 _FILE = ("storage", "path", "name", "type")
@@ -104,13 +103,13 @@ PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
     Event.METADATA_ANALYSIS_FINISHED: ("name", "path", "origin", "result"),
     Event.FILE_SELECTED: ("name", "path", "origin"),
     Event.FILE_DESELECTED: (),
-    Event.PRINT_STARTED: _JOB + ("user",),
-    Event.PRINT_DONE: _JOB + ("time", "user"),
-    Event.PRINT_FAILED: _JOB + ("time", "reason", "error", "user"),
-    Event.PRINT_CANCELLING: _JOB + ("user", "firmwareError"),
-    Event.PRINT_CANCELLED: _JOB + ("time", "user", "position", "fileposition", "progress"),
-    Event.PRINT_PAUSED: _JOB + ("user", "position", "fileposition", "progress"),
-    Event.PRINT_RESUMED: _JOB + ("user",),
+    Event.PRINT_STARTED: (*_JOB, "user"),
+    Event.PRINT_DONE: (*_JOB, "time", "user"),
+    Event.PRINT_FAILED: (*_JOB, "time", "reason", "error", "user"),
+    Event.PRINT_CANCELLING: (*_JOB, "user", "firmwareError"),
+    Event.PRINT_CANCELLED: (*_JOB, "time", "user", "position", "fileposition", "progress"),
+    Event.PRINT_PAUSED: (*_JOB, "user", "position", "fileposition", "progress"),
+    Event.PRINT_RESUMED: (*_JOB, "user"),
     Event.POWER_ON: (), Event.POWER_OFF: (), Event.HOME: (),
     Event.Z_CHANGE: ("new", "old"),
     Event.DWELL: (), Event.WAITING: (), Event.COOLING: (), Event.ALERT: (),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import shlex
 import string
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 

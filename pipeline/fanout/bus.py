@@ -8,7 +8,8 @@ Shutdown is the last event any subscriber receives.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import trio

@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Any
 
 import trio
 
-from pipeline.fanout.bus import BusEvent, EventBus
 from pipeline.config.sections import EventsSpec, SubscriptionSpec, SubscriptionType
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.events.names import CUSTOM_EVENT_RE, canonical
-from pipeline.events.placeholders import FiringContext, MissingPlaceholder, params, render, render_argv, split_argv
+from pipeline.events.placeholders import (
+    FiringContext,
+    MissingPlaceholder,
+    params,
+    render,
+    render_argv,
+    split_argv,
+)
+from pipeline.fanout.bus import BusEvent, EventBus, Subscription
 
 log = logging.getLogger("printpipe.subscriptions")
 
@@ -58,7 +66,7 @@ class SubscriptionRunner:
         self.bus = bus
         self.send_gcode = send_gcode
         self.context = context
-        self._sub = None
+        self._sub: Subscription | None = None
         self.update(spec)
         self._limit = trio.CapacityLimiter(spec.max_concurrent)
         self.waiting = 0
@@ -110,7 +118,7 @@ class SubscriptionRunner:
                             "(payload keys: %s)", sub.label, ev.name, exc.name,
                             ", ".join(sorted(ev.payload)) or "none")
 
-    def _gcode(self, sub: SubscriptionSpec, ev: BusEvent, values: dict) -> None:
+    def _gcode(self, sub: SubscriptionSpec, ev: BusEvent, values: dict[str, Any]) -> None:
         lines = [render(cmd, values) for cmd in sub.commands]
         if sub.debug:
             log.info("%s for %s sends %s", sub.label, ev.name, lines)
@@ -119,7 +127,7 @@ class SubscriptionRunner:
             self.skipped += 1
             log.warning("%s for %s: no printer connected, G-code not sent", sub.label, ev.name)
 
-    def _system(self, sub: SubscriptionSpec, ev: BusEvent, values: dict,
+    def _system(self, sub: SubscriptionSpec, ev: BusEvent, values: dict[str, Any],
                 commands: trio.Nursery) -> None:
         if sub.shell:
             argvs = [["/bin/sh", "-c", render(cmd, values, quote=True)] for cmd in sub.commands]

@@ -63,7 +63,7 @@ class Analysis:
 def _area(box: list[float]) -> tuple[dict[str, float] | None, dict[str, float] | None]:
     if box[0] > box[1]:  # never updated: still (inf, -inf)
         return None, None
-    area = dict(zip(_AREA_KEYS, box))
+    area = dict(zip(_AREA_KEYS, box, strict=True))
     dims = {"width": box[1] - box[0], "depth": box[3] - box[2], "height": box[5] - box[4]}
     return area, dims
 
@@ -242,7 +242,7 @@ class Analyser:
             return True
         speed = self._speed
         if self.max_feedrate_mm_s:
-            for axis, delta in zip("xyze", (dx, dy, dz, de)):
+            for axis, delta in zip("xyze", (dx, dy, dz, de), strict=True):
                 cap = self.max_feedrate_mm_s.get(axis)
                 if cap and delta:
                     speed = min(speed, cap * dist / abs(delta))

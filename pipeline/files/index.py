@@ -20,9 +20,9 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline.files.analysis import Analyser
 from pipeline.errors import HostError
 from pipeline.events.names import Event
+from pipeline.files.analysis import Analyser
 
 log = logging.getLogger("printpipe.storage")
 
@@ -43,7 +43,7 @@ def type_path_of(tree: dict[str, Any], ext: str) -> tuple[str, ...] | None:
     def walk(node: Any, trail: tuple[str, ...]) -> tuple[str, ...] | None:
         if isinstance(node, dict):
             for key, value in node.items():
-                found = walk(value, trail + (str(key),))
+                found = walk(value, (*trail, str(key)))
                 if found:
                     return found
         elif isinstance(node, list) and ext in (str(x).lower() for x in node):

@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from pipeline.hooks.chain import Pipeline
 from pipeline.errors import HostError
 from pipeline.files.index import Entry, is_hidden, scan, type_path_of
+from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.file_phases import extension_tree, extensions_of, preprocess
 
 _UNSAFE = re.compile(r"[^\w.\- ()+,@\[\]]")
@@ -54,7 +54,7 @@ class DiskFile:
         self.path = path
 
     def stream(self) -> BinaryIO:
-        return open(self.path, "rb")  # noqa: SIM115  (the caller closes it)
+        return open(self.path, "rb")  # the caller closes it
 
     def save(self, path: str) -> None:
         shutil.copyfile(self.path, path)

@@ -16,6 +16,7 @@ import termios
 
 import trio
 from trio_serial import SerialStream
+from trio_serial.posix import PosixSerialStream
 
 from pipeline.errors import LinkBroken, LinkClosed
 
@@ -37,7 +38,7 @@ def candidate_ports() -> list[str]:
 class SerialTransport:
     """An open port. `receive_some` returns b"" only at EOF; errors raise LinkBroken."""
 
-    def __init__(self, stream: SerialStream, port: str) -> None:
+    def __init__(self, stream: PosixSerialStream, port: str) -> None:
         self._stream = stream
         self.port = port
         self._fd = stream.fd
@@ -112,6 +113,9 @@ async def open_port(port: str, baudrate: int, *, exclusive: bool = True,
                     hangup_on_close: bool = True) -> SerialTransport:
     """Open `port` at `baudrate`. A missing or unusable port raises LinkBroken."""
     stream = SerialStream(port, baudrate=baudrate, exclusive=exclusive)
+    # trio-serial picks its class per platform at import; every POSIX one derives from
+    # PosixSerialStream, the class that has the fd this transport reads and writes.
+    assert isinstance(stream, PosixSerialStream)
     try:
         await stream.aopen()
         if not hangup_on_close:

@@ -148,7 +148,9 @@ async def run_standalone(spec: FirmwareSpec, link: str, *, record: str | None = 
     With `record`, every command the printer accepts is appended to that file (one per line,
     flushed every 50 ms), so another process can check what arrived.
     """
-    sink = open(record, "w", buffering=1 << 16) if record else None  # noqa: SIM115
+    # A plain file on purpose: opened once before any task runs, closed in the finally below,
+    # and _record's small appends must still flush while it is being cancelled.
+    sink = open(record, "w", buffering=1 << 16) if record else None  # noqa: SIM115, ASYNC230
     try:
         while True:
             async with trio.open_nursery() as nursery:

@@ -9,11 +9,18 @@ Pure state changes only: no IO, no trio, no clock.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipeline.gcode import param_value
 from pipeline.virtual.thermal import (
-    HeaterKind, HeaterState, WaitMode, format_report, retarget, wait_end)
+    HeaterKind,
+    HeaterState,
+    WaitMode,
+    format_report,
+    retarget,
+    wait_end,
+)
 from pipeline.virtual.waits import Wait, WaitKind
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from pipeline.virtual.faults import FaultDice, FaultKind, FaultSpec
 from pipeline.virtual.thermal import HeaterState, Thermals, retarget
 from pipeline.virtual.waits import Wait, WaitKind
 
-__all__ = ["FaultSpec", "FirmwareSpec", "VirtualFirmware", "LineError", "WaitKind"]
+__all__ = ["FaultSpec", "FirmwareSpec", "LineError", "VirtualFirmware", "WaitKind"]
 
 _NUMBER_RE = re.compile(rb"N(\d+)\s*")
 _M110_N_RE = re.compile(rb"(?<![A-Za-z])N\s*(\d+)")
@@ -114,7 +114,7 @@ class VirtualFirmware(CommandsMixin):
             else:
                 self._handle(line, now)
             if self.killed:
-                return
+                return  # type: ignore[unreachable]  # mypy misses that _handle() can kill
 
     def data_to_send(self, now: float) -> bytes:
         """Everything the printer has said by `now` (time-driven output first); b"" if none."""

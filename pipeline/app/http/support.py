@@ -341,7 +341,9 @@ def _no_constant(name: str) -> Any:
 def _json_kind(value: object) -> str:
     if value is None or isinstance(value, bool):
         return json.dumps(value)
-    return {list: "an array", str: "a string"}.get(type(value), "a number")
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def sse_frame(name: str, payload: Mapping[str, Any]) -> bytes:
