@@ -22,14 +22,17 @@ import trio
 
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError, HostError, ScriptError
+from pipeline.errors import ConfigError, HostError
 from pipeline.events.names import Event
 from pipeline.events.placeholders import FiringContext
 from pipeline.fanout.bus import EventBus, Subscription
 from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events, now_iso
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.host_phases import (
-    SystemCommand, additional_state_data, custom_event_names, system_commands,
+    SystemCommand,
+    additional_state_data,
+    custom_event_names,
+    system_commands,
 )
 from pipeline.hooks.registry import build_pipeline
 from pipeline.link.printer import Printer, load_scripts, open_printer
@@ -39,6 +42,9 @@ from pipeline.session.jobs import JobResult, JobStateError
 from pipeline.session.states import PrinterState
 
 log = logging.getLogger("printpipe.service")
+
+#: Seconds a restart waits for the cancel of the paused print to finish.
+RESTART_WAIT = 30.0
 
 
 @attrs.frozen
@@ -253,24 +259,28 @@ class Control:
     def cancel(self) -> None:
         self._ready().core.jobs.cancel()
 
-    async def restart(self, user: str | None = None, timeout: float = 30.0) -> None:
-        """Cancel the paused print and start the selected file again from its beginning."""
+    async def restart(self, user: str | None = None) -> None:
+        """Cancel the paused print and start the selected file again from its beginning
+        (once the cancel is done: RESTART_WAIT seconds at most)."""
         printer = self._ready()
         jobs = printer.core.jobs
         if jobs.state is not PrinterState.PAUSED:
             raise JobStateError("restart needs a paused print")
         jobs.cancel()
-        await printer.wait_until(lambda: not jobs.active, timeout, poll=0.05)
+        await printer.wait_until(lambda: not jobs.active, RESTART_WAIT, poll=0.05)
         await self.start(user)
 
-    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:
+    async def wait_job_end(
+            self,
+            timeout: float = math.inf,  # noqa: ASYNC109 (answers whether it held, as Event.wait)
+            ) -> JobResult | None:
         """Wait until the print has a result and the printer left the job states."""
         printer = self._printer
         if printer is None:
             return None
         return await printer.wait_job_end(timeout)
 
-    async def wait_idle(self, timeout: float = math.inf) -> bool:
+    async def wait_idle(self, timeout: float = math.inf) -> bool:  # noqa: ASYNC109 (as above)
         """Wait until everything queued was acknowledged (or the printer failed)."""
         printer = self._printer
         return printer is not None and await printer.wait_idle(timeout)

@@ -27,8 +27,7 @@ class SystemCommandFailed(HostError):
     """A system command (or its `before`) failed; the message has its output's tail."""
 
 
-async def run_system_command(cmd: SystemCommand, nursery: trio.Nursery,
-                             timeout: float = TIMEOUT) -> None:
+async def run_system_command(cmd: SystemCommand, nursery: trio.Nursery) -> None:
     """Run `cmd` (in `nursery` when it is async). Raises SystemCommandFailed."""
     shown = f"{cmd.action}: {cmd.command}" if cmd.debug else cmd.action
     log.info("running system command %s", shown)
@@ -40,21 +39,21 @@ async def run_system_command(cmd: SystemCommand, nursery: trio.Nursery,
                 raise SystemCommandFailed(f"the 'before' of {cmd.action} failed: {exc}") from exc
             log.warning("the 'before' of %s failed (ignored): %s", cmd.action, exc)
     if cmd.run_async:
-        nursery.start_soon(_run_logged, cmd, timeout)
+        nursery.start_soon(_run_logged, cmd)
         return
-    await _run(cmd, timeout)
+    await _run(cmd)
 
 
-async def _run_logged(cmd: SystemCommand, timeout: float) -> None:
+async def _run_logged(cmd: SystemCommand) -> None:
     try:
-        await _run(cmd, timeout)
+        await _run(cmd)
     except SystemCommandFailed as exc:
         log.warning("%s", exc)
 
 
-async def _run(cmd: SystemCommand, timeout: float) -> None:
-    problem: str | None = f"still running after {timeout:g} s; killed"
-    with trio.move_on_after(timeout):
+async def _run(cmd: SystemCommand) -> None:
+    problem: str | None = f"still running after {TIMEOUT:g} s; killed"
+    with trio.move_on_after(TIMEOUT):
         problem = await _outcome(cmd)
     if problem is None:
         return

@@ -42,7 +42,8 @@ def close(name: str, valid: list[str] | tuple[str, ...]) -> str:
 
 def key_line(node: sy.YAML, key: str) -> int:
     """The 1-based line of `key` in the mapping `node`."""
-    return node.as_marked_up().lc.key(key)[0] + 1
+    line: int = node.as_marked_up().lc.key(key)[0]
+    return line + 1
 
 
 def is_blank(node: sy.YAML) -> bool:

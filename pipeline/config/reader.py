@@ -21,22 +21,64 @@ from strictyaml.ruamel.error import MarkedYAMLError
 from pipeline.config import nodes
 from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
-    ENTRY_VALIDATORS, HANDLER_RE, SECTIONS, STAGE_ENTRY_KEYS, STAGE_ID_RE, TOP_LEVEL_KEYS,
-    ChecksumMode, ErrorHandling, FaultSpec, MaxTimeoutsSpec, PipelineSpec, PrinterSpec,
-    ProfileSpec, ResendWithoutOk, ScriptsSpec, SerialSpec, SourceLocation, StageKind, StageSpec,
-    TimeoutSpec, VirtualSpec, VolumeSpec, freeze_options, sort_stages,
+    ENTRY_VALIDATORS,
+    HANDLER_RE,
+    SECTIONS,
+    STAGE_ENTRY_KEYS,
+    STAGE_ID_RE,
+    TOP_LEVEL_KEYS,
+    ChecksumMode,
+    ErrorHandling,
+    FaultSpec,
+    MaxTimeoutsSpec,
+    PipelineSpec,
+    PrinterSpec,
+    ProfileSpec,
+    ResendWithoutOk,
+    ScriptsSpec,
+    SerialSpec,
+    SourceLocation,
+    StageKind,
+    StageSpec,
+    TimeoutSpec,
+    VirtualSpec,
+    VolumeSpec,
+    freeze_options,
+    sort_stages,
 )
 from pipeline.config.sections import (
-    HTTP, STORAGE, EventsSpec, HostConfig, HttpSpec, StorageSpec, read_events,
+    HTTP,
+    STORAGE,
+    EventsSpec,
+    HostConfig,
+    HttpSpec,
+    StorageSpec,
+    read_events,
 )
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.phases import NOT_PHASES, PHASE_BY_NAME, Phase
 
 __all__ = [
-    "ChecksumMode", "ResendWithoutOk", "ErrorHandling", "VolumeSpec", "ProfileSpec", "PrinterSpec",
-    "TimeoutSpec", "MaxTimeoutsSpec", "SerialSpec", "FaultSpec", "VirtualSpec", "StageKind",
-    "SourceLocation", "StageSpec", "PipelineSpec", "HostConfig", "GCODE_WORD_RE",
-    "load_config", "load_config_file", "default_config",
+    "GCODE_WORD_RE",
+    "ChecksumMode",
+    "ErrorHandling",
+    "FaultSpec",
+    "HostConfig",
+    "MaxTimeoutsSpec",
+    "PipelineSpec",
+    "PrinterSpec",
+    "ProfileSpec",
+    "ResendWithoutOk",
+    "SerialSpec",
+    "SourceLocation",
+    "StageKind",
+    "StageSpec",
+    "TimeoutSpec",
+    "VirtualSpec",
+    "VolumeSpec",
+    "default_config",
+    "load_config",
+    "load_config_file",
 ]
 
 _GENERIC_FOUND = {"found arbitrary text", "found an arbitrary integer", "found an arbitrary number"}
@@ -304,7 +346,7 @@ class _Reader:
                        "`handler:` (\"package.module:function\")", line, keypath)
             return None
         kind = StageKind.BUILTIN if "stage" in lines else StageKind.HANDLER
-        target = raw.get(kind.value)
+        target: str | None = raw.get(kind.value)
         options: Mapping[str, Any] = _EMPTY_OPTIONS
         options_location = None
         if "with" in lines:
@@ -331,14 +373,14 @@ class _Reader:
             options = self.options(target, raw.get("with"), lines.get("with", line),
                                    f"{keypath}.with")
 
-        stage_id = raw.get("id")
+        stage_id: str | None = raw.get("id")
         if stage_id is None and target is not None:
             stage_id = target.rsplit(":", 1)[-1]
-        if "id" in raw and not STAGE_ID_RE.fullmatch(stage_id):
+        elif stage_id is not None and not STAGE_ID_RE.fullmatch(stage_id):
             self.error(f"stage id {stage_id!r} may only use letters, digits, '_', '-', '.', ':'",
                        lines["id"], f"{keypath}.id")
-        if len(self.errors) > before:
-            return None
+        if len(self.errors) > before or target is None or stage_id is None:
+            return None  # what is missing was reported with its line
         return StageSpec(
             phase=phase, kind=kind, target=target, id=stage_id, order=raw.get("order"),
             enabled=raw.get("enabled", True), options=options,

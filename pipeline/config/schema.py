@@ -20,8 +20,19 @@ import attrs
 import strictyaml as sy
 
 from pipeline.config.options import (
-    Section, at_least, choice, commands, flag, frozen_map, integer, number, option,
-    optional_integer, rate, subsection, text,
+    Section,
+    at_least,
+    choice,
+    commands,
+    flag,
+    frozen_map,
+    integer,
+    number,
+    option,
+    optional_integer,
+    rate,
+    subsection,
+    text,
 )
 from pipeline.phases import Phase
 
@@ -230,13 +241,17 @@ def sort_stages(specs: list[StageSpec]) -> tuple[StageSpec, ...]:
     return tuple(ordered + unordered)
 
 
-def freeze_options(data: Any) -> Any:
+def freeze_options(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Stage options made read-only: maps become mappingproxies, lists tuples."""
-    if isinstance(data, Mapping):
-        return MappingProxyType({k: freeze_options(v) for k, v in data.items()})
-    if isinstance(data, list):
-        return tuple(freeze_options(v) for v in data)
-    return data
+    return MappingProxyType({k: _frozen(v) for k, v in data.items()})
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return freeze_options(value)
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,22 +9,41 @@ line instead of a silent skip at run time. No trio, no IO.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 import strictyaml as sy
 
 from pipeline.config.nodes import Reporter, close, is_blank, key_line
 from pipeline.config.options import (
-    Section, at_least, briefly, flag, frozen_map, integer, number, option, options, positive,
+    Section,
+    at_least,
+    briefly,
+    flag,
+    frozen_map,
+    integer,
+    number,
+    option,
+    options,
+    positive,
     text,
 )
 from pipeline.config.schema import (
-    PipelineSpec, PrinterSpec, ScriptsSpec, SerialSpec, SourceLocation, VirtualSpec,
+    PipelineSpec,
+    PrinterSpec,
+    ScriptsSpec,
+    SerialSpec,
+    SourceLocation,
+    VirtualSpec,
 )
 from pipeline.events.names import (
-    CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, catalogue_event, known_names,
+    CUSTOM_EVENT_RE,
+    PAYLOAD_KEYS,
+    SCRIPT_EVENT_RE,
+    catalogue_event,
+    known_names,
 )
 from pipeline.events.placeholders import GENERIC, field_roots, split_argv
 

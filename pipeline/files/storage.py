@@ -157,6 +157,17 @@ class LocalStorage:
             raise NoSuchEntry(f"{rel or '/'!r} does not exist")
         return rel, full
 
+    def is_folder(self, path: str) -> bool:
+        """Whether a folder is at `path` (a storage path that may not exist)."""
+        return os.path.isdir(self.locate(path)[1])
+
+    def missing_folders(self, path: str) -> list[str]:
+        """The folders of storage path `path` (itself included) that do not exist yet,
+        outermost first: what adding a file below `path` will create."""
+        parts = path.split("/") if path else []
+        wanted = ("/".join(parts[:i + 1]) for i in range(len(parts)))
+        return [p for p in wanted if not os.path.lexists(self.locate(p)[1])]
+
     @staticmethod
     def sanitize(name: str) -> str:
         name = _UNSAFE.sub("_", os.path.basename(name.replace("\\", "/"))).strip(" .")

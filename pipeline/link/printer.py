@@ -11,28 +11,28 @@ from __future__ import annotations
 import logging
 import math
 import os
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 
 import attrs
 import trio
 
-from pipeline.hooks.chain import Pipeline
 from pipeline.config.reader import HostConfig
 from pipeline.errors import LinkBroken
 from pipeline.events.names import Event
-from pipeline.session.facade import CommFacade
 from pipeline.gcode import NO_TAGS
-from pipeline.session.core import HostCore, Listener
-from pipeline.session.filejob import CHUNK, FileJob, JobFile
-from pipeline.link.serial import SerialLink
-from pipeline.phases import Phase
-from pipeline.session.jobs import JobResult
+from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.scripts import ScriptSet
+from pipeline.link.serial import SerialLink
 from pipeline.link.transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
-from pipeline.virtual.firmware import FirmwareSpec
 from pipeline.link.virtual import VirtualPrinterHandle, serve_virtual_printer
+from pipeline.phases import Phase
+from pipeline.session.core import HostCore, Listener
+from pipeline.session.facade import CommFacade
+from pipeline.session.filejob import CHUNK, FileJob, JobFile
+from pipeline.session.jobs import JobResult
+from pipeline.virtual.firmware import FirmwareSpec
 
 log = logging.getLogger("printpipe.session")
 
@@ -54,6 +54,9 @@ def firmware_spec(config: HostConfig) -> FirmwareSpec:
                         heat_rate=v.heat_rate, faults=v.faults)
 
 
+#: Seconds an orderly disconnect waits for the queue (and beforePrinterDisconnected) to drain.
+DISCONNECT_DRAIN = 10.0
+
 @attrs.define(eq=False)
 class Printer:
     core: HostCore
@@ -65,8 +68,10 @@ class Printer:
         """Queue commands (through the queuing phase); returns how many were queued."""
         return sum(1 for line in lines if self.core.enqueue(line, tags=tags))
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = math.inf, *,
-                         poll: float | None = None) -> bool:
+    async def wait_until(
+            self, predicate: Callable[[], bool],
+            timeout: float = math.inf,  # noqa: ASYNC109 (answers whether it held, as Event.wait)
+            *, poll: float | None = None) -> bool:
         """Wait until `predicate()` holds or time runs out. Checked after every link activity,
         or every `poll` seconds (use that during prints: it keeps the waiter off the hot path)."""
         with trio.move_on_after(timeout):
@@ -81,14 +86,14 @@ class Printer:
             return True
         return False
 
-    async def wait_idle(self, timeout: float = math.inf) -> bool:
+    async def wait_idle(self, timeout: float = math.inf) -> bool:  # noqa: ASYNC109 (as above)
         return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
 
     async def start_print(self, path: str, *, name: str | None = None,
                           display_path: str | None = None, user: str | None = None) -> FileJob:
         """Start printing a local file; lines stream from disk in chunks as they are needed.
         `display_path` is the path events and the API show (the storage-relative one)."""
-        size = os.path.getsize(path)
+        size = (await trio.Path(path).stat()).st_size
         job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size,
                               user=user))
         f = await trio.open_file(path, "rb")
@@ -113,29 +118,27 @@ class Printer:
                 job.feed(await f.read(CHUNK))  # type: ignore[attr-defined]
                 self.link.wake()
 
-    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:
+    async def wait_job_end(self, timeout: float = math.inf) -> JobResult | None:  # noqa: ASYNC109
         """Wait until the job has a result and the printer left the job states."""
         jobs = self.core.jobs
         await self.wait_until(lambda: jobs.result is not None and not jobs.active, timeout,
                               poll=0.05)
         return jobs.result
 
-    async def orderly_disconnect(self, timeout: float = 10.0) -> None:
+    async def orderly_disconnect(self) -> None:
         """Disconnecting on purpose: beforePrinterDisconnected runs and the queue drains
-        (bounded), then the link closes. Not used when the link failed."""
+        (for DISCONNECT_DRAIN seconds at most), then the link closes. Not used when the link
+        failed."""
         core = self.core
         if core.operational and not self.link.closed.is_set():
             core.fire(Event.DISCONNECTING)
             core.scripts.run("beforePrinterDisconnected")
-            self.link.wake()
-            await self.wait_idle(timeout)
+            await self.wait_idle(DISCONNECT_DRAIN)
         self.nursery.cancel_scope.cancel()
 
-    async def disconnect(self) -> None:
-        await self.orderly_disconnect()
 
-
-async def _probe(port: str, baudrate: int, timeout: float) -> SerialTransport | None:
+async def _probe(port: str, baudrate: int,
+                 timeout: float) -> SerialTransport | None:  # noqa: ASYNC109 (per hello sent)
     """Open (port, baud) and see whether a firmware answers the hello."""
     try:
         transport = await open_port(port, baudrate)

@@ -16,8 +16,8 @@ import math
 import trio
 
 from pipeline.errors import LinkBroken, LinkClosed
-from pipeline.session.core import HostCore
 from pipeline.link.transport import SerialTransport
+from pipeline.session.core import HostCore
 
 log = logging.getLogger("printpipe.link")
 

@@ -12,30 +12,42 @@ every call that needs time takes `now`. Plain `ok` lines are handled without all
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable, Sequence
 
-from pipeline.protocol import replies
-from pipeline.config.reader import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
-from pipeline.protocol.events import (ActionCommand, BusyDetected, CapabilityReport, Connected,
-                            ErrorReason, FirmwareErrorLine, FirmwareInfo, LinkFailed,
-                            LinkState, PrinterReset, Received, StateChanged)
-from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
+from pipeline.config.schema import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, encode_plain, frame, param_value
+from pipeline.protocol import replies
+from pipeline.protocol.events import (
+    ActionCommand,
+    BusyDetected,
+    CapabilityReport,
+    Connected,
+    EngineEvent,
+    ErrorReason,
+    FirmwareErrorLine,
+    FirmwareInfo,
+    LinkFailed,
+    LinkState,
+    PrinterReset,
+    Received,
+    StateChanged,
+)
 from pipeline.protocol.report import Content, FirmwareReport
-from pipeline.protocol.timeouts import TimeoutRules
 from pipeline.protocol.resend import ResendTracker
+from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
+from pipeline.protocol.timeouts import apply_timeout, communication_period
 
-__all__ = ["HostProtocol", "HEATUP_GCODES"]
+__all__ = ["HEATUP_GCODES", "HostProtocol"]
 
 INF = float("inf")
 MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
-NO_EVENTS: tuple = ()
+NO_EVENTS: Sequence[EngineEvent] = ()
 _M112 = Command.parse("M112")
 _BED_OFF = Command.parse("M140 S0")
 
 
-class HostProtocol(TimeoutRules):
+class HostProtocol:
     """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
     call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives.
     It reads the config's values as they are: `serial`, and the `profile`'s heaters."""
@@ -67,7 +79,7 @@ class HostProtocol(TimeoutRules):
         self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
         self._buf = bytearray()
         self._out = bytearray()
-        self._events: list = []
+        self._events: list[EngineEvent] = []
         self._pending_error: str | None = None
         self._hellos = 0
         self._temp_interval = serial.timeouts.temperature  # M155 S<n> (autoreport) sets it
@@ -101,12 +113,40 @@ class HostProtocol(TimeoutRules):
         if old is not new:
             self._events.append(StateChanged(old, new))
 
-    def _take_events(self) -> list:
+    def _take_events(self) -> Sequence[EngineEvent]:
         ev = self._events
         if not ev:
-            return NO_EVENTS  # type: ignore[return-value]
+            return NO_EVENTS
         self._events = []
         return ev
+
+    # ---- deadlines and timeouts (the rules are in timeouts.py) ------------------------------
+    @property
+    def deadline(self) -> float:
+        """The time at which `handle_timeout` must be called if nothing arrives before."""
+        d = self._deadline
+        if self._resend_ok_deadline < d:
+            d = self._resend_ok_deadline
+        # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
+        # then stalls forever when autoreport lines keep the link "alive". Any line in flight
+        # that is not a long-running command gets it here.
+        if (self._inflight and not self.long_running and not self.heating
+                and self._ok_deadline < d):
+            d = self._ok_deadline
+        return d
+
+    def _update_period(self) -> None:
+        """Call whenever busy mode or the temperature interval changes (the period is read
+        on every line, so it is kept, not computed)."""
+        self._period = communication_period(self.serial.timeouts, self.busy_active,
+                                            self._temp_interval)
+
+    def handle_timeout(self, now: float) -> Sequence[EngineEvent]:
+        """Apply the timeout rules if `deadline` has passed; returns the events."""
+        if now < self.deadline:
+            return NO_EVENTS
+        apply_timeout(self, now)
+        return self._take_events()
 
     @property
     def has_output(self) -> bool:
@@ -156,7 +196,7 @@ class HostProtocol(TimeoutRules):
         g = cmd.gcode
         if g in self._checksum_requiring:
             return True
-        if g is None and not self.checksum_unknown or self.serial.checksum is ChecksumMode.NEVER:
+        if (g is None and not self.checksum_unknown) or self.serial.checksum is ChecksumMode.NEVER:
             return False
         return self.checksum_always or self.printing or not self.firmware_info_received
 
@@ -229,14 +269,14 @@ class HostProtocol(TimeoutRules):
         for c in heaters:
             out += frame(self._number(c), c.line)
 
-    def emergency_stop(self) -> list:
+    def emergency_stop(self) -> Sequence[EngineEvent]:
         """M112: raw and numbered M112, heaters off, then ERROR. Output via `take_output`."""
         self._write_emergency()
         self._fail(ErrorReason.EMERGENCY, "Closing serial port due to emergency stop M112.",
                    m112=False)
         return self._take_events()
 
-    def fail(self, reason: ErrorReason, message: str) -> list:
+    def fail(self, reason: ErrorReason, message: str) -> Sequence[EngineEvent]:
         """The host gives up on the printer (fatal firmware error handling, etc.)."""
         self._fail(reason, message, m112=True)
         return self._take_events()
@@ -252,7 +292,7 @@ class HostProtocol(TimeoutRules):
         self._events.append(LinkFailed(reason, message))
 
     # ---- receiving --------------------------------------------------------------------------
-    def receive_data(self, data: bytes, now: float) -> list:
+    def receive_data(self, data: bytes, now: float) -> Sequence[EngineEvent]:
         """Feed bytes from the port (b"" = the port reached EOF). Returns the events."""
         if not data:
             self._fail(ErrorReason.CONNECTION, "the serial port closed (EOF)", m112=False)

@@ -1,13 +1,13 @@
 """What the protocol engine tells its owner: frozen event values and the link state enum.
 
-The engine (protocol.py) returns these from `receive_data()` and `handle_timeout()`; the host
-core (host.py) reacts to them. Plain `ok` lines produce no event at all (the hot path).
+The engine (engine.py) returns these from `receive_data()` and `handle_timeout()`; the
+session core reacts to them. Plain `ok` lines produce no event at all (the hot path).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -15,7 +15,7 @@ from pipeline.protocol.replies import Position
 
 
 class LinkState(enum.Enum):
-    """The connection's own state (the print job's states live in host.py)."""
+    """The connection's own state (the printer's states live in pipeline/session/states.py)."""
 
     OFFLINE = "Offline"
     CONNECTING = "Connecting"
@@ -130,3 +130,10 @@ class LinkFailed:
 class StateChanged:
     old: LinkState
     new: LinkState
+
+
+#: Every event the engine reports.
+EngineEvent = (Connected | Received | Temperatures | PositionReport | FirmwareInfo
+               | CapabilityReported | CapabilityReport | ActionCommand | FirmwareErrorLine
+               | BusyDetected | TickleRequested | PrinterReset | InvalidTool | LinkFailed
+               | StateChanged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 
 import attrs
 
@@ -45,7 +46,7 @@ def is_start(line: str) -> bool:
 
 def is_busy(line: str) -> bool:
     """Marlin busy protocol keep-alive (`echo:busy: processing`, `busy:processing`)."""
-    return line.startswith("echo:busy:") or line.startswith("busy:")
+    return line.startswith(("echo:busy:", "busy:"))
 
 
 # Resend requests
@@ -56,7 +57,7 @@ _RESEND_NUMBER_RE = re.compile(r"(?:N:?)?(\d+)")
 def parse_resend(line: str) -> int | None:
     """The requested line number of a `Resend:`/`rs` line; -1 without a number; None otherwise."""
     lower = line.lower()
-    if not (lower.startswith("resend") or lower.startswith("rs")):
+    if not lower.startswith(("resend", "rs")):
         return None
     m = _RESEND_NUMBER_RE.search(line)
     return int(m.group(1)) if m else -1
@@ -184,7 +185,8 @@ def parse_action(line: str) -> tuple[str, str] | None:
 
 # Temperatures
 
-Temps = dict[str, tuple[float | None, float | None]]
+Reading = tuple[float | None, float | None]  # (actual, target)
+Temps = dict[str, Reading]
 
 # The target may not run into a word, `.` or `:` (so "T:210 31pS_XYZ:5" has no target 31).
 _TEMP_TOKEN_RE = re.compile(
@@ -199,7 +201,7 @@ def is_temperature_line(line: str) -> bool:
     count only when no `A:` occurs in the line (keeps Marlin's M114 `Count: A: B: C:` tail out
     while Prusa's ambient `A:` sensor next to `T:` still counts).
     """
-    if " T:" in line or line.startswith("T:") or " T0:" in line or line.startswith("T0:"):
+    if " T:" in line or " T0:" in line or line.startswith(("T:", "T0:")):
         return True
     return (" B:" in line or line.startswith("B:")) and "A:" not in line
 
@@ -216,7 +218,7 @@ def parse_temperatures(line: str) -> Temps:
     return temps
 
 
-def canonical_tools(temps: Temps, current_tool: int) -> Temps:
+def canonical_tools(temps: Mapping[str, Reading], current_tool: int) -> Temps:
     """A new dict with the bare `T` key resolved to a numbered tool key.
 
     Only `T` -> `T<current_tool>`; `T` with `T0` -> `T` dropped (copied to `T<current_tool>` if

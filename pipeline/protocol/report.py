@@ -8,7 +8,13 @@ from __future__ import annotations
 import enum
 
 from pipeline.protocol import replies
-from pipeline.protocol.events import CapabilityReported, InvalidTool, PositionReport, Temperatures
+from pipeline.protocol.events import (
+    CapabilityReported,
+    EngineEvent,
+    InvalidTool,
+    PositionReport,
+    Temperatures,
+)
 
 
 class Content(enum.Enum):
@@ -29,7 +35,7 @@ class FirmwareReport:
         was, self.in_cap_report = self.in_cap_report, False
         return was
 
-    def parse(self, line: str, events: list) -> Content | None:
+    def parse(self, line: str, events: list[EngineEvent]) -> Content | None:
         """Append the events `line` carries; tell the engine about M115 info and `start`."""
         if "X:" in line and "Y:" in line and "Z:" in line:
             pos = replies.parse_position(line)

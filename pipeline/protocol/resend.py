@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def _is_line_number_error(text: str) -> bool:

@@ -34,8 +34,8 @@ class CommFacade:
             self._core.enqueue(c, tags=all_tags)
 
     # OctoPrint handlers commonly call these MachineCom names; keep them as aliases.
-    def sendCommand(self, cmd: str, cmd_type: str | None = None, tags: Iterable[str] = (),
-                    **_: Any) -> None:  # noqa: N802
+    def sendCommand(self, cmd: str, cmd_type: str | None = None,  # noqa: N802
+                    tags: Iterable[str] = (), **_: Any) -> None:
         self._core.enqueue(cmd, cmd_type=cmd_type, tags=frozenset(tags) | {"source:plugin"})
 
     def setPause(self, pause: bool, **_: Any) -> None:  # noqa: N802

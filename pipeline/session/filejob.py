@@ -8,6 +8,8 @@ a 500 MB file streams in constant space. Progress is by bytes, or by M73 when th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from pipeline.gcode import Command, strip_comment
@@ -45,7 +47,8 @@ class FileJob:
         self._i = 0
         self._low = 0            # index past which the streamer is asked for more
         self._partial = b""
-        self.on_hungry = None    # set by the streamer: called when the buffer runs low
+        #: Set by the streamer: called when the buffer runs low.
+        self.on_hungry: Callable[[], None] | None = None
 
     # ---- the streamer side ---------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -53,7 +56,7 @@ class FileJob:
         if not chunk:
             self.eof = True
             if self._partial:
-                self._lines = self._lines[self._i:] + [self._partial]
+                self._lines = [*self._lines[self._i:], self._partial]
                 self._i = 0
                 self._partial = b""
             return

@@ -40,6 +40,8 @@ class CommandSink(Protocol):
 
     def add_marker(self, fn: Callable[[], None]) -> None: ...
 
+    def drop_file_commands(self) -> None: ...
+
 
 class CommandQueues:
     def __init__(self) -> None:

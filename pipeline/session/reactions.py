@@ -10,7 +10,7 @@ the parts it is handed (states, queues, jobs, tracker, scripts, pipeline) and th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pipeline.config.schema import PrinterSpec, SerialSpec
@@ -19,7 +19,7 @@ from pipeline.hooks.chain import Pipeline
 from pipeline.phases import Phase
 from pipeline.protocol import events as ee
 from pipeline.protocol import replies
-from pipeline.protocol.events import ErrorReason, LinkState
+from pipeline.protocol.events import EngineEvent, ErrorReason, LinkState
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues, CommandSink, Publish
 from pipeline.session.script_runner import ScriptRunner
@@ -32,9 +32,10 @@ log = logging.getLogger("printpipe.host")
 class EngineControl(Protocol):
     """What the reactions read of the engine, and the one thing they ask of it."""
 
-    capabilities: Mapping[str, bool]
+    @property
+    def capabilities(self) -> Mapping[str, bool]: ...
 
-    def fail(self, reason: ErrorReason, message: str) -> list[Any]: ...
+    def fail(self, reason: ErrorReason, message: str) -> Sequence[EngineEvent]: ...
 
 
 class EngineReactions:
@@ -73,7 +74,7 @@ class EngineReactions:
             ee.StateChanged: self._on_link_state,
         }
 
-    def handle(self, events: list[Any]) -> None:
+    def handle(self, events: Iterable[EngineEvent]) -> None:
         dispatch = self.dispatch
         for ev in events:
             dispatch[type(ev)](ev)

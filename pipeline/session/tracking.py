@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config.schema import ProfileSpec
 from pipeline.gcode import Command, param_value, tool_number
-from pipeline.protocol.replies import Position, Temps, canonical_tools
+from pipeline.protocol.replies import Position, Reading, canonical_tools
 
 Temp = list[Any]  # [actual, target]
 
@@ -123,7 +123,7 @@ class Tracker:
         self.relative_extruder = True
 
     # ---- replies ------------------------------------------------------------------------------
-    def canonical(self, temps: Temps) -> dict[str, Any]:
+    def canonical(self, temps: Mapping[str, Reading]) -> dict[str, Any]:
         """A reported map with the bare `T` resolved against the current tool."""
         return canonical_tools(temps, self.tool)
 
@@ -132,7 +132,7 @@ class Tracker:
         current_tool = self.tool
         tool_keys = [int(k[1:]) for k in temps if k[0] == "T" and k[1:].isdigit()]
         if f"T{current_tool}" in temps or "T0" in temps:
-            top = max(tool_keys + [self.profile.extruders - 1])
+            top = max([*tool_keys, self.profile.extruders - 1])
             for n in range(top + 1):
                 reading = temps.get(f"T{n}")
                 if reading is None and self.profile.shared_nozzle:

@@ -24,7 +24,7 @@ from pipeline.virtual.thermal import (
 from pipeline.virtual.waits import Wait, WaitKind
 
 if TYPE_CHECKING:
-    from pipeline.virtual.faults import FaultSpec
+    from pipeline.config.schema import FaultSpec
     from pipeline.virtual.firmware import FirmwareSpec
     from pipeline.virtual.thermal import Thermals
 

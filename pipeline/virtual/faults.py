@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import random
 
-from pipeline.config.reader import FaultSpec
+from pipeline.config.schema import FaultSpec
 
 
 class FaultKind(enum.Enum):

@@ -16,9 +16,10 @@ from collections import deque
 
 import attrs
 
+from pipeline.config.schema import FaultSpec
 from pipeline.gcode import checksum, strip_comment
 from pipeline.virtual.commands import CommandsMixin
-from pipeline.virtual.faults import FaultDice, FaultKind, FaultSpec
+from pipeline.virtual.faults import FaultDice, FaultKind
 from pipeline.virtual.thermal import HeaterState, Thermals, retarget
 from pipeline.virtual.waits import Wait, WaitKind
 

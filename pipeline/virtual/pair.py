@@ -6,10 +6,11 @@ run as pure function calls in microseconds. Imported by tests/ and tools/ only.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-from pipeline.hooks.chain import Pipeline
 from pipeline.config.reader import HostConfig
+from pipeline.hooks.chain import Pipeline
 from pipeline.session.core import HostCore
 from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
 
@@ -33,7 +34,7 @@ class Pair:
         self.core = HostCore(config, pipeline, clock=self.clock,
                              scripts=scripts)  # type: ignore[arg-type]
         self.wire: list[bytes] = []
-        self.events: list[tuple[str, dict]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.received: list[str] = []
         self.core.listeners.append(lambda e, p: self.events.append((str(e), p)))
         self.core.line_listeners.append(self.received.append)
@@ -108,6 +109,7 @@ def expected_commands(text: str) -> list[str]:
     return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
 
 
-def noop_stage(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):  # noqa: ANN001
+def noop_stage(comm_instance: object, phase: str, cmd: str, cmd_type: str | None,
+               gcode: str | None, *args: object, **kwargs: object) -> None:
     """A handler that changes nothing (the benchmark's measure of per-stage overhead)."""
     return None

@@ -15,10 +15,16 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from pipeline.config.reader import HostConfig, StageKind, StageSpec, default_config, load_config_file
+from pipeline.config.reader import (
+    HostConfig,
+    StageKind,
+    StageSpec,
+    default_config,
+    load_config_file,
+)
 from pipeline.errors import ConfigError, ConfigErrors
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 
 
 def run_check(path: str | None, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -11,10 +11,10 @@ naming who is at fault, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import trio
 
@@ -30,7 +30,8 @@ def load(path: str | None) -> HostConfig:
     return load_config_file(path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
 
 
-async def _send(config: HostConfig, commands: Sequence[str], timeout: float) -> int:
+async def _send(config: HostConfig, commands: Sequence[str],
+                timeout: float) -> int:  # noqa: ASYNC109 (printpipe send --timeout)
     from pipeline.app.service import open_service
     async with open_service(config) as control:
         await control.connect()

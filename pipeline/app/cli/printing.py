@@ -5,18 +5,18 @@ service (events and subscriptions included): Startup before the print, Shutdown 
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import signal
 import sys
 from typing import TextIO
 
 import trio
 
-from pipeline.config.reader import HostConfig
-from pipeline.session.jobs import JobStateError, Outcome
 from pipeline.app.control import Control
 from pipeline.app.service import open_service
+from pipeline.config.reader import HostConfig
+from pipeline.session.jobs import JobStateError, Outcome
 
 
 def _duration(seconds: float | None) -> str:
@@ -59,20 +59,19 @@ async def _cancel_on_signals(control: Control, out: TextIO, interrupted: list[bo
         async for _ in signals:
             interrupted.append(True)
             out.write("\ncancelling the print...\n")
-            try:
+            with contextlib.suppress(JobStateError):  # nothing left to cancel
                 control.cancel()
-            except JobStateError:
-                pass
 
 
 async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) -> int:
-    if not os.path.isfile(path):
+    file = trio.Path(path)
+    if not await file.is_file():
         print(f"printpipe: no such file: {path}", file=sys.stderr)
         return 2
     tty = out.isatty()
     async with open_service(config) as control:
         await control.connect()
-        control.select(os.path.abspath(path), os.path.basename(path))
+        control.select(str(await file.absolute()), file.name)
         await control.start()
         interrupted: list[bool] = []
         async with trio.open_nursery() as nursery:
@@ -95,7 +94,7 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
                   f"{result.filepos}", file=out)
             return 130 if interrupted else 1
         lines = job.lines if job else 0
-        name = job.file.name if job else os.path.basename(path)
+        name = job.file.name if job else file.name
         rate = lines / elapsed if elapsed > 0 else 0.0
         print(f"done: {name}, {lines} lines in {_duration(elapsed)} ({rate:.0f} lines/s)",
               file=out)

@@ -14,11 +14,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.app.control import Control
+from pipeline.app.http.support import json_error
 from pipeline.app.keys import KeyStore, redact
 from pipeline.config.reader import HostConfig
 from pipeline.files.storage import LocalStorage
-from pipeline.app.http.support import json_error
-
 
 log = logging.getLogger("printpipe.http")
 

@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.events.names import Event
-from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
 from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.support import BadRequest, read_json, receive_upload
-from pipeline.session.jobs import JobStateError
+from pipeline.events.names import Event
+from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
 from pipeline.files.storage import EntryExists, NoSuchEntry, StorageError, UnsupportedType
+from pipeline.session.jobs import JobStateError
 
 log = logging.getLogger("printpipe.files")
 
@@ -233,9 +233,7 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
         parent = storage.normalize(fields.get("path", ""))
         rel = _join(parent, storage.sanitize(filename))
         _refuse_if_printing(api, rel, "overwrite")
-        parts = parent.split("/") if parent else []
-        new_folders = [p for p in ("/".join(parts[:i + 1]) for i in range(len(parts)))
-                       if not os.path.lexists(storage.locate(p)[1])]
+        new_folders = storage.missing_folders(parent)
         await trio.to_thread.run_sync(partial(storage.add_upload, rel, temp,
                                               allow_overwrite=True))
         entry = storage.entry(rel)
@@ -356,7 +354,7 @@ async def _move_or_copy(request: Request, api: Api, entry: Entry, name: str,
         raise BadRequest(f"{name}: 'destination' (a folder or a new path) is required")
     # OctoPrint's rule: an existing folder receives the entry; anything else is the new path
     dest = storage.normalize(destination)
-    if not dest or os.path.isdir(storage.locate(dest)[1]):
+    if not dest or storage.is_folder(dest):
         dest = _join(dest, entry.name)
     if name == "move":
         _refuse_if_printing(api, entry.path, "move")

@@ -8,19 +8,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from pipeline.app.http.context import api_of
+from pipeline.app.http.support import BadRequest, json_error, read_json
 from pipeline.app.keys import KeyStoreError, PollResult
 from pipeline.app.system import SystemCommandFailed
 from pipeline.errors import ConfigError, ConfigErrors, ScriptError
-from pipeline.config.sections import event_problem
-from pipeline.events.names import Event, canonical
-from pipeline.app.http.context import Api, api_of, identity_of
-from pipeline.app.http.support import BadRequest, json_error, read_json, sse_frame
 
 log = logging.getLogger("printpipe.http")
 
