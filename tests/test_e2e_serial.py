@@ -45,8 +45,8 @@ async def test_connect_handshake_caps_and_temperatures():
 
 
 async def test_yaml_stage_rewrite_reaches_the_printer():
-    config = load_yaml(open(os.path.join(ROOT, "configs", "virtual.yaml")).read(),
-                       "configs/virtual.yaml")
+    with open(os.path.join(ROOT, "configs", "virtual.yaml")) as f:
+        config = load_yaml(f.read(), "configs/virtual.yaml")
     async with open_printer(config) as printer:
         printer.send(["M107"])
         assert await printer.wait_idle(5)
