@@ -266,7 +266,8 @@ async def test_reload_applies_a_good_config_and_refuses_a_broken_one(tmp_path):
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["SettingsUpdated"])
         path = srv.config_path
-        text = open(path).read()
+        with open(path) as f:
+            text = f.read()
         with open(path, "w") as f:
             f.write(text + "events:\n  subscriptions:\n    - event: Home\n      type: gcode\n"
                            "      command: M117 homed\n")

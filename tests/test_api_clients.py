@@ -42,7 +42,8 @@ async def test_prusaslicer_version_check_and_upload_with_print(tmp_path):
 
 
 async def test_cura_connects_uploads_selects_prints_and_pauses(tmp_path):
-    async with serve_for_test(tmp_path) as srv:
+    # 1 ms a move: the print lasts long enough to be paused midway, not before its first line
+    async with serve_for_test(tmp_path, "virtual:\n  faults:\n    ok_delay: 0.001\n") as srv:
         rec = srv.events(["PrintStarted", "PrintPaused", "PrintResumed", "PrintDone"])
         async with httpx.AsyncClient(base_url=srv.url,
                                      headers={"X-Api-Key": srv.key}) as cura:
@@ -61,6 +62,9 @@ async def test_cura_connects_uploads_selects_prints_and_pauses(tmp_path):
             r = await cura.post(location, json={"command": "select", "print": True})
             assert r.status_code == 204, r.text
             await rec.wait_for("PrintStarted")
+            with trio.fail_after(10):
+                while not (await cura.get("/api/job")).json()["progress"]["completion"]:
+                    await trio.sleep(0.01)
             r = await cura.post("/api/job", json={"command": "pause", "action": "pause"})
             assert r.status_code == 204
             await rec.wait_for("PrintPaused")

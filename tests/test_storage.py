@@ -4,6 +4,7 @@ listing, folders, move/copy/delete, and uploads renamed in atomically."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -219,8 +220,8 @@ def test_move_files_and_folders(tmp_path):
     assert (source.path, new.path, new.size) == ("a.gcode", "other/renamed.gco", 2)
     with pytest.raises(EntryExists):
         storage.move("b.gcode", "other/renamed.gco")
-    assert open(os.path.join(storage.root, "other", "renamed.gco"), "rb").read() == b"A\n"
-    assert open(os.path.join(storage.root, "b.gcode"), "rb").read() == b"B\n"
+    assert Path(storage.root, "other", "renamed.gco").read_bytes() == b"A\n"
+    assert Path(storage.root, "b.gcode").read_bytes() == b"B\n"
     with pytest.raises(EntryExists):
         storage.move("dir", "other")  # never onto a folder, even an empty one
     with pytest.raises(NoSuchEntry):
@@ -272,7 +273,7 @@ def test_an_upload_is_renamed_in_not_copied(tmp_path):
         storage.add_upload("sub/cube.gcode", temp_in(storage, b"other"))
     assert not leftovers(storage)  # the refused temp file was removed too
     storage.add_upload("sub/cube.gcode", temp_in(storage, b"G0\n"), allow_overwrite=True)
-    assert open(final, "rb").read() == b"G0\n"
+    assert Path(final).read_bytes() == b"G0\n"
 
 
 def test_an_upload_a_preprocessor_rewrites_is_written_through_it(tmp_path):
@@ -280,7 +281,7 @@ def test_an_upload_a_preprocessor_rewrites_is_written_through_it(tmp_path):
                              "    - handler: phase_handlers:strip_all_comments\n")
     temp = temp_in(storage, b"G28 ; home\n; note\nG1 X1\n")
     stored = storage.add_upload("cube_strip.gcode", temp)
-    assert open(os.path.join(storage.root, "cube_strip.gcode"), "rb").read() == b"G28\nG1 X1\n"
+    assert Path(storage.root, "cube_strip.gcode").read_bytes() == b"G28\nG1 X1\n"
     assert stored.size == 10 and not os.path.exists(temp) and not leftovers(storage)
 
 
@@ -322,7 +323,7 @@ def test_no_partial_file_is_ever_visible_under_the_final_name(tmp_path):
     put(storage, "old.gcode", b"G28\n")
     with pytest.raises(OSError, match="No space"):
         storage.add_file("old.gcode", HalfWriter(), allow_overwrite=True)
-    assert open(os.path.join(storage.root, "old.gcode"), "rb").read() == b"G28\n"
+    assert Path(storage.root, "old.gcode").read_bytes() == b"G28\n"
     assert not leftovers(storage)
     src = tmp_path / "src.gcode"
     src.write_bytes(GCODE)

@@ -1,0 +1,160 @@
+"""Faults and timeouts on the in-memory Pair with its manual clock (no pty, no real waiting):
+a 20,000-line print stays exactly-once and in order under every injected fault, and a lost ok
+is recovered by the communication timeout rule exactly when its period has run out, never
+earlier, with nothing sent twice. The real-pty files keep short runs of the same kind to
+prove the trio link and its watchdog."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import pytest
+from conftest import load_yaml
+from sample_prints import file_lines
+
+from pipeline.hooks.registry import build_pipeline
+from pipeline.session.filejob import FileJob, JobFile
+from pipeline.session.jobs import Outcome
+from pipeline.session.states import PrinterState as S
+from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
+from stages import BUILTIN_STAGES
+
+
+def pair(faults: FaultSpec, yaml: str = "") -> Pair:
+    config = load_yaml(yaml)
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
+             FirmwareSpec(faults=faults))
+    p.connect()
+    return p
+
+
+class Stalls:
+    """Runs a Pair and records every stall: a stretch of manual-clock time in which the host
+    wrote nothing and the firmware accepted nothing, as (start, length, the commands the
+    firmware accepted when it ended)."""
+
+    def __init__(self, p: Pair) -> None:
+        self.p = p
+        self.found: list[tuple[float, float, list[str]]] = []
+        self._mark = (len(p.wire), len(p.fw.accepted))
+        self._since = p.clock.now
+        self._timeouts = p.core.engine.timeouts_total
+
+    @property
+    def timeouts(self) -> int:
+        """Communication timeouts the host handled while this ran."""
+        return self.p.core.engine.timeouts_total - self._timeouts
+
+    def run_until(self, predicate: Callable[[], bool]) -> None:
+        p = self.p
+
+        def watch() -> bool:
+            mark = (len(p.wire), len(p.fw.accepted))
+            if mark != self._mark:
+                now = p.clock.now
+                if now > self._since:
+                    self.found.append((self._since, now - self._since,
+                                       p.fw.accepted[self._mark[1]:]))
+                self._mark, self._since = mark, now
+            return predicate()
+
+        p.run_until(watch)
+
+    def lengths(self) -> Counter[float]:
+        return Counter(round(length, 6) for _, length, _ in self.found)
+
+
+def print_exactly_once(p: Pair, lines: int) -> Stalls:
+    """Print `lines` lines of sample G-code on `p` (the whole file fed up front: no streamer
+    task runs on a Pair) and check the job is DONE with every file command accepted exactly
+    once, in order. Returns the stalls on the way."""
+    text = sample_gcode(lines, seed=1)
+    expected = expected_commands(text)
+    data = text.encode()
+    job = FileJob(JobFile("job.gcode", "job.gcode", len(data)))
+    job.feed(data)
+    job.feed(b"")
+    stalls = Stalls(p)
+    p.core.jobs.start(job)
+    stalls.run_until(lambda: p.core.jobs.result is not None and not p.core.jobs.active)
+    assert p.core.jobs.result.outcome is Outcome.DONE
+    assert file_lines(p.fw.accepted, expected) == expected  # each exactly once, in order
+    return stalls
+
+
+# Distinct periods, so each stall shows which rule ended it: the communication timeout (20 s),
+# the busy protocol's once busy lines came (4 s), the resend-without-ok detection (0.5 s).
+TIMEOUTS = """serial:
+  timeouts:
+    communication: 20
+    communication_busy: 4
+    resend_ok: 0.5
+"""
+COMM, BUSY, RESEND_OK = 20.0, 4.0, 0.5
+
+FAULT_MIXES = {
+    "corrupt-lost_ok-busy": FaultSpec(seed=4, corrupt_rate=0.01, lost_ok_rate=0.001,
+                                      busy_rate=0.01),
+    "plus-resend_without_ok-noise": FaultSpec(seed=4, corrupt_rate=0.01, resend_without_ok=True,
+                                              lost_ok_rate=0.001, busy_rate=0.01,
+                                              error_rate=0.01),
+}
+
+
+@pytest.mark.parametrize("faults", FAULT_MIXES.values(), ids=FAULT_MIXES.keys())
+def test_20000_lines_exact_under_faults(faults):
+    p = pair(faults, TIMEOUTS)
+    stalls = print_exactly_once(p, 20000)
+    assert p.core.state is S.OPERATIONAL and not p.core.failed
+    engine = p.core.engine
+    assert engine.resend_requests > 50  # the faults really happened
+    # The host waited only where a rule says so: each lost ok cost one communication timeout
+    # (the busy period once the printer said busy), each resend without its ok at most one
+    # resend_ok detection; a firmware that sends its oks never makes it wait for those.
+    lengths = stalls.lengths()
+    assert set(lengths) <= {COMM, BUSY, RESEND_OK}
+    assert lengths[COMM] + lengths[BUSY] == stalls.timeouts >= 10
+    if faults.resend_without_ok:
+        assert 0 < lengths[RESEND_OK] <= engine.resend_requests
+    else:
+        assert lengths[RESEND_OK] == 0
+
+
+LINES = [f"G1 X{i}" for i in range(300)]
+
+
+@pytest.mark.parametrize("yaml, period", [
+    ("", 30.0),                                               # the default
+    ("serial:\n  timeouts:\n    communication: 7\n", 7.0),
+    # OctoPrint's floor: the temperature interval + 1 s (autoreport every 2 s by default,
+    # else the polling interval)
+    ("serial:\n  timeouts:\n    communication: 1\n", 3.0),
+    ("serial:\n  timeouts:\n    communication: 1\n    temperature: 4\n"
+     "    temperature_autoreport: 0\n", 5.0),
+], ids=["default-30s", "communication-7s", "autoreport-floor-3s", "polling-floor-5s"])
+def test_lost_ok_is_recovered_by_the_timeout_rule(yaml, period):
+    p = pair(FaultSpec(seed=2, lost_ok_rate=0.02), yaml)
+    stalls = Stalls(p)
+    for line in LINES:
+        p.core.enqueue(line)
+    stalls.run_until(lambda: p.core.idle)
+    assert [a for a in p.fw.accepted if a.startswith("G1 ")] == LINES  # none lost, none twice
+    assert p.core.operational
+    # Each lost ok stalled the link for exactly one period (nothing was written earlier),
+    # then the timeout freed its slot and the *next* line went out.
+    assert len(stalls.found) == stalls.timeouts >= 3
+    for _, length, accepted in stalls.found:
+        assert length == pytest.approx(period)
+        assert len(accepted) == 1 and accepted[0] in LINES
+
+
+def test_lost_ok_while_printing_is_recovered_with_a_tickle():
+    p = pair(FaultSpec(seed=2, lost_ok_rate=0.02), "serial:\n  timeouts:\n    communication: 7\n")
+    stalls = print_exactly_once(p, 300)
+    # while printing, OctoPrint's rule: after the timeout, an M105 "tickle" goes out first
+    assert len(stalls.found) == stalls.timeouts >= 3
+    for _, length, accepted in stalls.found:
+        assert length == pytest.approx(7.0)
+        assert accepted == ["M105"]
