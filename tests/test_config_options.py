@@ -127,16 +127,6 @@ def _attrs_classes_outside_config() -> set[type]:
 #: (whatever its defaults: a copy whose defaults differ has drifted, which is worse).
 SHARED_LIMIT = 3
 
-#: Re-declarations known and left to the virtual printer's owners: FirmwareSpec repeats the
-#: profile's heaters and `virtual:`'s name, heat rate (10 against the config's 40) and faults,
-#: and link.printer.firmware_spec() maps one onto the other. Remove an entry once it is gone
-#: (the test fails until then, so the list cannot go stale).
-KNOWN = {
-    "pipeline.virtual.firmware.FirmwareSpec re-declares ProfileSpec: "
-    "['extruders', 'heated_bed', 'heated_chamber']",
-    "pipeline.virtual.firmware.FirmwareSpec re-declares VirtualSpec: "
-    "['faults', 'firmware_name', 'heat_rate']",
-}
 
 
 def redeclarations(classes) -> set[str]:
@@ -152,7 +142,7 @@ def redeclarations(classes) -> set[str]:
 
 
 def test_no_class_outside_config_declares_config_options_again():
-    assert redeclarations(_attrs_classes_outside_config()) == KNOWN
+    assert redeclarations(_attrs_classes_outside_config()) == set()
 
 
 def test_the_redeclaration_check_bites():
@@ -171,7 +161,7 @@ def test_the_redeclaration_check_bites():
 
 def test_the_engine_and_the_virtual_printer_take_the_configured_values():
     from pipeline.hooks.registry import build_pipeline
-    from pipeline.link.printer import firmware_spec
+    from pipeline.virtual.spec import FirmwareSpec
     from pipeline.session.core import HostCore
 
     config = load_config("serial:\n  ok_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
@@ -179,7 +169,8 @@ def test_the_engine_and_the_virtual_printer_take_the_configured_values():
     core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES), clock=lambda: 0.0)
     assert core.engine.serial is config.serial and core.engine.credit == 3
     assert core.engine.profile is config.printer.profile
-    assert firmware_spec(config).faults is config.virtual.faults
+    spec = FirmwareSpec.configured(config)
+    assert spec.virtual is config.virtual and spec.profile is config.printer.profile
 
 
 def test_every_section_of_host_config_is_keyed_or_read_by_hand():

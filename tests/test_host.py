@@ -9,14 +9,16 @@ from conftest import load_yaml
 
 from pipeline.session.core import PrinterState
 from pipeline.hooks.registry import build_pipeline
+from pipeline.virtual.firmware import VirtualFirmware
 from pipeline.virtual.pair import Pair
-from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from pipeline.virtual.spec import FirmwareSpec
+from pipeline.config.schema import FaultSpec
 from stages import BUILTIN_STAGES
 
 
-def pair(yaml: str = "", firmware: FirmwareSpec | None = None) -> Pair:
+def pair(yaml: str = "", faults: FaultSpec | None = None) -> Pair:
     config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), firmware)
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults)
     p.connect()
     return p
 
@@ -147,7 +149,7 @@ def test_m114_position_event():
 
 def test_checksum_errors_are_resent_exactly_once_each():
     p = pair("serial:\n  checksum: always\n",
-             FirmwareSpec(faults=FaultSpec(seed=3, corrupt_rate=0.2)))
+             FaultSpec(seed=3, corrupt_rate=0.2))
     lines = [f"G1 X{i} Y{i}" for i in range(200)]
     for line in lines:
         p.core.enqueue(line)
@@ -158,7 +160,7 @@ def test_checksum_errors_are_resent_exactly_once_each():
 
 def test_resend_without_ok_is_recovered_by_the_detect_timer():
     p = pair("serial:\n  checksum: always\n",
-             FirmwareSpec(faults=FaultSpec(seed=5, corrupt_rate=0.2, resend_without_ok=True)))
+             FaultSpec(seed=5, corrupt_rate=0.2, resend_without_ok=True))
     lines = [f"G1 X{i}" for i in range(100)]
     for line in lines:
         p.core.enqueue(line)
@@ -168,7 +170,7 @@ def test_resend_without_ok_is_recovered_by_the_detect_timer():
 
 def test_lost_ok_is_recovered_by_the_timeout_rule():
     p = pair("serial:\n  timeouts:\n    communication: 2.0\n",
-             FirmwareSpec(faults=FaultSpec(seed=1, lost_ok_rate=0.05)))
+             FaultSpec(seed=1, lost_ok_rate=0.05))
     lines = [f"G1 X{i}" for i in range(100)]
     for line in lines:
         p.core.enqueue(line)
@@ -200,14 +202,14 @@ def test_emergency_parser_sends_m108_out_of_band():
 
 
 def test_printer_reset_while_idle():
-    p = pair(firmware=FirmwareSpec(faults=FaultSpec(reset_after=5)))
+    p = pair(faults=FaultSpec(reset_after=5))
     p.send(*[f"G1 X{i}" for i in range(4)])
     assert "PrinterReset" in p.event_names()
     assert p.core.operational
 
 
 def test_fatal_firmware_error_ends_in_error_with_m112():
-    p = pair(firmware=FirmwareSpec(faults=FaultSpec(fatal_after=5)))
+    p = pair(faults=FaultSpec(fatal_after=5))
     for i in range(6):
         p.core.enqueue(f"G1 X{i}")
     p.run_until(lambda: p.core.failed)
@@ -218,7 +220,7 @@ def test_fatal_firmware_error_ends_in_error_with_m112():
 
 
 def test_busy_protocol_is_answered_with_m113():
-    p = pair(firmware=FirmwareSpec(faults=FaultSpec(seed=1, busy_rate=1.0)))
+    p = pair(faults=FaultSpec(seed=1, busy_rate=1.0))
     p.send("G28")
     assert "M113 S2" in p.fw.accepted
     assert p.core.engine.busy_active
@@ -226,7 +228,10 @@ def test_busy_protocol_is_answered_with_m113():
 
 def test_invalid_tool_reverts_and_is_reported():
     # the profile says 2 extruders, the firmware has 1: it answers "echo:T1 Invalid extruder"
-    p = pair("printer:\n  profile:\n    extruders: 2\n")
+    config = load_yaml("printer:\n  profile:\n    extruders: 2\n")
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES))
+    p.fw = VirtualFirmware(FirmwareSpec())  # one extruder
+    p.connect()
     p.send("T1")
     (payload,) = [pl for e, pl in p.events if e == "InvalidToolReported"]
     assert payload == {"tool": 1, "fallback": 0}
@@ -267,7 +272,7 @@ pipeline:
 
 
 def test_fatal_error_event_carries_the_faq_tag():
-    p = pair(firmware=FirmwareSpec(faults=FaultSpec(fatal_after=3)))
+    p = pair(faults=FaultSpec(fatal_after=3))
     for i in range(4):
         p.core.enqueue(f"G1 X{i}")
     p.run_until(lambda: p.core.failed)

@@ -113,7 +113,7 @@ async def test_handle_connect_none_lets_it_through():
 
 
 async def test_serial_factory_picks_the_device(tmp_path):
-    from pipeline.virtual.firmware import FirmwareSpec
+    from pipeline.virtual.spec import FirmwareSpec
     from pipeline.link.virtual import serve_virtual_printer
     ph.calls.clear()
     async with trio.open_nursery() as nursery:

@@ -17,15 +17,14 @@ from pipeline.hooks.registry import build_pipeline
 from pipeline.session.filejob import FileJob, JobFile
 from pipeline.session.jobs import Outcome
 from pipeline.session.states import PrinterState as S
-from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from pipeline.config.schema import FaultSpec
 from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
 from stages import BUILTIN_STAGES
 
 
 def pair(faults: FaultSpec, yaml: str = "") -> Pair:
     config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-             FirmwareSpec(faults=faults))
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults)
     p.connect()
     return p
 

@@ -12,7 +12,7 @@ from pipeline.session.filejob import FileJob, JobFile
 from pipeline.session.jobs import JobStateError, Outcome
 from pipeline.hooks.registry import build_pipeline
 from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
-from pipeline.virtual.firmware import FaultSpec, FirmwareSpec
+from pipeline.config.schema import FaultSpec
 from stages import BUILTIN_STAGES
 
 FAST = "serial:\n  timeouts:\n    communication: 1.0\n    temperature: 0.5\n"
@@ -20,8 +20,7 @@ FAST = "serial:\n  timeouts:\n    communication: 1.0\n    temperature: 0.5\n"
 
 def pair(yaml: str = FAST, faults: FaultSpec | None = None) -> Pair:
     config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-             FirmwareSpec(faults=faults or FaultSpec()))
+    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults)
     p.connect()
     return p
 

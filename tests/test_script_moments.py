@@ -13,7 +13,6 @@ from pipeline.session.filejob import FileJob, JobFile
 from pipeline.hooks.registry import build_pipeline
 from pipeline.hooks.scripts import SCRIPT_NAMES, ScriptSet
 from pipeline.virtual.pair import Pair
-from pipeline.virtual.firmware import FirmwareSpec
 from stages import BUILTIN_STAGES
 
 MARK = {name: f"M117 {name}" for name in SCRIPT_NAMES}
@@ -38,7 +37,7 @@ pipeline:
 def pair(inline: dict[str, str], yaml: str = YAML) -> Pair:
     config = load_yaml(yaml)
     p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-             FirmwareSpec(extruders=2), scripts=ScriptSet.load(None, inline))
+             scripts=ScriptSet.load(None, inline))
     p.connect()
     return p
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
-from pipeline.config.reader import FaultSpec
+from pipeline.config.schema import FaultSpec, ProfileSpec, VirtualSpec
 from pipeline.gcode import frame
-from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
+from pipeline.virtual.firmware import VirtualFirmware
+from pipeline.virtual.spec import FirmwareSpec
 
 BOOT = ["start", "echo:printpipe Virtual Marlin 2.1 (printpipe virtual printer)"]
 ROOM = "T:21.30 /0.00 B:21.30 /0.00 @:0 B@:0"
 
 
-def fresh(**spec: object) -> VirtualFirmware:
-    fw = VirtualFirmware(FirmwareSpec(**spec))  # type: ignore[arg-type]
+MODEL = {f.name for f in attrs.fields(FirmwareSpec)}
+
+
+def fresh(*, faults: FaultSpec = FaultSpec(), **spec: object) -> VirtualFirmware:
+    """A booted firmware: `spec` sets the profile's heaters and the model's own fields; its
+    heaters warm at 10 °C/s (the timings below count on that)."""
+    model = {k: v for k, v in spec.items() if k in MODEL}
+    profile = ProfileSpec(**{k: v for k, v in spec.items() if k not in MODEL})  # type: ignore[arg-type]
+    fw = VirtualFirmware(FirmwareSpec(profile, VirtualSpec(heat_rate=10.0, faults=faults),
+                                      **model))  # type: ignore[arg-type]
     assert fw.data_to_send(0.0).decode().splitlines() == BOOT
     return fw
 

@@ -11,7 +11,8 @@ import trio
 import trio_serial
 
 from pipeline.config.reader import FaultSpec
-from pipeline.virtual.firmware import FirmwareSpec
+from pipeline.config.schema import VirtualSpec
+from pipeline.virtual.spec import FirmwareSpec
 from pipeline.link.virtual import VirtualPrinterHandle, run_standalone, serve_virtual_printer
 
 TIMEOUT = 5.0
@@ -160,7 +161,7 @@ async def wait_gone(path: str) -> bool:
 
 
 async def test_disconnect_fault_closes_the_port(nursery: trio.Nursery) -> None:
-    handle = await start(nursery, FirmwareSpec(faults=FaultSpec(disconnect_after=2)))
+    handle = await start(nursery, FirmwareSpec(virtual=VirtualSpec(faults=FaultSpec(disconnect_after=2))))
     async with Host(handle.port) as host:
         await host.send(b"N0 M110 N0*125\n")
         await host.until(is_ok)
@@ -192,7 +193,7 @@ async def wait_link(link: Path, present: bool = True) -> None:
 async def test_standalone_replugs_after_an_unplug(nursery: trio.Nursery, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     link = tmp_path / "printer"
-    nursery.start_soon(run_standalone, FirmwareSpec(faults=FaultSpec(disconnect_after=2)),
+    nursery.start_soon(run_standalone, FirmwareSpec(virtual=VirtualSpec(faults=FaultSpec(disconnect_after=2))),
                        str(link))
     await wait_link(link)
     async with Host(str(link)) as host:

@@ -45,15 +45,6 @@ def load_scripts(config: HostConfig) -> ScriptSet:
     return ScriptSet.load(folder, config.scripts.gcode)
 
 
-def firmware_spec(config: HostConfig) -> FirmwareSpec:
-    """The built-in virtual printer's model, from the printer profile and `virtual:`."""
-    p = config.printer.profile
-    v = config.virtual
-    return FirmwareSpec(extruders=p.extruders, heated_bed=p.heated_bed,
-                        heated_chamber=p.heated_chamber, firmware_name=v.firmware_name,
-                        heat_rate=v.heat_rate, faults=v.faults)
-
-
 #: Seconds an orderly disconnect waits for the queue (and beforePrinterDisconnected) to drain.
 DISCONNECT_DRAIN = 10.0
 
@@ -244,7 +235,8 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeo
                                  "connect", port=port)
         virtual = None
         if port == "virtual":
-            virtual = await nursery.start(serve_virtual_printer, firmware_spec(config))
+            virtual = await nursery.start(serve_virtual_printer,
+                                          FirmwareSpec.configured(config))
             transport = await open_port(virtual.port, baudrate or 115200)
         elif port == "auto" or baudrate == 0:
             transport = await autodetect(config, pipeline)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.gcode import param_value
+from pipeline.virtual.spec import FirmwareSpec
 from pipeline.virtual.thermal import (
     HeaterKind,
     HeaterState,
@@ -25,7 +26,6 @@ from pipeline.virtual.waits import Wait, WaitKind
 
 if TYPE_CHECKING:
     from pipeline.config.schema import FaultSpec
-    from pipeline.virtual.firmware import FirmwareSpec
     from pipeline.virtual.thermal import Thermals
 
 _WORD_RE = re.compile(r"([GMT])(\d+)")
@@ -253,7 +253,7 @@ class CommandsMixin:
     def _firmware_info(self, text: str, now: float) -> str:
         spec = self.spec
         self._out.append(
-            f"FIRMWARE_NAME:{spec.firmware_name} "
+            f"FIRMWARE_NAME:{spec.virtual.firmware_name} "
             "SOURCE_CODE_URL:https://example.invalid/printpipe PROTOCOL_VERSION:1.0 "
             f"MACHINE_TYPE:Virtual EXTRUDER_COUNT:{len(self._tools)} "
             "UUID:00000000-0000-4000-8000-000000000000")

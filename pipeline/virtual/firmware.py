@@ -14,16 +14,14 @@ import math
 import re
 from collections import deque
 
-import attrs
-
-from pipeline.config.schema import FaultSpec
 from pipeline.gcode import checksum, strip_comment
 from pipeline.virtual.commands import CommandsMixin
 from pipeline.virtual.faults import FaultDice, FaultKind
+from pipeline.virtual.spec import FirmwareSpec
 from pipeline.virtual.thermal import HeaterState, Thermals, retarget
 from pipeline.virtual.waits import Wait, WaitKind
 
-__all__ = ["FaultSpec", "FirmwareSpec", "LineError", "VirtualFirmware", "WaitKind"]
+__all__ = ["FirmwareSpec", "LineError", "VirtualFirmware", "WaitKind"]
 
 _NUMBER_RE = re.compile(rb"N(\d+)\s*")
 _M110_N_RE = re.compile(rb"(?<![A-Za-z])N\s*(\d+)")
@@ -44,26 +42,6 @@ class LineError(enum.Enum):
     NO_CHECKSUM = "No Checksum with line number"
 
 
-@attrs.frozen
-class FirmwareSpec:
-    """What the virtual printer is: heaters, identity, capabilities, physics, faults."""
-
-    extruders: int = 1
-    heated_bed: bool = True
-    heated_chamber: bool = False
-    firmware_name: str = "printpipe Virtual Marlin 2.1"
-    capabilities: tuple[tuple[str, bool], ...] = (
-        ("AUTOREPORT_TEMP", True), ("AUTOREPORT_POS", False), ("BUSY_PROTOCOL", True),
-        ("EMERGENCY_PARSER", True), ("EXTENDED_M20", False), ("CHAMBER_TEMPERATURE", False),
-        ("PROMPT_SUPPORT", False))
-    ambient: float = 21.3
-    heat_rate: float = 10.0
-    cool_rate: float = 2.0
-    wait_report_interval: float = 1.0
-    busy_interval: float = 2.0
-    faults: FaultSpec = FaultSpec()
-
-
 class VirtualFirmware(CommandsMixin):
     """A Marlin-2-like printer as a pure state machine over (bytes in, now) -> bytes out."""
 
@@ -72,22 +50,24 @@ class VirtualFirmware(CommandsMixin):
         self.accepted: list[str] = []
         self.killed = False
         self.disconnect_requested = False
-        self._th = Thermals(spec.ambient, spec.heat_rate, spec.cool_rate)
-        self._faults = spec.faults
-        self._dice = FaultDice(spec.faults)
+        faults = spec.virtual.faults
+        self._th = Thermals(spec.ambient, spec.virtual.heat_rate, spec.cool_rate)
+        self._faults = faults
+        self._dice = FaultDice(faults)
         self._roll_corrupt = self._dice.active(FaultKind.CORRUPT)
         self._roll_after = any(self._dice.active(k) for k in
                                (FaultKind.LOST_OK, FaultKind.BUSY, FaultKind.NOISE))
-        self._after_counts = {spec.faults.reset_after, spec.faults.disconnect_after,
-                              spec.faults.fatal_after} - {None}
+        self._after_counts = {faults.reset_after, faults.disconnect_after,
+                              faults.fatal_after} - {None}
         self._caps = dict(spec.capabilities)
         self._out: list[str] = []
         self._inbuf = b""
         self._backlog: deque[bytes] = deque()
         self._executed = 0
-        self._tools = [HeaterState(spec.ambient, now)] * max(1, spec.extruders)
-        self._bed = HeaterState(spec.ambient, now) if spec.heated_bed else None
-        self._chamber = HeaterState(spec.ambient, now) if spec.heated_chamber else None
+        profile = spec.profile
+        self._tools = [HeaterState(spec.ambient, now)] * max(1, profile.extruders)
+        self._bed = HeaterState(spec.ambient, now) if profile.heated_bed else None
+        self._chamber = HeaterState(spec.ambient, now) if profile.heated_chamber else None
         self._boot(now)
 
     # ---------------------------------------------------------------- public API
@@ -168,7 +148,7 @@ class VirtualFirmware(CommandsMixin):
         if self._chamber is not None:
             self._chamber = retarget(self._chamber, 0.0, now, th)
         self._out.append("start")
-        self._out.append(f"echo:{spec.firmware_name} (printpipe virtual printer)")
+        self._out.append(f"echo:{spec.virtual.firmware_name} (printpipe virtual printer)")
 
     # ---------------------------------------------------------------- lines
 

@@ -9,10 +9,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config.reader import HostConfig
+import attrs
+
+from pipeline.config.schema import FaultSpec
+from pipeline.config.sections import HostConfig
 from pipeline.hooks.chain import Pipeline
+from pipeline.hooks.scripts import ScriptSet
 from pipeline.session.core import HostCore
-from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
+from pipeline.session.facade import CommFacade
+from pipeline.virtual.firmware import VirtualFirmware
+from pipeline.virtual.spec import FirmwareSpec
 
 
 class ManualClock:
@@ -28,11 +34,15 @@ class Pair:
     host wrote; `events` every published (event, payload)."""
 
     def __init__(self, config: HostConfig, pipeline: Pipeline,
-                 firmware: FirmwareSpec | None = None, scripts: object = None) -> None:
+                 *, faults: FaultSpec | None = None, scripts: ScriptSet | None = None) -> None:
+        """The firmware is the virtual printer `config` describes (`faults` replace its
+        `virtual.faults`); the pipeline's handlers get the session facade, as in a session."""
         self.clock = ManualClock()
-        self.fw = VirtualFirmware(firmware or FirmwareSpec(), now=0.0)
-        self.core = HostCore(config, pipeline, clock=self.clock,
-                             scripts=scripts)  # type: ignore[arg-type]
+        virtual = config.virtual if faults is None else attrs.evolve(config.virtual,
+                                                                     faults=faults)
+        self.fw = VirtualFirmware(FirmwareSpec(config.printer.profile, virtual), now=0.0)
+        self.core = HostCore(config, pipeline, clock=self.clock, scripts=scripts)
+        pipeline.comm = CommFacade(self.core)
         self.wire: list[bytes] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.received: list[str] = []

@@ -51,9 +51,9 @@ async def _send(config: HostConfig, commands: Sequence[str],
 
 
 async def _virtual(config: HostConfig, link: str, record: str | None) -> int:
-    from pipeline.link.printer import firmware_spec
     from pipeline.link.virtual import run_standalone
-    await run_standalone(firmware_spec(config), link, record=record)
+    from pipeline.virtual.spec import FirmwareSpec
+    await run_standalone(FirmwareSpec.configured(config), link, record=record)
     return 0
 
 
