@@ -36,18 +36,14 @@ class Phase(enum.Enum):
     FILEMANAGER_PREPROCESSOR = "filemanager.preprocessor"
     SYSTEM_ADDITIONAL_COMMANDS = "system.additional_commands"
 
-    #: `short`, stored on each member below (an annotation only: not a member).
-    short_name: str
-
     @property
     def short(self) -> str:
         """The last part of the hook name (`queuing`, `sent`, ...), as handlers receive it."""
         return self.value.rsplit(".", 1)[1]
 
 
-for _p in Phase:  # a plain attribute: the hot path must not hash enum members (Python-level)
-    _p.short_name = _p.value.rsplit(".", 1)[1]
-del _p
+#: Phase -> its short name, computed once (`Phase.short` splits the value on every call).
+SHORT_NAMES: dict[Phase, str] = {p: p.short for p in Phase}
 
 #: The four command phases, in the order a command passes them.
 GCODE_PHASES = (Phase.GCODE_QUEUING, Phase.GCODE_QUEUED, Phase.GCODE_SENDING, Phase.GCODE_SENT)

@@ -16,8 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from pipeline.gcode import Command
-from pipeline.hooks.fastpath import compile_phase
-from pipeline.phases import GCODE_PHASES, NO_COMM_PHASES, Phase
+from pipeline.phases import NO_COMM_PHASES, SHORT_NAMES, Phase
 
 log = logging.getLogger("printpipe.pipeline")
 
@@ -56,9 +55,6 @@ class BoundStage:
     target: str = ""
     order: int | None = None
     counters: StageCounters = attrs.Factory(StageCounters)
-    #: The handler takes subcode and tags as positional parameters 6 and 7 (or *args), so
-    #: the hot path can skip building a kwargs dict; decided once, when the stage is built.
-    positional: bool = False
 
     def stats(self) -> StageStats:
         c = self.counters
@@ -120,86 +116,21 @@ class Pipeline:
         self.queued = self.stages.get(Phase.GCODE_QUEUED, ())
         self.sending = self.stages.get(Phase.GCODE_SENDING, ())
         self.sent = self.stages.get(Phase.GCODE_SENT, ())
-        # Generated runners for the four command phases (fastpath.py); every run in which
-        # all stages returned None is counted once per phase instead of once per stage.
-        # Keyed by the short name: hashing an Enum member runs Python code.
-        self._fast = {p.short_name: compile_phase(
-            self.stages[p], p.short_name, observe=p in (Phase.GCODE_QUEUED, Phase.GCODE_SENT))
-            for p in GCODE_PHASES if p in self.stages}
-        self._fast_runs = dict.fromkeys(self._fast, 0)
         self.received = self.stages.get(Phase.GCODE_RECEIVED, ())
 
     def for_phase(self, phase: Phase) -> tuple[BoundStage, ...]:
         return self.stages.get(phase, ())
 
     def statistics(self) -> list[StageStats]:
-        out = []
-        for phase, stages in self.stages.items():
-            extra = self._fast_runs.get(phase.short_name, 0)
-            for st in stages:
-                s = st.stats()
-                out.append(attrs.evolve(s, calls=s.calls + extra) if extra else s)
-        return out
+        return [st.stats() for stages in self.stages.values() for st in stages]
 
     def run(self, phase: Phase, cmd: Command) -> list[Command]:
-        """A rewriting command phase over `cmd`, through the generated runner when the
-        stages all pass (the hot path), continuing in the generic chain when one acts."""
-        self._tick += 1
-        if not self._tick & _SAMPLE_MASK:  # the timed run goes through the generic chain
-            return self.run_command_phase(phase, self.stages[phase], cmd)
-        line, gcode, subcode, cmd_type, tags = cmd
-        key = phase.short_name
-        hit = self._fast[key](self.comm, line, cmd_type, gcode, subcode, tags)
-        if hit is None:
-            self._fast_runs[key] += 1
-            return [cmd]
-        i, ret, exc = hit
-        stages = self.stages[phase]
-        for st in stages[:i]:
-            st.counters.calls += 1  # they ran and passed before stage i acted
-        st = stages[i]
-        st.counters.calls += 1
-        if exc is not None:
-            st.counters.errors += 1
-            self._report(st, exc, cmd)
-            results: list[Command] | None = None
-        else:
-            try:
-                results = self._results(ret, cmd, st, phase)
-            except Exception as err:
-                st.counters.errors += 1
-                self._report(st, err, cmd)
-                results = None
-        rest = stages[i + 1:]
-        if results is None:
-            return self.run_command_phase(phase, rest, cmd) if rest else [cmd]
-        if not results:
-            st.counters.suppressions += 1
-            return results
-        if len(results) > 1:
-            return self._run_list(phase, rest, results)
-        return self.run_command_phase(phase, rest, results[0]) if rest else results
+        """A rewriting command phase (queuing, sending) over `cmd`, through all its stages."""
+        return self.run_command_phase(phase, self.stages[phase], cmd)
 
     def notify(self, phase: Phase, cmd: Command) -> None:
-        """An observing command phase (queued, sent) through the generated runner."""
-        self._tick += 1
-        if not self._tick & _SAMPLE_MASK:
-            self.notify_phase(phase, self.stages[phase], cmd)
-            return
-        line, gcode, subcode, cmd_type, tags = cmd
-        key = phase.short_name
-        hit = self._fast[key](self.comm, line, cmd_type, gcode, subcode, tags)
-        if hit is None:
-            self._fast_runs[key] += 1
-            return
-        i, _, exc = hit
-        stages = self.stages[phase]
-        for st in stages[:i + 1]:
-            st.counters.calls += 1
-        stages[i].counters.errors += 1
-        self._report(stages[i], exc, cmd)  # type: ignore[arg-type]
-        if stages[i + 1:]:
-            self.notify_phase(phase, stages[i + 1:], cmd)
+        """An observing command phase (queued, sent) over `cmd`, through all its stages."""
+        self.notify_phase(phase, self.stages[phase], cmd)
 
     def run_command_phase(self, phase: Phase, stages: Sequence[BoundStage],
                           cmd: Command) -> list[Command]:
@@ -207,7 +138,7 @@ class Pipeline:
 
         Returns the resulting commands: [] when suppressed, several only in queuing.
         """
-        short = phase.short_name
+        short = SHORT_NAMES[phase]
         comm = self.comm
         self._tick += 1
         timed = not self._tick & _SAMPLE_MASK
@@ -217,11 +148,7 @@ class Pipeline:
             c = st.counters
             c.calls += 1
             try:
-                if st.positional:
-                    ret = st.handler(comm, short, line, cmd_type, gcode, subcode, tags)
-                else:
-                    ret = st.handler(comm, short, line, cmd_type, gcode, subcode=subcode,
-                                     tags=tags)
+                ret = st.handler(comm, short, line, cmd_type, gcode, subcode=subcode, tags=tags)
                 results = None if ret is None else self._results(ret, cmd, st, phase)
             except Exception as exc:
                 c.errors += 1
@@ -255,7 +182,7 @@ class Pipeline:
             if r is None:
                 continue
             if r is not cmd and r.line != cmd.line:
-                r = r.with_tags("source:rewrite", f"phase:{phase.short_name}", f"plugin:{st.id}")
+                r = r.with_tags("source:rewrite", f"phase:{SHORT_NAMES[phase]}", f"plugin:{st.id}")
                 st.counters.rewrites += 1
             out.append(r)
         return out
@@ -274,7 +201,7 @@ class Pipeline:
 
     def notify_phase(self, phase: Phase, stages: Sequence[BoundStage], cmd: Command) -> None:
         """Run an observing phase (queued, sent): return values are ignored."""
-        short = phase.short_name
+        short = SHORT_NAMES[phase]
         comm = self.comm
         self._tick += 1
         timed = not self._tick & _SAMPLE_MASK
@@ -284,10 +211,7 @@ class Pipeline:
             c = st.counters
             c.calls += 1
             try:
-                if st.positional:
-                    st.handler(comm, short, line, cmd_type, gcode, subcode, tags)
-                else:
-                    st.handler(comm, short, line, cmd_type, gcode, subcode=subcode, tags=tags)
+                st.handler(comm, short, line, cmd_type, gcode, subcode=subcode, tags=tags)
             except Exception as exc:
                 c.errors += 1
                 self._report(st, exc, cmd)

@@ -6,7 +6,6 @@ command. Errors are ConfigErrors naming the entry's file:line.
 
 from __future__ import annotations
 
-import dis
 import importlib
 import inspect
 from types import ModuleType
@@ -83,43 +82,6 @@ def check_signature(fn: Callable[..., Any], spec: StageSpec) -> None:
                           key="handler") from exc
 
 
-_GCODE_PHASES = frozenset({Phase.GCODE_QUEUING, Phase.GCODE_QUEUED, Phase.GCODE_SENDING,
-                           Phase.GCODE_SENT})
-
-
-def _reads_local(fn: Callable[..., Any], name: str) -> bool:
-    """Does the function body ever touch its local `name` (or call locals())?"""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return True
-    if name in code.co_cellvars or "locals" in code.co_names or "vars" in code.co_names:
-        return True
-    return any(ins.argval == name for ins in dis.get_instructions(code)
-               if ins.opname.startswith(("LOAD_FAST", "STORE_FAST", "DELETE_FAST",
-                                         "LOAD_CLOSURE")))
-
-
-def takes_positional(fn: Callable[..., Any]) -> bool:
-    """True if `fn(comm, phase, cmd, cmd_type, gcode, subcode, tags)` is indistinguishable,
-    for `fn`, from the seed's keyword call; the hot path then skips building a kwargs dict."""
-    fn = getattr(fn, "__func__", fn)
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(named) >= 7:
-        return named[5].name == "subcode" and named[6].name == "tags"
-    # Fewer named parameters: subcode and tags would land in *args instead of **kwargs.
-    # Safe only if the handler has *args and reads neither *args nor **kwargs (the seed's
-    # `def hook(comm, phase, cmd, cmd_type, gcode, *args, **kwargs)` style, unused).
-    var_pos = [p.name for p in params if p.kind is p.VAR_POSITIONAL]
-    var_kw = [p.name for p in params if p.kind is p.VAR_KEYWORD]
-    if not var_pos or {p.name for p in params} & {"subcode", "tags"}:
-        return False
-    return not any(_reads_local(fn, n) for n in var_pos + var_kw)
-
-
 def build_stage(spec: StageSpec, builtins: Mapping[str, ModuleType]) -> BoundStage:
     if spec.kind is StageKind.BUILTIN:
         module = builtins[spec.target]
@@ -133,9 +95,8 @@ def build_stage(spec: StageSpec, builtins: Mapping[str, ModuleType]) -> BoundSta
                               key="with") from exc
     else:
         handler = resolve_handler(spec)
-    positional = spec.phase in _GCODE_PHASES and takes_positional(handler)
     return BoundStage(spec.id, spec.phase, handler, kind=spec.kind.value, target=spec.target,
-                      order=spec.order, positional=positional)
+                      order=spec.order)
 
 
 def build_pipeline(spec: PipelineSpec, builtins: Mapping[str, ModuleType],
@@ -170,5 +131,4 @@ def _add_always_on(spec: PipelineSpec, builtins: Mapping[str, ModuleType],
             continue
         handler = module.build({}, name)
         stages.setdefault(phase, []).append(BoundStage(
-            name, phase, handler, kind=StageKind.BUILTIN.value, target=name,
-            positional=takes_positional(handler)))
+            name, phase, handler, kind=StageKind.BUILTIN.value, target=name))
