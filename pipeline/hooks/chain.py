@@ -10,8 +10,9 @@ stops the printer. No IO and no trio here; the caller keeps empty phases off the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter_ns
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -74,6 +75,7 @@ class ContractError(Exception):
 
 def _entry(ret: Any, cmd: Command) -> Command | None:
     """One result entry -> the new command (None = suppressed). Raises ContractError."""
+    line: Any  # what the handler said the command is: checked below
     if isinstance(ret, str):
         line, cmd_type, tags = ret, cmd.cmd_type, None
     elif isinstance(ret, tuple):
@@ -150,7 +152,7 @@ class Pipeline:
             try:
                 ret = st.handler(comm, short, line, cmd_type, gcode, subcode=subcode, tags=tags)
                 results = None if ret is None else self._results(ret, cmd, st, phase)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a stage never stops the printer)
                 c.errors += 1
                 self._report(st, exc, cmd)
                 results = None  # the command stays as it was before this stage
@@ -212,7 +214,7 @@ class Pipeline:
             c.calls += 1
             try:
                 st.handler(comm, short, line, cmd_type, gcode, subcode=subcode, tags=tags)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a stage never stops the printer)
                 c.errors += 1
                 self._report(st, exc, cmd)
             if timed:
@@ -234,7 +236,7 @@ class Pipeline:
             t0 = perf_counter_ns()
             try:
                 results.append((st, st.handler(*lead, *args, **kwargs)))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a stage never stops the printer)
                 c.errors += 1
                 self._report(st, exc, None)
             c.time_ns += perf_counter_ns() - t0
@@ -247,7 +249,7 @@ class Pipeline:
             c.calls += 1
             try:
                 new = st.handler(self.comm, line)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a stage never stops the printer)
                 c.errors += 1
                 self._report(st, exc, None)
                 continue

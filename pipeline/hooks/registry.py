@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.config.reader import PipelineSpec, StageKind, StageSpec
 from pipeline.errors import ConfigError, ConfigErrors
+from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.phases import Phase
 
-_GCODE_ARGS = ((None, "queuing", "G1 X1", None, "G1"), {"subcode": None, "tags": frozenset()})
+_GCODE_ARGS: tuple[tuple[Any, ...], dict[str, Any]] = (
+    (None, "queuing", "G1 X1", None, "G1"), {"subcode": None, "tags": frozenset()})
 
 #: A sample call per phase (the seed's signature) used to check handlers at load time.
 SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
@@ -52,15 +54,16 @@ SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
 def resolve_handler(spec: StageSpec) -> Callable[..., Any]:
     """Import `package.module:function` and check it can take the phase's arguments."""
     module_name, _, attr = spec.target.partition(":")
-    where = dict(path=spec.location.path, line=spec.location.line, key="handler")
+    path, line = spec.location.path, spec.location.line
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise ConfigError(f"cannot import handler module {module_name!r}: {exc}",
-                          **where) from exc
-    fn = getattr(module, attr, None)
+        raise ConfigError(f"cannot import handler module {module_name!r}: {exc}", path=path,
+                          line=line, key="handler") from exc
+    fn: Callable[..., Any] | None = getattr(module, attr, None)
     if fn is None or not callable(fn):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r}", **where)
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r}", path=path,
+                          line=line, key="handler")
     check_signature(fn, spec)
     return fn
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.gcode import Command, strip_comment
+from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.phases import Phase
 
 log = logging.getLogger("printpipe.pipeline")

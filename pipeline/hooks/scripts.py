@@ -13,7 +13,8 @@ the script (or snippet) and its line. No trio; the only IO is reading the script
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
@@ -60,7 +61,7 @@ def _is_none(value: Any) -> bool:
 class SnippetTag(Extension):
     """`{% snippet 'name' %}`: include `snippets/<name>` with the caller's context."""
 
-    tags = {"snippet"}
+    tags = {"snippet"}  # noqa: RUF012 (Jinja2 reads the class attribute it declares so)
 
     def parse(self, parser: Any) -> list[nodes.Node]:
         lineno = next(parser.stream).lineno
@@ -80,7 +81,8 @@ class _Loader(jinja2.BaseLoader):
     def __init__(self, sources: Mapping[str, str]) -> None:
         self.sources = sources
 
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple:
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
         if template not in self.sources:
             raise jinja2.TemplateNotFound(template)
         return self.sources[template], template, lambda: True
@@ -137,7 +139,7 @@ class ScriptSet:
 
     def __init__(self, sources: Mapping[str, str]) -> None:
         self._sources = dict(sources)
-        self._names = {n for n in self._sources}
+        self._names = set(self._sources)
         self._env = _environment(self._sources, strict=False)
         self._templates: dict[str, jinja2.Template] = {}
 
@@ -207,7 +209,7 @@ class ScriptSet:
                 context: Mapping[str, Any]) -> list[str]:
         try:
             text = template.render(**context)
-        except Exception as exc:  # any template failure is the script's fault
+        except Exception as exc:  # noqa: BLE001 (any template failure is the script's fault)
             raise _error(exc, name, self._names) from None
         return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
 
