@@ -66,7 +66,7 @@ virtual:
         assert await printer.wait_idle(20)
         accepted = [a for a in printer.virtual.firmware.accepted if a.startswith("G1 ")]
         assert accepted == lines
-        assert printer.core.engine._resend.requests >= 5
+        assert printer.core.statistics().resends >= 5
 
 
 async def test_lost_ok_is_recovered_by_the_timeout_rule():
@@ -92,7 +92,7 @@ virtual:
         assert await printer.wait_idle(30)
         assert [a for a in printer.virtual.firmware.accepted if a.startswith("G1 ")] == lines
         assert printer.core.operational
-        assert printer.core.engine.timeouts_total >= 1  # the lost ok (exact counts: Pair)
+        assert printer.core.statistics().timeouts >= 1  # the lost ok (exact counts: Pair)
         assert trio.current_time() - started >= 1.2  # recovered at the timeout, not before
 
 
