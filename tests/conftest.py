@@ -1,8 +1,10 @@
-"""Shared test helpers: handler modules importable by path, config loading, a fake clock."""
+"""Shared test helpers: handler modules importable by path, config loading, the command line in
+a subprocess, a fake clock."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -25,6 +27,13 @@ def open_printer(config, **kwargs):
     from pipeline.link.printer import open_printer as _open
     from stages import BUILTIN_STAGES
     return _open(config, build_pipeline(config.pipeline, BUILTIN_STAGES), **kwargs)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline.app.cli *args` run from the repository root, output captured as text.
+    A non-zero exit is no exception (check=False): every caller asserts the exit code."""
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 class FakeClock:

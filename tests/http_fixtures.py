@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import attrs
 import httpx
 import trio
-
 from conftest import load_yaml
-from pipeline.fanout.bus import BusEvent
+
 from pipeline.app.serve import Serving, serve
+from pipeline.fanout.bus import BusEvent
 
 KEY = "test-key-0123456789abcdef"
 
@@ -32,14 +32,14 @@ class Server:
         return self.serving.url
 
     @property
-    def api(self):  # noqa: ANN201
+    def api(self):
         return self.serving.api
 
     @property
-    def service(self):  # noqa: ANN201
+    def service(self):
         return self.serving.api.control
 
-    def events(self, names: list[str] | None = None, size: int = 10_000) -> "Recorder":
+    def events(self, names: list[str] | None = None, size: int = 10_000) -> Recorder:
         return Recorder(self.service.bus.subscribe("test", events=names, size=size))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:

@@ -14,7 +14,9 @@ def rewrite_m107(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):
 
 def sent_m106(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):
     if gcode and gcode == "M106":
-        logging.getLogger(__name__).info("Just sent M106: {cmd}".format(**locals()))
+        # locals() makes the registry call this by keyword (test_chain.py): keep it as it is
+        logging.getLogger(__name__).info(
+            "Just sent M106: {cmd}".format(**locals()))  # noqa: G001 (the seed's example verbatim)
         calls.append(("sent_m106", phase, cmd))
 
 
@@ -26,7 +28,7 @@ def expand_foo(comm_instance, phase, cmd, cmd_type, gcode, subcode=None, tags=No
                **kwargs):
     if gcode or not cmd.startswith("@foo"):
         return
-    return [("M105", "temperature_poll"), ("M110",), "M117 echo foo: {}".format(cmd)]
+    return [("M105", "temperature_poll"), ("M110",), f"M117 echo foo: {cmd}"]
 
 
 def as_string(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):

@@ -29,8 +29,9 @@ class Estimator:
     def __init__(self, job_type):
         calls.append(("estimator", job_type))
 
-    def estimate(self, progress, printTime, cleanedPrintTime, statisticalTotalPrintTime,
-                 statisticalTotalPrintTimeType):
+    # OctoPrint's PrintTimeEstimator.estimate signature, camelCase names and all
+    def estimate(self, progress, printTime, cleanedPrintTime,  # noqa: N803 (OctoPrint's names)
+                 statisticalTotalPrintTime, statisticalTotalPrintTimeType):  # noqa: N803 (same)
         return 4242.0, "estimate"
 
 
@@ -73,7 +74,7 @@ def temperatures(comm_instance, parsed_temperatures, *args, **kwargs):
 
 
 def x3g(*args, **kwargs):
-    return dict(machinecode=dict(x3g=["x3g", "s3g"]))
+    return {"machinecode": {"x3g": ["x3g", "s3g"]}}
 
 
 class Stripped:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
 
-def write_sample(tmp_path, lines: int, seed: int = 1) -> tuple[str, list[str]]:  # noqa: ANN001
+def write_sample(tmp_path, lines: int, seed: int = 1) -> tuple[str, list[str]]:
     """Write `lines` lines of sample G-code to tmp_path/job.gcode; returns its path and the
     commands a host must deliver for it."""
     text = sample_gcode(lines, seed=seed)

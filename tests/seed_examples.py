@@ -19,8 +19,8 @@ def detect_machine_type(comm, line, *args, **kwargs):
 
 # comm.protocol.temperatures.received: drop readings outside 1..300 C
 def sanitize_temperatures(comm, parsed_temps):
-    return dict((k, v) for k, v in parsed_temps.items()
-                if isinstance(v, tuple) and len(v) == 2 and (v[0] is None or 1 <= v[0] <= 300))
+    return {k: v for k, v in parsed_temps.items()
+            if isinstance(v, tuple) and len(v) == 2 and (v[0] is None or 1 <= v[0] <= 300)}
 
 
 # comm.protocol.gcode.error: some errors are harmless for this printer
@@ -50,13 +50,13 @@ def pause_on_wait(comm, phase, command, parameters, tags=None, *args, **kwargs):
 
 # comm.protocol.scripts: message on connect, variables for beforePrintStarted
 def message_on_connect(comm, script_type, script_name, *args, **kwargs):
-    if not script_type == "gcode" or not script_name == "afterPrinterConnected":
+    if script_type != "gcode" or script_name != "afterPrinterConnected":
         return None
     return None, ["M117 printpipe connected"]
 
 
 def gcode_script_variables(comm, script_type, script_name, *args, **kwargs):
-    if not script_type == "gcode" or not script_name == "beforePrintStarted":
+    if script_type != "gcode" or script_name != "beforePrintStarted":
         return None
     return None, None, {"myvariable": "Hi! I'm a variable!"}
 

@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from pipeline.files.analysis import MAX_LINE, Analyser, Analysis
 from pipeline.errors import LocalProtocolError
+from pipeline.files.analysis import MAX_LINE, Analyser, Analysis
 
 CUBE = pathlib.Path(__file__).resolve().parent.parent / "configs" / "calibration-cube.gcode"
 AREA_175 = math.pi * 0.875 ** 2  # mm², 1.75 mm filament

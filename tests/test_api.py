@@ -10,9 +10,10 @@ import sys
 import httpx
 import pytest
 import trio
-
+import trio.lowlevel
 from conftest import ROOT
 from http_fixtures import KEY, serve_for_test
+
 from pipeline.session.jobs import JobStateError
 
 
@@ -102,19 +103,24 @@ async def test_printer_state_and_temperatures(tmp_path):
 
 
 COMMANDS = {
-    "commands": ("/api/printer/command", {"commands": ["M117 hello", "G28 X"]}, ["M117 hello", "G28 X"]),
-    "one command": ("/api/printer/command", {"command": "M300 S{f}", "parameters": {"f": 440}}, ["M300 S440"]),
-    "tool target": ("/api/printer/tool", {"command": "target", "targets": {"tool0": 205}}, ["M104 T0 S205"]),
-    "tool extrude": ("/api/printer/tool", {"command": "extrude", "amount": 5}, ["G91", "M83", "G1 E5 F300"]),
+    "commands": ("/api/printer/command", {"commands": ["M117 hello", "G28 X"]},
+                 ["M117 hello", "G28 X"]),
+    "one command": ("/api/printer/command", {"command": "M300 S{f}", "parameters": {"f": 440}},
+                    ["M300 S440"]),
+    "tool target": ("/api/printer/tool", {"command": "target", "targets": {"tool0": 205}},
+                    ["M104 T0 S205"]),
+    "tool extrude": ("/api/printer/tool", {"command": "extrude", "amount": 5},
+                     ["G91", "M83", "G1 E5 F300"]),
     "tool flowrate": ("/api/printer/tool", {"command": "flowrate", "factor": 95}, ["M221 S95"]),
     "bed target": ("/api/printer/bed", {"command": "target", "target": 60}, ["M140 S60"]),
-    "jog": ("/api/printer/printhead", {"command": "jog", "x": 10, "z": -1.5, "speed": 1200}, ["G91", "G1 X10 Z-1.5 F1200", "G90"]),
+    "jog": ("/api/printer/printhead", {"command": "jog", "x": 10, "z": -1.5, "speed": 1200},
+            ["G91", "G1 X10 Z-1.5 F1200", "G90"]),
     "home": ("/api/printer/printhead", {"command": "home", "axes": ["x", "y"]}, ["G28 X0 Y0"]),
     "feedrate": ("/api/printer/printhead", {"command": "feedrate", "factor": 1.1}, ["M220 S110"]),
 }
 
 
-@pytest.mark.parametrize("path,body,lines", COMMANDS.values(), ids=COMMANDS.keys())
+@pytest.mark.parametrize(("path", "body", "lines"), COMMANDS.values(), ids=COMMANDS.keys())
 async def test_printer_commands_reach_the_printer(tmp_path, path, body, lines):
     async with serve_for_test(tmp_path) as srv:
         r = await srv.client.post(path, json=body)
@@ -129,23 +135,29 @@ ERRORS = {
     "unknown command": ("/api/job", {"command": "explode"}, 400, "unknown command 'explode'"),
     "missing field": ("/api/printer/bed", {"command": "target"}, 400, "missing field 'target'"),
     "wrong type": ("/api/printer/bed", {"command": "target", "target": "hot"}, 400, "must be"),
-    "boolean is no number": ("/api/printer/bed", {"command": "target", "target": True}, 400, "not a boolean"),
-    "unknown tool": ("/api/printer/tool", {"command": "target", "targets": {"tool3": 200}}, 400, "tool3 does not exist"),
-    "bad tool name": ("/api/printer/tool", {"command": "select", "tool": "nozzle"}, 400, "not a tool name"),
-    "commands not strings": ("/api/printer/command", {"commands": ["G28", 5]}, 400, "list of strings"),
-    "bad parameters": ("/api/printer/command", {"commands": ["M104 S{t}"], "parameters": {"x": 1}}, 400, "parameters"),
+    "boolean is no number": ("/api/printer/bed", {"command": "target", "target": True}, 400,
+                             "not a boolean"),
+    "unknown tool": ("/api/printer/tool", {"command": "target", "targets": {"tool3": 200}}, 400,
+                     "tool3 does not exist"),
+    "bad tool name": ("/api/printer/tool", {"command": "select", "tool": "nozzle"}, 400,
+                      "not a tool name"),
+    "commands not strings": ("/api/printer/command", {"commands": ["G28", 5]}, 400,
+                             "list of strings"),
+    "bad parameters": ("/api/printer/command",
+                       {"commands": ["M104 S{t}"], "parameters": {"x": 1}}, 400, "parameters"),
     "home axes": ("/api/printer/printhead", {"command": "home", "axes": ["q"]}, 400, "axes"),
     "pause while idle": ("/api/job", {"command": "pause", "action": "pause"}, 409, "cannot pause"),
     "cancel while idle": ("/api/job", {"command": "cancel"}, 409, "nothing to cancel"),
     "start without file": ("/api/job", {"command": "start"}, 409, "no file is selected"),
     "restart while idle": ("/api/job", {"command": "restart"}, 409, "paused"),
-    "bad pause action": ("/api/job", {"command": "pause", "action": "maybe"}, 400, "unknown pause action"),
+    "bad pause action": ("/api/job", {"command": "pause", "action": "maybe"}, 400,
+                         "unknown pause action"),
     "unknown script": ("/api/printer/command", {"script": "nope"}, 404, "no script named 'nope'"),
     "not an object": ("/api/job", ["start"], 400, "expected a JSON object"),
 }
 
 
-@pytest.mark.parametrize("path,body,status,text", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("path", "body", "status", "text"), ERRORS.values(), ids=ERRORS.keys())
 async def test_bad_requests_name_the_problem(tmp_path, path, body, status, text):
     async with serve_for_test(tmp_path) as srv:
         r = await srv.client.post(path, json=body)
@@ -173,7 +185,8 @@ async def test_body_limit(tmp_path, monkeypatch):
     original = http_fixtures.config_text
 
     def small_limit(tmp, extra="", *, key=KEY):
-        return original(tmp, extra, key=key).replace("  port: 0\n", "  port: 0\n  body_limit: 2000\n")
+        return original(tmp, extra, key=key).replace("  port: 0\n",
+                                                     "  port: 0\n  body_limit: 2000\n")
 
     monkeypatch.setattr(http_fixtures, "config_text", small_limit)
     async with serve_for_test(tmp_path) as srv:
@@ -203,12 +216,13 @@ async def test_connection_disconnect_and_connect(tmp_path):
         assert (await srv.client.get("/api/connection")).json()["current"]["state"] == "Offline"
         r = await srv.client.post("/api/printer/command", json={"commands": ["G28"]})
         assert r.status_code == 409
-        r = await srv.client.post("/api/connection", json={"command": "connect", "port": "/dev/nope"})
+        r = await srv.client.post("/api/connection",
+                                  json={"command": "connect", "port": "/dev/nope"})
         assert r.status_code == 400
         async with trio.open_nursery() as nursery:  # a second connect while one is under way
             nursery.start_soon(srv.service.connect)
             while not srv.service.connecting:  # set before its first checkpoint
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
             with pytest.raises(JobStateError):
                 await srv.service.connect()
         await srv.client.post("/api/connection", json={"command": "disconnect"})
@@ -258,7 +272,8 @@ async def test_pipeline_and_metrics(tmp_path):
                      "printpipe_timeouts_total", 'printpipe_queue_depth{queue="job"}',
                      "printpipe_events_dropped_total", "printpipe_temperature_actual_celsius"):
             assert name in text
-        sent_line = next(l for l in text.splitlines() if l.startswith("printpipe_lines_sent_total"))
+        sent_line = next(line for line in text.splitlines()
+                         if line.startswith("printpipe_lines_sent_total"))
         assert int(sent_line.split()[1]) > 0
 
 
@@ -286,35 +301,35 @@ async def test_reload_applies_a_good_config_and_refuses_a_broken_one(tmp_path):
 
 
 async def test_application_key_flow_with_the_keys_command(tmp_path):
-    async with serve_for_test(tmp_path) as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as ha:  # Home Assistant: no key yet
-            assert (await ha.get("/plugin/appkeys/probe")).status_code == 204
-            r = await ha.post("/plugin/appkeys/request", json={"app": "Home Assistant",
-                                                                "user": "ha"})
-            assert r.status_code == 201
-            token = r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
-            poll = await ha.get(f"/plugin/appkeys/request/{token}")
-            assert poll.status_code == 202
-            proc = await trio.run_process(
-                [sys.executable, "-m", "pipeline.app.cli", "keys", "-c", srv.config_path,
-                 "approve", token[:8]], capture_stdout=True, capture_stderr=True,
-                check=False, env={"PYTHONPATH": str(ROOT)})
-            assert proc.returncode == 0, proc.stderr
-            poll = await ha.get(f"/plugin/appkeys/request/{token}")
-            assert poll.status_code == 200
-            key = poll.json()["api_key"]
-            assert key.encode() not in proc.stdout  # the CLI shows keys redacted
-            r = await ha.get("/api/settings", headers={"X-Api-Key": key})
-            assert r.status_code == 200
-            r = await ha.post("/api/login", json={"passive": True}, headers={"X-Api-Key": key})
-            assert r.json()["name"] == "Home Assistant"
-            # a denied request answers 404
-            r = await ha.post("/plugin/appkeys/request", json={"app": "Other"})
-            token = r.headers["Location"].rsplit("/", 1)[-1]
-            srv.api.keys.deny(token)
-            assert (await ha.get(f"/plugin/appkeys/request/{token}")).status_code == 404
-            r = await ha.post("/plugin/appkeys/request", json={"user": "x"})
-            assert r.status_code == 400
+    async with (serve_for_test(tmp_path) as srv,
+                httpx.AsyncClient(base_url=srv.url) as ha):  # Home Assistant: no key yet
+        assert (await ha.get("/plugin/appkeys/probe")).status_code == 204
+        r = await ha.post("/plugin/appkeys/request", json={"app": "Home Assistant",
+                                                            "user": "ha"})
+        assert r.status_code == 201
+        token = r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+        poll = await ha.get(f"/plugin/appkeys/request/{token}")
+        assert poll.status_code == 202
+        proc = await trio.run_process(
+            [sys.executable, "-m", "pipeline.app.cli", "keys", "-c", srv.config_path,
+             "approve", token[:8]], capture_stdout=True, capture_stderr=True,
+            check=False, env={"PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr
+        poll = await ha.get(f"/plugin/appkeys/request/{token}")
+        assert poll.status_code == 200
+        key = poll.json()["api_key"]
+        assert key.encode() not in proc.stdout  # the CLI shows keys redacted
+        r = await ha.get("/api/settings", headers={"X-Api-Key": key})
+        assert r.status_code == 200
+        r = await ha.post("/api/login", json={"passive": True}, headers={"X-Api-Key": key})
+        assert r.json()["name"] == "Home Assistant"
+        # a denied request answers 404
+        r = await ha.post("/plugin/appkeys/request", json={"app": "Other"})
+        token = r.headers["Location"].rsplit("/", 1)[-1]
+        srv.api.keys.deny(token)
+        assert (await ha.get(f"/plugin/appkeys/request/{token}")).status_code == 404
+        r = await ha.post("/plugin/appkeys/request", json={"user": "x"})
+        assert r.status_code == 400
 
 
 async def test_an_unexpected_error_answers_500_without_a_traceback(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 import trio
-
 from http_fixtures import serve_for_test
+
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
 GCODE = sample_gcode(400, seed=7)
@@ -86,7 +86,8 @@ async def test_home_assistant_polls_job_and_printer_and_cancels(tmp_path):
         rec = srv.events(["PrintStarted", "PrintCancelled"])
         async with httpx.AsyncClient(base_url=srv.url + "/",
                                      headers={"X-Api-Key": srv.key}) as ha:
-            r = await ha.post(srv.url + "//api/files/local", files={"file": ("ha.gcode", GCODE.encode())},
+            r = await ha.post(srv.url + "//api/files/local",
+                              files={"file": ("ha.gcode", GCODE.encode())},
                               data={"print": "true"})
             assert r.status_code == 201
             await rec.wait_for("PrintStarted")

@@ -13,9 +13,9 @@ import textwrap
 
 import httpx
 import trio
-
 from conftest import ROOT
 from http_fixtures import KEY, serve_for_test
+
 from pipeline.app.http import stream as stream_endpoint
 
 
@@ -107,18 +107,18 @@ async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_printe
 async def test_event_streams_end_cleanly_at_shutdown(tmp_path):
     ended = trio.Event()
     got: list = []
-    async with serve_for_test(tmp_path) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, headers={"X-Api-Key": KEY}) as c:
-            async with c.stream("GET", "/api/events") as r:
-                async with trio.open_nursery() as nursery:
-                    async def reader() -> None:
-                        await read_events(r, got)  # raises if the body is cut mid-chunk
-                        ended.set()
-                    nursery.start_soon(reader)
-                    await trio.sleep(0.2)
-                    srv.serving.stop()
-                    with trio.fail_after(5):
-                        await ended.wait()
+    async with (serve_for_test(tmp_path) as srv,
+                httpx.AsyncClient(base_url=srv.url, headers={"X-Api-Key": KEY}) as c,
+                c.stream("GET", "/api/events") as r,
+                trio.open_nursery() as nursery):
+        async def reader() -> None:
+            await read_events(r, got)  # raises if the body is cut mid-chunk
+            ended.set()
+        nursery.start_soon(reader)
+        await trio.sleep(0.2)
+        srv.serving.stop()
+        with trio.fail_after(5):
+            await ended.wait()
     assert ended.is_set()
 
 
@@ -153,7 +153,8 @@ def test_printpipe_serve_starts_answers_and_stops_in_order_on_sigterm(tmp_path):
                 if "serving the API on" in lines[-1]:
                     break
             url = lines[-1].rsplit(" ", 1)[-1].strip()
-            key = next(l.strip() for l in lines if len(l.strip()) == 43)  # the generated key
+            key = next(line.strip() for line in lines
+                       if len(line.strip()) == 43)  # the generated key
             assert oct(os.stat(tmp_path / "state" / "keys.json").st_mode & 0o777) == "0o600"
             for _ in range(100):
                 r = httpx.get(f"{url}/api/printer", headers={"X-Api-Key": key})

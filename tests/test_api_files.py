@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 import trio
-
 from http_fixtures import serve_for_test
+
 from pipeline.events.names import PAYLOAD_KEYS, Event
 
 CUBE = (b"; a small cube\nG28\nG1 Z0.2 F300\nG1 X10 Y10 E1 F1200\nG1 X20 E2\n"

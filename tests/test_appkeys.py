@@ -14,9 +14,8 @@ import sys
 
 import pytest
 
-from pipeline.app.keys import (AppKey, KeyStore, KeyStoreError, PollResult, RequestState,
-                              redact)
 from pipeline.app.cli.keys import KeysAction, add_keys_parser, run_keys
+from pipeline.app.keys import AppKey, KeyStore, KeyStoreError, PollResult, RequestState, redact
 from pipeline.errors import HostError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -203,7 +202,7 @@ def test_approvals_from_another_process_survive_concurrent_polls(folder):
     assert apps == sorted(f"app{i}" for i in range(10))
 
 
-@pytest.mark.parametrize("token, message", [
+@pytest.mark.parametrize(("token", "message"), [
     ("abc12", "at least 6"),                    # too short to be a prefix
     ("ffffff", "no key request"),
     ("abcdef", "matches 2"),
@@ -219,8 +218,8 @@ def test_approve_and_deny_refuse_bad_tokens(folder, token, message):
     assert [r.token for r in store.pending()] == ["abcdef0123", "abcdef9876"]
 
 
-@pytest.mark.parametrize("app, user", [("", None), ("   ", None), ("Bad\x1b[2Japp", None),
-                                       ("x" * 101, None), ("Slicer", "bad\nuser")])
+@pytest.mark.parametrize(("app", "user"), [("", None), ("   ", None), ("Bad\x1b[2Japp", None),
+                                           ("x" * 101, None), ("Slicer", "bad\nuser")])
 def test_request_refuses_empty_or_unprintable_names(folder, app, user):
     with pytest.raises(KeyStoreError):
         KeyStore(folder).request(app, user)
@@ -242,7 +241,7 @@ KEYS = [{"app": "Cura", "key": "abcd1111" + "x" * 35, "created": 1.0},
         {"app": "Home Assistant", "key": "wxyz3333" + "z" * 35, "created": 3.0}]
 
 
-@pytest.mark.parametrize("what, revoked", [
+@pytest.mark.parametrize(("what", "revoked"), [
     ("Cura", ["abcd1111", "abcd2222"]),          # every key of the app
     ("Home Assistant", ["wxyz3333"]),
     ("abcd2", ["abcd2222"]),                     # a unique key prefix
@@ -252,13 +251,14 @@ def test_revoke(folder, what, revoked):
     write_store(folder, keys=KEYS)
     store = KeyStore(folder)
     assert [k.key[:8] for k in store.revoke(what)] == revoked
-    assert sorted(k["key"][:8] for k in KEYS) == sorted(revoked + [k.key[:8] for k in store.keys()])
+    kept = store.keys()  # a KeyStore method (a list of AppKeys), not a dict's keys view
+    assert sorted(k["key"][:8] for k in KEYS) == sorted(revoked + [k.key[:8] for k in kept])
 
 
-@pytest.mark.parametrize("what, message", [("OctoApp", "no application key"),
-                                           ("abc", "no application key"),  # under 4 chars
-                                           ("abcd", "matches 2 keys"),
-                                           ("cura", "no application key")])
+@pytest.mark.parametrize(("what", "message"), [("OctoApp", "no application key"),
+                                               ("abc", "no application key"),  # under 4 chars
+                                               ("abcd", "matches 2 keys"),
+                                               ("cura", "no application key")])
 def test_revoke_refuses_when_nothing_or_several_match(folder, what, message):
     write_store(folder, keys=KEYS)
     with pytest.raises(KeyStoreError, match=message) as info:
@@ -277,8 +277,8 @@ def test_revoke_refuses_when_nothing_or_several_match(folder, what, message):
     '{"version": 1, "master": null, "keys": {}, "requests": []}',
     '{"version": 1, "master": 5, "keys": [], "requests": []}',
     '{"version": 1, "master": null, "keys": [{"app": "Cura", "created": 1}], "requests": []}',
-    '{"version": 1, "master": null, "keys": [], "requests": [{"token": "t", "app": "a", '
-    '"user": null, "created": 1, "polled": 1, "state": "maybe", "key": null}]}',
+    ('{"version": 1, "master": null, "keys": [], "requests": [{"token": "t", "app": "a", '
+     '"user": null, "created": 1, "polled": 1, "state": "maybe", "key": null}]}'),
 ])
 def test_a_corrupt_keys_file_is_an_error_naming_it_and_is_never_reset(folder, text):
     os.makedirs(folder)
@@ -312,11 +312,13 @@ def test_a_missing_folder_reads_as_empty_and_is_not_created_by_reads(folder):
     assert not keys_file(folder).exists()
 
 
-@pytest.mark.parametrize("key, shown", [("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "abcd…"),
-                                        ("abcdefghijklmnop", "abcd…"),
-                                        ("abcdefgh", "ab…"),
-                                        ("abc", "…"),
-                                        ("", "…")])
+@pytest.mark.parametrize(("key", "shown"), [
+    ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "abcd…"),
+    ("abcdefghijklmnop", "abcd…"),
+    ("abcdefgh", "ab…"),
+    ("abc", "…"),
+    ("", "…"),
+])
 def test_redact(key, shown):
     assert redact(key) == shown
 
@@ -361,7 +363,7 @@ def test_cli_approve_deny_and_revoke(folder):
     assert (code, err, store.keys()) == (0, "", []) and redact(app_key.key) in out
 
 
-@pytest.mark.parametrize("action, arg, message", [
+@pytest.mark.parametrize(("action", "arg", "message"), [
     ("approve", None, "approve needs TOKEN"),
     ("deny", "", "deny needs TOKEN"),
     ("revoke", None, "revoke needs APP"),
@@ -384,7 +386,7 @@ def test_cli_reports_a_corrupt_file_by_name(folder):
     assert (code, out) == (2, "") and str(keys_file(folder)) in err
 
 
-@pytest.mark.parametrize("argv, expected", [
+@pytest.mark.parametrize(("argv", "expected"), [
     (["keys", "list"], ("list", None, None)),
     (["keys", "approve", "3f2a9c", "-c", "printer.yaml"], ("approve", "3f2a9c", "printer.yaml")),
     (["keys", "--config", "p.yaml", "revoke", "Home Assistant"],

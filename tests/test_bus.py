@@ -25,7 +25,7 @@ async def test_events_before_startup_come_after_it_in_order():
 async def test_a_subscriber_that_never_reads_loses_events_without_blocking_anyone():
     bus = EventBus()
     bus.publish("Startup")
-    stuck = bus.subscribe("stuck", size=4)
+    bus.subscribe("stuck", size=4)  # never read
     live = bus.subscribe("live", size=10_000)
     with trio.testing.assert_no_checkpoints():
         for i in range(1000):

@@ -7,8 +7,8 @@ import logging
 import octo_handlers as h
 import pytest
 
-from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.gcode import Command
+from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.phases import Phase
 
 Q, S = Phase.GCODE_QUEUING, Phase.GCODE_SENDING
@@ -20,7 +20,7 @@ def run(phase, handlers, line, cmd_type=None, tags=frozenset({"source:api"})):
     return p.run(phase, Command.parse(line, cmd_type=cmd_type, tags=tags)), stages
 
 
-@pytest.mark.parametrize("handler, line, expected", [
+@pytest.mark.parametrize(("handler", "line", "expected"), [
     (h.record, "G1 X1", [("G1 X1", None)]),                       # None: unchanged
     (h.as_string, "M117 hi", [("M117 rewritten", None)]),         # str: replaced
     (h.rewrite_m107, "M107", [("M106 S0", None)]),                # 1-tuple: replaced

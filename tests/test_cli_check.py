@@ -7,11 +7,10 @@ import io
 import os
 import pathlib
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_cli
 
 from pipeline.app.cli import main as cli
 from pipeline.app.cli.check import _check_scripts, run_check
@@ -84,7 +83,7 @@ pipeline:
 """
 
 
-@pytest.mark.parametrize("source, header, expected", [
+@pytest.mark.parametrize(("source", "header", "expected"), [
     ("virtual.yaml", "port: virtual  baudrate: 115200  profile: virtual",
      {QUEUING: [["fan_off_as_m106", "order", "-", "stage", "rewrite",
                  '{"rules":', '[{"gcode":', '"M107",', '"replace":', '"M106', 'S0"}]}']]}),
@@ -163,7 +162,7 @@ def test_scripts_check_is_a_placeholder_for_now():
 NOT_PHASE = "theming.dialog"
 
 
-@pytest.mark.parametrize("text, line, key, message", [
+@pytest.mark.parametrize(("text", "line", "key", "message"), [
     (f"""
      pipeline:
        {QUEUING}:
@@ -212,8 +211,8 @@ NOT_PHASE = "theming.dialog"
 
 
          - handler: octo_handlers:wrong_signature
-     """, 6, "handler", f"handler 'octo_handlers:wrong_signature' cannot be called as a "
-     f"{QUEUING} hook (too many positional arguments)"),
+     """, 6, "handler", (f"handler 'octo_handlers:wrong_signature' cannot be called as a "
+                         f"{QUEUING} hook (too many positional arguments)")),
     (f"""
      pipeline:
        {QUEUING}:
@@ -268,7 +267,7 @@ pipeline:
 """
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     (MANY_YAML, [
         (3, "printer.baudrate", "expected an integer, found 'fast'"),
         (5, "pipeline.octoprint.timelapse.capture.pre",
@@ -292,7 +291,7 @@ def test_every_problem_is_reported_with_the_count(tmp_path, text, expected):
     lines = err.splitlines()
     assert lines[-1] == f"{len(expected)} problems found"
     assert len(lines) == len(expected) + 1
-    for got, (line, key, message) in zip(lines, expected):
+    for got, (line, key, message) in zip(lines[:-1], expected, strict=True):
         assert got.startswith(f"{path}:{line}: [{key}] {message}"), got
 
 
@@ -317,8 +316,7 @@ def test_main_dispatches_check(tmp_path, capsys):
 def test_printpipe_check_subprocess_reports_problems_on_stderr(tmp_path):
     path = write(tmp_path, HANDLERS_BROKEN_YAML)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "check", "-c", path],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = run_cli("check", "-c", path, env=env)
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""
     assert re.findall(rf"^{re.escape(path)}:(\d+): \[handler\] ", result.stderr, re.M) == [

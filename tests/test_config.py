@@ -10,8 +10,17 @@ import pytest
 import strictyaml as sy
 
 from pipeline.config.reader import (
-    ChecksumMode, ErrorHandling, HostConfig, PipelineSpec, ResendWithoutOk, SerialSpec,
-    SourceLocation, StageKind, default_config, load_config, load_config_file,
+    ChecksumMode,
+    ErrorHandling,
+    HostConfig,
+    PipelineSpec,
+    ResendWithoutOk,
+    SerialSpec,
+    SourceLocation,
+    StageKind,
+    default_config,
+    load_config,
+    load_config_file,
 )
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.phases import Phase
@@ -201,8 +210,8 @@ ERROR_CASES = {
         pipeline:
           octoprint.server.http.routes:
             - handler: my.mod:routes
-        """, 2, "server.http.routes is not a printpipe phase: printpipe's HTTP API has no "
-                "extension routes", "pipeline.octoprint.server.http.routes"),
+        """, 2, ("server.http.routes is not a printpipe phase: printpipe's HTTP API has no "
+                 "extension routes"), "pipeline.octoprint.server.http.routes"),
     "phase declared twice": ("""\
         pipeline:
           comm.protocol.gcode.sent:
@@ -306,7 +315,8 @@ ERROR_CASES = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key", ERROR_CASES.values(), ids=ERROR_CASES.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key"), ERROR_CASES.values(),
+                         ids=ERROR_CASES.keys())
 def test_error_names_file_line_and_key(text, line, fragment, key):
     errors = errors_of(text)
     assert len(errors) == 1, [str(e) for e in errors]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from conftest import load_yaml
+
 from pipeline.config.sections import SubscriptionType
 from pipeline.errors import ConfigErrors
 from pipeline.fanout.subscriptions import check_custom_events
@@ -49,7 +49,8 @@ def test_a_full_subscription_list_loads():
     assert (first.name, first.timeout, first.cwd, dict(first.env)) == \
         ("notify", 5.0, "/tmp", {"LANG": "C"})
     assert first.location.line == 6
-    assert second.events == ("ZChange", "Dwelling") and second.commands == ("M117 z {__currentZ}", "M400")
+    assert second.events == ("ZChange", "Dwelling")
+    assert second.commands == ("M117 z {__currentZ}", "M400")
     assert (second.enabled, second.debug, second.shell) == (False, True, False)
     assert (cfg.events.max_concurrent, cfg.events.shutdown_grace) == (2, 1.5)
 
@@ -149,7 +150,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment"), ERRORS.values(), ids=ERRORS.keys())
 def test_broken_subscriptions_are_config_errors_with_their_line(text, line, fragment):
     errors = errors_of(text)
     assert any(e.line == line and fragment in e.message for e in errors), \
@@ -185,7 +186,8 @@ def test_custom_event_names_are_checked_against_registered_ones_at_start():
     with pytest.raises(ConfigErrors) as info:
         check_custom_events(cfg.events, ["plugin_other_x"])
     err = info.value.errors[0]
-    assert err.line == 3 and "plugin_mystage_ready" in err.message and "plugin_other_x" in err.message
+    assert err.line == 3
+    assert "plugin_mystage_ready" in err.message and "plugin_other_x" in err.message
 
 
 def test_http_and_storage_defaults_and_values():

@@ -22,7 +22,11 @@ from pipeline.config.options import Field, Section, integer, options
 from pipeline.config.reader import HostConfig, default_config, load_config
 from pipeline.config.schema import SECTIONS
 from pipeline.config.sections import (
-    HTTP, STORAGE, EventsSpec, SubscriptionSpec, SubscriptionType,
+    HTTP,
+    STORAGE,
+    EventsSpec,
+    SubscriptionSpec,
+    SubscriptionType,
 )
 from stages import BUILTIN_STAGES, stage_phases, stage_schemas
 
@@ -161,8 +165,8 @@ def test_the_redeclaration_check_bites():
 
 def test_the_engine_and_the_virtual_printer_take_the_configured_values():
     from pipeline.hooks.registry import build_pipeline
-    from pipeline.virtual.spec import FirmwareSpec
     from pipeline.session.core import HostCore
+    from pipeline.virtual.spec import FirmwareSpec
 
     config = load_config("serial:\n  ok_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
                          stage_schemas=stage_schemas())

@@ -5,13 +5,11 @@ subscription runs while printing; `printpipe print` runs Startup/Shutdown subscr
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
-
 import event_handlers
-from conftest import ROOT, load_yaml
+from conftest import ROOT, load_yaml, run_cli
+
 from pipeline.app.service import open_service
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
@@ -46,10 +44,7 @@ async def test_gcode_subscription_slips_between_file_lines_tagged_trigger_event(
         assert result is not None and result.outcome.value == "done"
         await printer.wait_idle(10)
         accepted = list(printer.virtual.firmware.accepted)
-    changes = []
-    async for ev in sub:
-        if ev.name == "ZChange":
-            changes.append(ev.payload)
+    changes = [ev.payload async for ev in sub if ev.name == "ZChange"]
     assert changes, "the sample has layer changes"
     m117 = [line for line in accepted if line.startswith("M117 layer")]
     assert len(m117) == len(changes)
@@ -83,8 +78,7 @@ def test_printpipe_print_runs_startup_and_shutdown_subscriptions(tmp_path):
     sample = tmp_path / "s.gcode"
     sample.write_text("G28\nG1 Z0.2\nG1 X10 Y10 E1\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", "-c", str(cfg),
-                           str(sample)], capture_output=True, text=True, timeout=60, env=env)
+    proc = run_cli("print", "-c", str(cfg), str(sample), env=env)
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().splitlines() == ["startup", "done s.gcode", "shutdown"]
     assert "exited with 0" in proc.stderr  # subscription results are logged

@@ -12,7 +12,7 @@ import sys
 import time
 
 import trio
-from conftest import ROOT, load_yaml, open_printer
+from conftest import ROOT, load_yaml, open_printer, run_cli
 from sample_prints import file_lines, write_sample
 
 from pipeline.session.jobs import Outcome
@@ -139,7 +139,7 @@ def cli_on_a_tty(*args: str, interrupt_when: str | None = None) -> tuple[int, st
     return code, shown.decode(), err
 
 
-def write_config(tmp_path, text: str) -> str:  # noqa: ANN001
+def write_config(tmp_path, text: str) -> str:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
     return str(cfg)
@@ -160,8 +160,7 @@ def test_cli_print_shows_a_progress_bar_and_exits_0(tmp_path):
 
 def test_cli_print_plain_progress_when_not_a_terminal(tmp_path):
     path, _ = write_sample(tmp_path, 500)
-    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", path], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = run_cli("print", path)
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stdout and "done: job.gcode" in out.stdout
 
@@ -169,8 +168,7 @@ def test_cli_print_plain_progress_when_not_a_terminal(tmp_path):
 def test_cli_print_failure_exits_nonzero_with_the_reason(tmp_path):
     path, _ = write_sample(tmp_path, 3000)
     cfg = write_config(tmp_path, "virtual:\n  faults:\n    fatal_after: 500\n")
-    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "print", "-c", cfg, path],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = run_cli("print", "-c", cfg, path)
     assert out.returncode == 1
     assert "Thermal Runaway" in out.stderr and "file position" in out.stderr
 

@@ -84,6 +84,6 @@ async def test_cancel_script_and_no_disconnect_script_after_a_failure(tmp_path):
         assert result.outcome is Outcome.CANCELLED
         assert fw.accepted[-5:] == ["M84", "M104 T0 S0", "M104 T1 S0", "M140 S0", "M106 S0"]
         printer.send(["M112"])  # the link fails: no beforePrinterDisconnected
-        assert await printer.wait_until(lambda: printer.link.closed.is_set(), 5)
+        assert await printer.wait_until(printer.link.closed.is_set, 5)
         await trio.sleep(0.1)
     assert "M117 bye" not in fw.accepted

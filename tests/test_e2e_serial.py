@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 
-import pytest
 import trio
-from conftest import ROOT, load_yaml, open_printer
+from conftest import ROOT, load_yaml, open_printer, run_cli
 
 from pipeline.session.states import PrinterState
 
@@ -66,7 +65,7 @@ virtual:
         assert await printer.wait_idle(20)
         accepted = [a for a in printer.virtual.firmware.accepted if a.startswith("G1 ")]
         assert accepted == lines
-        assert printer.core.engine._resend.requests >= 5
+        assert printer.core.statistics().resends >= 5
 
 
 async def test_lost_ok_is_recovered_by_the_timeout_rule():
@@ -92,7 +91,7 @@ virtual:
         assert await printer.wait_idle(30)
         assert [a for a in printer.virtual.firmware.accepted if a.startswith("G1 ")] == lines
         assert printer.core.operational
-        assert printer.core.engine.timeouts_total >= 1  # the lost ok (exact counts: Pair)
+        assert printer.core.statistics().timeouts >= 1  # the lost ok (exact counts: Pair)
         assert trio.current_time() - started >= 1.2  # recovered at the timeout, not before
 
 
@@ -113,7 +112,7 @@ async def test_vanished_port_ends_offline_after_error_without_crashing():
     async with open_printer(config) as printer:
         seen = events_of(printer)
         printer.send([f"G1 X{i}" for i in range(20)])
-        assert await printer.wait_until(lambda: printer.link.closed.is_set(), 10)
+        assert await printer.wait_until(printer.link.closed.is_set, 10)
         assert printer.core.state is PrinterState.CLOSED_WITH_ERROR
         assert "Disconnected" in [e for e, _ in seen]
         assert printer.core.error
@@ -123,7 +122,7 @@ async def test_m112_runs_the_emergency_sequence():
     async with open_printer(load_yaml("")) as printer:
         seen = events_of(printer)
         printer.send(["M112"])
-        assert await printer.wait_until(lambda: printer.link.closed.is_set(), 5)
+        assert await printer.wait_until(printer.link.closed.is_set, 5)
         # the host may close its end before the printer side has read the M112 from the pty
         assert await printer.wait_until(lambda: printer.virtual.firmware.killed, 5, poll=0.01)
         names = [e for e, _ in seen]
@@ -133,8 +132,7 @@ async def test_m112_runs_the_emergency_sequence():
 
 
 def test_cli_send_shows_the_firmware_reply():
-    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "send", "M115"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = run_cli("send", "M115")
     assert out.returncode == 0, out.stderr
     assert "Recv: FIRMWARE_NAME:printpipe Virtual Marlin" in out.stdout
     assert "Cap:EMERGENCY_PARSER:1" in out.stdout
@@ -143,8 +141,7 @@ def test_cli_send_shows_the_firmware_reply():
 def test_cli_bad_config_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("printer:\n  port: virtual\n  baudrate: fast\n")
-    out = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "send", "-c", str(bad), "M115"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = run_cli("send", "-c", str(bad), "M115")
     assert out.returncode == 2
     assert f"{bad}:3" in out.stderr and "baudrate" in out.stderr
 

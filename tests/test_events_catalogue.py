@@ -10,8 +10,9 @@ tolerate exactly those keys (`known_extra`) so that they still check everything 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytest
 import trio
@@ -19,12 +20,12 @@ from catalogue_handlers import CUSTOM, STAGE_ID
 from conftest import load_yaml
 
 import pipeline.app.service as service_module
-from pipeline.fanout.bus import BusEvent, EventBus, Subscription
-from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
-from pipeline.session.jobs import Outcome
 from pipeline.app.control import Control as Service
 from pipeline.app.service import open_service
+from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
+from pipeline.fanout.bus import BusEvent, EventBus, Subscription
 from pipeline.link.printer import Printer
+from pipeline.session.jobs import Outcome
 from pipeline.session.states import PrinterState
 
 TIMEOUT = 10.0  # seconds; generous, pty IO on a real clock
@@ -243,7 +244,7 @@ async def test_startup_and_shutdown_reach_config_subscriptions(tmp_path):
 
 
 async def test_connect_and_orderly_disconnect_events():
-    async with connected() as (svc, printer, rec):
+    async with connected() as (svc, _, rec):
         await rec.wait_for("FirmwareData")
         await rec.wait_for("GcodeScriptAfterPrinterConnectedFinished")
         await svc.disconnect()
@@ -298,7 +299,7 @@ ERROR_CASES = {
 
 async def error_run(case: str) -> Recorder:
     rest, lines, _, _ = ERROR_CASES[case]
-    async with connected(rest=rest) as (svc, printer, rec):
+    async with connected(rest=rest) as (_, printer, rec):
         await rec.wait_for("GcodeScriptAfterPrinterConnectedFinished")
         printer.send(lines)
         await rec.wait_for("Disconnected")
@@ -325,7 +326,7 @@ async def test_error(case):
 
 
 async def test_printer_reset_while_idle():
-    async with connected(rest="virtual:\n  faults:\n    reset_after: 8\n") as (svc, printer, rec):
+    async with connected(rest="virtual:\n  faults:\n    reset_after: 8\n") as (_, printer, rec):
         printer.send([f"G1 X{i}" for i in range(12)])
         reset = await rec.wait_for("PrinterReset")
         await idle(printer)
@@ -495,11 +496,11 @@ SIMPLE_GCODE_EVENTS = [
 ]
 
 
-@pytest.mark.parametrize("line, event", SIMPLE_GCODE_EVENTS,
+@pytest.mark.parametrize(("line", "event"), SIMPLE_GCODE_EVENTS,
                          ids=[f"{line.split()[0]}-{event.value}"
                               for line, event in SIMPLE_GCODE_EVENTS])
 async def test_gcode_event(line, event):
-    async with connected() as (svc, printer, rec):
+    async with connected() as (_, printer, rec):
         await rec.wait_for("GcodeScriptAfterPrinterConnectedFinished")
         printer.send([line, "M117 next"])
         ev = await rec.wait_for(event.value)
@@ -512,7 +513,7 @@ async def test_gcode_event(line, event):
 
 
 async def test_waiting_for_m0_and_m1_when_they_are_not_blocked():
-    async with connected(serial="  blocked_commands:\n") as (svc, printer, rec):
+    async with connected(serial="  blocked_commands:\n") as (_, printer, rec):
         printer.send(["M0", "M1"])
         first = await rec.wait_for("Waiting")
         await idle(printer)
@@ -525,7 +526,7 @@ async def test_waiting_for_m0_and_m1_when_they_are_not_blocked():
 async def test_dwelling_is_an_alias_subscriptions_may_use():
     rest = ("events:\n  subscriptions:\n    - event: Dwelling\n"
             "      command: M117 dwelt {__eventname}\n      type: gcode\n")
-    async with connected(rest=rest) as (svc, printer, rec):
+    async with connected(rest=rest) as (_, printer, rec):
         fw = printer.virtual.firmware
         printer.send(["G4 P10"])
         dwell = await rec.wait_for("Dwell")
@@ -535,7 +536,7 @@ async def test_dwelling_is_an_alias_subscriptions_may_use():
 
 
 async def test_zchange_on_a_new_z_only():
-    async with connected() as (svc, printer, rec):
+    async with connected() as (_, printer, rec):
         printer.send(["G1 Z0.3 F600", "G1 X5 Y5", "G1 Z0.6", "G0 Z0.6 X1", "G0 Z1", "G1 E2"])
         await idle(printer)
         await rec.settle(0.05)
@@ -547,7 +548,7 @@ async def test_zchange_on_a_new_z_only():
 
 async def test_tool_change_on_a_new_tool_only():
     rest = "printer:\n  profile:\n    extruders: 2\n"
-    async with connected(rest=rest) as (svc, printer, rec):
+    async with connected(rest=rest) as (_, printer, rec):
         printer.send(["T1", "T1", "T0"])
         await idle(printer)
         assert printer.virtual.firmware.accepted[-3:] == ["T1", "T1", "T0"]
@@ -561,7 +562,7 @@ async def test_tool_change_on_a_new_tool_only():
 async def test_gcode_events_fire_when_sent_not_when_queued():
     """M300 is queued behind a 0.8 s dwell (one command in flight): Alert comes when the dwell
     ended and M300 went out, not when it was queued; M0 (blocked) is never sent: no Waiting."""
-    async with connected() as (svc, printer, rec):
+    async with connected() as (_, printer, rec):
         await rec.wait_for("GcodeScriptAfterPrinterConnectedFinished")
         fw = printer.virtual.firmware
         printer.send(["G4 P800", "M300 S440 P10", "M0"])
@@ -580,7 +581,7 @@ async def test_gcode_events_fire_when_sent_not_when_queued():
 
 
 async def test_estop_then_error():
-    async with connected() as (svc, printer, rec):
+    async with connected() as (_, printer, rec):
         printer.send(["M112"])
         await rec.wait_for("Disconnected")
         fw = printer.virtual.firmware
@@ -598,7 +599,7 @@ async def test_estop_then_error():
 
 
 async def test_position_update_from_m114():
-    async with connected() as (svc, printer, rec):
+    async with connected() as (_, printer, rec):
         printer.send(["G28", "G1 X10 Y20 Z5 F1200", "G1 E1.5", "M114"])
         ev = await rec.wait_for("PositionUpdate")
     await rec.rest()
@@ -609,9 +610,9 @@ SUPPRESSED = {
     "blocked": ("", "", "M0", "warn"),
     "ignored": ("  ignored_commands:\n    - M42\n", "", "M42 P4 S255", "info"),
     "no-heated-bed": ("", "printer:\n  profile:\n    heated_bed: false\n", "M140 S60", "warn"),
-    "blocklist-stage": ("", "pipeline:\n  comm.protocol.gcode.queuing:\n"
-                            "    - stage: blocklist\n      with:\n        commands:\n"
-                            "          - M300\n        mode: reject\n",
+    "blocklist-stage": ("", ("pipeline:\n  comm.protocol.gcode.queuing:\n"
+                             "    - stage: blocklist\n      with:\n        commands:\n"
+                             "          - M300\n        mode: reject\n"),
                         "M300 S440", "error"),
 }
 
@@ -619,7 +620,7 @@ SUPPRESSED = {
 @pytest.mark.parametrize("case", list(SUPPRESSED))
 async def test_command_suppressed(case):
     serial, rest, line, severity = SUPPRESSED[case]
-    async with connected(serial, rest) as (svc, printer, rec):
+    async with connected(serial, rest) as (_, printer, rec):
         printer.send([line, "M117 after"])
         ev = await rec.wait_for("CommandSuppressed")
         await idle(printer)
@@ -632,7 +633,7 @@ async def test_command_suppressed(case):
 
 
 async def test_invalid_tool_reported_and_reverted():
-    async with connected() as (svc, printer, rec):  # one extruder
+    async with connected() as (_, printer, rec):  # one extruder
         printer.send(["T3"])
         ev = await rec.wait_for("InvalidToolReported")
         await idle(printer)
@@ -696,7 +697,7 @@ COVERED_HERE = {
 
 
 def test_every_catalogue_event_is_covered():
-    assert COVERED_HERE | HTTP_WORK == set(Event), set(Event) - COVERED_HERE - HTTP_WORK
+    assert set(Event) == COVERED_HERE | HTTP_WORK, set(Event) - COVERED_HERE - HTTP_WORK
     assert not COVERED_HERE & HTTP_WORK
 
 

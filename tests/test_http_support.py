@@ -22,9 +22,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.app.http.support import (
+    BadRequest,
+    BodyLimit,
+    NormalizePaths,
+    Upload,
+    UploadError,
+    json_error,
+    read_json,
+    receive_upload,
+    sse_frame,
+)
 from pipeline.errors import HostError
-from pipeline.app.http.support import (BadRequest, BodyLimit, NormalizePaths, Upload, UploadError,
-                                   json_error, read_json, receive_upload, sse_frame)
 
 BOUNDARY = "printpipe-test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"

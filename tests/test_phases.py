@@ -7,25 +7,17 @@ import phase_handlers as ph
 import pytest
 import trio
 from conftest import load_yaml, open_printer
+from pairs import pair, start
 
-from pipeline.hooks.host_phases import additional_state_data, custom_event_names
 from pipeline.errors import LinkBroken
-from pipeline.session.core import PrinterState as S
-from pipeline.session.filejob import FileJob, JobFile
+from pipeline.hooks.host_phases import additional_state_data, custom_event_names
 from pipeline.hooks.registry import build_pipeline
-from pipeline.virtual.pair import Pair
+from pipeline.session.core import PrinterState as S
 from stages import BUILTIN_STAGES
 
 
 def yaml_for(phase: str, handler: str, extra: str = "") -> str:
     return f"{extra}pipeline:\n  {phase}:\n    - handler: phase_handlers:{handler}\n"
-
-
-def pair(yaml: str) -> Pair:
-    config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES))
-    p.connect()
-    return p
 
 
 def test_firmware_info_capabilities_and_report():
@@ -52,7 +44,7 @@ def test_action_phase_gets_line_action_name_params():
             "key value") in ph.calls
 
 
-@pytest.mark.parametrize("text, handled", [("Fan error on E0", True), ("Something odd", False)])
+@pytest.mark.parametrize(("text", "handled"), [("Fan error on E0", True), ("Something odd", False)])
 def test_error_phase_truthy_return_marks_the_error_handled(text, handled):
     ph.calls.clear()
     p = pair(yaml_for("comm.protocol.gcode.error", "error"))
@@ -86,10 +78,7 @@ def test_state_data_and_custom_events():
 def test_estimation_factory_estimator_is_used_for_time_left():
     ph.calls.clear()
     p = pair(yaml_for("printer.estimation.factory", "estimator_factory"))
-    job = FileJob(JobFile("x", "x", 100))
-    job.feed(b"G1 X1\n" * 10)
-    job.feed(b"")
-    p.core.jobs.start(job)
+    start(p, "G1 X1\n" * 10)
     assert ("estimator", "local") in ph.calls
     assert p.core.jobs.time_left() == 4242.0
     p.run_until(lambda: p.core.state is S.OPERATIONAL)
@@ -113,8 +102,8 @@ async def test_handle_connect_none_lets_it_through():
 
 
 async def test_serial_factory_picks_the_device(tmp_path):
-    from pipeline.virtual.spec import FirmwareSpec
     from pipeline.link.virtual import serve_virtual_printer
+    from pipeline.virtual.spec import FirmwareSpec
     ph.calls.clear()
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(serve_virtual_printer, FirmwareSpec())

@@ -8,7 +8,13 @@ import shlex
 import pytest
 
 from pipeline.events.placeholders import (
-    FiringContext, MissingPlaceholder, field_roots, params, render, render_argv, split_argv,
+    FiringContext,
+    MissingPlaceholder,
+    field_roots,
+    params,
+    render,
+    render_argv,
+    split_argv,
 )
 
 ROOTS = {
@@ -22,7 +28,7 @@ ROOTS = {
 }
 
 
-@pytest.mark.parametrize("template,roots", ROOTS.values(), ids=ROOTS.keys())
+@pytest.mark.parametrize(("template", "roots"), ROOTS.values(), ids=ROOTS.keys())
 def test_field_roots(template, roots):
     assert field_roots(template) == roots
 
@@ -44,7 +50,7 @@ FALLBACKS = {
 }
 
 
-@pytest.mark.parametrize("ctx,expected", FALLBACKS.values(), ids=FALLBACKS.keys())
+@pytest.mark.parametrize(("ctx", "expected"), FALLBACKS.values(), ids=FALLBACKS.keys())
 def test_generic_values_and_fallbacks(ctx, expected):
     values = params("PrintDone", {"name": "a.gcode", "time": 3.5}, ctx)
     for key, value in expected.items():
@@ -66,7 +72,7 @@ def test_render_substitutes_and_formats():
         "M117 {z} 0.40 1.5 'a'"
 
 
-@pytest.mark.parametrize("template,missing", [
+@pytest.mark.parametrize(("template", "missing"), [
     ("echo {nope}", "nope"), ("echo {position[q]}", "position[q]"), ("{new:{width}}", "width"),
 ])
 def test_missing_placeholders_name_themselves(template, missing):

@@ -7,26 +7,16 @@ prove the trio link and its watchdog."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-from conftest import load_yaml
+from pairs import pair, start
 from sample_prints import file_lines
 
-from pipeline.hooks.registry import build_pipeline
-from pipeline.session.filejob import FileJob, JobFile
+from pipeline.config.schema import FaultSpec
 from pipeline.session.jobs import Outcome
 from pipeline.session.states import PrinterState as S
-from pipeline.config.schema import FaultSpec
 from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
-from stages import BUILTIN_STAGES
-
-
-def pair(faults: FaultSpec, yaml: str = "") -> Pair:
-    config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults)
-    p.connect()
-    return p
 
 
 class Stalls:
@@ -39,12 +29,12 @@ class Stalls:
         self.found: list[tuple[float, float, list[str]]] = []
         self._mark = (len(p.wire), len(p.fw.accepted))
         self._since = p.clock.now
-        self._timeouts = p.core.engine.timeouts_total
+        self._timeouts = p.core.statistics().timeouts
 
     @property
     def timeouts(self) -> int:
         """Communication timeouts the host handled while this ran."""
-        return self.p.core.engine.timeouts_total - self._timeouts
+        return self.p.core.statistics().timeouts - self._timeouts
 
     def run_until(self, predicate: Callable[[], bool]) -> None:
         p = self.p
@@ -66,17 +56,12 @@ class Stalls:
 
 
 def print_exactly_once(p: Pair, lines: int) -> Stalls:
-    """Print `lines` lines of sample G-code on `p` (the whole file fed up front: no streamer
-    task runs on a Pair) and check the job is DONE with every file command accepted exactly
-    once, in order. Returns the stalls on the way."""
+    """Print `lines` lines of sample G-code on `p` and check the job is DONE with every file
+    command accepted exactly once, in order. Returns the stalls on the way."""
     text = sample_gcode(lines, seed=1)
     expected = expected_commands(text)
-    data = text.encode()
-    job = FileJob(JobFile("job.gcode", "job.gcode", len(data)))
-    job.feed(data)
-    job.feed(b"")
     stalls = Stalls(p)
-    p.core.jobs.start(job)
+    start(p, text)
     stalls.run_until(lambda: p.core.jobs.result is not None and not p.core.jobs.active)
     assert p.core.jobs.result.outcome is Outcome.DONE
     assert file_lines(p.fw.accepted, expected) == expected  # each exactly once, in order
@@ -104,11 +89,11 @@ FAULT_MIXES = {
 
 @pytest.mark.parametrize("faults", FAULT_MIXES.values(), ids=FAULT_MIXES.keys())
 def test_20000_lines_exact_under_faults(faults):
-    p = pair(faults, TIMEOUTS)
+    p = pair(TIMEOUTS, faults=faults)
     stalls = print_exactly_once(p, 20000)
     assert p.core.state is S.OPERATIONAL and not p.core.failed
-    engine = p.core.engine
-    assert engine.resend_requests > 50  # the faults really happened
+    resends = p.core.statistics().resends
+    assert resends > 50  # the faults really happened
     # The host waited only where a rule says so: each lost ok cost one communication timeout
     # (the busy period once the printer said busy), each resend without its ok at most one
     # resend_ok detection; a firmware that sends its oks never makes it wait for those.
@@ -116,7 +101,7 @@ def test_20000_lines_exact_under_faults(faults):
     assert set(lengths) <= {COMM, BUSY, RESEND_OK}
     assert lengths[COMM] + lengths[BUSY] == stalls.timeouts >= 10
     if faults.resend_without_ok:
-        assert 0 < lengths[RESEND_OK] <= engine.resend_requests
+        assert 0 < lengths[RESEND_OK] <= resends
     else:
         assert lengths[RESEND_OK] == 0
 
@@ -124,17 +109,17 @@ def test_20000_lines_exact_under_faults(faults):
 LINES = [f"G1 X{i}" for i in range(300)]
 
 
-@pytest.mark.parametrize("yaml, period", [
+@pytest.mark.parametrize(("yaml", "period"), [
     ("", 30.0),                                               # the default
     ("serial:\n  timeouts:\n    communication: 7\n", 7.0),
     # OctoPrint's floor: the temperature interval + 1 s (autoreport every 2 s by default,
     # else the polling interval)
     ("serial:\n  timeouts:\n    communication: 1\n", 3.0),
-    ("serial:\n  timeouts:\n    communication: 1\n    temperature: 4\n"
-     "    temperature_autoreport: 0\n", 5.0),
+    (("serial:\n  timeouts:\n    communication: 1\n    temperature: 4\n"
+      "    temperature_autoreport: 0\n"), 5.0),
 ], ids=["default-30s", "communication-7s", "autoreport-floor-3s", "polling-floor-5s"])
 def test_lost_ok_is_recovered_by_the_timeout_rule(yaml, period):
-    p = pair(FaultSpec(seed=2, lost_ok_rate=0.02), yaml)
+    p = pair(yaml, faults=FaultSpec(seed=2, lost_ok_rate=0.02))
     stalls = Stalls(p)
     for line in LINES:
         p.core.enqueue(line)
@@ -150,7 +135,8 @@ def test_lost_ok_is_recovered_by_the_timeout_rule(yaml, period):
 
 
 def test_lost_ok_while_printing_is_recovered_with_a_tickle():
-    p = pair(FaultSpec(seed=2, lost_ok_rate=0.02), "serial:\n  timeouts:\n    communication: 7\n")
+    p = pair("serial:\n  timeouts:\n    communication: 7\n",
+             faults=FaultSpec(seed=2, lost_ok_rate=0.02))
     stalls = print_exactly_once(p, 300)
     # while printing, OctoPrint's rule: after the timeout, an M105 "tickle" goes out first
     assert len(stalls.found) == stalls.timeouts >= 3

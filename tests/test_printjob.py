@@ -5,70 +5,44 @@ from __future__ import annotations
 
 import octo_handlers  # noqa: F401  (handlers for YAML below)
 import pytest
-from conftest import load_yaml
+from pairs import FAST, pair, payloads, start, states
+from sample_prints import file_lines
 
+from pipeline.config.schema import FaultSpec
 from pipeline.session.core import PrinterState as S
 from pipeline.session.filejob import FileJob, JobFile
 from pipeline.session.jobs import JobStateError, Outcome
-from pipeline.hooks.registry import build_pipeline
-from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
-from pipeline.config.schema import FaultSpec
-from stages import BUILTIN_STAGES
-
-FAST = "serial:\n  timeouts:\n    communication: 1.0\n    temperature: 0.5\n"
-
-
-def pair(yaml: str = FAST, faults: FaultSpec | None = None) -> Pair:
-    config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults)
-    p.connect()
-    return p
-
-
-def start(p: Pair, text: str) -> FileJob:
-    data = text.encode()
-    job = FileJob(JobFile("test.gcode", "test.gcode", len(data)))
-    for i in range(0, len(data), 4096):
-        job.feed(data[i:i + 4096])
-    job.feed(b"")
-    states = []
-    p.core.listeners.append(lambda e, pl: states.append(pl["state_id"])
-                            if str(e) == "PrinterStateChanged" else None)
-    p.states = states
-    p.core.jobs.start(job)
-    return job
-
-
-def file_lines(p: Pair, expected: list[str]) -> list[str]:
-    wanted = set(expected)
-    return [a for a in p.fw.accepted if a in wanted and a != "M400"]
+from pipeline.virtual.pair import expected_commands, sample_gcode
 
 
 def test_print_is_exact_under_faults():
     text = sample_gcode(3000, seed=1)
-    p = pair(FAST, FaultSpec(seed=11, corrupt_rate=0.01, lost_ok_rate=0.001, busy_rate=0.01))
+    p = pair(FAST, faults=FaultSpec(seed=11, corrupt_rate=0.01, lost_ok_rate=0.001,
+                                    busy_rate=0.01))
+    before = len(p.events)
     start(p, text)
     p.run_until(lambda: p.core.jobs.result is not None and p.core.state is S.OPERATIONAL)
     exp = expected_commands(text)
-    assert file_lines(p, exp) == exp
+    assert file_lines(p.fw.accepted, exp) == exp
     assert p.core.jobs.result.outcome is Outcome.DONE
-    assert p.states == ["STARTING", "PRINTING", "FINISHING", "OPERATIONAL"]
+    assert states(p, before) == ["STARTING", "PRINTING", "FINISHING", "OPERATIONAL"]
     names = p.event_names()
     assert names.index("PrintStarted") < names.index("PrintDone")
-    done = [pl for e, pl in p.events if e == "PrintDone"][0]
+    (done,) = payloads(p, "PrintDone")
     assert {"name", "path", "origin", "size", "owner", "time"} <= done.keys()
 
 
 def test_pause_then_resume_gives_the_same_record():
     text = sample_gcode(600, seed=2)
     exp = expected_commands(text)
-    p = pair()
+    p = pair(FAST)
+    before = len(p.events)
     start(p, text)
     p.run_until(lambda: p.core.jobs.job.line_no >= 250)
     p.core.jobs.pause()
     p.run_until(lambda: p.core.state is S.PAUSED)
     assert p.fw.accepted[-2:] == ["M400", "M114"]
-    paused = [pl for e, pl in p.events if e == "PrintPaused"][0]
+    (paused,) = payloads(p, "PrintPaused")
     assert paused["position"]["x"] is not None and paused["position"]["z"] is not None
     assert p.core.jobs.pause_record["position"] == paused["position"]
     sent_at_pause = len(p.fw.accepted)
@@ -77,14 +51,14 @@ def test_pause_then_resume_gives_the_same_record():
     assert len(p.fw.accepted) == sent_at_pause  # nothing from the file while paused
     p.core.jobs.resume()
     p.run_until(lambda: p.core.jobs.result is not None and p.core.state is S.OPERATIONAL)
-    assert file_lines(p, exp) == exp
-    assert p.states == ["STARTING", "PRINTING", "PAUSING", "PAUSED", "RESUMING", "PRINTING",
-                        "FINISHING", "OPERATIONAL"]
+    assert file_lines(p.fw.accepted, exp) == exp
+    assert states(p, before) == ["STARTING", "PRINTING", "PAUSING", "PAUSED", "RESUMING",
+                                 "PRINTING", "FINISHING", "OPERATIONAL"]
 
 
 def test_cancel_stops_within_a_few_lines_and_ends_operational():
     text = sample_gcode(2000, seed=3)
-    p = pair()
+    p = pair(FAST)
     start(p, text)
     p.run_until(lambda: p.core.jobs.job.line_no >= 300)
     handed_out = p.core.jobs.job.line_no
@@ -95,7 +69,7 @@ def test_cancel_stops_within_a_few_lines_and_ends_operational():
     names = p.event_names()
     assert names.index("PrintCancelling") < names.index("PrintCancelled") \
         < names.index("PrintFailed")
-    failed = [pl for e, pl in p.events if e == "PrintFailed"][0]
+    (failed,) = payloads(p, "PrintFailed")
     assert failed["reason"] == "cancelled"
     assert "M108" in p.fw.accepted
 
@@ -106,7 +80,7 @@ def test_cancel_can_capture_the_position():
     p.run_until(lambda: p.core.jobs.job.line_no >= 100)
     p.core.jobs.cancel()
     p.run_until(lambda: p.core.state is S.OPERATIONAL)
-    cancelled = [pl for e, pl in p.events if e == "PrintCancelled"][0]
+    (cancelled,) = payloads(p, "PrintCancelled")
     assert cancelled["position"]["x"] is not None
 
 
@@ -120,18 +94,18 @@ def test_position_capture_is_bounded_when_m114_never_answers():
     p.run_until(lambda: p.core.jobs.job.line_no >= 50)
     p.core.jobs.pause()
     p.run_until(lambda: p.core.state is S.PAUSED, max_time=60)
-    paused = [pl for e, pl in p.events if e == "PrintPaused"][0]
+    (paused,) = payloads(p, "PrintPaused")
     assert paused["position"] is None
 
 
 def test_printer_reset_mid_print_fails_the_job_and_keeps_the_link():
-    p = pair(FAST, FaultSpec(reset_after=200))
+    p = pair(FAST, faults=FaultSpec(reset_after=200))
     start(p, sample_gcode(1000, seed=6))
     p.run_until(lambda: p.core.jobs.result is not None)
     result = p.core.jobs.result
     assert result.outcome is Outcome.ERROR and "reset" in result.error
     assert result.filepos and 0 < result.filepos < p.core.jobs.job.file.size
-    assert [pl["reason"] for e, pl in p.events if e == "PrintFailed"] == ["error"]
+    assert [pl["reason"] for pl in payloads(p, "PrintFailed")] == ["error"]
     p.run_until(lambda: p.core.idle)
     assert p.core.state is S.OPERATIONAL and not p.core.failed
     assert p.fw.accepted[-2:] == ["M110 N0", "M155 S2"]  # re-synchronised, autoreport re-armed
@@ -139,19 +113,19 @@ def test_printer_reset_mid_print_fails_the_job_and_keeps_the_link():
 
 
 def test_fatal_firmware_error_mid_print_ends_in_error_with_position():
-    p = pair(FAST, FaultSpec(fatal_after=200))
+    p = pair(FAST, faults=FaultSpec(fatal_after=200))
     start(p, sample_gcode(1000, seed=6))
     p.run_until(lambda: p.core.failed)
     result = p.core.jobs.result
     assert result.outcome is Outcome.ERROR and "Thermal Runaway" in result.error
     assert result.filepos and 0 < result.filepos < p.core.jobs.job.file.size
     assert p.core.state is S.ERROR
-    assert [pl["reason"] for e, pl in p.events if e == "PrintFailed"] == ["error"]
+    assert [pl["reason"] for pl in payloads(p, "PrintFailed")] == ["error"]
 
 
 def test_pausing_command_in_the_file_pauses_and_is_not_sent():
     text = "G28\nG1 X1\nM0\nG1 X2\n"
-    p = pair()
+    p = pair(FAST)
     start(p, text)
     p.run_until(lambda: p.core.state is S.PAUSED)
     assert "M0" not in p.fw.accepted and "G1 X2" not in p.fw.accepted
@@ -161,7 +135,7 @@ def test_pausing_command_in_the_file_pauses_and_is_not_sent():
 
 
 def test_action_pause_and_resume_from_the_printer():
-    p = pair()
+    p = pair(FAST)
     start(p, "G1 X1\nM118 // action:pause\n" + "G1 X2\n" * 50)
     p.run_until(lambda: p.core.state is S.PAUSED)
     p.core.receive_data(b"// action:resume\n")
@@ -170,7 +144,7 @@ def test_action_pause_and_resume_from_the_printer():
 
 
 def test_manual_commands_slip_between_file_lines():
-    p = pair()
+    p = pair(FAST)
     start(p, "".join(f"G1 X{i}\n" for i in range(100)))
     p.run_until(lambda: p.core.jobs.job.line_no >= 20)
     p.core.enqueue("M117 hello")
@@ -180,14 +154,14 @@ def test_manual_commands_slip_between_file_lines():
 
 
 def test_m73_progress_and_time_left():
-    p = pair()
+    p = pair(FAST)
     job = start(p, "M73 P40 R12\n" + "G1 X1\n" * 10 + "G4 P1\n" * 200)
     p.run_until(lambda: job.line_no >= 15)
     assert job.progress == 0.4 and job.time_left(10) == 720
 
 
 def test_wrong_state_is_refused():
-    p = pair()
+    p = pair(FAST)
     with pytest.raises(JobStateError):
         p.core.jobs.pause()
     with pytest.raises(JobStateError):
@@ -232,7 +206,7 @@ def test_builtin_at_pause_in_a_file_pauses_and_at_resume_from_the_api_resumes():
 
 
 def test_at_cancel_from_the_script_it_would_retrigger_is_ignored():
-    p = pair()
+    p = pair(FAST)
     start(p, "G1 X1\n" * 200)
     p.run_until(lambda: p.core.jobs.job.line_no >= 20)
     p.core.enqueue("@cancel", tags=frozenset({"script:afterPrintCancelled"}))

@@ -5,16 +5,20 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from pipeline.config.schema import ProfileSpec
-from pipeline.protocol import events as ee
-from pipeline.protocol import replies
 from pipeline.config.reader import (
-    ChecksumMode, MaxTimeoutsSpec, ResendWithoutOk, SerialSpec, TimeoutSpec,
+    ChecksumMode,
+    MaxTimeoutsSpec,
+    ResendWithoutOk,
+    SerialSpec,
+    TimeoutSpec,
 )
-from pipeline.protocol.events import ErrorReason, LinkState
+from pipeline.config.schema import ProfileSpec
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, frame
+from pipeline.protocol import events as ee
+from pipeline.protocol import replies
 from pipeline.protocol.engine import HostProtocol
+from pipeline.protocol.events import ErrorReason, LinkState
 from pipeline.protocol.replies import Position
 from pipeline.session.tracking import Tracker
 
@@ -178,7 +182,8 @@ def test_typical_wire_start_m110_then_m115():
 
 # ---- line numbers and checksums ------------------------------------------------------------
 
-@pytest.mark.parametrize("n, line, cs", [(0, "M110 N0", 125), (1, "M115", 39), (5, "M105", 34)])
+@pytest.mark.parametrize(("n", "line", "cs"),
+                         [(0, "M110 N0", 125), (1, "M115", 39), (5, "M105", 34)])
 def test_checksum_values(n, line, cs):
     assert frame(n, line) == f"N{n} {line}*{cs}\n".encode()
 
@@ -186,7 +191,7 @@ def test_checksum_values(n, line, cs):
 A, P, N = ChecksumMode.ALWAYS, ChecksumMode.PRINT, ChecksumMode.NEVER
 
 
-@pytest.mark.parametrize("mode, is_printing, info, command, numbered", [
+@pytest.mark.parametrize(("mode", "is_printing", "info", "command", "numbered"), [
     (P, False, False, "M110 N0", True),
     (N, False, False, "M110 N0", True),     # checksum-requiring even with "never"
     (N, True, True, "M110", True),
@@ -265,7 +270,7 @@ def test_default_window_is_one():
     assert e.credit == 0
 
 
-@pytest.mark.parametrize("name, needs_ack", [
+@pytest.mark.parametrize(("name", "needs_ack"), [
     ("Marlin 2.1.2 (Github)", False),
     ("Klipper v0.12.0-1", True),
     ("Prusa-Firmware 3.13.2", True),
@@ -496,7 +501,8 @@ def test_resend_without_ok_detect_a_real_ok_cancels_the_timer():
     assert e.in_flight == 1
 
 
-@pytest.mark.parametrize("mode, credit", [(ResendWithoutOk.ALWAYS, 1), (ResendWithoutOk.NEVER, 0)])
+@pytest.mark.parametrize(("mode", "credit"),
+                         [(ResendWithoutOk.ALWAYS, 1), (ResendWithoutOk.NEVER, 0)])
 def test_resend_without_ok_always_and_never(mode, credit):
     e = printing(resend_without_ok=mode)
     send(e, "G1 X1", now=5.0)
@@ -506,7 +512,7 @@ def test_resend_without_ok_always_and_never(mode, credit):
     assert len(pump(e, 5.0)) == credit
 
 
-@pytest.mark.parametrize("request_line, is_printing", [
+@pytest.mark.parametrize(("request_line", "is_printing"), [
     ("Resend: 3", True),    # leftover for the current line: ignored
     ("Resend: 9", False),   # no history while idle: forgotten
     ("Resend", True),       # no number
@@ -640,7 +646,7 @@ def test_heatup_stays_heatup_until_its_own_ok_with_a_window():
     assert not e.long_running
 
 
-@pytest.mark.parametrize("interval, period", [(2.0, 3.0), (5.0, 6.0)])
+@pytest.mark.parametrize(("interval", "period"), [(2.0, 3.0), (5.0, 6.0)])
 def test_busy_lines_push_the_ok_deadline_and_switch_to_the_busy_timeout(interval, period):
     e = printing(timeouts=TimeoutSpec(temperature=interval))
     send(e, "G1 X1", now=0.0)
@@ -664,7 +670,7 @@ def test_busy_without_colon_is_a_normal_line():
     assert feed(e, "echo:busy processing") == [ee.Received("echo:busy processing")]
 
 
-@pytest.mark.parametrize("cap, period", [("1", 3.0), ("0", 6.0)])
+@pytest.mark.parametrize(("cap", "period"), [("1", 3.0), ("0", 6.0)])
 def test_autoreport_interval_shortens_the_busy_timeout(cap, period):
     e = printing()  # polling every 5 s: busy timeout max(3, 5 + 1)
     feed(e, f"Cap:AUTOREPORT_TEMP:{cap}", "busy: processing", now=1.0)
@@ -707,7 +713,7 @@ def test_timeout_requeue_does_not_duplicate_a_queued_line():
     assert not e.resending
 
 
-@pytest.mark.parametrize("command, deadline", [
+@pytest.mark.parametrize(("command", "deadline"), [
     ("G4 P5000", 36.0), ("G4 S2", 33.0), ("G4 P500 S9", 31.5), ("G4", 31.0)])
 def test_dwell_extends_the_deadline(command, deadline):
     e = printing()
@@ -757,7 +763,7 @@ def test_no_timeout_handling_offline_or_after_error():
 
 # ---- reply lines into events -----------------------------------------------------------------
 
-@pytest.mark.parametrize("tool, line, temps", [
+@pytest.mark.parametrize(("tool", "line", "temps"), [
     (0, "T:210.0 /210.0 B:60.0 /60.0 @:127 B@:0", {"T0": (210.0, 210.0), "B": (60.0, 60.0)}),
     (0, "T0:200.0 /200.0 T1:180.0 /190.0 B:60.0 /60.0",
      {"T0": (200.0, 200.0), "T1": (180.0, 190.0), "B": (60.0, 60.0)}),
@@ -787,7 +793,7 @@ def test_ok_with_temperatures_acks_and_reports():
         ee.Temperatures({"T": (210.0, 210.0), "B": (60.0, 60.0)})]
 
 
-@pytest.mark.parametrize("tool, line, position", [
+@pytest.mark.parametrize(("tool", "line", "position"), [
     (0, "X:10.00 Y:20.00 Z:0.30 E:1.50 Count X:800 Y:1600 Z:120", Position(10.0, 20.0, 0.3, 1.5)),
     (0, "ok X:1.0 Y:2.0 Z:3.0 E:4.0", Position(1.0, 2.0, 3.0, 4.0)),
     (0, "X:1 Y:2 Z:3 E0:4 E1:5", Position(1.0, 2.0, 3.0, 4.0, (4.0, 5.0))),
@@ -841,7 +847,7 @@ def test_only_the_first_firmware_line_counts():
     assert not of(events, ee.FirmwareInfo) and e.firmware_name == "Marlin 2.1"
 
 
-@pytest.mark.parametrize("name, always, unknown_numbered", [
+@pytest.mark.parametrize(("name", "always", "unknown_numbered"), [
     ("Repetier_1.0.3", True, False),
     ("Anet_A8_Marlin", True, False),
     ("Malyan", True, False),
@@ -863,7 +869,7 @@ def test_firmware_checksum_never_beats_repetier():
     assert send(e, "G1 X1") == b"G1 X1\n"
 
 
-@pytest.mark.parametrize("line, name, params", [
+@pytest.mark.parametrize(("line", "name", "params"), [
     ("// action:pause", "pause", ""),
     ("//action:pause", "pause", ""),
     ("//action:custom a b", "custom", "a b"),
@@ -880,7 +886,7 @@ def test_other_debug_lines_are_only_received():
                                                           ee.Received("//action:")]
 
 
-@pytest.mark.parametrize("tool, line, invalid", [
+@pytest.mark.parametrize(("tool", "line", "invalid"), [
     (3, "echo:T3 Invalid extruder", 3),
     (0, "echo:T3 Invalid extruder", 3),
     (2, "Invalid extruder", 2),          # no number: the current tool (OctoPrint)
@@ -892,7 +898,7 @@ def test_invalid_tool(tool, line, invalid):
     assert tracker_on(tool).invalid_tool(report.tool)[0] == invalid
 
 
-@pytest.mark.parametrize("lines, error, credit", [
+@pytest.mark.parametrize(("lines", "error", "credit"), [
     ([CHECKSUM_ERROR], None, 0),
     ([LINE_NUMBER_ERROR], None, 0),
     (["Error:No Line Number with checksum, Last Line: 0"], None, 1),  # simulated ok
@@ -952,7 +958,7 @@ def test_received_lines():
 
 # ---- emergency stop, failure, out of band, EOF ----------------------------------------------
 
-@pytest.mark.parametrize("extruders, bed, tail", [
+@pytest.mark.parametrize(("extruders", "bed", "tail"), [
     (1, True, ["M104 T0 S0", "M140 S0"]),
     (2, True, ["M104 T0 S0", "M104 T1 S0", "M140 S0"]),
     (2, False, ["M104 T0 S0", "M104 T1 S0"]),
@@ -971,7 +977,7 @@ def test_emergency_stop_bytes_and_error(extruders, bed, tail):
         send(e, "G1 X1")
 
 
-@pytest.mark.parametrize("reason, m112, bytes_out", [
+@pytest.mark.parametrize(("reason", "m112", "bytes_out"), [
     (ErrorReason.FIRMWARE, True, True),
     (ErrorReason.FIRMWARE, False, False),
     (ErrorReason.TIMEOUT, True, False),

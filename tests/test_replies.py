@@ -419,13 +419,13 @@ PRUSA_M115 = (
     }),
     ("FIRMWARE_NAME:Klipper Host FIRMWARE_VERSION:v0.9.1",
      {"FIRMWARE_NAME": "Klipper Host", "FIRMWARE_VERSION": "v0.9.1"}),
-    ("FIRMWARE_NAME:RepRapFirmware for Duet 2 WiFi/Ethernet FIRMWARE_VERSION:3.3 "
-     "ELECTRONICS:Duet WiFi 1.02 or later FIRMWARE_DATE:2021-06-15",
+    (("FIRMWARE_NAME:RepRapFirmware for Duet 2 WiFi/Ethernet FIRMWARE_VERSION:3.3 "
+      "ELECTRONICS:Duet WiFi 1.02 or later FIRMWARE_DATE:2021-06-15"),
      {"FIRMWARE_NAME": "RepRapFirmware for Duet 2 WiFi/Ethernet", "FIRMWARE_VERSION": "3.3",
       "ELECTRONICS": "Duet WiFi 1.02 or later", "FIRMWARE_DATE": "2021-06-15"}),
-    ("FIRMWARE_NAME:Repetier_1.0.4 COMPILED:Jan 1 2020 FIRMWARE_URL:https://github.com/"
-     "repetier/Repetier-Firmware/ PROTOCOL_VERSION:1.0 MACHINE_TYPE:Mendel EXTRUDER_COUNT:1 "
-     "REPETIER_PROTOCOL:3",
+    (("FIRMWARE_NAME:Repetier_1.0.4 COMPILED:Jan 1 2020 FIRMWARE_URL:https://github.com/"
+      "repetier/Repetier-Firmware/ PROTOCOL_VERSION:1.0 MACHINE_TYPE:Mendel EXTRUDER_COUNT:1 "
+      "REPETIER_PROTOCOL:3"),
      {"FIRMWARE_NAME": "Repetier_1.0.4", "COMPILED": "Jan 1 2020",
       "FIRMWARE_URL": "https://github.com/repetier/Repetier-Firmware/",
       "PROTOCOL_VERSION": "1.0", "MACHINE_TYPE": "Mendel", "EXTRUDER_COUNT": "1",

@@ -47,7 +47,7 @@ def test_on_ok_keeps_the_resend_active_while_lines_are_queued():
     assert not t.active
 
 
-@pytest.mark.parametrize("size, lines, n, verdict, resent", [
+@pytest.mark.parametrize(("size", "lines", "n", "verdict", "resent"), [
     (3, range(1, 6), 3, Verdict.ACCEPTED, [3, 4, 5]),   # oldest line still in the history
     (3, range(1, 6), 2, Verdict.NO_HISTORY, []),        # wrapped out of the history
     (50, range(1, 6), 1, Verdict.ACCEPTED, [1, 2, 3, 4, 5]),
@@ -89,8 +89,8 @@ def test_clear_forgets_history_queue_and_state():
     assert t.request(2, 6, []) is Verdict.NO_HISTORY
 
 
-@pytest.mark.parametrize("queued_first, verdict", [(False, Verdict.IGNORED),
-                                                   (True, Verdict.ACCEPTED)])
+@pytest.mark.parametrize(("queued_first", "verdict"), [(False, Verdict.IGNORED),
+                                                       (True, Verdict.ACCEPTED)])
 def test_request_for_the_current_line(queued_first, verdict):
     """No resend pending: a leftover (it got N-1 twice). Pending: the printer has everything,
     so nothing is left to resend."""
@@ -101,7 +101,7 @@ def test_request_for_the_current_line(queued_first, verdict):
     assert not t.pending
 
 
-@pytest.mark.parametrize("error, ignored", [
+@pytest.mark.parametrize(("error", "ignored"), [
     (LINE_NUMBER_ERROR, 3),               # Marlin's complaints about lines already in flight
     ("expected line 1 got 3", 3),
     (None, 3),                            # firmware that sends no error line (Teacup "rs N")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from pipeline.hooks.chain import BoundStage, Pipeline
-from pipeline.phases import Phase
 from pipeline.hooks.script_phase import script_additions
+from pipeline.phases import Phase
 
 
 def stage(id_, ret):

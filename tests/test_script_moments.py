@@ -6,14 +6,11 @@ from __future__ import annotations
 import logging
 
 import octo_handlers as h
-from conftest import load_yaml
+from pairs import pair, start
 
-from pipeline.session.core import PrinterState as S
-from pipeline.session.filejob import FileJob, JobFile
-from pipeline.hooks.registry import build_pipeline
 from pipeline.hooks.scripts import SCRIPT_NAMES, ScriptSet
+from pipeline.session.core import PrinterState as S
 from pipeline.virtual.pair import Pair
-from stages import BUILTIN_STAGES
 
 MARK = {name: f"M117 {name}" for name in SCRIPT_NAMES}
 PAUSE = """{% if pause_position.x is not none %}
@@ -34,29 +31,19 @@ pipeline:
 """
 
 
-def pair(inline: dict[str, str], yaml: str = YAML) -> Pair:
-    config = load_yaml(yaml)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES),
-             scripts=ScriptSet.load(None, inline))
-    p.connect()
-    return p
-
-
-def start(p: Pair, text: str) -> None:
-    job = FileJob(JobFile("t.gcode", "t.gcode", len(text)))
-    job.feed(text.encode())
-    job.feed(b"")
-    p.core.jobs.start(job)
+def scripted(inline: dict[str, str], yaml: str = YAML) -> Pair:
+    """A connected Pair whose named scripts are `inline` (the bundled ones for the rest)."""
+    return pair(yaml, scripts=ScriptSet.load(None, inline))
 
 
 def test_after_printer_connected_runs_after_the_handshake():
-    p = pair(dict(MARK))
+    p = scripted(dict(MARK))
     acc = p.fw.accepted
     assert acc.index("M115") < acc.index("M117 afterPrinterConnected")
 
 
 def test_print_done_and_tool_change_scripts_at_their_places():
-    p = pair(dict(MARK, beforeToolChange=TOOLS, afterToolChange=TOOLS + " done"))
+    p = scripted(dict(MARK, beforeToolChange=TOOLS, afterToolChange=TOOLS + " done"))
     start(p, "G1 X1\nT1\nG1 X2\n")
     p.run_until(lambda: p.core.jobs.result is not None and p.core.state is S.OPERATIONAL)
     acc = p.fw.accepted
@@ -67,7 +54,7 @@ def test_print_done_and_tool_change_scripts_at_their_places():
 
 
 def test_pause_and_resume_scripts_see_the_captured_position():
-    p = pair(dict(MARK, afterPrintPaused=PAUSE))
+    p = scripted(dict(MARK, afterPrintPaused=PAUSE))
     start(p, "G28\nG1 X12.5 Y3 Z0.3 F3000\n" + "G1 X13 Y4\n" * 50)
     p.run_until(lambda: p.core.jobs.job.line_no >= 10)
     p.core.jobs.pause()
@@ -83,7 +70,7 @@ def test_pause_and_resume_scripts_see_the_captured_position():
 
 
 def test_unknown_pause_position_skips_the_guarded_block():
-    p = pair(dict(MARK, afterPrintPaused=PAUSE), YAML.replace(
+    p = scripted(dict(MARK, afterPrintPaused=PAUSE), YAML.replace(
         "serial:\n", "serial:\n  log_position_on_pause: no\n"))
     start(p, "G1 X1\n" * 50)
     p.run_until(lambda: p.core.jobs.job.line_no >= 10)
@@ -93,7 +80,7 @@ def test_unknown_pause_position_skips_the_guarded_block():
 
 
 def test_cancel_script_runs_after_cancelling():
-    p = pair({})  # the bundled afterPrintCancelled
+    p = scripted({})  # the bundled afterPrintCancelled
     start(p, "G1 X1\n" * 300)
     p.run_until(lambda: p.core.jobs.job.line_no >= 50)
     p.core.jobs.cancel()
@@ -104,7 +91,7 @@ def test_cancel_script_runs_after_cancelling():
 
 def test_script_lines_are_tagged_as_pipeline_inputs():
     h.calls.clear()
-    p = pair(dict(MARK))
+    p = scripted(dict(MARK))
     start(p, "G1 X1\n")
     p.run_until(lambda: p.core.state is S.OPERATIONAL and p.core.jobs.result is not None)
     (tags,) = [c[5] for c in h.calls if c[1] == "M117 beforePrintStarted"]
@@ -113,7 +100,7 @@ def test_script_lines_are_tagged_as_pipeline_inputs():
 
 
 def test_scripts_phase_stages_add_prefix_and_postfix():
-    p = pair(dict(MARK), YAML + """  comm.protocol.scripts:
+    p = scripted(dict(MARK), YAML + """  comm.protocol.scripts:
     - handler: seed_examples:message_on_connect
 """)
     acc = p.fw.accepted
@@ -122,7 +109,7 @@ def test_scripts_phase_stages_add_prefix_and_postfix():
 
 
 def test_running_fires_before_the_first_line_and_finished_after_the_last_ack():
-    p = pair({"afterPrintDone": "M117 one\nM117 two"})
+    p = scripted({"afterPrintDone": "M117 one\nM117 two"})
     seen = []
     p.core.listeners.append(lambda e, pl: seen.append((str(e), list(p.fw.accepted))))
     start(p, "G1 X1\n")
@@ -137,7 +124,7 @@ def test_running_fires_before_the_first_line_and_finished_after_the_last_ack():
 
 
 def test_a_broken_script_sends_nothing_and_names_script_and_line(caplog):
-    p = pair({"afterPrintDone": "M117 fine\nM117 {{ nothing_here }}\nM117 never"})
+    p = scripted({"afterPrintDone": "M117 fine\nM117 {{ nothing_here }}\nM117 never"})
     start(p, "G1 X1\n")
     with caplog.at_level(logging.ERROR, logger="printpipe.scripts"):
         p.run_until(lambda: p.core.state is S.OPERATIONAL and p.core.jobs.result is not None)
@@ -147,7 +134,7 @@ def test_a_broken_script_sends_nothing_and_names_script_and_line(caplog):
 
 
 def test_unknown_snippet_at_run_time_sends_nothing(caplog):
-    p = pair({"beforePrintStarted": "M117 first\n{% snippet 'warmup' %}\nM117 last"})
+    p = scripted({"beforePrintStarted": "M117 first\n{% snippet 'warmup' %}\nM117 last"})
     with caplog.at_level(logging.ERROR, logger="printpipe.scripts"):
         start(p, "G1 X1\n")
         p.run_until(lambda: p.core.state is S.OPERATIONAL and p.core.jobs.result is not None)

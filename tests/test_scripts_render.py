@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import io
 import pathlib
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 from pipeline.errors import ScriptError
 from pipeline.hooks.scripts import BUNDLED, ScriptSet, profile_context, sample_context
@@ -21,7 +19,7 @@ def render(name, ctx, inline=None, folder=None):
     return ScriptSet.load(folder, inline or {}).render(name, ctx)
 
 
-@pytest.mark.parametrize("extruders, shared, bed, expected", [
+@pytest.mark.parametrize(("extruders", "shared", "bed", "expected"), [
     (1, True, True, ["M84", "M104 T0 S0", "M140 S0", "M106 S0"]),
     (3, True, True, ["M84", "M104 T0 S0", "M140 S0", "M106 S0"]),          # shared nozzle
     (3, False, True, ["M84", "M104 T0 S0", "M104 T1 S0", "M104 T2 S0", "M140 S0", "M106 S0"]),
@@ -36,7 +34,7 @@ def test_bundled_after_print_cancelled(extruders, shared, bed, expected):
 KNOWN = {"x": 10.0, "y": 20.5, "z": 1.2, "e": 3.25, "f": 4200.0, "t": 0}
 
 
-@pytest.mark.parametrize("position, paused, resumed", [
+@pytest.mark.parametrize(("position", "paused", "resumed"), [
     (KNOWN, ["G91", "M83", "G1 Z+5 E-5 F4500", "M82", "G90", "G1 X0 Y0"],
      ["M83", "G1 E-5 F4500", "G1 E5 F4500", "G1 E5 F4500", "M82", "G90", "G92 E3.25",
       "G1 X10.0 Y20.5 Z1.2 F4500", "G1 F4200.0"]),
@@ -57,15 +55,16 @@ def test_the_seed_pause_and_resume_pair(position, paused, resumed):
     assert got_resumed == resumed
 
 
-@pytest.mark.parametrize("ctx, guarded", [({}, False), ({"p": None}, False), ({"p": {}}, False),
-                                         ({"p": {"x": None}}, False), ({"p": {"x": 0}}, True),
-                                         ({"p": {"x": 10}}, True)])
+@pytest.mark.parametrize(("ctx", "guarded"), [
+    ({}, False), ({"p": None}, False), ({"p": {}}, False),
+    ({"p": {"x": None}}, False), ({"p": {"x": 0}}, True), ({"p": {"x": 10}}, True),
+])
 def test_the_none_guard_matrix(ctx, guarded):
     out = render("s", ctx, {"s": "{% if p.x is not none %}G1 X{{ p.x }}{% endif %}"})
     assert bool(out) is guarded
 
 
-@pytest.mark.parametrize("text, ctx", [
+@pytest.mark.parametrize(("text", "ctx"), [
     ("M117 ok\nG1 X{{ p.x }}", {}),                    # undefined
     ("M117 ok\nG1 X{{ p.x }}", {"p": {"x": None}}),    # None
     ("M117 ok\nG1 X{{ p.x }}", {"p": {"x": ""}}),      # empty
@@ -76,7 +75,7 @@ def test_no_none_or_empty_value_reaches_the_wire_and_nothing_partial(text, ctx):
     assert (info.value.script, info.value.line) == ("s", 2)
 
 
-@pytest.mark.parametrize("inline, script, where, line, fragment", [
+@pytest.mark.parametrize(("inline", "script", "where", "line", "fragment"), [
     ({"s": "M117\n{% if %}"}, None, "s", 2, "expected an expression"),
     ({"s": "M1\n\n{% snippet 'nope' %}"}, "s", "s", 3, "unknown snippet 'nope'"),
     ({"s": "{% snippet 'b' %}", "snippets/b": "M1\n{{ missing }}"}, "s", "snippets/b", 2,
@@ -118,17 +117,14 @@ def test_shipped_default_files_are_the_bundled_defaults():
 
 
 def test_lint_reports_every_broken_script_with_strict_undefined():
-    problems = ScriptSet.check_all(None, {"a": "G1 X{{ last_positoin.x }}",
-                                          "b": "M117\n{% snippet 'nope' %}",
-                                          "c": "{% if pause_position.x is not none %}ok{% endif %}"})
+    problems = ScriptSet.check_all(None, {
+        "a": "G1 X{{ last_positoin.x }}",
+        "b": "M117\n{% snippet 'nope' %}",
+        "c": "{% if pause_position.x is not none %}ok{% endif %}",
+    })
     got = {(p.script, p.line) for p in problems}
     assert got == {("a", 1), ("b", 2)}
     assert not ScriptSet.check_all(None, {}, sample_context())
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_cli_render_prints_the_lines():
@@ -138,7 +134,7 @@ def test_cli_render_prints_the_lines():
     assert out.stdout.splitlines()[-2:] == ["G92 E4", "G1 X1 Y2 Z3 F4500"]
 
 
-@pytest.mark.parametrize("args, code, fragment", [
+@pytest.mark.parametrize(("args", "code", "fragment"), [
     (["render", "nope"], 2, "no script named 'nope'"),
     (["render", "afterPrintDone", "--context", "{bad"], 2, "not valid JSON"),
 ])

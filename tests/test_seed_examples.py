@@ -4,15 +4,10 @@ ordering example runs in the seed's order."""
 from __future__ import annotations
 
 import seed_examples as ex
-from conftest import load_yaml
+from pairs import pair, start
 
-from pipeline.session.facade import CommFacade
-from pipeline.session.core import PrinterState as S
-from pipeline.session.filejob import FileJob, JobFile
-from pipeline.hooks.registry import build_pipeline
 from pipeline.hooks.script_phase import script_additions
-from pipeline.virtual.pair import Pair
-from stages import BUILTIN_STAGES
+from pipeline.session.core import PrinterState as S
 
 YAML = """pipeline:
   comm.protocol.gcode.received:
@@ -40,17 +35,9 @@ YAML = """pipeline:
 """
 
 
-def pair() -> Pair:
-    config = load_yaml(YAML)
-    p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES))
-    p.core.pipeline.comm = CommFacade(p.core)
-    p.connect()
-    return p
-
-
 def test_seed_examples_run_unchanged():
     ex.seen.clear()
-    p = pair()
+    p = pair(YAML)
     assert ("machine_type", "Virtual") in ex.seen                      # read M115
     p.core.receive_data(b"T:999.0 /0.0 B:60.0 /60.0\n")                 # sanitize
     assert p.core.tracker.bed[0] == 60.0 and p.core.tracker.tools.get(0, [None])[0] != 999.0
@@ -66,18 +53,15 @@ def test_seed_examples_run_unchanged():
 
 def test_custom_atcommand_pauses_the_print_through_the_facade():
     ex.seen.clear()
-    p = pair()
-    job = FileJob(JobFile("t", "t", 30))
-    job.feed(b"G1 X1\n@wait 5\nG1 X2\n")
-    job.feed(b"")
-    p.core.jobs.start(job)
+    p = pair(YAML)
+    start(p, "G1 X1\n@wait 5\nG1 X2\n")
     p.run_until(lambda: p.core.state is S.PAUSED)
     assert ("@wait", "5") in ex.seen and "G1 X2" not in p.fw.accepted
 
 
 def test_the_seed_ordering_example_runs_in_the_seed_order():
     ex.seen.clear()
-    p = pair()
+    p = pair(YAML)
     ex.seen.clear()
     p.send("G28")
     assert [s[1] for s in ex.seen if s[0] == "order"] == ["one", "two", "none"]

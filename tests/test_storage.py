@@ -7,12 +7,18 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import load_yaml
+
 from pipeline.files.index import MetadataStore, stamp_of, type_path_of
+from pipeline.files.storage import (
+    DiskFile,
+    EntryExists,
+    LocalStorage,
+    NoSuchEntry,
+    StorageError,
+    UnsupportedType,
+)
 from pipeline.hooks.registry import build_pipeline
-from pipeline.files.storage import (DiskFile, EntryExists, LocalStorage, NoSuchEntry, StorageError,
-                              UnsupportedType)
 from stages import BUILTIN_STAGES
 
 GCODE = b"G28\nG1 X10 Y10 E1 F600\n"
@@ -48,7 +54,7 @@ def leftovers(storage: LocalStorage) -> list[str]:
 
 
 # ---- names and paths ------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, clean", [
+@pytest.mark.parametrize(("raw", "clean"), [
     ("cube.gcode", "cube.gcode"),
     ("../../etc/cube.gcode", "cube.gcode"),
     ("C:\\Users\\me\\cube.gcode", "cube.gcode"),

@@ -14,10 +14,10 @@ import textwrap
 
 import pytest
 import trio
-
 from conftest import load_yaml
-from pipeline.fanout.bus import EventBus
+
 from pipeline.events.placeholders import FiringContext
+from pipeline.fanout.bus import EventBus
 from pipeline.fanout.subscriptions import SubscriptionRunner
 
 DUMP = os.path.join(os.path.dirname(__file__), "argv_dump.py")

@@ -63,7 +63,7 @@ LINE_CASES = [
      ["M110 N41", "G28"]),
     ("m110 own number", frame(9, "M110") + frame(10, "G28"), ["ok", "ok"], ["M110", "G28"]),
     ("m110 unnumbered", b"M110 N5\n" + frame(6, "G90"), ["ok", "ok"], ["M110 N5", "G90"]),
-    ("m110 then stale", frame(0, "M110 N0") + frame(5, "G28"), ["ok"] + resend(0, LINENO),
+    ("m110 then stale", frame(0, "M110 N0") + frame(5, "G28"), ["ok", *resend(0, LINENO)],
      ["M110 N0"]),
     ("unnumbered", b"G28\nG90\n", ["ok", "ok"], ["G28", "G90"]),
     ("crlf and blanks", b"\r\n  G28  \r\n\n", ["ok"], ["G28"]),
@@ -102,7 +102,7 @@ def test_any_chunking_gives_same_result(chunk: int) -> None:
     out = []
     for i in range(0, len(data), chunk):
         out += talk(fw, data[i:i + chunk])
-    assert out == ["ok", "ok " + ROOM, "ok"] + resend(1, MISMATCH) + ["ok"]
+    assert out == ["ok", "ok " + ROOM, "ok", *resend(1, MISMATCH), "ok"]
     assert fw.accepted == ["M110 N0", "M105", "G28", "G90"]
 
 
@@ -289,7 +289,7 @@ def test_corruption_is_deterministic_and_recoverable() -> None:
     assert 5 < sum(line.startswith("Resend:") for line in runs[0]) < 40
     fw = faulty(seed=7, corrupt_rate=0.3)
     host_stream(fw, commands)
-    assert fw.accepted == ["M110 N0"] + commands
+    assert fw.accepted == ["M110 N0", *commands]
 
 
 def test_corrupt_line_is_rejected_and_not_executed() -> None:
@@ -340,7 +340,7 @@ def test_ok_delay_serialises_moves() -> None:
 def test_reset_after() -> None:
     fw = faulty(reset_after=3)
     talk(fw, frame(0, "M110 N0") + b"M104 S200\n")
-    assert talk(fw, frame(1, "G28"), 2.0) == ["ok"] + BOOT     # at 41.30 degC
+    assert talk(fw, frame(1, "G28"), 2.0) == ["ok", *BOOT]     # at 41.30 degC
     assert talk(fw, "M105\n", 3.0) == ["ok T:39.30 /0.00 B:21.30 /0.00 @:0 B@:0"]  # cooling
     assert talk(fw, frame(2, "G28"), 3.0) == resend(0, LINENO)  # numbering forgotten
     assert talk(fw, frame(1, "G28"), 3.0) == ["ok"]
@@ -372,5 +372,6 @@ def test_firmware_model_imports_no_trio_or_io() -> None:
     code = ("import sys, pipeline.virtual.firmware, pipeline.virtual\n"
             "bad = {'trio', 'trio_serial', 'termios', 'tty', 'socket'} & set(sys.modules)\n"
             "assert not bad, bad\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stderr

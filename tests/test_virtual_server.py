@@ -12,10 +12,11 @@ import trio_serial
 
 from pipeline.config.reader import FaultSpec
 from pipeline.config.schema import VirtualSpec
-from pipeline.virtual.spec import FirmwareSpec
 from pipeline.link.virtual import VirtualPrinterHandle, run_standalone, serve_virtual_printer
+from pipeline.virtual.spec import FirmwareSpec
 
 TIMEOUT = 5.0
+UNPLUGGED_AFTER_2 = FirmwareSpec(virtual=VirtualSpec(faults=FaultSpec(disconnect_after=2)))
 
 
 class Host:
@@ -161,7 +162,7 @@ async def wait_gone(path: str) -> bool:
 
 
 async def test_disconnect_fault_closes_the_port(nursery: trio.Nursery) -> None:
-    handle = await start(nursery, FirmwareSpec(virtual=VirtualSpec(faults=FaultSpec(disconnect_after=2))))
+    handle = await start(nursery, UNPLUGGED_AFTER_2)
     async with Host(handle.port) as host:
         await host.send(b"N0 M110 N0*125\n")
         await host.until(is_ok)
@@ -193,8 +194,7 @@ async def wait_link(link: Path, present: bool = True) -> None:
 async def test_standalone_replugs_after_an_unplug(nursery: trio.Nursery, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     link = tmp_path / "printer"
-    nursery.start_soon(run_standalone, FirmwareSpec(virtual=VirtualSpec(faults=FaultSpec(disconnect_after=2))),
-                       str(link))
+    nursery.start_soon(run_standalone, UNPLUGGED_AFTER_2, str(link))
     await wait_link(link)
     async with Host(str(link)) as host:
         await host.send(b"M105\nM105\n")

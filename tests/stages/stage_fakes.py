@@ -7,8 +7,8 @@ import logging
 import textwrap
 
 import pytest
-
 from conftest import load_yaml
+
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.gcode import parse_gcode
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from stage_fakes import FakeComm, assert_option_error, load
 
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, action_event, stage_phases
-from stage_fakes import assert_option_error, FakeComm, config_error, load
 
 
 def fire(options, line, action, **kwargs):
@@ -52,7 +52,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("options,args,kwargs,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("options", "args", "kwargs", "expected"), CASES.values(),
+                         ids=CASES.keys())
 def test_action_event(options, args, kwargs, expected):
     assert fire(options, *args, **kwargs) == expected
 
@@ -136,6 +137,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

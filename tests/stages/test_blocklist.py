@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from stage_fakes import FakeComm, UntouchableComm, assert_option_error, call, load
 
 from pipeline.gcode import Command
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, blocklist, stage_phases
-from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 
 DROP = (None,)
 WORDS = ("M300", "M80.1", "T2", "G29")
@@ -32,7 +32,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("cmd,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("cmd", "expected"), CASES.values(), ids=CASES.keys())
 @pytest.mark.parametrize("phase", ["queuing", "sending"])
 def test_blocklist(cmd, expected, phase):
     handler = blocklist.build({"commands": WORDS}, "block")
@@ -65,7 +65,7 @@ def test_reject_fires_command_suppressed_and_warns(caplog):
     assert record.levelno == logging.WARNING and record.getMessage() == payload["message"]
 
 
-@pytest.mark.parametrize("printing,expected", [(True, DROP), (False, None)])
+@pytest.mark.parametrize(("printing", "expected"), [(True, DROP), (False, None)])
 def test_only_while_printing(printing, expected):
     comm = FakeComm(printing=printing)
     handler = blocklist.build({"commands": WORDS, "only_while_printing": True}, "b")
@@ -93,7 +93,7 @@ def test_declared_in_yaml_with_defaults():
                                   "only_while_printing": False}
 
 
-@pytest.mark.parametrize("mode,events", [("drop", 0), ("reject", 1)])
+@pytest.mark.parametrize(("mode", "events"), [("drop", 0), ("reject", 1)])
 def test_both_modes_count_as_suppressions_in_the_chain(mode, events):
     config = load(f"""
         pipeline:
@@ -173,6 +173,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from stage_fakes import FakeComm, assert_option_error, load
 
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, firmware_errors, stage_phases
-from stage_fakes import assert_option_error, FakeComm, config_error, load
 
 SEED = ("fan error", "Bed Missing")
 
@@ -24,7 +24,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("message,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("message", "expected"), CASES.values(), ids=CASES.keys())
 def test_firmware_errors(message, expected):
     handler = firmware_errors.build({"handled": SEED}, "errors")
     assert handler(FakeComm(), message) is expected
@@ -103,6 +103,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from stage_fakes import FakeComm, UntouchableComm, assert_option_error, load
 
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, read_m115, stage_phases
-from stage_fakes import assert_option_error, FakeComm, UntouchableComm, config_error, load
 
 MARLIN = ("FIRMWARE_NAME:Marlin 2.1.2 (Github) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
           "PROTOCOL_VERSION:1.0 MACHINE_TYPE:Ender-3 Pro EXTRUDER_COUNT:1")
@@ -23,7 +23,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("line,name,machine", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("line", "name", "machine"), CASES.values(), ids=CASES.keys())
 def test_m115_answers_are_read(line, name, machine, caplog):
     handler = read_m115.build({}, "m115")
     with caplog.at_level(logging.INFO, logger="printpipe.handlers"):
@@ -126,6 +126,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

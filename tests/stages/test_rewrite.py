@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
+from stage_fakes import assert_option_error, call, load
 
-from pipeline.config.reader import load_config
-from pipeline.errors import ConfigErrors
-from pipeline.gcode import parse_gcode
 from pipeline.phases import Phase
-from stages import BUILTIN_STAGES, rewrite, stage_phases, stage_schemas
+from stages import BUILTIN_STAGES, rewrite, stage_schemas
 
 
 def build(*rules: dict) -> object:
     return rewrite.build({"rules": tuple(rules)}, "rewrite")
-
-
-def call(handler, cmd, cmd_type=None, phase="queuing"):
-    gcode, subcode = parse_gcode(cmd)
-    return handler(None, phase, cmd, cmd_type, gcode, subcode=subcode, tags=frozenset())
 
 
 FAN_OFF = {"gcode": "M107", "replace": "M106 S0"}
@@ -55,7 +46,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("rules,cmd,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("rules", "cmd", "expected"), CASES.values(), ids=CASES.keys())
 def test_rewrite(rules, cmd, expected):
     assert call(build(*rules), cmd) == expected
 
@@ -68,13 +59,8 @@ def test_sending_phase_and_cmd_type_are_accepted():
 
 def test_module_contract():
     assert BUILTIN_STAGES["rewrite"] is rewrite
-    assert rewrite.PHASES == {Phase.GCODE_QUEUING, Phase.GCODE_SENDING}
+    assert {Phase.GCODE_QUEUING, Phase.GCODE_SENDING} == rewrite.PHASES
     assert stage_schemas()["rewrite"] is rewrite.SCHEMA
-
-
-def load(text):
-    return load_config(textwrap.dedent(text), "r.yaml", stage_schemas=stage_schemas(),
-                       stage_phases=stage_phases())
 
 
 def test_rules_from_yaml_build_a_working_handler():
@@ -185,11 +171,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_schema_errors_name_the_line(text, line, fragment, key_end):
-    with pytest.raises(ConfigErrors) as info:
-        load(text)
-    (error,) = info.value.errors
-    assert (error.path, error.line) == ("r.yaml", line), str(error)
-    assert fragment in error.message, str(error)
-    assert error.key.endswith(key_end), error.key
+    assert_option_error(text, line, fragment, key_end)

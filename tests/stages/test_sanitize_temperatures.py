@@ -6,11 +6,11 @@ import logging
 import math
 
 import pytest
+from stage_fakes import FakeComm, assert_option_error, load
 
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, sanitize_temperatures, stage_phases
-from stage_fakes import assert_option_error, FakeComm, config_error, load
 
 NAN = math.nan
 
@@ -42,7 +42,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("options,temps,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("options", "temps", "expected"), CASES.values(), ids=CASES.keys())
 def test_sanitize(options, temps, expected):
     before = dict(temps)
     assert build(**options)(FakeComm(), temps) == expected
@@ -142,6 +142,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

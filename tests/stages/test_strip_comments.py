@@ -32,7 +32,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("cmd,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("cmd", "expected"), CASES.values(), ids=CASES.keys())
 def test_strip_comments(handler, cmd, expected):
     assert call(handler, cmd) == expected
 
@@ -48,7 +48,7 @@ def test_accepts_extra_positional_and_keyword_arguments(handler):
 def test_module_contract():
     assert BUILTIN_STAGES["strip_comments"] is strip_comments
     assert strip_comments.NAME == "strip_comments"
-    assert strip_comments.PHASES == {Phase.GCODE_QUEUING, Phase.GCODE_SENDING}
+    assert {Phase.GCODE_QUEUING, Phase.GCODE_SENDING} == strip_comments.PHASES
     assert stage_phases()["strip_comments"] == strip_comments.PHASES
 
 

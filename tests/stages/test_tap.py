@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from stage_fakes import FakeComm, UntouchableComm, assert_option_error, call, load
 
 from pipeline.gcode import Command
-from pipeline.phases import GCODE_PHASES, Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import GCODE_PHASES, Phase
 from stages import BUILTIN_STAGES, stage_phases, tap
-from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 
 CASES = {
     "nothing yet": ([], {}, 0),
@@ -22,7 +22,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("commands,counts,total", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("commands", "counts", "total"), CASES.values(), ids=CASES.keys())
 @pytest.mark.parametrize("phase", [p.short for p in GCODE_PHASES])
 def test_tap_counts(commands, counts, total, phase):
     handler = tap.build({}, "tap")
@@ -124,6 +124,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from stage_fakes import FakeComm, UntouchableComm, assert_option_error, call, load
 
 from pipeline.gcode import Command
-from pipeline.phases import Phase
 from pipeline.hooks.registry import build_pipeline
+from pipeline.phases import Phase
 from stages import BUILTIN_STAGES, stage_phases, temperature_offsets
-from stage_fakes import assert_option_error, FakeComm, UntouchableComm, call, config_error, load
 
 FILE = frozenset({"source:file", "filepos:120"})
 API = frozenset({"source:api", "api:printer.command"})
@@ -45,7 +45,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("cmd,tags,expected", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("cmd", "tags", "expected"), CASES.values(), ids=CASES.keys())
 def test_temperature_offsets(cmd, tags, expected):
     assert call(build(), cmd, FakeComm(), tags=tags) == expected
 
@@ -84,7 +84,7 @@ COMPACT = {215.0: "215", 212.5: "212.5", 210.1 + 2.2: "212.3", -3.25: "-3.25", 0
            -0.0001: "0", 1.23456: "1.235", 100.0: "100"}
 
 
-@pytest.mark.parametrize("value,text", COMPACT.items(), ids=COMPACT.values())
+@pytest.mark.parametrize(("value", "text"), COMPACT.items(), ids=COMPACT.values())
 def test_compact_numbers(value, text):
     assert temperature_offsets.compact(value) == text
 
@@ -183,6 +183,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text,line,fragment,key_end", ERRORS.values(), ids=ERRORS.keys())
+@pytest.mark.parametrize(("text", "line", "fragment", "key_end"), ERRORS.values(),
+                         ids=ERRORS.keys())
 def test_bad_options_name_the_line(text, line, fragment, key_end):
     assert_option_error(text, line, fragment, key_end)
