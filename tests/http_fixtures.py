@@ -14,7 +14,7 @@ import trio
 from conftest import load_yaml
 
 from pipeline.app.serve import Serving, serve
-from pipeline.fanout.bus import BusEvent
+from pipeline.fanout.bus import BusEvent, Subscription
 
 KEY = "test-key-0123456789abcdef"
 
@@ -50,13 +50,13 @@ class Server:
 
 @attrs.define(eq=False)
 class Recorder:
-    sub: object
+    sub: Subscription
     seen: list[BusEvent] = attrs.Factory(list)
 
     def _drain(self) -> None:
         while True:
             try:
-                self.seen.append(self.sub._recv.receive_nowait())  # type: ignore[attr-defined]
+                self.seen.append(self.sub.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
 

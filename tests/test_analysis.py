@@ -214,7 +214,7 @@ def test_a_line_without_newline_is_bounded():
     analyser = Analyser()
     for _ in range(100):
         analyser.feed(b"X" * 10_000)  # a megabyte of junk with no newline
-    assert len(analyser._tail) <= MAX_LINE
+    assert analyser.buffered <= MAX_LINE
     analyser.feed(b"\nG1 X10 E1\n")
     assert length(analyser.finish()) == pytest.approx(1)
 

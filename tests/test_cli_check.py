@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 
 from pipeline.app.cli import main as cli
-from pipeline.app.cli.check import _check_scripts, run_check
+from pipeline.app.cli.check import check_scripts, run_check
 from pipeline.phases import NOT_PHASES, Phase
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -152,9 +152,9 @@ def test_default_config_without_a_file():
         "no problems found"]
 
 
-def test_scripts_check_is_a_placeholder_for_now():
+def test_the_bundled_scripts_check_clean():
     from pipeline.config.reader import default_config
-    assert _check_scripts(default_config()) == []
+    assert check_scripts(default_config()) == []
 
 
 # --- broken configs: one problem each ------------------------------------------------------------

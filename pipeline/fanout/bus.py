@@ -69,6 +69,10 @@ class Subscription:
     async def receive(self) -> BusEvent:
         return await self._recv.receive()
 
+    def receive_nowait(self) -> BusEvent:
+        """The next event if one is waiting; raises trio.WouldBlock otherwise."""
+        return self._recv.receive_nowait()
+
     def __aiter__(self) -> Subscription:
         return self
 

@@ -117,6 +117,11 @@ class Analyser:
     _print_box: list[float] = attrs.field(factory=_empty_box, init=False)
     _travel_box: list[float] = attrs.field(factory=_empty_box, init=False)
 
+    @property
+    def buffered(self) -> int:
+        """Characters of an unfinished line held back (at most MAX_LINE)."""
+        return len(self._tail)
+
     def __attrs_post_init__(self) -> None:
         if self.filament_diameter <= 0 or self.speed_factor <= 0:
             raise ValueError("filament_diameter and speed_factor must be positive")

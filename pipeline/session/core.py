@@ -47,6 +47,8 @@ class SessionStatistics:
     queued_manual: int
     queued_job: int
     in_flight: int
+
+
 _NO_OFFSETS: Mapping[str, float] = MappingProxyType({})
 
 

@@ -63,13 +63,13 @@ def _check(path: str | None) -> tuple[HostConfig | None, list[ConfigError]]:
         build_pipeline(config.pipeline, BUILTIN_STAGES)
     except ConfigErrors as exc:
         problems.extend(exc.errors)
-    problems.extend(_check_scripts(config))
+    problems.extend(check_scripts(config))
     # Build errors come in run order (entries sorted by order/id): report them by line.
     problems.sort(key=lambda e: (e.path, e.line or 0))
     return config, problems
 
 
-def _check_scripts(config: HostConfig) -> list[ConfigError]:
+def check_scripts(config: HostConfig) -> list[ConfigError]:
     """Every problem in the configured G-code scripts: compile errors, then a strict render
     of each script against a sample context (OctoPrint #3985: broken scripts fail silently
     there). Each problem names the script (or snippet) and its line."""
