@@ -36,6 +36,10 @@ class Phase(enum.Enum):
     FILEMANAGER_PREPROCESSOR = "filemanager.preprocessor"
     SYSTEM_ADDITIONAL_COMMANDS = "system.additional_commands"
 
+    # Members are singletons compared by identity, so they hash by identity too, in C: Enum's
+    # own __hash__ runs Python code, and the command path looks phases up on every line.
+    __hash__ = object.__hash__
+
     @property
     def short(self) -> str:
         """The last part of the hook name (`queuing`, `sent`, ...), as handlers receive it."""
