@@ -226,6 +226,15 @@ def test_every_module_opens_with_what_lives_there(path):
     assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no module docstring"
 
 
+def test_the_session_parts_depend_on_narrow_interfaces_not_on_the_core():
+    """Only the core wires the parts (and the handler facade wraps it): a part that imported
+    the core could reach anything in the session again."""
+    allowed = {"pipeline.session.core", "pipeline.session.facade"}
+    reaching = sorted(m for m, imp in GRAPH.items() if m.startswith("pipeline.session.")
+                      and m not in allowed and "pipeline.session.core" in imp.internal)
+    assert reaching == []
+
+
 # ---- the checker bites ---------------------------------------------------------------------
 
 def _doctored(rel: str, extra: str) -> dict[str, Imports]:

@@ -45,7 +45,7 @@ _LOST = frozenset({S.OPERATIONAL, S.ERROR}) | _DOWN
 TRANSITIONS: Mapping[PrinterState, frozenset[PrinterState]] = {
     S.OFFLINE: frozenset({S.CONNECTING}),
     S.CONNECTING: frozenset({S.OPERATIONAL, S.ERROR}) | _DOWN,
-    S.OPERATIONAL: frozenset({S.STARTING}) | _LOST,
+    S.OPERATIONAL: frozenset({S.STARTING, S.ERROR}) | _DOWN,
     S.STARTING: frozenset({S.PRINTING, S.PAUSING, S.PAUSED, S.CANCELLING}) | _LOST,
     S.PRINTING: frozenset({S.FINISHING, S.PAUSING, S.PAUSED, S.CANCELLING}) | _LOST,
     S.PAUSING: frozenset({S.PAUSED, S.RESUMING, S.CANCELLING}) | _LOST,
