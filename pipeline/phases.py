@@ -1,7 +1,8 @@
 """The pipeline's phases: every OctoPrint hook that concerns a printer host, by its name with
 the leading `octoprint.` dropped, plus the hooks that are deliberately not phases and why.
 
-Pure values only; config.py validates `pipeline:` keys against these, chain.py runs them.
+Pure values only; config/reader.py validates `pipeline:` keys against these,
+hooks/chain.py runs them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the built-in stages share: option validators (strictyaml scalars checked by a regex),
 and the types of their handlers' arguments and results.
 
-Errors come out as strictyaml errors at the option's line, which config.py turns into
+Errors come out as strictyaml errors at the option's line, which config/reader.py turns into
 ConfigErrors naming file, line and key.
 """
 

@@ -5,8 +5,8 @@ checksums (OctoPrint's when-to-number rules), the resend history and resend book
 window (credit = window - lines in flight), the communication/busy/ok deadlines and the
 timeout rules, and the classification of every reply line into events.
 
-It does not own queues, the pipeline or the print job (host.py does) and never reads a clock:
-every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
+It does not own queues, the pipeline or the print job (the session does) and never reads a
+clock: every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
 """
 
 from __future__ import annotations

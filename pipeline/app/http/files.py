@@ -1,10 +1,10 @@
 """The Files endpoints (OctoPrint's `/api/files` model): list, upload or create a folder, one
 entry's info, delete, and the select / move / copy commands; `/downloads/files/local/...` serves
 a file. Uploads stream into a temp file in the storage folder and are renamed in; new files
-(and listed files without one) get a background analysis (file_index.AnalysisQueue).
+(and listed files without one) get a background analysis (files/index.py's AnalysisQueue).
 
-Path rules and file IO live in storage.py, metadata in file_index.py; this module maps them
-to HTTP statuses and publishes the file events. Storage errors answer 400 (bad path), 404
+Path rules and file IO live in files/storage.py, metadata in files/index.py; this module maps
+them to HTTP statuses and publishes the file events. Storage errors answer 400 (bad path), 404
 (missing), 409 (exists or in use) or 415 (type not accepted).
 """
 
