@@ -53,6 +53,11 @@ class ScriptError(HostError):
 
 
 
+class CommandRefused(HostError):
+    """A command that must not reach the printer (several lines in one, too long, not a
+    finite number, a heater target over its limit): nothing of the request was queued."""
+
+
 class LocalProtocolError(HostError):
     """The host asked the protocol engine for something its state forbids."""
 

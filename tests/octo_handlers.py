@@ -75,3 +75,10 @@ def wrong_signature(comm_instance, line):
 
 def ignored_return(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):
     return "M999", "whatever", {"tag"}
+
+
+def inject_line(comm_instance, phase, cmd, cmd_type, gcode, *args, **kwargs):
+    """A careless handler: its rewrite holds a line break (a second command)."""
+    if gcode == "M117":
+        return "M117 hi\nM104 S250"
+    return None

@@ -23,13 +23,13 @@ CHUNK = 4096
 
 
 def pair(yaml: str = "", *, faults: FaultSpec | None = None, scripts: ScriptSet | None = None,
-         connect: bool = True) -> Pair:
+         offsets: dict[str, float] | None = None, connect: bool = True) -> Pair:
     """A Pair configured by `yaml`, its pipeline built from the stages and handlers declared
     there; `faults` replace the configured `virtual.faults`. Connected (handshake done, queue
     idle) unless `connect=False`, which leaves room to swap the firmware first."""
     config = load_yaml(yaml)
     p = Pair(config, build_pipeline(config.pipeline, BUILTIN_STAGES), faults=faults,
-             scripts=scripts)
+             scripts=scripts, offsets=offsets)
     if connect:
         p.connect()
     return p

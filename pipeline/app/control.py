@@ -22,7 +22,7 @@ import trio
 
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError, HostError
+from pipeline.errors import CommandRefused, ConfigError, HostError
 from pipeline.events.names import Event
 from pipeline.events.placeholders import FiringContext
 from pipeline.fanout.bus import EventBus, Subscription
@@ -39,6 +39,7 @@ from pipeline.link.printer import Printer, load_scripts, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
 from pipeline.session.filejob import JobFile
 from pipeline.session.jobs import JobResult, JobStateError
+from pipeline.session.rules import shown_line
 from pipeline.session.states import PrinterState
 
 log = logging.getLogger("printpipe.service")
@@ -287,8 +288,15 @@ class Control:
 
     # ---- commands and scripts -------------------------------------------------------------
     def send(self, lines: Iterable[str], tags: frozenset[str]) -> int:
-        """Queue commands through the pipeline; returns how many were queued."""
-        return self._ready().send(lines, tags=tags)
+        """Queue commands through the pipeline; returns how many were queued. Raises
+        CommandRefused, and queues none of them, when one must not reach the printer."""
+        printer = self._ready()
+        lines = list(lines)
+        for line in lines:
+            problem = printer.core.refusal(line)
+            if problem is not None:
+                raise CommandRefused(f"{shown_line(line)}: {problem}")
+        return printer.send(lines, tags=tags)
 
     def send_gcode(self, lines: list[str], tags: frozenset[str]) -> bool:
         """For gcode subscriptions: False (nothing sent) unless the printer is operational."""
@@ -306,10 +314,14 @@ class Control:
     def run_script(self, name: str, context: Mapping[str, Any], trigger: str) -> None:
         """Render script `name` whole, then queue it. Raises LookupError when no script has
         the name, ScriptError when it does not render (then nothing is queued)."""
-        scripts = self._ready().core.scripts
+        core = self._ready().core
+        scripts = core.scripts
         if not scripts.has(name):
             raise LookupError(f"no script named {name!r}")
-        scripts.render(name, context)
+        for cmd in scripts.render(name, context):
+            problem = core.refusal(cmd.line)
+            if problem is not None:
+                raise CommandRefused(f"script {name}: {shown_line(cmd.line)}: {problem}")
         scripts.run(name, context, trigger=trigger)
 
     def render_script(self, name: str, context: Mapping[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ from pipeline.config.options import (
     number,
     option,
     optional_integer,
+    positive,
     rate,
     subsection,
     text,
@@ -82,6 +83,21 @@ class VolumeSpec:
     height: float = number(200.0)
 
 
+def _temperature_limit(value: float) -> str | None:
+    return positive(value) or (None if value <= 1000 else
+                               f"must be at most 1000 (°C), not {value}")
+
+
+@attrs.frozen
+class HeaterLimitsSpec:
+    """The highest target each kind of heater may be set to, in °C. Every command from every
+    source is checked against them before it is written; 0 (off) is always allowed."""
+
+    hotend: float = number(300.0, _temperature_limit)
+    bed: float = number(150.0, _temperature_limit)
+    chamber: float = number(90.0, _temperature_limit)
+
+
 @attrs.frozen
 class ProfileSpec:
     name: str = text("default")
@@ -90,6 +106,7 @@ class ProfileSpec:
     heated_bed: bool = flag(True)
     heated_chamber: bool = flag(False)
     volume: VolumeSpec = subsection(VolumeSpec)
+    limits: HeaterLimitsSpec = subsection(HeaterLimitsSpec)
 
 
 @attrs.frozen
@@ -141,6 +158,9 @@ class SerialSpec:
     resend_history_size: int = integer(50, at_least(1))
     max_consecutive_resends: int = integer(10, at_least(1))
     ok_window: int = integer(1, at_least(1))
+    #: The longest line the firmware takes, line number and checksum included (Marlin's
+    #: MAX_CMD_SIZE); a longer command is refused before it is written.
+    max_line_length: int = integer(96, at_least(32))
     resend_without_ok: ResendWithoutOk = choice(ResendWithoutOk.DETECT)
     busy_protocol: bool = flag(True)
     error_handling: ErrorHandling = choice(ErrorHandling.DISCONNECT)

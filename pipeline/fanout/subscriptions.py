@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from pipeline.config.sections import EventsSpec, SubscriptionSpec, SubscriptionType
-from pipeline.errors import ConfigError, ConfigErrors
+from pipeline.errors import CommandRefused, ConfigError, ConfigErrors
 from pipeline.events.names import CUSTOM_EVENT_RE, canonical
 from pipeline.events.placeholders import (
     FiringContext,
@@ -56,8 +56,9 @@ def check_custom_events(spec: EventsSpec, custom: Iterable[str]) -> None:
 class SubscriptionRunner:
     """Runs the enabled subscriptions of `spec` for events from `bus`.
 
-    `send_gcode(lines, tags)` queues G-code (False when no printer is connected); `context()`
-    gives the host state the generic placeholders read.
+    `send_gcode(lines, tags)` queues G-code (False when no printer is connected; raises
+    CommandRefused when a line must not reach the printer); `context()` gives the host state
+    the generic placeholders read.
     """
 
     def __init__(self, spec: EventsSpec, bus: EventBus, *, send_gcode: SendGcode,
@@ -123,7 +124,13 @@ class SubscriptionRunner:
         if sub.debug:
             log.info("%s for %s sends %s", sub.label, ev.name, lines)
         tags = frozenset({"trigger:event", f"event:{ev.name}"})
-        if not self.send_gcode(lines, tags):
+        try:
+            sent = self.send_gcode(lines, tags)
+        except CommandRefused as exc:  # a placeholder's value may not add a line, ...
+            self.skipped += 1
+            log.warning("%s for %s: G-code not sent: %s", sub.label, ev.name, exc)
+            return
+        if not sent:
             self.skipped += 1
             log.warning("%s for %s: no printer connected, G-code not sent", sub.label, ev.name)
 

@@ -42,15 +42,18 @@ BUNDLED: dict[str, str] = {
 _SNIPPET = "@snippet:"
 
 
-class _EmptyValue(Exception):
-    pass
+class _BadValue(Exception):
+    """What an expression printed must not be sent (the render fails at its line)."""
 
 
 def _finalize(value: Any) -> Any:
     if value is None or isinstance(value, jinja2.Undefined) or value == "":
         what = "None" if value is None else "an empty value" if value == "" else "undefined"
-        raise _EmptyValue(f"an expression printed {what}; guard it with "
-                          "{% if ... is not none %}")
+        raise _BadValue(f"an expression printed {what}; guard it with "
+                        "{% if ... is not none %}")
+    if isinstance(value, str) and not value.isprintable():
+        raise _BadValue(f"an expression printed {value!r}, which holds a control character: "
+                        "a value can never add a line or break one")
     return value
 
 

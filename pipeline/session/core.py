@@ -25,6 +25,8 @@ from pipeline.hooks.scripts import ScriptSet
 from pipeline.phases import Phase
 from pipeline.protocol.engine import HostProtocol
 from pipeline.protocol.events import LinkState
+from pipeline.session.filejob import file_line
+from pipeline.session.guard import HEATERS, WireGuard
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
 from pipeline.session.reactions import EngineReactions
@@ -34,6 +36,7 @@ from pipeline.session.states import PrinterState, PrinterStates
 from pipeline.session.tracking import Tracker
 
 Listener = Callable[[Any, dict[str, Any]], None]
+S = PrinterState
 
 
 @attrs.frozen
@@ -76,6 +79,8 @@ class HostCore:
         self.states = PrinterStates(self._state_changed)
         self.queues = CommandQueues()
         self.tracker = Tracker(profile, self.engine.capabilities)
+        #: The last checks before the wire (one line, finite numbers, heater limits).
+        self.guard = WireGuard(s, profile)
         self.scripts = ScriptRunner(scripts=scripts, pipeline=pipeline, profile=profile,
                                     tracker=self.tracker, sink=self, fire=self.fire)
         self.jobs = JobControl(states=self.states, sink=self, fire=self.fire, clock=clock,
@@ -83,7 +88,8 @@ class HostCore:
                                tracker=self.tracker, run_script=self.scripts.run)
         self.rules = CommandRules(serial=s, profile=profile, tracker=self.tracker,
                                   offsets=offsets, jobs=self.jobs, scripts=self.scripts,
-                                  lane=self, fire=self.fire, pipeline=pipeline)
+                                  lane=self, fire=self.fire, pipeline=pipeline,
+                                  guard=self.guard)
         self.reactions = EngineReactions(
             printer=config.printer, serial=s, states=self.states, sink=self,
             queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,
@@ -179,6 +185,10 @@ class HostCore:
             cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
         if not (self.operational or cmd.gcode in self._emergency):
             return False
+        problem = self.guard.refusal(cmd.line, cmd.gcode)
+        if problem is not None:
+            self._refuse(cmd, problem)  # as it enters; the wire checks again after the phases
+            return False
         queued = False
         for c in self._queuing(cmd):
             if self.queues.put(c, part_of_job=part_of_job):
@@ -207,6 +217,23 @@ class HostCore:
         for c in cmds:
             out += self.rules.apply(c)
         return out
+
+    def refusal(self, line: str) -> str | None:
+        """Why `line` would be refused on its way to the printer, or None (for callers that
+        answer a request: nothing is queued)."""
+        text = strip_comment(line)
+        if not text:
+            return None
+        cmd = Command.parse(text)
+        return self.guard.refusal(cmd.line, cmd.gcode)
+
+    def _refuse(self, cmd: Command, problem: str) -> None:
+        """A command the guard stopped: say so, and fail the print if the file asked for it."""
+        self.rules.suppress(cmd, problem, "error")
+        jobs = self.jobs
+        if "source:file" in cmd.tags and jobs.active and self.state is not S.CANCELLING:
+            where = file_line(cmd)
+            jobs.cancel(error=f"line {where} of the file: {problem}" if where else problem)
 
     # ---- the emergency lane (CommandRules) -------------------------------------------------------
     def out_of_band(self, cmd: Command) -> bool:
@@ -265,6 +292,8 @@ class HostCore:
         now = self.clock()
         p = self.pipeline
         written = self._written
+        guard = self.guard
+        short, guarded = guard.short_line, HEATERS
         while engine.credit > 0:
             if engine.resending:
                 r = engine.next_resend(now)
@@ -284,6 +313,13 @@ class HostCore:
                 if not cmds:
                     continue
                 cmd = cmds[0]
+            line = cmd.line  # the guard's own first tests, inline: a plain move skips the call
+            if (len(line) > short or not line.isprintable() or "n" in line or "N" in line
+                    or cmd.gcode in guarded):
+                problem = guard.refusal(line, cmd.gcode)
+                if problem is not None:
+                    self._refuse(cmd, problem)
+                    continue
             if cmd.gcode == "M155":
                 self.tracker.sending(cmd)
             out += engine.send(cmd, now)

@@ -2,7 +2,7 @@
 
 `FileJob` splits chunks into lines, strips comments and blank lines, and hands the host one
 Command at a time tagged `source:file`, `filepos:<byte after the line>` and
-`fileline:<count of non-empty lines>`. It keeps at most a few chunks of the file in memory, so
+`fileline:<the line's number in the file>`. It keeps at most a few chunks of the file in memory, so
 a 500 MB file streams in constant space. Progress is by bytes, or by M73 when the file has it.
 """
 
@@ -40,6 +40,7 @@ class FileJob:
         self.read_pos = 0        # bytes handed to feed()
         self.pos = 0             # bytes consumed by next_command (comments and blanks included)
         self.line_no = 0         # non-empty lines handed out
+        self.text_line = 0       # lines of the file consumed, blank and comment lines too
         self.eof = False
         self.m73_progress: float | None = None
         self.m73_left: float | None = None
@@ -86,6 +87,7 @@ class FileJob:
             raw = lines[i]
             i += 1
             self.pos += len(raw) + 1
+            self.text_line += 1
             if b";" in raw:
                 text = strip_comment(raw.decode("utf-8", "replace"))
             else:
@@ -99,7 +101,7 @@ class FileJob:
             self.line_no += 1
             pos = min(self.pos, self.file.size)
             return Command.parse(text, tags=frozenset(
-                (_SOURCE_FILE, f"filepos:{pos}", f"fileline:{self.line_no}")))
+                (_SOURCE_FILE, f"filepos:{pos}", f"fileline:{self.text_line}")))
         self._i = i
         return None
 
@@ -123,9 +125,18 @@ class FileJob:
 
 def file_position(cmd: Command | None) -> int | None:
     """The `filepos:` tag of a file command (used when a job ends, not per line)."""
+    return _tag_number(cmd, "filepos:")
+
+
+def file_line(cmd: Command | None) -> int | None:
+    """The `fileline:` tag of a file command: its line number in the file (1-based)."""
+    return _tag_number(cmd, "fileline:")
+
+
+def _tag_number(cmd: Command | None, prefix: str) -> int | None:
     if cmd is None:
         return None
     for tag in cmd.tags:
-        if tag.startswith("filepos:"):
-            return int(tag[8:])
+        if tag.startswith(prefix):
+            return int(tag[len(prefix):])
     return None

@@ -96,6 +96,7 @@ class JobControl:
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._last_filepos: int | None = None
+        self._error: str | None = None  # why a print that is being cancelled failed
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -159,7 +160,7 @@ class JobControl:
                 self.estimator = factory("local")
                 break
         self.pause_record = self.cancel_record = None
-        self._last_filepos = None
+        self._last_filepos = self._error = None
         self._started_at, self._paused_at, self._paused_total = self._clock(), None, 0.0
         self._to(S.STARTING)
         self._engine.printing = True
@@ -258,10 +259,15 @@ class JobControl:
             self._paused_at = None
 
     # ---- cancel and failure ----------------------------------------------------------------------
-    def cancel(self, *, firmware_error: str | None = None, capture: bool | None = None) -> None:
+    def cancel(self, *, firmware_error: str | None = None, capture: bool | None = None,
+               error: str | None = None) -> None:
+        """Cancel the print. With `error` the print fails for that reason instead (a line
+        the printer must not get): it stops the same way, afterPrintCancelled included (its
+        bundled default switches the heaters off), and ends as an error."""
         state = self._states.state
         if not self.active or state is S.CANCELLING:
             raise JobStateError(f"nothing to cancel while {state.value}")
+        self._error = error
         extra = {"firmwareError": firmware_error} if firmware_error else {}
         self._acked_filepos()  # remembered before the capture's commands are acknowledged
         self._fire(Event.PRINT_CANCELLING, self.payload(**extra))
@@ -280,14 +286,16 @@ class JobControl:
     def _cancelled(self) -> None:
         t = self.elapsed()
         pos = self._acked_filepos()
-        self.result = JobResult(Outcome.CANCELLED, t, pos)
+        error = self._error
+        self.result = JobResult(Outcome.ERROR if error else Outcome.CANCELLED, t, pos, error)
         extra = {"time": t, "fileposition": pos,
                  "progress": self.job.progress if self.job else None,
                  "position": (self.cancel_record or {}).get("position")}
         self._fire(Event.PRINT_CANCELLED, self.payload(**extra))
         self._moment(Moment.AFTER_PRINT_CANCELLED, {"event": self.payload(**extra),
                                                     **self._record_context("cancel")})
-        self._fire(Event.PRINT_FAILED, self.payload(time=t, reason="cancelled"))
+        failed = {"reason": "error", "error": error} if error else {"reason": "cancelled"}
+        self._fire(Event.PRINT_FAILED, self.payload(time=t, **failed))
         self._sink.add_marker(self._to_operational)
 
     def fail(self, error: str) -> None:

@@ -20,6 +20,7 @@ from pipeline.events.names import Event
 from pipeline.gcode import Command, param_value, tool_number
 from pipeline.hooks.chain import Pipeline
 from pipeline.phases import Phase
+from pipeline.session.guard import WireGuard
 from pipeline.session.jobs import JobControl, JobStateError
 from pipeline.session.queues import Publish
 from pipeline.session.script_runner import ScriptRunner
@@ -37,6 +38,12 @@ OFFSET_TARGETS = {"M104": "tool", "M109": "tool", "M140": "bed", "M190": "bed",
 _S_VALUE = re.compile(r"\bS(-?\d+(?:\.\d*)?)")
 
 
+def shown_line(line: str, most: int = 80) -> str:
+    """A command as messages show it: control characters escaped, long ones cut."""
+    shown = line if line.isprintable() else repr(line)[1:-1]
+    return shown if len(shown) <= most else f"{shown[:most]}... ({len(line)} characters)"
+
+
 class EmergencyLane(Protocol):
     """What the rules ask of the session for emergencies."""
 
@@ -51,8 +58,10 @@ class EmergencyLane(Protocol):
 class CommandRules:
     def __init__(self, *, serial: SerialSpec, profile: ProfileSpec, tracker: Tracker,
                  offsets: Mapping[str, float], jobs: JobControl, scripts: ScriptRunner,
-                 lane: EmergencyLane, fire: Publish, pipeline: Pipeline) -> None:
+                 lane: EmergencyLane, fire: Publish, pipeline: Pipeline,
+                 guard: WireGuard) -> None:
         self._tracker = tracker
+        self._guard = guard
         self._offsets = offsets
         self._jobs = jobs
         self._scripts = scripts
@@ -96,6 +105,7 @@ class CommandRules:
         if "source:file" not in cmd.tags:
             return cmd
         kind = OFFSET_TARGETS[cmd.gcode or ""]
+        heater = "hotend" if kind == "tool" else kind
         if kind == "tool":
             t = param_value(cmd.line, "T")
             kind = f"tool{int(t) if t is not None else self._tracker.tool}"
@@ -103,7 +113,14 @@ class CommandRules:
         m = _S_VALUE.search(cmd.line)
         if not offset or m is None or float(m.group(1)) == 0:
             return cmd
-        line = f"{cmd.line[:m.start(1)]}{float(m.group(1)) + offset:g}{cmd.line[m.end(1):]}"
+        target = float(m.group(1))
+        # An offset never lifts a target over the heater's limit (the target itself is
+        # checked at the wire like any other).
+        raised = max(self._guard.clamp(heater, target + offset), 0.0)
+        if raised != target + offset:
+            log.warning("the %s offset of %g °C would set %g °C; using %g °C, the limit",
+                        kind, offset, target + offset, raised)
+        line = f"{cmd.line[:m.start(1)]}{raised:g}{cmd.line[m.end(1):]}"
         return Command.parse(line, cmd_type=cmd.cmd_type, tags=cmd.tags)
 
     def allow(self, cmd: Command) -> bool:
@@ -132,10 +149,14 @@ class CommandRules:
         return True
 
     def suppress(self, cmd: Command, why: str, severity: str) -> None:
-        message = f"Not sending {cmd.line} to printer as {why}"
-        log.info(message)
+        shown = shown_line(cmd.line)
+        message = f"Not sending {shown} to printer as {why}"
+        if severity == "error":
+            log.warning("%s", message)
+        else:
+            log.info("%s", message)
         self._fire(Event.COMMAND_SUPPRESSED,
-                   {"command": cmd.line, "message": message, "severity": severity})
+                   {"command": shown, "message": message, "severity": severity})
 
     def sending_atcommand(self, cmd: Command) -> None:
         """An @ command reached the send loop: its sending phase runs, nothing is written."""

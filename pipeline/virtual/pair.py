@@ -6,7 +6,7 @@ run as pure function calls in microseconds. Imported by tests/ and tools/ only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -34,14 +34,17 @@ class Pair:
     host wrote; `events` every published (event, payload)."""
 
     def __init__(self, config: HostConfig, pipeline: Pipeline,
-                 *, faults: FaultSpec | None = None, scripts: ScriptSet | None = None) -> None:
+                 *, faults: FaultSpec | None = None, scripts: ScriptSet | None = None,
+                 offsets: Mapping[str, float] | None = None) -> None:
         """The firmware is the virtual printer `config` describes (`faults` replace its
-        `virtual.faults`); the pipeline's handlers get the session facade, as in a session."""
+        `virtual.faults`); the pipeline's handlers get the session facade, as in a session;
+        `offsets` are runtime temperature offsets, as the control surface hands them in."""
         self.clock = ManualClock()
         virtual = config.virtual if faults is None else attrs.evolve(config.virtual,
                                                                      faults=faults)
         self.fw = VirtualFirmware(FirmwareSpec(config.printer.profile, virtual), now=0.0)
-        self.core = HostCore(config, pipeline, clock=self.clock, scripts=scripts)
+        self.core = HostCore(config, pipeline, clock=self.clock, scripts=scripts,
+                             offsets=offsets or {})
         pipeline.comm = CommFacade(self.core)
         self.wire: list[bytes] = []
         self.events: list[tuple[str, dict[str, Any]]] = []

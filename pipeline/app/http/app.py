@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from pipeline.app.http import files, job, printer, stream, system
 from pipeline.app.http.context import Api, KeyAuth
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
+from pipeline.errors import CommandRefused
 
 log = logging.getLogger("printpipe.http")
 
@@ -27,6 +28,11 @@ log = logging.getLogger("printpipe.http")
 async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
     return json_error(exc.status, exc.message)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """A command that must not reach the printer: nothing was queued."""
+    return json_error(400, f"not sent: {exc}")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -46,6 +52,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def build_app(api: Api, body_limit: int) -> ASGIApp:
     routes = printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + system.ROUTES
     app = Starlette(routes=routes, exception_handlers={
-        BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error})
+        BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
+        Exception: _server_error})
     app.state.api = api
     return NormalizePaths(BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous), body_limit))

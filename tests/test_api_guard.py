@@ -1,0 +1,98 @@
+"""The wire guard end to end, against a real server and the virtual printer on a pty whose
+record (`accepted`) shows what reached the firmware: commands from the API that break a
+rule answer 400 naming it and queue nothing; a placeholder or a script value can never add a
+line; a printed file asking for too much fails."""
+
+from __future__ import annotations
+
+import trio
+from http_fixtures import serve_for_test
+
+from pipeline.events.names import Event
+
+
+def accepted(srv) -> list[str]:
+    return list(srv.service.session.virtual.firmware.accepted)
+
+
+def heater_lines(srv) -> list[str]:
+    return [a for a in accepted(srv) if a.startswith(("M104", "M109", "M140", "M190"))]
+
+
+async def test_commands_over_a_limit_answer_400_naming_it_and_nothing_is_queued(tmp_path):
+    async with serve_for_test(tmp_path) as srv:
+        post = srv.client.post
+        r = await post("/api/printer/command", json={"commands": ["G28", "M104 S999"]})
+        assert r.status_code == 400
+        assert "M104 S999" in r.json()["error"] and "hotend limit of 300" in r.json()["error"]
+        r = await post("/api/printer/tool", json={"command": "target", "targets": {"tool0": 350}})
+        assert r.status_code == 400 and "hotend limit" in r.json()["error"]
+        r = await post("/api/printer/bed", json={"command": "target", "target": 151})
+        assert r.status_code == 400 and "bed limit of 150" in r.json()["error"]
+        r = await post("/api/printer/command", json={"command": "M117 " + "y" * 100})
+        assert r.status_code == 400 and "serial.max_line_length" in r.json()["error"]
+        r = await post("/api/printer/command", json={"commands": ["M104 S200"]})
+        assert r.status_code == 204
+        with trio.fail_after(10):
+            while "M104 S200" not in accepted(srv):
+                await trio.sleep(0.02)
+        assert heater_lines(srv) == ["M104 S200"] and "G28" not in accepted(srv)
+
+
+async def test_a_placeholder_value_can_never_add_a_line(tmp_path):
+    subscription = """
+    events:
+      subscriptions:
+        - event: FileSelected
+          type: gcode
+          command: M117 selected {name}
+    """
+    async with serve_for_test(tmp_path, subscription) as srv:
+        rec = srv.events(["CommandSuppressed"])
+        srv.service.publish(Event.FILE_SELECTED,
+                            {"name": "x\nM104 S250", "path": "x", "origin": "local"})
+        srv.service.publish(Event.FILE_SELECTED, {"name": "cube", "path": "c", "origin": "local"})
+        with trio.fail_after(10):
+            while "M117 selected cube" not in accepted(srv):
+                await trio.sleep(0.02)
+        assert heater_lines(srv) == []
+        assert not any("M104" in a for a in accepted(srv))
+        assert rec.of("CommandSuppressed") == []  # refused before it was queued: nothing sent
+
+
+async def test_a_script_value_with_a_line_break_is_a_400_and_sends_nothing(tmp_path):
+    scripts = """
+    scripts:
+      gcode:
+        say: M117 {{ words }}
+    """
+    async with serve_for_test(tmp_path, scripts) as srv:
+        r = await srv.client.post("/api/printer/command", json={
+            "script": "say", "context": {"words": "hi\nM104 S250"}})
+        assert r.status_code == 400 and "control character" in r.json()["error"]
+        r = await srv.client.post("/api/scripts/say/render",
+                                  json={"context": {"words": "hi\nM104 S250"}})
+        assert r.status_code == 400
+        r = await srv.client.post("/api/printer/command", json={
+            "script": "say", "context": {"words": "hello"}})
+        assert r.status_code == 204
+        with trio.fail_after(10):
+            while "M117 hello" not in accepted(srv):
+                await trio.sleep(0.02)
+        assert heater_lines(srv) == []
+
+
+async def test_a_printed_file_asking_for_too_much_fails_with_the_line(tmp_path):
+    gcode = b"G28\nM140 S60\nM104 S400\nG1 X10\n"
+    async with serve_for_test(tmp_path) as srv:
+        rec = srv.events(["PrintFailed"])
+        r = await srv.client.post("/api/files/local", data={"print": "true"},
+                                  files={"file": ("hot.gcode", gcode)})
+        assert r.status_code == 201
+        failed = await rec.wait_for("PrintFailed", timeout=20)
+        assert failed.payload["reason"] == "error"
+        assert failed.payload["error"].startswith("line 3 of the file: target 400 °C")
+        job = (await srv.client.get("/api/job")).json()
+        assert job["state"] == "Operational" or job["state"].startswith("Cancel")
+        assert "M104 S400" not in accepted(srv) and "G1 X10" not in accepted(srv)
+        assert "M140 S60" in accepted(srv)
