@@ -203,6 +203,17 @@ def test_any_chunk_size_equals_the_whole_file(size):
     assert analyser.finish() == analyse(data)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4096])
+def test_a_utf8_bom_at_the_start_is_skipped(size):
+    data = b"G1 X10 E1 F1200\nG1 X20 E2\n"  # the first line counts: it extrudes 1 mm
+    analyser = Analyser()
+    bom = b"\xef\xbb\xbf" + data
+    for i in range(0, len(bom), size):
+        analyser.feed(bom[i:i + size])
+    result = analyser.finish()
+    assert result == analyse(data) and length(result) == pytest.approx(2)
+
+
 def test_junk_and_non_utf8_bytes_are_skipped():
     data = b"\xff\xfe\x00garbage\nG1 X10 E1 ; caf\xc3\xa9\n\x80\x81\x82\nG1 XNAN E5\nG1 X20 E2\n"
     result = analyse(data)

@@ -2,9 +2,10 @@
 
 `Analyser` is sans-IO: the caller reads the file and `feed()`s byte chunks of any size (a line
 may straddle two chunks), then calls `finish()` for a frozen `Analysis`. Only the current
-partial line is held, never the file, so 200 MB uploads are fine. It must not import trio nor
-open files. The model is deliberately simple (no acceleration, homing and heating are free,
-arcs are straight lines, units are mm), in the spirit of OctoPrint's own gcodeAnalysis.
+partial line is held, never the file, so 200 MB uploads are fine; a UTF-8 byte order mark at
+the start is skipped. It must not import trio nor open files. The model is deliberately simple
+(no acceleration, homing and heating are free, arcs are straight lines, units are mm), in the
+spirit of OctoPrint's own gcodeAnalysis.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT_FEEDRATE = 3000.0  # mm/min, until the file sets F
 # A line longer than this is junk (binary, a missing newline); the rest of it is dropped so
 # that a file without newlines cannot make us hold all of it.
 MAX_LINE = 4096
+_BOM = "\xef\xbb\xbf"  # a UTF-8 byte order mark, as latin-1 decodes it
 
 
 @attrs.frozen
@@ -104,6 +106,7 @@ class Analyser:
     max_feedrate_mm_s: dict[str, float] | None = attrs.field(default=None, kw_only=True)
     speed_factor: float = attrs.field(default=1.0, kw_only=True)
     _tail: str = attrs.field(default="", init=False)
+    _started: bool = attrs.field(default=False, init=False)  # past a leading BOM
     _done: bool = attrs.field(default=False, init=False)
     _lines: int = attrs.field(default=0, init=False)
     _time: float = attrs.field(default=0.0, init=False)
@@ -137,7 +140,14 @@ class Analyser:
             raise LocalProtocolError("feed() after finish()")
         # latin-1 maps every byte to one character: never fails, and a chunk boundary can
         # never split a character. Junk only lands in comments or unknown words.
-        lines = (self._tail + data.decode("latin-1")).split("\n")
+        text = self._tail + data.decode("latin-1")
+        if not self._started:
+            if len(text) < len(_BOM) and _BOM.startswith(text):
+                self._tail = text  # maybe a BOM cut by the chunk boundary: wait for more
+                return
+            self._started = True
+            text = text.removeprefix(_BOM)
+        lines = text.split("\n")
         tail = lines.pop()
         self._tail = tail if len(tail) <= MAX_LINE else tail[:MAX_LINE]
         line = self._line

@@ -30,8 +30,8 @@ from pipeline.link.virtual import VirtualPrinterHandle, serve_virtual_printer
 from pipeline.phases import Phase
 from pipeline.session.core import HostCore, Listener
 from pipeline.session.facade import CommFacade
-from pipeline.session.filejob import CHUNK, FileJob, JobFile
-from pipeline.session.jobs import JobResult
+from pipeline.session.filejob import CHUNK, FileJob, JobFile, not_gcode
+from pipeline.session.jobs import JobResult, JobStateError
 from pipeline.virtual.firmware import FirmwareSpec
 
 log = logging.getLogger("printpipe.session")
@@ -83,12 +83,19 @@ class Printer:
     async def start_print(self, path: str, *, name: str | None = None,
                           display_path: str | None = None, user: str | None = None) -> FileJob:
         """Start printing a local file; lines stream from disk in chunks as they are needed.
-        `display_path` is the path events and the API show (the storage-relative one)."""
+        `display_path` is the path events and the API show (the storage-relative one).
+
+        Raises JobStateError, and sends nothing, when the file is not G-code text."""
         size = (await trio.Path(path).stat()).st_size
         job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size,
                               user=user))
         f = await trio.open_file(path, "rb")
-        job.feed(await f.read(CHUNK))
+        first = await f.read(CHUNK)
+        refused = not_gcode(job.file.name, first)
+        if refused is not None:
+            await f.aclose()
+            raise JobStateError(refused)
+        job.feed(first)
         self.core.jobs.start(job)
         self.nursery.start_soon(self._stream, job, f)
         return job

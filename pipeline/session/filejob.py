@@ -4,10 +4,17 @@
 Command at a time tagged `source:file`, `filepos:<byte after the line>` and
 `fileline:<the line's number in the file>`. It keeps at most a few chunks of the file in memory, so
 a 500 MB file streams in constant space. Progress is by bytes, or by M73 when the file has it.
+A UTF-8 byte order mark at the start of the file is skipped.
+
+`gcode_problem` tells from a file's first block whether it is G-code text at all: uploads and
+print starts refuse binary files (NUL or control bytes, Prusa's binary G-code, UTF-16) before
+anything is stored or sent.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Callable
 
 import attrs
@@ -17,6 +24,19 @@ from pipeline.gcode import Command, strip_comment
 CHUNK = 64 * 1024
 LOW_WATER = 512  # lines left before the streamer should read another chunk
 _SOURCE_FILE = "source:file"
+
+#: What `gcode_problem` looks at: the first chunk, which the streamer reads anyway. A binary
+#: format shows in its first bytes (magic numbers, headers, NULs in lengths; git looks at 8000),
+#: and slicer thumbnails, however long, are base64 text in comments.
+SNIFF = CHUNK
+BOM = b"\xef\xbb\xbf"
+# Bytes text never holds: C0 controls but tab, LF, VT, FF, CR and ^Z (an old DOS end-of-file
+# mark), and DEL.
+_BINARY_BYTE = re.compile(rb"[\x00-\x08\x0e-\x19\x1b-\x1f\x7f]")
+_NOT_ASCII = bytes(range(128))  # deleted by translate(), what is left is not ASCII
+#: A block that is not UTF-8 passes as 8-bit text (latin-1 comments from an old slicer)
+#: while at most this share of its bytes is not ASCII: G-code commands are ASCII.
+LEGACY_TEXT_SHARE = 0.25
 
 
 @attrs.frozen
@@ -61,6 +81,9 @@ class FileJob:
                 self._i = 0
                 self._partial = b""
             return
+        if not self.read_pos and chunk.startswith(BOM):
+            chunk = chunk[len(BOM):]
+            self.read_pos = self.pos = len(BOM)
         self.read_pos += len(chunk)
         parts = (self._partial + chunk).split(b"\n")
         self._partial = parts.pop()
@@ -140,3 +163,37 @@ def _tag_number(cmd: Command | None, prefix: str) -> int | None:
         if tag.startswith(prefix):
             return int(tag[len(prefix):])
     return None
+
+
+def gcode_problem(first_block: bytes) -> str | None:
+    """Why a file whose first SNIFF bytes are `first_block` is not G-code text, or None.
+
+    Accepted: ASCII and UTF-8 (a BOM too), any line endings, and 8-bit text that is not UTF-8
+    while little of it is not ASCII (LEGACY_TEXT_SHARE). An empty file is G-code without
+    commands. Refused: Prusa's binary G-code, UTF-16, NUL and control bytes, and bytes that
+    are neither UTF-8 nor mostly ASCII. A block cut inside a UTF-8 character is fine.
+    """
+    if first_block.startswith(b"GCDE") and b"\0" in first_block[4:10]:
+        return ("it is binary G-code (.bgcode), which printpipe cannot stream; export "
+                "plain-text G-code from the slicer")
+    if first_block.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it is UTF-16 text; save it as UTF-8"
+    found = _BINARY_BYTE.search(first_block)
+    if found is not None:
+        byte = found.group()[0]
+        what = "NUL byte" if byte == 0 else f"control byte 0x{byte:02x}"
+        return f"{what} at offset {found.start()}"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(first_block, final=False)
+    except UnicodeDecodeError as exc:
+        share = len(first_block.translate(None, _NOT_ASCII)) / len(first_block)
+        if share > LEGACY_TEXT_SHARE:
+            return (f"invalid UTF-8 at offset {exc.start} ({share:.0%} of the first "
+                    f"{len(first_block)} bytes are not ASCII)")
+    return None
+
+
+def not_gcode(name: str, first_block: bytes) -> str | None:
+    """`<name> is not a G-code file: <why>` (gcode_problem), or None when it is G-code."""
+    problem = gcode_problem(first_block)
+    return None if problem is None else f"{name} is not a G-code file: {problem}"

@@ -1,6 +1,7 @@
 """`printpipe print`: print one file on the configured printer with a live progress bar on a
 terminal (plain progress lines otherwise); Ctrl-C cancels the print cleanly. It runs the whole
 service (events and subscriptions included): Startup before the print, Shutdown after it.
+A missing file or one that is not G-code text exits 2 before anything starts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import trio
 from pipeline.app.control import Control
 from pipeline.app.service import open_service
 from pipeline.config.reader import HostConfig
+from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError, Outcome
 
 
@@ -67,6 +69,11 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
     file = trio.Path(path)
     if not await file.is_file():
         print(f"printpipe: no such file: {path}", file=sys.stderr)
+        return 2
+    async with await file.open("rb") as f:
+        refused = not_gcode(path, await f.read(SNIFF))
+    if refused is not None:  # before connecting: nothing reaches the printer
+        print(f"printpipe: {refused}", file=sys.stderr)
         return 2
     tty = out.isatty()
     async with open_service(config) as control:

@@ -5,7 +5,8 @@ a file. Uploads stream into a temp file in the storage folder and are renamed in
 
 Path rules and file IO live in files/storage.py, metadata in files/index.py; this module maps
 them to HTTP statuses and publishes the file events. Storage errors answer 400 (bad path), 404
-(missing), 409 (exists or in use) or 415 (type not accepted).
+(missing), 409 (exists or in use) or 415 (type not accepted); an upload whose content is not
+G-code text answers 415 too, and is not stored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipeline.app.http.support import BadRequest, read_json, receive_upload
 from pipeline.events.names import Event
 from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
 from pipeline.files.storage import EntryExists, NoSuchEntry, StorageError, UnsupportedType
+from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError
 
 log = logging.getLogger("printpipe.files")
@@ -231,8 +233,11 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
             raise BadRequest("'userdata' is not valid JSON") from None
     with storage_errors():
         parent = storage.normalize(fields.get("path", ""))
-        rel = _join(parent, storage.sanitize(filename))
+        name = storage.sanitize(filename)
+        rel = _join(parent, name)
         _refuse_if_printing(api, rel, "overwrite")
+        if storage.type_of(name) is not None:  # else add_upload names the wrong type
+            await _refuse_binary(name, temp)
         new_folders = storage.missing_folders(parent)
         await trio.to_thread.run_sync(partial(storage.add_upload, rel, temp,
                                               allow_overwrite=True))
@@ -271,6 +276,13 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
     return _created(request, {"done": True, "files": {ORIGIN: local},
                               "effectiveSelect": effective_select,
                               "effectivePrint": effective_print}, entry)
+
+
+async def _refuse_binary(name: str, temp: str) -> None:
+    async with await trio.open_file(temp, "rb") as f:
+        refused = not_gcode(name, await f.read(SNIFF))
+    if refused is not None:
+        raise BadRequest(refused, status=415)
 
 
 async def file_info(request: Request) -> Response:
