@@ -46,6 +46,8 @@ log = logging.getLogger("printpipe.service")
 
 #: Seconds a restart waits for the cancel of the paused print to finish.
 RESTART_WAIT = 30.0
+#: The largest runtime temperature offset, either way (°C): OctoPrint's limit.
+MAX_TEMPERATURE_OFFSET = 50.0
 
 
 @attrs.frozen
@@ -214,7 +216,13 @@ class Control:
 
     def set_temperature_offsets(self, offsets: Mapping[str, float]) -> None:
         """Offsets added to the non-zero heater targets of printed files (tool0, bed, ...);
-        zero removes one. The running session sees them at once: it holds this mapping."""
+        zero removes one. The running session sees them at once: it holds this mapping.
+        ValueError, and nothing changes, when one is not within ±MAX_TEMPERATURE_OFFSET (the
+        HTTP API checks first; this is the second line)."""
+        for name, value in offsets.items():
+            if not -MAX_TEMPERATURE_OFFSET <= value <= MAX_TEMPERATURE_OFFSET:  # NaN too
+                raise ValueError(f"temperature offset {name}={value!r} is not within "
+                                 f"±{MAX_TEMPERATURE_OFFSET:g}")
         for name, value in offsets.items():
             if value:
                 self.temperature_offsets[name] = value

@@ -11,11 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.app.control import Control, Status
+from pipeline.app.control import MAX_TEMPERATURE_OFFSET, Control, Status
+from pipeline.app.http.bodies import MAX_COMMAND_LENGTH, Range, command_lines, finite, parameters
 from pipeline.app.http.bodies import command as _command
 from pipeline.app.http.bodies import done as _done
 from pipeline.app.http.bodies import field as _field
+from pipeline.app.http.bodies import gcode_number as _g
 from pipeline.app.http.bodies import number as _number
+from pipeline.app.http.bodies import percentage as _percentage
 from pipeline.app.http.context import api_of, identity_of
 from pipeline.app.http.support import BadRequest, read_json
 from pipeline.errors import HostError, ScriptError
@@ -25,6 +28,15 @@ from pipeline.session.states import PrinterState as S
 #: The OctoPrint version whose API printpipe answers as (clients compare it).
 OCTOPRINT_API_LEVEL = "1.11.0"
 API_TAGS = frozenset({"source:api", "trigger:api"})
+
+#: What the printer endpoints take (README, "HTTP API"). Heater targets: the heaters' own
+#: limits are the session's, at the wire; this only keeps nonsense from getting that far.
+TEMPERATURE = Range(0, 1000)
+OFFSET = Range(-MAX_TEMPERATURE_OFFSET, MAX_TEMPERATURE_OFFSET)  # OctoPrint's
+DISTANCE = Range(-1000, 1000)            # mm: jog moves and coordinates, extrude amounts
+SPEED = Range(1, 100_000)                # mm/min: jog and extrude feed rates
+#: The extrude speed when the body gives none (mm/min), as before: OctoPrint's default profile.
+EXTRUDE_SPEED = 300.0
 
 
 def _operational(request: Request) -> Control:
@@ -176,14 +188,9 @@ async def printer_command(request: Request) -> Response:
         commands = [_field(body, "command", str)]
     if not all(isinstance(c, str) for c in commands):
         raise BadRequest("commands must be a list of strings")
-    params = _field(body, "parameters", dict, required=False, default={})
-    if params:
-        try:
-            commands = [c.format(**params) for c in commands]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise BadRequest(f"parameters do not fit the commands: {exc}") from None
-    lines = [line for c in commands for line in c.splitlines() if line.strip()]
-    _send(control, lines)
+    # the config's serial line limit where it has one (a field still to come), else ours
+    limit = getattr(control.config.serial, "max_line_length", None) or MAX_COMMAND_LENGTH
+    _send(control, command_lines(commands, parameters(body), limit))
     return _done()
 
 
@@ -199,18 +206,12 @@ async def tool(request: Request) -> Response:
     cmd = _command(body, ("target", "offset", "select", "extrude", "flowrate"))
     control = _operational(request)
     extruders = api.config.printer.profile.extruders
-    if cmd in ("target", "offset"):
-        values = _field(body, "targets" if cmd == "target" else "offsets", dict)
-        for name, value in values.items():
-            n = _tool_name(name)
-            if n >= extruders:
-                raise BadRequest(f"{name} does not exist (the profile has {extruders} tools)")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BadRequest(f"{name}: {value!r} is not a number")
-        if cmd == "target":
-            _send(control, [f"M104 T{_tool_name(k)} S{v:g}" for k, v in values.items()])
-        else:
-            control.set_temperature_offsets({k: float(v) for k, v in values.items()})
+    if cmd == "target":
+        targets = tool_values(body, "targets", TEMPERATURE, extruders)
+        _send(control, [f"M104 T{n} S{_g(v)}" for n, v in targets.items()])
+    elif cmd == "offset":
+        offsets = tool_values(body, "offsets", OFFSET, extruders)
+        control.set_temperature_offsets({f"tool{n}": v for n, v in offsets.items()})
     elif cmd == "select":
         n = _tool_name(_field(body, "tool", str))
         if n >= extruders:
@@ -219,15 +220,33 @@ async def tool(request: Request) -> Response:
             raise BadRequest("cannot change tools while printing", status=409)
         _send(control, [f"T{n}"])
     elif cmd == "extrude":
-        amount = _number(body, "amount")
-        speed = float(_field(body, "speed", (int, float), required=False, default=300))
+        lines = extrude_lines(body)
         if control.status().printing:
             raise BadRequest("cannot extrude while printing", status=409)
-        _send(control, ["G91", "M83", f"G1 E{amount:g} F{speed:g}", "M82", "G90"])
+        _send(control, lines)
     else:
-        factor = _number(body, "factor")
-        _send(control, [f"M221 S{factor * 100 if factor <= 2 else factor:g}"])
+        _send(control, [f"M221 S{_percentage(body, 'factor')}"])
     return _done()
+
+
+def tool_values(body: dict[str, Any], key: str, allowed: Range,
+                extruders: int) -> dict[int, float]:
+    """`body[key]`, `{"tool0": number, ...}`, by tool number: every name an existing tool,
+    every value a number in `allowed`, or a BadRequest before anything is done."""
+    values: dict[int, float] = {}
+    for name, value in _field(body, key, dict).items():
+        n = _tool_name(name)
+        if n >= extruders:
+            raise BadRequest(f"{name} does not exist (the profile has {extruders} tools)")
+        values[n] = finite(value, f"{key}.{name}", allowed)
+    return values
+
+
+def extrude_lines(body: dict[str, Any]) -> list[str]:
+    """The relative extrude move of an `extrude` body, `amount` mm at `speed` mm/min."""
+    amount = _number(body, "amount", DISTANCE)
+    speed = _number(body, "speed", SPEED, default=EXTRUDE_SPEED)
+    return ["G91", "M83", f"G1 E{_g(amount)} F{_g(speed)}", "M82", "G90"]
 
 
 async def bed(request: Request) -> Response:
@@ -238,9 +257,9 @@ async def bed(request: Request) -> Response:
     if not api.config.printer.profile.heated_bed:
         raise BadRequest("the printer profile has no heated bed", status=409)
     if cmd == "target":
-        _send(control, [f"M140 S{_number(body, 'target'):g}"])
+        _send(control, [f"M140 S{_g(_number(body, 'target', TEMPERATURE))}"])
     else:
-        control.set_temperature_offsets({"bed": _number(body, "offset")})
+        control.set_temperature_offsets({"bed": _number(body, "offset", OFFSET)})
     return _done()
 
 
@@ -251,22 +270,29 @@ async def printhead(request: Request) -> Response:
     if cmd != "feedrate" and control.status().printing:
         raise BadRequest(f"cannot {cmd} while printing", status=409)
     if cmd == "jog":
-        moves = [f"{a.upper()}{float(_field(body, a, (int, float))):g}" for a in "xyz" if a in body]
-        if not moves:
-            raise BadRequest("jog needs at least one of x, y, z")
-        absolute = _field(body, "absolute", bool, required=False, default=False)
-        speed = _field(body, "speed", (int, float), required=False)
-        move = "G1 " + " ".join(moves) + (f" F{speed:g}" if speed else "")
-        _send(control, [move] if absolute else ["G91", move, "G90"])
+        _send(control, jog_lines(body))
     elif cmd == "home":
         axes = _field(body, "axes", list)
         if not axes or any(a not in ("x", "y", "z") for a in axes):
             raise BadRequest("axes must be a non-empty list of x, y, z")
         _send(control, ["G28 " + " ".join(f"{a.upper()}0" for a in axes)])
     else:
-        factor = _number(body, "factor")
-        _send(control, [f"M220 S{factor * 100 if factor <= 2 else factor:g}"])
+        _send(control, [f"M220 S{_percentage(body, 'factor')}"])
     return _done()
+
+
+def jog_lines(body: dict[str, Any]) -> list[str]:
+    """The move of a `jog` body: x, y, z in mm (relative unless `absolute`), `speed` in
+    mm/min; no F when it is absent, null or false (OctoPrint's "no speed")."""
+    moves = [f"{a.upper()}{_g(_number(body, a, DISTANCE))}" for a in "xyz" if a in body]
+    if not moves:
+        raise BadRequest("jog needs at least one of x, y, z")
+    absolute = _field(body, "absolute", bool, required=False, default=False)
+    speed = body.get("speed")
+    if speed is not None and speed is not False:
+        moves.append(f"F{_g(_number(body, 'speed', SPEED))}")
+    move = "G1 " + " ".join(moves)
+    return [move] if absolute else ["G91", move, "G90"]
 
 
 async def printer_profiles(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -320,8 +321,34 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
             body += chunk
             if len(body) > max_size:
                 raise BadRequest(f"JSON body too large (the limit is {max_size} bytes)", status=413)
+    return parse_json_object(bytes(body))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """`raw` as a JSON object whose numbers are all finite floats or ints: NaN, Infinity,
+    numbers beyond a double (1e400) and integers past Python's digit limit are refused, naming
+    the field they stood in, so nothing behind an endpoint ever sees an infinity."""
+    refused: list[tuple[object, str]] = []  # a marker left where the number was, the problem
+
+    def refuse(problem: str) -> object:
+        refused.append((object(), problem))
+        return refused[-1][0]
+
+    def to_float(text: str) -> Any:
+        value = float(text)
+        return value if math.isfinite(value) else refuse(f"{text[:20]} is too large a number")
+
+    def to_int(text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            return refuse(f"a {len(text)}-digit integer is too large a number")
+
+    def constant(name: str) -> Any:  # NaN, Infinity, -Infinity: Python's extension, not JSON
+        return refuse(f"malformed JSON: {name} is not valid JSON")
+
     try:
-        value = json.loads(bytes(body), parse_constant=_no_constant)
+        value = json.loads(raw, parse_float=to_float, parse_int=to_int, parse_constant=constant)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise BadRequest(f"malformed JSON: {exc.msg} at {where}") from None
@@ -331,11 +358,25 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
         raise BadRequest("malformed JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest(f"expected a JSON object, got {_json_kind(value)}")
+    if refused:
+        marker, problem = refused[0]
+        raise BadRequest(f"{problem} (field {_path_to(value, marker)!r})")
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise BadRequest(f"malformed JSON: {name} is not valid JSON")
+def _path_to(value: Any, target: object) -> str:
+    """Where `target` is inside `value`: `targets.tool0`, `commands[2]`. Not recursive: the
+    parser accepts nesting deeper than Python's stack would."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if node is target:
+            return path
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{k}" if path else k, v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+    return "?"
 
 
 def _json_kind(value: object) -> str:
