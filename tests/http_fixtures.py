@@ -75,19 +75,22 @@ class Recorder:
         return self.of(name)[count - 1]
 
 
-def config_text(tmp_path, extra_yaml: str = "", *, key: str | None = KEY) -> str:
+def config_text(tmp_path, extra_yaml: str = "", *, key: str | None = KEY,
+                http_yaml: str = "") -> str:
+    """`http_yaml`: more keys of the http section, one per line (e.g. allow_anonymous: true)."""
     http = "http:\n  host: 127.0.0.1\n  port: 0\n"
     if key:
         http += f"  api_key: {key}\n"
+    http += "".join(f"  {line}\n" for line in textwrap.dedent(http_yaml).splitlines())
     return (f"printer:\n  port: virtual\n{http}storage:\n  folder: {tmp_path}/files\n"
             f"  state: {tmp_path}/state\n" + textwrap.dedent(extra_yaml))
 
 
 @asynccontextmanager
 async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KEY,
-                         connect: bool = True) -> AsyncIterator[Server]:
+                         http_yaml: str = "", connect: bool = True) -> AsyncIterator[Server]:
     path = tmp_path / "printpipe.yaml"
-    path.write_text(config_text(tmp_path, extra_yaml, key=key))
+    path.write_text(config_text(tmp_path, extra_yaml, key=key, http_yaml=http_yaml))
     config = load_yaml(path.read_text(), str(path))
     out = io.StringIO()
     async with trio.open_nursery() as nursery:

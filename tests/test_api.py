@@ -181,16 +181,8 @@ async def test_malformed_json_and_wrong_content_type(tmp_path):
         assert r.status_code == 404 and r.json()["error"]
 
 
-async def test_body_limit(tmp_path, monkeypatch):
-    import http_fixtures
-    original = http_fixtures.config_text
-
-    def small_limit(tmp, extra="", *, key=KEY):
-        return original(tmp, extra, key=key).replace("  port: 0\n",
-                                                     "  port: 0\n  body_limit: 2000\n")
-
-    monkeypatch.setattr(http_fixtures, "config_text", small_limit)
-    async with serve_for_test(tmp_path) as srv:
+async def test_body_limit(tmp_path):
+    async with serve_for_test(tmp_path, http_yaml="body_limit: 2000") as srv:
         big = {"commands": ["M117 " + "x" * 100] * 50}
         r = await srv.client.post("/api/printer/command", json=big)
         assert r.status_code == 413 and "too large" in r.json()["error"]

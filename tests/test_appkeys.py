@@ -15,7 +15,15 @@ import sys
 import pytest
 
 from pipeline.app.cli.keys import KeysAction, add_keys_parser, run_keys
-from pipeline.app.keys import AppKey, KeyStore, KeyStoreError, PollResult, RequestState, redact
+from pipeline.app.keys import (
+    AppKey,
+    KeyRequestLimit,
+    KeyStore,
+    KeyStoreError,
+    PollResult,
+    RequestState,
+    redact,
+)
 from pipeline.errors import HostError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -232,6 +240,68 @@ def test_request_refuses_past_the_pending_limit(folder):
     with pytest.raises(KeyStoreError, match="too many"):
         store.request("one more")
     assert [r.token for r in store.pending()] == tokens
+
+
+def test_one_client_address_holds_at_most_max_per_client_pending_requests(folder):
+    store = KeyStore(folder, max_per_client=2, max_pending=5)
+    mine = [store.request(f"app{i}", client="192.168.1.9") for i in range(2)]
+    with pytest.raises(KeyRequestLimit, match=r"from 192\.168\.1\.9"):
+        store.request("one more", client="192.168.1.9")
+    theirs = [store.request(f"other{i}", client=f"192.168.1.{i}") for i in range(3)]
+    with pytest.raises(KeyRequestLimit, match=r"too many pending key requests \(5\)"):
+        store.request("past the global cap", client="10.0.0.1")    # the global cap stays
+    assert [(r.token, r.client) for r in store.pending()] == (
+        [(t, "192.168.1.9") for t in mine] + [(t, f"192.168.1.{i}") for i, t in enumerate(theirs)])
+    store.deny(theirs[0])
+    store.approve(mine[0])                      # a decided request no longer counts
+    store.request("now there is room", client="192.168.1.9")
+
+
+def test_requests_without_a_client_address_have_only_the_global_cap(folder):
+    store = KeyStore(folder, max_per_client=1, max_pending=3)
+    for i in range(3):
+        store.request(f"app{i}")                 # the CLI and tests give no address
+    assert [r.client for r in store.pending()] == [None, None, None]
+
+
+def stamp(path: pathlib.Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def test_polling_does_not_rewrite_the_file(folder):
+    clock = FakeClock()
+    store = KeyStore(folder, clock=clock, request_timeout=60.0)
+    token = store.request("Home Assistant", client="192.168.1.9")
+    before = stamp(keys_file(folder))
+    for _ in range(15):                          # a poll a second, for 15 s
+        clock.now += 1
+        assert store.poll(token) == (PollResult.PENDING, None)
+        assert store.poll("0" * 32) == (PollResult.UNKNOWN, None)
+    assert stamp(keys_file(folder)) == before
+    assert [r.polled for r in store.pending()] == [clock.now]   # kept in memory
+
+
+def test_a_stale_poll_time_is_stored_so_printpipe_keys_sees_the_request_alive(folder):
+    clock = FakeClock()
+    host = KeyStore(folder, clock=clock, request_timeout=60.0)
+    token = host.request("Home Assistant")
+    for _ in range(40):                          # a poll every 2 s for 80 s
+        clock.now += 2
+        host.poll(token)
+    cli = KeyStore(folder, clock=clock, request_timeout=60.0)
+    [seen] = cli.pending()                       # not expired for the other process
+    assert clock.now - seen.polled <= 60 / 4
+    assert cli.approve(token).app == "Home Assistant"
+    assert host.poll(token)[0] is PollResult.GRANTED
+
+
+def test_a_request_stored_without_a_client_address_reads_as_none(folder):
+    write_store(folder, requests=[a_request("abcdef0123")])     # the format before addresses
+    store = KeyStore(folder, clock=FakeClock())
+    assert [r.client for r in store.pending()] == [None]
+    store.request("Cura", client="::1")
+    assert json.loads(keys_file(folder).read_text())["requests"][1]["client"] == "::1"
 
 
 # --- revoke -------------------------------------------------------------------------------------

@@ -205,3 +205,15 @@ def test_http_and_storage_defaults_and_values():
         """))
     assert (cfg.http.host, cfg.http.port, cfg.http.body_limit) == ("0.0.0.0", 8080, 1000)
     assert (cfg.storage.folder, cfg.storage.state) == ("files", "state")
+
+
+def test_http_host_names_are_bare_names_compared_in_lower_case():
+    assert load_yaml("").http.host_names == ()
+    cfg = load_yaml("http:\n  host_names:\n    - PrintPipe.local.\n    - 192.168.1.20\n")
+    assert cfg.http.host_names == ("printpipe.local", "192.168.1.20")
+    with pytest.raises(ConfigErrors) as info:
+        load_yaml("http:\n  host_names:\n    - printpipe.local\n    - printpipe.local:5000\n"
+                  "    - http://printer\n")
+    assert [(e.line, e.key) for e in info.value.errors] == [
+        (4, "http.host_names[1]"), (5, "http.host_names[2]")]
+    assert "no scheme, port or path" in info.value.errors[0].message

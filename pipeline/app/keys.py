@@ -5,6 +5,11 @@ Everything lives in `<state folder>/keys.json` (mode 0600, folder 0700), written
 running host and `printpipe keys approve` in another process never lose each other's changes.
 State is re-read whenever the file changed. Synchronous small-file IO, no trio. A key is never
 logged, printed or repr'd in full: use `redact()`. A corrupt file is an error, never a reset.
+
+The request endpoint is open to the network, so requests are capped (in all, and per client
+address), and polling writes nothing: the host keeps poll times in memory and stores one only
+when the stored one has grown stale (a quarter of the timeout), so another process (`printpipe
+keys`) still sees a polled request as alive.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class KeyStoreError(HostError):
         self.message = message
         self.path = path
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+class KeyRequestLimit(KeyStoreError):
+    """Too many pending key requests, in all or from one client address (HTTP 429)."""
 
 
 class RequestState(enum.Enum):
@@ -80,6 +89,7 @@ class PendingRequest:
     polled: float
     state: RequestState
     key: str | None = attrs.field(default=None, repr=_redacted_or_none)  # GRANTED, uncollected
+    client: str | None = None                      # the address the request came from
 
 
 @attrs.frozen
@@ -101,7 +111,9 @@ class KeyStore:
     clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True)
     request_timeout: float = attrs.field(default=60.0, kw_only=True)   # unpolled -> expired
     max_pending: int = attrs.field(default=20, kw_only=True)  # the request endpoint is open
+    max_per_client: int = attrs.field(default=3, kw_only=True)  # pending from one address
     _cache: _Cached | None = attrs.field(default=None, init=False)  # (stat stamp, read at, state)
+    _polled: dict[str, float] = attrs.field(factory=dict, init=False)  # token -> last poll
 
     @property
     def path(self) -> str:
@@ -137,8 +149,14 @@ class KeyStore:
                 found = app_key.app
         return found
 
-    def request(self, app: str, user: str | None = None) -> str:
-        """Open a pending request for `app`; returns its token (the app polls with it)."""
+    def request(self, app: str, user: str | None = None, *, client: str | None = None) -> str:
+        """Open a pending request for `app`; returns its token (the app polls with it).
+
+        Raises:
+            KeyRequestLimit: `max_pending` requests are waiting, or `max_per_client` from
+                `client` (the caller's address; None for no per-address limit).
+            KeyStoreError: an empty or unprintable app or user name.
+        """
         _check_name("app name", app)
         if user is not None:
             _check_name("user name", user)
@@ -146,21 +164,37 @@ class KeyStore:
         with self._update() as state:
             waiting = [r for r in state.requests if r.state is RequestState.PENDING]
             if len(waiting) >= self.max_pending:
-                raise KeyStoreError(f"too many pending key requests ({len(waiting)})")
+                raise KeyRequestLimit(f"too many pending key requests ({len(waiting)})")
+            if (client is not None and
+                    sum(r.client == client for r in waiting) >= self.max_per_client):
+                raise KeyRequestLimit(f"too many pending key requests from {client} (the limit "
+                                      f"is {self.max_per_client}); approve or deny them first")
             token = secrets.token_hex(16)  # hex: typeable, and never starts with "-"
-            new = PendingRequest(token, app.strip(), user, now, now, RequestState.PENDING)
+            new = PendingRequest(token, app.strip(), user, now, now, RequestState.PENDING,
+                                 client=client)
             self._write(attrs.evolve(state, requests=(*state.requests, new)))
         return token
 
     def poll(self, token: str) -> tuple[PollResult, str | None]:
-        """The request's state; GRANTED carries the key, and GRANTED or DENIED end the request."""
-        with self._update() as state:
-            req = next((r for r in state.requests if _same(token, r.token)), None)
+        """The request's state; GRANTED carries the key, and GRANTED or DENIED end the request.
+
+        A PENDING poll writes nothing unless the stored poll time is older than a quarter of
+        the timeout; unknown tokens never take the lock.
+        """
+        now = self.clock()
+        req = self._find_live(self._read(), token, now)
+        if req is None:
+            return PollResult.UNKNOWN, None
+        if req.state is RequestState.PENDING:
+            self._polled[req.token] = now
+            if now - req.polled <= self.request_timeout / 4:
+                return PollResult.PENDING, None
+        with self._update() as state:   # this poll's time is merged into what it writes
+            req = self._find_live(state, token, now)
             if req is None:
                 return PollResult.UNKNOWN, None
             if req.state is RequestState.PENDING:
-                polled = attrs.evolve(req, polled=self.clock())
-                self._write(_replace_request(state, req, polled))
+                self._write(state)
                 return PollResult.PENDING, None
             self._write(_replace_request(state, req, None))
         if req.state is RequestState.GRANTED:
@@ -169,7 +203,7 @@ class KeyStore:
 
     def pending(self) -> list[PendingRequest]:
         """Requests waiting for a person to decide, oldest first."""
-        live = _live(self._read(), self.clock(), self.request_timeout)
+        live = self._live(self._read(), self.clock())
         return sorted((r for r in live.requests if r.state is RequestState.PENDING),
                       key=lambda r: r.created)
 
@@ -243,9 +277,27 @@ class KeyStore:
         fd = os.open(os.path.join(self.folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield _live(self._read(fresh=True), self.clock(), self.request_timeout)
+            yield self._live(self._read(fresh=True), self.clock())
         finally:
             os.close(fd)    # releases the lock
+
+    def _live(self, state: _State, now: float) -> _State:
+        """`state` with this process's poll times merged in and expired requests dropped."""
+        polled = self._polled
+        requests = tuple(
+            r if polled.get(r.token, 0.0) <= r.polled else attrs.evolve(r, polled=polled[r.token])
+            for r in state.requests)
+        alive = tuple(r for r in requests if now - r.polled <= self.request_timeout)
+        tokens = {r.token for r in alive}
+        for token in [t for t in polled if t not in tokens]:
+            del polled[token]
+        return attrs.evolve(state, requests=alive)
+
+    def _find_live(self, state: _State, token: str, now: float) -> PendingRequest | None:
+        """The request `token` (the whole token) as stored, if it has not expired."""
+        req = next((r for r in state.requests if _same(token, r.token)), None)
+        last = 0.0 if req is None else max(req.polled, self._polled.get(req.token, 0.0))
+        return req if now - last <= self.request_timeout else None
 
     def _write(self, state: _State) -> None:
         text = json.dumps(_dump(state), indent=2, ensure_ascii=False) + "\n"
@@ -279,11 +331,6 @@ def _check_name(what: str, name: str) -> None:
         raise KeyStoreError(f"the {what} must be printable and at most {MAX_APP_NAME} characters")
 
 
-def _live(state: _State, now: float, timeout: float) -> _State:
-    alive = tuple(r for r in state.requests if now - r.polled <= timeout)
-    return state if len(alive) == len(state.requests) else attrs.evolve(state, requests=alive)
-
-
 def _replace_request(state: _State, old: PendingRequest, new: PendingRequest | None) -> _State:
     requests = (new if r is old else r for r in state.requests)
     return attrs.evolve(state, requests=tuple(r for r in requests if r is not None))
@@ -311,7 +358,13 @@ def _dump(state: _State) -> dict[str, Any]:
 _NUMBER = (int, float)
 _KEY_FIELDS = {"app": str, "key": str, "created": _NUMBER}
 _REQUEST_FIELDS = {"token": str, "app": str, "user": (str, type(None)), "created": _NUMBER,
-                   "polled": _NUMBER, "state": str, "key": (str, type(None))}
+                   "polled": _NUMBER, "state": str, "key": (str, type(None)),
+                   "client": (str, type(None))}
+
+
+def _client_optional(item: Any) -> Any:
+    """Requests stored before the client address was recorded have none."""
+    return {"client": None, **item} if isinstance(item, dict) else item
 
 
 def _checked(item: Any, types: dict[str, Any], where: str) -> dict[str, Any]:
@@ -334,7 +387,7 @@ def _parse(text: str, path: str) -> _State:
         keys = tuple(AppKey(**_checked(k, _KEY_FIELDS, f"keys[{i}]"))
                      for i, k in enumerate(data["keys"]))
         requests = tuple(
-            PendingRequest(**{**_checked(r, _REQUEST_FIELDS, f"requests[{i}]"),
+            PendingRequest(**{**_checked(_client_optional(r), _REQUEST_FIELDS, f"requests[{i}]"),
                               "state": RequestState(r["state"])})
             for i, r in enumerate(data["requests"]))
     except ValueError as exc:   # json.JSONDecodeError is one

@@ -9,6 +9,7 @@ line instead of a silent skip at run time. No trio, no IO.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -100,6 +101,21 @@ def _api_key(value: str | None) -> str | None:
     return None if value is None or len(value) >= 16 else "must be at least 16 characters"
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _host_name(value: str) -> str | None:
+    if _HOST_NAME.fullmatch(value):
+        return None
+    return (f"{value!r} is not a host name (give a bare name such as printpipe.local: "
+            "no scheme, port or path)")
+
+
+def _host_names(names: list[str] | None) -> tuple[str, ...]:
+    """Compared as the Host header is: lower case, without a trailing dot."""
+    return tuple(name.lower().rstrip(".") for name in names or ())
+
+
 @attrs.frozen
 class HttpSpec:
     host: str = text("127.0.0.1")
@@ -108,6 +124,10 @@ class HttpSpec:
     body_limit: int = integer(1024 * 1024 * 1024, at_least(1))  # bytes; past it: 413
     #: Serve without a key (only allowed on a loopback address).
     allow_anonymous: bool = flag(False)
+    #: The names clients may use in the Host header besides IP addresses and localhost; checked
+    #: when serving without keys, or whenever names are given (defeats DNS rebinding).
+    host_names: tuple[str, ...] = option((), sy.EmptyList() | sy.Seq(sy.Str()),
+                                         convert=_host_names, item_check=_host_name)
 
 
 @attrs.frozen

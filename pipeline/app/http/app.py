@@ -5,6 +5,9 @@ middleware stack.
 Every error answers JSON `{"error": ...}`: BadRequest carries its status (400, 404, 409, 413),
 anything unexpected is logged and answers 500 without a traceback. Paths are normalised
 (`//api/printer` works) and bodies over the limit get 413 before they are read.
+
+The stack, outermost first: path normalising, the Host check (without keys, or with
+`http.host_names`), the body limit, the key check; then Starlette's routing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from pipeline.app.http import files, job, printer, stream, system
-from pipeline.app.http.context import Api, KeyAuth
+from pipeline.app.http.context import Api, HostCheck, KeyAuth
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
 from pipeline.errors import CommandRefused
 
@@ -55,4 +58,8 @@ def build_app(api: Api, body_limit: int) -> ASGIApp:
         BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
         Exception: _server_error})
     app.state.api = api
-    return NormalizePaths(BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous), body_limit))
+    guarded: ASGIApp = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous), body_limit)
+    names = api.config.http.host_names
+    if api.anonymous or names:   # with keys and no names, slicers may use any name
+        guarded = HostCheck(guarded, names)
+    return NormalizePaths(guarded)

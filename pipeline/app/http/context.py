@@ -1,16 +1,25 @@
 """What every HTTP endpoint shares: the request context (`Api`, reached through
-`api_of(request)`), the identity a request was authenticated as, and the key-checking
-middleware (`KeyAuth`: X-Api-Key, `Authorization: Bearer` or `?apikey=`).
+`api_of(request)`), the identity a request was authenticated as, and the guards in front of
+every endpoint: `KeyAuth` (X-Api-Key, `Authorization: Bearer` or `?apikey=`; without keys, no
+form a web page could post) and `HostCheck` (the Host header names this host: no DNS rebinding).
+
+The browser threat: any page the user opens may send this host what an HTML form or a "simple"
+CORS request can carry (GET/HEAD/POST with form, multipart or text/plain bodies and no custom
+headers) without asking first, and a page whose DNS name was rebound to this host reads the
+answers too. A key stops both; without keys, the two guards do.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import trio
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.app.control import Control
@@ -21,8 +30,16 @@ from pipeline.files.storage import LocalStorage
 
 log = logging.getLogger("printpipe.http")
 
-#: Paths served without a key: the application-key flow is how a client gets one.
+#: Paths served without a key: the application-key flow is how a client gets one. The one
+#: that changes anything (POST .../request) reads only Content-Type: application/json.
 OPEN_PATHS = ("/plugin/appkeys/probe", "/plugin/appkeys/request")
+
+#: Methods that change nothing; a browser may send them from any page.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+FORM_REFUSED = ("without an API key, a request that changes something needs "
+                "Content-Type: application/json or an X-Requested-With header (any value), "
+                "which no web page on another site can send without asking first")
 
 
 @attrs.define(eq=False)
@@ -54,7 +71,8 @@ def identity_of(request: Request) -> str:
 
 class KeyAuth:
     """ASGI middleware: X-Api-Key or `Authorization: Bearer`; 401 without a key, 403 with a
-    wrong one; nothing behind it runs for a refused request."""
+    wrong one; nothing behind it runs for a refused request. With `anonymous`, a request
+    without a key is served, but one that changes something only if `preflighted`."""
 
     def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False) -> None:
         self.app = app
@@ -74,20 +92,37 @@ class KeyAuth:
         if not key:
             key = _query_key(scope)
         if not key:
-            if self.anonymous:
+            if not self.anonymous:
+                await refuse(401, "an API key is required (X-Api-Key header)")(
+                    scope, receive, send)
+            elif scope["method"] not in SAFE_METHODS and not preflighted(headers):
+                log.info("refused %s %s without a key or a non-form header from %s",
+                         scope["method"], scope["path"], _peer(scope))
+                await refuse(403, FORM_REFUSED)(scope, receive, send)
+            else:
                 scope["printpipe.identity"] = "anonymous"
                 await self.app(scope, receive, send)
-                return
-            await json_error(401, "an API key is required (X-Api-Key header)")(scope, receive, send)
             return
         who = self.keys.identify(key)
         if who is None:
             log.info("refused API key %s from %s", redact(key),
-                     (scope.get("client") or ("?",))[0])
-            await json_error(403, "invalid API key")(scope, receive, send)
+                     _peer(scope))
+            await refuse(403, "invalid API key")(scope, receive, send)
             return
         scope["printpipe.identity"] = who
         await self.app(scope, receive, send)
+
+
+def refuse(status: int, message: str) -> JSONResponse:
+    """A refusal sent before the body is read: the connection closes after it, so a client
+    still sending never has its next request read from the middle of this body."""
+    response = json_error(status, message)
+    response.headers["connection"] = "close"
+    return response
+
+
+def _peer(scope: Scope) -> str:
+    return str((scope.get("client") or ("?",))[0])
 
 
 def _query_key(scope: Scope) -> str:
@@ -98,3 +133,62 @@ def _query_key(scope: Scope) -> str:
         if name == "apikey" and value:
             return value
     return ""
+
+
+def preflighted(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a browser would have had to ask (a CORS preflight, which this host never
+    answers) before sending a request with these (lower-cased) headers from another site: a
+    JSON body, or an X-Requested-With, X-Api-Key or `Authorization: Bearer` header (any
+    value: the name alone needs the preflight). Forms and simple requests carry none of them;
+    a Basic Authorization does not count, as browsers re-send cached ones by themselves."""
+    kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return (kind == b"application/json" or b"x-requested-with" in headers
+            or b"x-api-key" in headers
+            or headers.get(b"authorization", b"")[:7].lower() == b"bearer ")
+
+
+class HostCheck:
+    """ASGI middleware: 421 Misdirected Request unless the Host header is an IP address,
+    `localhost` or one of `names`. A page whose own DNS name was rebound to this host's
+    address sends that name, so it is refused before any endpoint runs."""
+
+    def __init__(self, app: ASGIApp, names: Iterable[str]) -> None:
+        self.app = app
+        self.names = frozenset(names) | {"localhost"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            # no Host at all is HTTP/1.0 from a program: browsers always send it
+            if host is not None and not self.allows(host.decode("latin-1")):
+                name = host.decode("latin-1")[:100]
+                log.info("refused Host %r from %s", name, _peer(scope))
+                message = (f"this printer does not answer to the name {name!r}: use its IP "
+                           "address, localhost or a name listed in http.host_names")
+                await refuse(421, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def allows(self, host: str) -> bool:
+        """Whether `host` (a Host header: name or address, optional port) is acceptable."""
+        name = host_name(host)
+        if name in self.names:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True     # an address is no DNS name: it cannot have been rebound
+
+
+def host_name(host: str) -> str:
+    """The name or address of a Host header: port, IPv6 brackets and a trailing dot removed,
+    lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        host = name
+    return host.rstrip(".")

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, json_error, read_json
-from pipeline.app.keys import KeyStoreError, PollResult
+from pipeline.app.keys import KeyRequestLimit, KeyStoreError, PollResult
 from pipeline.app.system import SystemCommandFailed
 from pipeline.errors import ConfigError, ConfigErrors, ScriptError
 
@@ -161,12 +161,15 @@ async def appkeys_request(request: Request) -> Response:
         raise BadRequest("field 'app' (the application's name) is required")
     if user is not None and not isinstance(user, str):
         raise BadRequest("field 'user' must be a string")
+    client = request.client.host if request.client else None
     try:
-        token = api.keys.request(app, user)
+        token = api.keys.request(app, user, client=client)
+    except KeyRequestLimit as exc:
+        raise BadRequest(str(exc), status=429) from None
     except KeyStoreError as exc:
-        raise BadRequest(str(exc), status=429 if "too many" in str(exc) else 400) from None
-    log.warning("application %r asks for an API key: approve it with "
-                "`printpipe keys approve %s`", app, token[:8])
+        raise BadRequest(str(exc)) from None
+    log.warning("application %r asks for an API key (from %s): approve it with "
+                "`printpipe keys approve %s`", app, client or "?", token[:8])
     location = str(request.url_for("appkeys_poll", token=token))
     return JSONResponse({"app_token": token}, status_code=201, headers={"Location": location})
 
