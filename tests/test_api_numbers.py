@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.app.http.bodies import (
-    MAX_COMMAND_LENGTH,
     PERCENT,
     Range,
     command_lines,
@@ -214,8 +213,8 @@ COMMAND_ERRORS = {
     "boolean value": ({"command": "M117 %(x)s", "parameters": {"x": True}}, "not a boolean"),
     "line break": ({"command": "M117 %(x)s", "parameters": {"x": "a\nM112"}}, "line break"),
     "line too long": ({"command": "M117 %(x)s", "parameters": {"x": "y" * 300}},
-                      f"the limit is {MAX_COMMAND_LENGTH}"),
-    "long without parameters": ({"command": "M117 " + "y" * 300}, "the limit is"),
+                      "the printer takes 96 (serial.max_line_length)"),
+    "long without parameters": ({"command": "M117 " + "y" * 300}, "serial.max_line_length"),
 }
 
 

@@ -16,9 +16,6 @@ from starlette.responses import Response
 
 from pipeline.app.http.support import BadRequest
 
-#: The longest line `/api/printer/command` sends, in bytes, after parameter substitution, when
-#: the config sets no `serial.max_line_length`. Marlin's own command buffer holds 96.
-MAX_COMMAND_LENGTH = 256
 #: What the commands of one request may come to with their parameters filled in: as much as
 #: a JSON body may hold (read_json's limit), so parameters never make a request larger.
 MAX_EXPANSION = 1024 * 1024
@@ -161,8 +158,8 @@ def command_lines(commands: list[str], params: Mapping[str, str], limit: int) ->
                 continue
             size = len(line.encode())
             if size > limit:
-                raise BadRequest(f"command {n} makes a line of {size} bytes: "
-                                 f"the limit is {limit}")
+                raise BadRequest(f"command {n} makes a line of {size} bytes: the printer "
+                                 f"takes {limit} (serial.max_line_length)")
             lines.append(line)
     return lines
 

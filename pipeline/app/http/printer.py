@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.app.control import MAX_TEMPERATURE_OFFSET, Control, Status
-from pipeline.app.http.bodies import MAX_COMMAND_LENGTH, Range, command_lines, finite, parameters
+from pipeline.app.http.bodies import Range, command_lines, finite, parameters
 from pipeline.app.http.bodies import command as _command
 from pipeline.app.http.bodies import done as _done
 from pipeline.app.http.bodies import field as _field
@@ -189,7 +189,8 @@ async def printer_command(request: Request) -> Response:
     if not all(isinstance(c, str) for c in commands):
         raise BadRequest("commands must be a list of strings")
     # the config's serial line limit where it has one (a field still to come), else ours
-    limit = getattr(control.config.serial, "max_line_length", None) or MAX_COMMAND_LENGTH
+    # a first, cheap bound; the wire guard measures the line with its framing (Control.send)
+    limit = control.config.serial.max_line_length
     _send(control, command_lines(commands, parameters(body), limit))
     return _done()
 
