@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -237,13 +238,16 @@ def _decode(raw: bytes) -> str:
 
 
 async def receive_upload(request: Request, folder: str, *, file_field: str = "file",
-                         max_fields: int = 50, max_field_size: int = 64 * 1024) -> Upload:
+                         max_fields: int = 50, max_field_size: int = 64 * 1024,
+                         prefix: str = ".upload-") -> Upload:
     """Streams a multipart/form-data body into a temp file in `folder` and the text fields.
 
     Args:
         request: the Starlette request; its body is consumed.
         folder: where the temp file goes (the storage's filesystem, so the caller can os.replace).
         file_field: the name of the one file part; max_fields and max_field_size limit the others.
+        prefix: the temp file's name is this and 8 random characters (so the owner of `folder`
+            can recognise what a crash left behind).
 
     Returns:
         An Upload; the caller moves `temp_path` away or calls `discard()`.
@@ -276,7 +280,7 @@ async def receive_upload(request: Request, folder: str, *, file_field: str = "fi
                 except MultipartParseError as exc:
                     raise UploadError(f"malformed multipart body: {exc}") from None
                 if form.has_file and fd is None:
-                    fd, path = tempfile.mkstemp(dir=folder, prefix=".upload-")
+                    fd, path = tempfile.mkstemp(dir=folder, prefix=prefix)
                 if form.pending:
                     assert fd is not None
                     size += _write_all(fd, form.pending)
@@ -307,8 +311,9 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
     """Reads a JSON object body (Content-Type application/json, parameters allowed).
 
     Raises:
-        BadRequest: wrong Content-Type, body over `max_size` (status 413), malformed JSON, or
-            JSON that is not an object; the message names the problem.
+        BadRequest: wrong Content-Type, body over `max_size` (status 413), malformed JSON, a
+            number no float can hold, or JSON that is not an object; the message names the
+            problem.
     """
     kind, _ = parse_options_header(request.headers.get("content-type"))
     if kind != b"application/json":
@@ -321,7 +326,8 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
             if len(body) > max_size:
                 raise BadRequest(f"JSON body too large (the limit is {max_size} bytes)", status=413)
     try:
-        value = json.loads(bytes(body), parse_constant=_no_constant)
+        value = json.loads(bytes(body), parse_constant=_no_constant,
+                           parse_int=_parse_int, parse_float=_parse_float)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise BadRequest(f"malformed JSON: {exc.msg} at {where}") from None
@@ -336,6 +342,33 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
 
 def _no_constant(name: str) -> Any:
     raise BadRequest(f"malformed JSON: {name} is not valid JSON")
+
+
+# Numbers (read_json's parse_int and parse_float; the constants are `_no_constant`'s business).
+# Every JSON number must fit a float, so no endpoint meets an int Python refuses to parse
+# (over 4300 digits) or one float() overflows on, nor an inf from a literal like 1e400.
+MAX_INT_DIGITS = 308
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise BadRequest(f"JSON number {_cut(text)} is out of range ({digits} digits; the "
+                         f"limit is {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise BadRequest(f"JSON number {_cut(text)} is out of range (a number's size must "
+                         "stay below 1.8e308)")
+    return value
+
+
+
+def _cut(text: str, limit: int = 20) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _json_kind(value: object) -> str:
