@@ -67,6 +67,16 @@ async def test_numbers_no_float_holds_answer_400_in_every_json_body(tmp_path):
         assert srv.service.selected is None
 
 
+async def test_tool_names_int_cannot_read_answer_400(tmp_path):
+    async with serve_for_test(tmp_path) as srv:
+        for body in ({"command": "target", "targets": {"tool\u00b2": 200}},
+                     {"command": "offset", "offsets": {"tool" + "1" * 5000: 5}},
+                     {"command": "select", "tool": "tool\u0661"}):   # ARABIC-INDIC DIGIT ONE
+            r = await srv.client.post("/api/printer/tool", json=body)
+            assert r.status_code == 400, r.text
+            assert "is not a tool name (tool0, tool1, ...)" in r.json()["error"]
+
+
 @pytest.mark.parametrize("url", [
     f"/api/files?recursive={HUGE}",
     "/api/files?recursive=%00",
