@@ -304,21 +304,23 @@ def test_tool_values_check_every_value_before_returning():
 @pytest.mark.parametrize(("raw", "message"), [
     (b'{"a": {"b": [1, NaN]}}', "malformed JSON: NaN is not valid JSON (field 'a.b[1]')"),
     (b'{"t": -Infinity}', "malformed JSON: -Infinity is not valid JSON (field 't')"),
-    (b'{"targets": {"tool0": 1e400}}', "1e400 is too large a number (field 'targets.tool0')"),
-    (b'{"x": -2.5E+999}', "-2.5E+999 is too large a number (field 'x')"),
-    (b'{"x": ' + b"9" * 5000 + b"}", "a 5000-digit integer is too large a number (field 'x')"),
+    (b'{"targets": {"tool0": 1e400}}', ("1e400 is out of range (a number's size must stay below "
+                                       "1.8e308) (field 'targets.tool0')")),
+    (b'{"x": -2.5E+999}', ("-2.5E+999 is out of range (a number's size must stay below 1.8e308) "
+                          "(field 'x')")),
+    (b'{"x": ' + b"9" * 5000 + b"}", "(5000 digits; the limit is 308) (field 'x')"),
     (b'{"d": ' + b"[" * 500 + b"NaN" + b"]" * 500 + b"}", "(field 'd" + "[0]" * 500 + "')"),
 ])
 def test_json_reader_refuses_numbers_that_are_not_finite(raw, message):
     with pytest.raises(BadRequest) as info:
         parse_json_object(raw)
     assert info.value.message.endswith(message) and info.value.status == 400
-    assert info.value.message.startswith(("malformed JSON: ", "1e400", "-2.5E", "a 5000-"))
+    assert info.value.message.startswith(("malformed JSON: ", "JSON number "))
 
 
 def test_json_reader_keeps_large_finite_numbers():
-    got = parse_json_object(b'{"i": ' + b"1" + b"0" * 400 + b', "f": 1e308, "u": 1e-400}')
-    assert got == {"i": 10 ** 400, "f": 1e308, "u": 0.0}
+    got = parse_json_object(b'{"i": ' + b"1" + b"0" * 307 + b', "f": 1e308, "u": 1e-400}')
+    assert got == {"i": 10 ** 307, "f": 1e308, "u": 0.0}
 
 
 def test_command_lines_split_fill_and_drop_blank_lines():

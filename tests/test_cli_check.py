@@ -322,3 +322,22 @@ def test_printpipe_check_subprocess_reports_problems_on_stderr(tmp_path):
     assert re.findall(rf"^{re.escape(path)}:(\d+): \[handler\] ", result.stderr, re.M) == [
         "3", "5", "9"]
     assert result.stderr.splitlines()[-1] == "3 problems found"
+
+
+@pytest.mark.parametrize(("raw", "line", "message"), [
+    (b"printer:\n  port: virt\x00ual\n", 2,
+     "control character NUL (U+0000) at column 13 is not allowed in YAML"),
+    (b"printer:\n  port: virtual\n# ding\x07\n", 3,
+     "control character BEL (U+0007) at column 7 is not allowed in YAML"),
+    (b'printer:\n  port: "virt\\aual"\n', 2,
+     ("[printer.port] control character BEL (U+0007) (written as an escape) is not allowed in "
+     "a setting")),
+], ids=["nul", "bel", "escaped-bel"])
+def test_printpipe_check_reports_control_characters_as_config_errors(tmp_path, raw, line,
+                                                                      message):
+    path = tmp_path / "printer.yaml"
+    path.write_bytes(raw)
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"{path}:{line}: {message}", "1 problem found"]

@@ -357,6 +357,78 @@ def test_load_config_file_reports_an_unreadable_file(tmp_path):
     assert "cannot read" in info.value.errors[0].message
 
 
+def test_load_config_file_names_the_line_of_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"printer:\n  port: virtual\n# caf\xe9\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config_file(str(path), stage_schemas=SCHEMAS)
+    (error,) = info.value.errors
+    assert (error.path, error.line) == (str(path), 3)
+    assert error.message == "not UTF-8 text: byte 0xe9 cannot be decoded"
+
+
+# --- characters YAML refuses ------------------------------------------------------------------
+
+CHARACTER_CASES = {
+    "NUL in a value": ("printer:\n  port: virt\x00ual\n", 2,
+                       "control character NUL (U+0000) at column 13 is not allowed in YAML",
+                       None),
+    "BEL in a comment": ("# hi\x07\nprinter:\n  port: x\n", 1,
+                         "control character BEL (U+0007) at column 5", None),
+    "ESC in a quoted value": ('serial:\n  hello_command: "M110\x1b"\n', 2,
+                              "control character ESC (U+001B) at column 23", None),
+    "DEL in a key": ("printer:\n  po\x7frt: x\n", 2,
+                     "control character DEL (U+007F) at column 5", None),
+    "C1 control": ("printer:\n  port: x\x9by\n", 2, "control character U+009B at column 10",
+                   None),
+    "lone surrogate": ("printer:\n  port: x\ud800\n", 2, "character U+D800 at column 10",
+                       None),
+    "BEL as an escape": ('printer:\n  port: "virt\\aual"\n', 2,
+                         ("control character BEL (U+0007) (written as an escape) is not allowed "
+                         "in a setting"), "printer.port"),
+    "NUL as an escape in a list": (
+        ("events:\n  subscriptions:\n    - event: PrintDone\n      type: gcode\n"
+        '      command: "M117 \\0"\n'), 5, "control character NUL (U+0000) (written as an escape)",
+        "events.subscriptions[0].command"),
+    "escape in a stage option": (
+        ("pipeline:\n  comm.protocol.gcode.queuing:\n    - stage: rewrite\n      with:\n"
+        "        rules:\n          - gcode: M107\n            replace: \"M106\\x07\"\n"), 7,
+        "control character BEL (U+0007) (written as an escape)",
+        "pipeline.comm.protocol.gcode.queuing[0].with.rules[0].replace"),
+}
+
+
+@pytest.mark.parametrize(("text", "line", "fragment", "key"), CHARACTER_CASES.values(),
+                         ids=CHARACTER_CASES.keys())
+def test_control_characters_are_errors_with_their_line(text, line, fragment, key):
+    (error,) = errors_of(text)
+    assert (error.line, error.key) == (line, key), str(error)
+    assert fragment in error.message, str(error)
+
+
+def test_tabs_line_breaks_nel_and_a_bom_are_fine():
+    config = load("\ufeffprinter:\n  port: 'a\tb'\r\nscripts:\n  gcode:\n    x: \"G28\\nG1\"\n"
+                  "# caf\u00e9, then a NEL\x85\n")
+    assert config.printer.port == "a\tb"
+
+
+def test_control_characters_on_many_lines_are_summed_up():
+    errors = errors_of("".join(f"# {i}\x00\n" for i in range(8)))
+    assert [e.line for e in errors] == [1, 2, 3, 4, 5, 6]
+    assert errors[-1].message == "and 3 more line(s) with such characters"
+
+
+def test_the_character_check_refuses_what_the_yaml_reader_refuses():
+    from strictyaml.ruamel.reader import Reader
+
+    from pipeline.config.nodes import bad_characters
+    for code in [*range(0x300), *range(0xD700, 0xE100), 0xFEFF, 0xFFFD, 0xFFFE, 0xFFFF,
+                 0x10000, 0x10FFFF]:
+        char = chr(code)
+        refused = Reader.NON_PRINTABLE.search(char) is not None
+        assert bool(bad_characters(f"a: {char}")) == refused, hex(code)
+
+
 # --- pipeline ---------------------------------------------------------------------------------
 
 

@@ -324,6 +324,21 @@ JSON = "application/json"
     pytest.param(JSON, b'{"t": NaN}', 400, "malformed JSON: NaN is not valid JSON (field 't')",
                  id="nan"),
     pytest.param(JSON, b'{"t": "\xff"}', 400, "malformed JSON: not UTF-8", id="not-utf8"),
+    pytest.param(JSON, b'{"t": 1' + b"0" * 5000 + b"}", 400,
+                 "JSON number 10000000000000000000... is out of range (5001 digits; the limit "
+                 "is 308) (field 't')", id="int-5001-digits"),
+    pytest.param(JSON, b'{"t": [-1' + b"0" * 308 + b"]}", 400,
+                 f"JSON number -1{'0' * 18}... is out of range (309 digits; the limit is 308) "
+                 "(field 't[0]')", id="int-309-digits"),
+    pytest.param(JSON, b'{"t": 9' + b"9" * 307 + b"}", 200, {"t": int("9" * 308)},
+                 id="int-308-digits"),
+    pytest.param(JSON, b'{"t": 1e400}', 400, "JSON number 1e400 is out of range (a number's "
+                 "size must stay below 1.8e308) (field 't')", id="float-overflow"),
+    pytest.param(JSON, b'{"t": {"u": -2.5E+999}}', 400,
+                 "JSON number -2.5E+999 is out of range (a number's size must stay below "
+                 "1.8e308) (field 't.u')", id="negative-float-overflow"),
+    pytest.param(JSON, b'{"t": 1e-400, "u": 1.5e308}', 200, {"t": 0.0, "u": 1.5e308},
+                 id="float-edges"),
     pytest.param(JSON, b"[" * 100_000, 400, "malformed JSON: nested too deeply", id="deep"),
     pytest.param(JSON, b'{"a": "' + b"x" * (1 << 20) + b'"}', 413,
                  "JSON body too large (the limit is 1048576 bytes)", id="too-large"),

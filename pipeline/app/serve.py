@@ -110,6 +110,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
         control.loader = loader
         files = config_relative(config, config.storage.folder)
         storage = LocalStorage(files, control.pipeline, attrs.asdict(config.printer.profile))
+        await trio.to_thread.run_sync(storage.remove_stale_temps)  # left by a crash or kill
         async with trio.open_nursery() as nursery:
             api = Api(control, keys, storage, nursery, _version(),
                       stable_uuid(state), anonymous=http.allow_anonymous)

@@ -107,10 +107,13 @@ def load_config_file(path: str, *, stage_schemas: Mapping[str, sy.Validator],
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigErrors([ConfigError(f"cannot read the configuration: {reason}",
-                                        path=path)]) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigErrors([ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                                        "cannot be decoded", path=path, line=line)]) from exc
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read the configuration: "
+                                        f"{exc.strerror or exc}", path=path)]) from exc
     return load_config(text, path, stage_schemas=stage_schemas, stage_phases=stage_phases)
 
 
@@ -183,11 +186,20 @@ class _Reader:
     # -- document and sections -------------------------------------------------------------
 
     def read(self, text: str) -> HostConfig | None:
+        bad = nodes.bad_characters(text)
+        for line, message in bad:  # the parser would raise without a line (and strictyaml
+            self.error(message, line, None)  # 1.7.3 then fails on the error itself)
+        if bad:
+            return None
         try:
             doc = sy.load(text, sy.Any(), label=self.path)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             self.error(_syntax_message(exc), mark.line + 1 if mark else None, None)
+            return None
+        for line, key, message in nodes.escaped_controls(doc.as_marked_up()):
+            self.error(message, line, key)
+        if self.errors:
             return None
         values: dict[str, Any] = {}
         if doc.is_scalar():

@@ -10,9 +10,11 @@ they get here. Only `AnalysisQueue` is async (trio); the rest is synchronous.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +25,7 @@ import trio
 from pipeline.errors import HostError
 from pipeline.events.names import Event
 from pipeline.files.analysis import Analyser
+from pipeline.files.names import META_TEMP_PREFIX
 
 log = logging.getLogger("printpipe.storage")
 
@@ -91,42 +94,92 @@ def _join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
-def scan(root: str, full: str, rel: str, type_of: TypeOf, *, depth: int) -> Entry | None:
+Skipped = Callable[[str, str], None]  # (storage path, why): told about each entry left out
+
+
+def scan(root: str, full: str, rel: str, type_of: TypeOf, *, depth: int,
+         skipped: Skipped | None = None) -> Entry | None:
     """The entry at `full` (absolute, `rel` in storage), or None when it is not listable.
 
     Args:
         root: the storage folder (realpath); entries whose real path leaves it are skipped.
         type_of: maps a file name to its type path, None for types the storage does not hold.
         depth: how many folder levels get `children` (0: none, 1: direct children, -1: all).
+        skipped: told about each symlink left out (pointing out of the folder, a loop, a second
+            link to a folder listed already); dangling links and hidden names are not reported.
+
+    A link to a folder above it (a loop) is skipped, a folder is never entered twice on one
+    branch and is listed through at most one symlink per scan, so the walk always ends, within
+    a number of steps bounded by the folders' count and depth.
     """
-    name = os.path.basename(full) if rel else ""
-    if name and is_hidden(name):
-        return None
-    real = os.path.realpath(full)
-    if real != root and not real.startswith(root + os.sep):
-        return None  # a symlink pointing out of the storage is not ours to show
-    try:
-        st = os.stat(full)
-    except OSError:
-        return None  # a dangling symlink, or removed while we looked
-    if not os.path.isdir(full):
-        tp = type_of(name)
-        return Entry(name, rel, tp, st.st_size, int(st.st_mtime),
-                     mtime_ns=st.st_mtime_ns) if tp else None
-    kids = []
-    try:
-        with os.scandir(full) as it:
-            names = sorted(e.name for e in it)
-    except OSError:
-        names = []
-    for child in names:
-        entry = scan(root, os.path.join(full, child), _join(rel, child), type_of,
-                     depth=depth - 1 if depth > 0 else depth)
-        if entry is not None:
-            kids.append(entry)
-    size = sum(k.size for k in kids)
-    return Entry(name, rel, FOLDER_TYPE_PATH, size, int(st.st_mtime),
-                 tuple(kids) if depth != 0 else None, mtime_ns=st.st_mtime_ns)
+    return _Scan(root, type_of, skipped or _ignore).entry(full, rel, depth)
+
+
+def _ignore(_rel: str, _why: str) -> None:
+    pass
+
+
+def _contains(folder: str, path: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@attrs.define(eq=False)
+class _Scan:
+    root: str
+    type_of: TypeOf
+    skipped: Skipped
+    above: set[tuple[int, int]] = attrs.Factory(set)    # (dev, inode) of the folders entered
+    linked: set[tuple[int, int]] = attrs.Factory(set)   # folders listed through a symlink
+
+    def entry(self, full: str, rel: str, depth: int) -> Entry | None:
+        name = os.path.basename(full) if rel else ""
+        if name and is_hidden(name):
+            return None
+        real = os.path.realpath(full)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            self.skipped(rel, "a symlink pointing out of the storage folder")
+            return None
+        try:
+            st = os.stat(full)
+        except OSError as exc:  # a dangling symlink, a loop of links, or removed while we looked
+            if exc.errno == errno.ELOOP:
+                self.skipped(rel, "a loop of symlinks")
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            tp = self.type_of(name)
+            return Entry(name, rel, tp, st.st_size, int(st.st_mtime),
+                         mtime_ns=st.st_mtime_ns) if tp else None
+        key = (st.st_dev, st.st_ino)
+        link = os.path.islink(full)
+        if key in self.above or (link and _contains(real, os.path.realpath(os.path.dirname(full)))):
+            self.skipped(rel, "a symlink to a folder above it (a loop)")
+            return None
+        if link:
+            if key in self.linked:
+                self.skipped(rel, "a symlink to a folder listed already through another link")
+                return None
+            self.linked.add(key)
+        self.above.add(key)
+        try:
+            kids = self.children(full, rel, depth)
+        finally:
+            self.above.discard(key)
+        return Entry(name, rel, FOLDER_TYPE_PATH, sum(k.size for k in kids), int(st.st_mtime),
+                     tuple(kids) if depth != 0 else None, mtime_ns=st.st_mtime_ns)
+
+    def children(self, full: str, rel: str, depth: int) -> list[Entry]:
+        try:
+            with os.scandir(full) as it:
+                names = sorted(e.name for e in it)
+        except OSError:
+            names = []
+        kids = []
+        for child in names:
+            entry = self.entry(os.path.join(full, child), _join(rel, child),
+                               depth - 1 if depth > 0 else depth)
+            if entry is not None:
+                kids.append(entry)
+        return kids
 
 
 def stamp_of(st: os.stat_result) -> list[int]:
@@ -160,7 +213,7 @@ class MetadataStore:
 
     def _save(self) -> None:
         folder = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-meta-")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=META_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self._load(), f, separators=(",", ":"))

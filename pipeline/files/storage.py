@@ -1,37 +1,46 @@
 """Local file storage: a folder of printable files and sub-folders. Adding a file checks its
 extension against the extension tree, runs the preprocessor stages, and writes it atomically
 (temp file, fsync, rename); an uploaded temp file untouched by the stages is renamed in. Names
-are sanitised and a path can never leave the folder (`..`, symlinks pointing out); dot files
-(`.metadata.json`, `.upload-*` temp files) are never listed nor addressable. Move and copy never
-overwrite. Synchronous file IO, no HTTP, no events: the HTTP layer publishes and runs the slow
-calls (uploads, copies) in a worker thread.
+are sanitised and limited (names.py) and a path can never leave the folder (`..`, symlinks
+pointing out); dot files (`.metadata.json`, `.upload-*` temp files) are never listed nor
+addressable, and stale temp files are swept at start. Move and copy never overwrite.
+Synchronous file IO, no HTTP, no events: the HTTP layer publishes and runs the slow calls
+(uploads, copies) in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
-import re
 import shutil
 import tempfile
 from typing import Any, BinaryIO
 
 import attrs
 
-from pipeline.errors import HostError
 from pipeline.files.index import Entry, is_hidden, scan, type_path_of
+from pipeline.files.names import (
+    DELETING_PREFIX,
+    TEMP_PREFIX,
+    StorageError,
+    normalize,
+    remove_stale_temps,
+    sanitize,
+    sanitize_path,
+)
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.file_phases import extension_tree, extensions_of, preprocess
 
-_UNSAFE = re.compile(r"[^\w.\- ()+,@\[\]]")
+__all__ = ["DiskFile", "EntryExists", "LocalStorage", "NoSuchEntry", "StorageError",
+           "StoredFile", "UnsupportedType"]
+
+log = logging.getLogger("printpipe.storage")
+
 # errors after which os.link cannot give a no-overwrite rename, so we check and rename instead
 _NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK,
                  errno.EACCES}
-
-
-class StorageError(HostError):
-    """A file the storage refuses: bad name, wrong extension, path outside the folder."""
 
 
 class NoSuchEntry(StorageError):
@@ -114,18 +123,23 @@ class LocalStorage:
         self.printer_profile = printer_profile
         self.tree = extension_tree(pipeline)
         self.extensions = extensions_of(self.tree)
+        self._reported: set[tuple[str, str]] = set()
+
+    def remove_stale_temps(self) -> list[str]:
+        """Deletes the temp files interrupted uploads, copies and deletions left in the folder
+        (files/names.py's temp names only); `printpipe serve` calls it before serving."""
+        return remove_stale_temps(self.root)
+
+    def _skipped(self, rel: str, why: str) -> None:
+        """Tells the log once (per storage path and reason) about an entry a listing skips."""
+        if (rel, why) not in self._reported:
+            self._reported.add((rel, why))
+            log.warning("storage: %r is not listed: %s", rel, why)
 
     # ---- paths ----------------------------------------------------------------------------
-    @staticmethod
-    def normalize(path: str) -> str:
-        """`path` as a clean storage path ("a/b.gcode"); a leading "/" means the storage
-        folder. StorageError for `..` segments and NUL bytes."""
-        if "\0" in path:
-            raise StorageError(f"{path!r}: NUL in a storage path")
-        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts):
-            raise StorageError(f"{path!r}: '..' is not allowed in storage paths")
-        return "/".join(parts)
+    normalize = staticmethod(normalize)
+    sanitize = staticmethod(sanitize)
+    sanitize_path = staticmethod(sanitize_path)
 
     def resolve(self, path: str) -> str:
         """The absolute path of `path` inside the folder; StorageError if it would leave it."""
@@ -167,13 +181,6 @@ class LocalStorage:
         parts = path.split("/") if path else []
         wanted = ("/".join(parts[:i + 1]) for i in range(len(parts)))
         return [p for p in wanted if not os.path.lexists(self.locate(p)[1])]
-
-    @staticmethod
-    def sanitize(name: str) -> str:
-        name = _UNSAFE.sub("_", os.path.basename(name.replace("\\", "/"))).strip(" .")
-        if not name:
-            raise StorageError("empty file name")
-        return name
 
     def type_of(self, name: str) -> tuple[str, ...] | None:
         """The type path of a file name (("machinecode", "gcode")), None if not accepted."""
@@ -235,7 +242,7 @@ class LocalStorage:
                 if exc.errno != errno.EXDEV:  # another filesystem: copy below
                     raise
         if not moved:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
             os.close(fd)
             try:
                 file_object.save(tmp)
@@ -273,7 +280,7 @@ class LocalStorage:
         """The listing entry of a file or folder; folders get `children` `depth` levels deep
         (-1: all). NoSuchEntry for missing entries and files of types not accepted."""
         rel, full = self.existing(path)
-        found = scan(self.root, full, rel, self.type_of, depth=depth)
+        found = scan(self.root, full, rel, self.type_of, depth=depth, skipped=self._skipped)
         if found is None:
             raise NoSuchEntry(f"{rel!r} is not a file the storage holds")
         return found
@@ -320,7 +327,7 @@ class LocalStorage:
                     raise EntryExists(f"folder {found.path!r} is not empty") from None
                 raise
         else:
-            doomed = tempfile.mkdtemp(dir=os.path.dirname(full), prefix=".deleting-")
+            doomed = tempfile.mkdtemp(dir=os.path.dirname(full), prefix=DELETING_PREFIX)
             os.rename(full, os.path.join(doomed, "x"))
             shutil.rmtree(doomed)
         _fsync_dir(os.path.dirname(full))
@@ -360,7 +367,7 @@ class LocalStorage:
         rel, full = self._destination(source, dst)
         src_full = self.locate(source.path)[1]
         folder = os.path.dirname(full)
-        tmp = tempfile.mkdtemp(dir=folder, prefix=".upload-")
+        tmp = tempfile.mkdtemp(dir=folder, prefix=TEMP_PREFIX)
         try:
             staged = os.path.join(tmp, "x")
             if source.is_folder:

@@ -4,14 +4,15 @@ a file. Uploads stream into a temp file in the storage folder and are renamed in
 (and listed files without one) get a background analysis (files/index.py's AnalysisQueue).
 
 Path rules and file IO live in files/storage.py, metadata in files/index.py; this module maps
-them to HTTP statuses and publishes the file events. Storage errors answer 400 (bad path), 404
-(missing), 409 (exists or in use) or 415 (type not accepted); an upload whose content is not
-G-code text answers 415 too, and is not stored.
+them to HTTP statuses and publishes the file events. Storage errors answer 400 (bad path or
+name, too long), 404 (missing), 409 (exists or in use) or 415 (type not accepted); an upload
+whose content is not G-code text answers 415 too, and is not stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.support import BadRequest, read_json, receive_upload
 from pipeline.events.names import Event
 from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
+from pipeline.files.names import MAX_NAME_BYTES, MAX_PATH_BYTES, TEMP_PREFIX
 from pipeline.files.storage import EntryExists, NoSuchEntry, StorageError, UnsupportedType
 from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError
@@ -74,6 +76,11 @@ def storage_errors() -> Iterator[None]:
     except StorageError as exc:
         status = next(s for cls, s in _STATUSES if isinstance(exc, cls))
         raise BadRequest(str(exc), status=status) from None
+    except OSError as exc:  # a name within the storage's limits but not the filesystem's
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise BadRequest(f"file name too long for the storage's filesystem (names are limited "
+                         f"to {MAX_NAME_BYTES} bytes, paths to {MAX_PATH_BYTES})") from None
 
 
 def _flag(value: Any, field: str) -> bool:
@@ -199,7 +206,7 @@ async def upload(request: Request) -> Response:
             raise BadRequest("the form has no 'foldername' field (and file uploads must be "
                              "multipart/form-data)")
         return _add_folder(request, api, fields)
-    form = await receive_upload(request, api.storage.root)
+    form = await receive_upload(request, api.storage.root, prefix=TEMP_PREFIX)
     try:
         if form.temp_path is not None:
             return await _add_upload(request, api, form.filename, form.temp_path, form.fields)
@@ -229,10 +236,11 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
     if "userdata" in fields:
         try:
             userdata = json.loads(fields["userdata"])
+            json.dumps(userdata, allow_nan=False)  # listings answer it: NaN, 1e400 are not JSON
         except ValueError:
             raise BadRequest("'userdata' is not valid JSON") from None
     with storage_errors():
-        parent = storage.normalize(fields.get("path", ""))
+        parent = storage.sanitize_path(fields.get("path", ""))  # as foldername: may be made
         name = storage.sanitize(filename)
         rel = _join(parent, name)
         _refuse_if_printing(api, rel, "overwrite")

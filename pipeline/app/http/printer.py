@@ -196,7 +196,9 @@ async def printer_command(request: Request) -> Response:
 
 
 def _tool_name(name: Any) -> int:
-    if not isinstance(name, str) or not name.startswith("tool") or not name[4:].isdigit():
+    # ASCII digits only, and few: int() refuses "²" and over 4300 digits (a 500 otherwise)
+    if (not isinstance(name, str) or not name.startswith("tool") or not name[4:].isdigit()
+            or not name[4:].isascii() or len(name) > 12):
         raise BadRequest(f"{name!r} is not a tool name (tool0, tool1, ...)")
     return int(name[4:])
 

@@ -238,13 +238,16 @@ def _decode(raw: bytes) -> str:
 
 
 async def receive_upload(request: Request, folder: str, *, file_field: str = "file",
-                         max_fields: int = 50, max_field_size: int = 64 * 1024) -> Upload:
+                         max_fields: int = 50, max_field_size: int = 64 * 1024,
+                         prefix: str = ".upload-") -> Upload:
     """Streams a multipart/form-data body into a temp file in `folder` and the text fields.
 
     Args:
         request: the Starlette request; its body is consumed.
         folder: where the temp file goes (the storage's filesystem, so the caller can os.replace).
         file_field: the name of the one file part; max_fields and max_field_size limit the others.
+        prefix: the temp file's name is this and 8 random characters (so the owner of `folder`
+            can recognise what a crash left behind).
 
     Returns:
         An Upload; the caller moves `temp_path` away or calls `discard()`.
@@ -277,7 +280,7 @@ async def receive_upload(request: Request, folder: str, *, file_field: str = "fi
                 except MultipartParseError as exc:
                     raise UploadError(f"malformed multipart body: {exc}") from None
                 if form.has_file and fd is None:
-                    fd, path = tempfile.mkstemp(dir=folder, prefix=".upload-")
+                    fd, path = tempfile.mkstemp(dir=folder, prefix=prefix)
                 if form.pending:
                     assert fd is not None
                     size += _write_all(fd, form.pending)
@@ -308,8 +311,9 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
     """Reads a JSON object body (Content-Type application/json, parameters allowed).
 
     Raises:
-        BadRequest: wrong Content-Type, body over `max_size` (status 413), malformed JSON, or
-            JSON that is not an object; the message names the problem.
+        BadRequest: wrong Content-Type, body over `max_size` (status 413), malformed JSON, a
+            number no float can hold, or JSON that is not an object; the message names the
+            problem.
     """
     kind, _ = parse_options_header(request.headers.get("content-type"))
     if kind != b"application/json":
@@ -324,6 +328,10 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
     return parse_json_object(bytes(body))
 
 
+#: The most digits a JSON integer may have: every number must fit a float.
+MAX_INT_DIGITS = 308
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """`raw` as a JSON object whose numbers are all finite floats or ints: NaN, Infinity,
     numbers beyond a double (1e400) and integers past Python's digit limit are refused, naming
@@ -336,13 +344,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
     def to_float(text: str) -> Any:
         value = float(text)
-        return value if math.isfinite(value) else refuse(f"{text[:20]} is too large a number")
+        if math.isfinite(value):
+            return value
+        return refuse(f"JSON number {_cut(text)} is out of range (a number's size must stay "
+                      "below 1.8e308)")
 
     def to_int(text: str) -> Any:
-        try:
-            return int(text)
-        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
-            return refuse(f"a {len(text)}-digit integer is too large a number")
+        digits = len(text) - text.startswith("-")
+        if digits > MAX_INT_DIGITS:  # no float holds it (and int() stops at 4300 digits)
+            return refuse(f"JSON number {_cut(text)} is out of range ({digits} digits; the "
+                          f"limit is {MAX_INT_DIGITS})")
+        return int(text)
 
     def constant(name: str) -> Any:  # NaN, Infinity, -Infinity: Python's extension, not JSON
         return refuse(f"malformed JSON: {name} is not valid JSON")
@@ -362,6 +374,10 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         marker, problem = refused[0]
         raise BadRequest(f"{problem} (field {_path_to(value, marker)!r})")
     return value
+
+
+def _cut(text: str, limit: int = 20) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _path_to(value: Any, target: object) -> str:
