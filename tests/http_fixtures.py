@@ -107,3 +107,9 @@ async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KE
                 yield server
             finally:
                 serving.stop()
+
+
+async def read_until_reset(sock: trio.socket.SocketType) -> None:
+    """Read a raw client socket to its end: ConnectionResetError when the server aborted it."""
+    while await sock.recv(65536):
+        pass

@@ -1,7 +1,9 @@
 """`printpipe serve`: the whole service in one trio nursery: the printer session (connected at
-start, in the background), events and subscriptions, and the HTTP API on hypercorn's trio
-worker. SIGINT/SIGTERM shut down in order: event streams end cleanly, the HTTP server stops,
-the printer disconnects (beforePrinterDisconnected runs), Shutdown is published last.
+start, in the background), events and subscriptions, and the HTTP API (http/server.py).
+SIGINT/SIGTERM shut down in order: event streams end cleanly, the HTTP server stops (open
+connections get HTTP_GRACE seconds, then are aborted, so a client that stopped reading cannot
+hold the stop), the printer disconnects (beforePrinterDisconnected runs), Shutdown is
+published last.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, HostError
 
 log = logging.getLogger("printpipe.serve")
+
+#: Seconds open HTTP connections get at shutdown before they are aborted (a client that stopped
+#: reading included); the stop as a whole is bounded by this, the printer's disconnect
+#: (service.DISCONNECT_GRACE) and the subscriptions' `events.shutdown_grace`.
+HTTP_GRACE = 2.0
 
 
 def config_relative(config: HostConfig, path: str) -> str:
@@ -78,10 +85,10 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
                 out: TextIO | None = None, connect: bool = True, handle_signals: bool = True,
                 task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED) -> int:
     from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve as hypercorn_serve
 
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
+    from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
     from pipeline.app.service import open_service
     from pipeline.files.storage import LocalStorage
@@ -117,7 +124,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
             hc = HypercornConfig()
             hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host
                        else f"{http.host}:{http.port}"]
-            hc.graceful_timeout = 2.0
+            hc.graceful_timeout = HTTP_GRACE
             hc.accesslog = None
             hc.errorlog = logging.getLogger("printpipe.http.server")
             stopped = trio.Event()
@@ -125,9 +132,8 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
-                    await hypercorn_serve(build_app(api, http.body_limit), hc,  # type: ignore[arg-type]
-                                          shutdown_trigger=stopped.wait,
-                                          task_status=task_status)
+                    await serve_http(build_app(api, http.body_limit), hc,
+                                     shutdown_trigger=stopped.wait, task_status=task_status)
                 finally:
                     http_done.set()
 

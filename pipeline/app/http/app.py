@@ -1,6 +1,5 @@
-"""The HTTP app: the Starlette application over the running service, served by hypercorn's
-trio worker (serve.py): the route table of every endpoint module, error mapping and the
-middleware stack.
+"""The HTTP app: the Starlette application over the running service, served by server.py:
+the route table of every endpoint module, error mapping and the middleware stack.
 
 Every error answers JSON `{"error": ...}`: BadRequest carries its status (400, 404, 409, 413),
 anything unexpected is logged and answers 500 without a traceback. Paths are normalised
