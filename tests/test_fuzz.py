@@ -26,10 +26,10 @@ from pipeline.session.guard import HEATERS, TEXT_COMMANDS
 from pipeline.session.states import PrinterState
 from stages import stage_phases, stage_schemas
 
-CASES = 300
+CASES = 200
 FUZZ = settings(max_examples=CASES, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
-SESSIONS = settings(FUZZ, max_examples=150)
+SESSIONS = settings(FUZZ, max_examples=100)
 
 # ---- what an input can be made of -------------------------------------------------------------
 
