@@ -96,3 +96,40 @@ async def test_a_printed_file_asking_for_too_much_fails_with_the_line(tmp_path):
         assert job["state"] == "Operational" or job["state"].startswith("Cancel")
         assert "M104 S400" not in accepted(srv) and "G1 X10" not in accepted(srv)
         assert "M140 S60" in accepted(srv)
+
+
+def test_the_record_of_a_standalone_printer_never_shows_an_unsafe_line(tmp_path):
+    """`printpipe virtual --record` in its own process; `printpipe print` of a file that asks
+    for a hotend over its limit, an infinite move and an injected line: the print fails at
+    the first with its line, and the record holds none of them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, run_cli
+
+    link, record = tmp_path / "printer", tmp_path / "record.txt"
+    cfg = tmp_path / "host.yaml"
+    cfg.write_text(f"printer:\n  port: {link}\n")
+    gcode = tmp_path / "bad.gcode"
+    gcode.write_text("G28\nM140 S60\nG1 X10\nM104 S400\nG1 Xinf\nM117 a\rM104 S280\nG1 X20\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "virtual", "--link",
+                             str(link), "--record", str(record)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(link) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = run_cli("print", "-c", str(cfg), str(gcode))
+        time.sleep(0.3)  # the printer process flushes its record every 50 ms
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    assert out.returncode == 1
+    assert "line 4 of the file: target 400 °C is above the hotend limit of 300 °C" in out.stderr
+    lines = record.read_text().splitlines()
+    assert [x for x in lines if x in ("G28", "M140 S60", "G1 X10", "G1 X20")] == [
+        "G28", "M140 S60", "G1 X10"]  # the file stopped at its line 4
+    assert not any("inf" in x or "400" in x or "280" in x for x in lines)
+    assert lines.index("M140 S0") > lines.index("G1 X10")  # afterPrintCancelled: heaters off
