@@ -105,6 +105,19 @@ async def _pump(stream: trio.lowlevel.FdStream, firmware: VirtualFirmware,
             firmware.receive_data(data, trio.current_time())
 
 
+def _take_the_rest(stream: trio.lowlevel.FdStream, firmware: VirtualFirmware) -> None:
+    """The printer is being unplugged: what the host wrote before that still reaches the
+    firmware, as it would reach a real printer (a host's last words are often an M112)."""
+    while True:
+        try:
+            data = os.read(stream.fileno(), _CHUNK)
+        except OSError:  # nothing waiting (EAGAIN), or the slave is gone (EIO)
+            return
+        if not data:
+            return
+        firmware.receive_data(data, trio.current_time())
+
+
 async def serve_virtual_printer(
     spec: FirmwareSpec, *, link: str | None = None,
     task_status: trio.TaskStatus[VirtualPrinterHandle] = trio.TASK_STATUS_IGNORED,
@@ -129,7 +142,10 @@ async def serve_virtual_printer(
         handle = VirtualPrinterHandle(link if link is not None else device, device, firmware)
         with handle._scope:
             task_status.started(handle)
-            await _pump(stream, firmware, slave_fd)
+            try:
+                await _pump(stream, firmware, slave_fd)
+            finally:
+                _take_the_rest(stream, firmware)
     finally:
         if stream is not None:
             stream.close()
