@@ -55,7 +55,6 @@ async def test_pause_resume_gives_the_same_record(tmp_path):
         job = await printer.start_print(path)
         assert await printer.wait_until(lambda: job.line_no >= 1200, 20, poll=0.001)
         jobs.pause()
-        printer.link.wake()
         assert await printer.wait_until(lambda: printer.core.state is S.PAUSED, 15, poll=0.01)
         fw = printer.virtual.firmware
         assert fw.accepted[-2:] == ["M400", "M114"]
@@ -64,7 +63,6 @@ async def test_pause_resume_gives_the_same_record(tmp_path):
         await trio.sleep(0.3)
         assert len(fw.accepted) == count  # nothing moves while paused
         jobs.resume()
-        printer.link.wake()
         result = await printer.wait_job_end(30)
         assert result.outcome is Outcome.DONE
         assert file_lines(fw.accepted, expected) == expected
@@ -77,7 +75,6 @@ async def test_cancel_stops_within_bounded_lines_and_ends_operational(tmp_path):
         assert await printer.wait_until(lambda: job.line_no >= 1000, 20, poll=0.001)
         at_cancel = job.line_no
         printer.core.jobs.cancel()
-        printer.link.wake()
         result = await printer.wait_job_end(15)
         assert result.outcome is Outcome.CANCELLED
         assert printer.core.state is S.OPERATIONAL

@@ -47,13 +47,11 @@ async def test_scripts_reach_the_printer_at_their_places(tmp_path):
         job = await printer.start_print(str(path))
         assert await printer.wait_until(lambda: job.line_no >= 150, 20, poll=0.001)
         jobs.pause()
-        printer.link.wake()
         assert await printer.wait_until(lambda: printer.core.state is S.PAUSED, 15, poll=0.01)
         pos = jobs.pause_record["position"]
         assert fw.accepted[-8:-6] == ["M400", "M114"]         # capture, then afterPrintPaused
         assert fw.accepted[-6:] == ["G91", "M83", "G1 Z+5 E-5 F4500", "M82", "G90", "G1 X0 Y0"]
         jobs.resume()
-        printer.link.wake()
         assert await printer.wait_until(lambda: job.line_no >= 304, 15, poll=0.01)
         acc = fw.accepted
         i = len(acc) - 1 - acc[::-1].index("M83")  # beforePrintResumed starts with M83
@@ -79,7 +77,6 @@ async def test_cancel_script_and_no_disconnect_script_after_a_failure(tmp_path):
         job = await printer.start_print(str(path))
         assert await printer.wait_until(lambda: job.line_no >= 100, 20, poll=0.001)
         printer.core.jobs.cancel()
-        printer.link.wake()
         result = await printer.wait_job_end(15)
         assert result.outcome is Outcome.CANCELLED
         assert fw.accepted[-5:] == ["M84", "M104 T0 S0", "M104 T1 S0", "M140 S0", "M106 S0"]
