@@ -21,7 +21,6 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import attrs
 
 from pipeline.errors import HostError
+from pipeline.files.atomic import write_atomically
 
 FILE_NAME = "keys.json"
 LOCK_NAME = "keys.lock"
@@ -301,22 +301,7 @@ class KeyStore:
 
     def _write(self, state: _State) -> None:
         text = json.dumps(_dump(state), indent=2, ensure_ascii=False) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".keys-", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)    # so the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, text.encode("utf-8"), prefix=".keys-")
 
 
 def _same(given: str, secret: str) -> bool:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ import trio
 from pipeline.errors import HostError
 from pipeline.events.names import Event
 from pipeline.files.analysis import Analyser
+from pipeline.files.atomic import write_atomically
 from pipeline.files.names import META_TEMP_PREFIX
 
 log = logging.getLogger("printpipe.storage")
@@ -212,16 +212,8 @@ class MetadataStore:
         return self._data
 
     def _save(self) -> None:
-        folder = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=META_TEMP_PREFIX)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self._load(), f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        data = json.dumps(self._load(), separators=(",", ":")).encode("utf-8")
+        write_atomically(self.path, data, prefix=META_TEMP_PREFIX, durable=False)
 
     def get(self, path: str, stamp: list[int]) -> dict[str, Any]:
         """The record of `path` if it still describes the file with `stamp` (`Entry.stamp`,

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from pipeline.files.atomic import fsync_dir
 from pipeline.files.index import Entry, is_hidden, scan, type_path_of
 from pipeline.files.names import (
     DELETING_PREFIX,
@@ -77,16 +78,6 @@ class StoredFile:
     date: int
 
 
-def _fsync_dir(path: str) -> None:
-    """Makes a rename in `path` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _fsync_file(path: str) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
@@ -106,12 +97,12 @@ def _rename_noreplace(src: str, dst: str) -> None:
                 raise
         else:
             os.unlink(src)
-            _fsync_dir(os.path.dirname(dst))
+            fsync_dir(os.path.dirname(dst))
             return
     if os.path.lexists(dst):
         raise EntryExists(f"{os.path.basename(dst)!r} exists already")
     os.rename(src, dst)
-    _fsync_dir(os.path.dirname(dst))
+    fsync_dir(os.path.dirname(dst))
 
 
 class LocalStorage:
@@ -252,7 +243,7 @@ class LocalStorage:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-        _fsync_dir(folder)
+        fsync_dir(folder)
         st = os.stat(target)
         return StoredFile(os.path.basename(rel), rel, st.st_size, int(st.st_mtime))
 
@@ -272,7 +263,7 @@ class LocalStorage:
             os.mkdir(full)
         except FileExistsError:
             raise EntryExists(f"{rel!r} exists already") from None
-        _fsync_dir(os.path.dirname(full))
+        fsync_dir(os.path.dirname(full))
         return self.entry(rel)
 
     # ---- reading --------------------------------------------------------------------------
@@ -305,7 +296,7 @@ class LocalStorage:
             raise StorageError(f"{found.path!r} is a folder")
         full = self.locate(found.path)[1]
         os.unlink(full)
-        _fsync_dir(os.path.dirname(full))
+        fsync_dir(os.path.dirname(full))
         return found
 
     def remove_folder(self, path: str, *, recursive: bool = True) -> Entry:
@@ -330,7 +321,7 @@ class LocalStorage:
             doomed = tempfile.mkdtemp(dir=os.path.dirname(full), prefix=DELETING_PREFIX)
             os.rename(full, os.path.join(doomed, "x"))
             shutil.rmtree(doomed)
-        _fsync_dir(os.path.dirname(full))
+        fsync_dir(os.path.dirname(full))
         return found
 
     def _destination(self, source: Entry, path: str) -> tuple[str, str]:
