@@ -72,15 +72,19 @@ def identity_of(request: Request) -> str:
 class KeyAuth:
     """ASGI middleware: X-Api-Key or `Authorization: Bearer`; 401 without a key, 403 with a
     wrong one; nothing behind it runs for a refused request. With `anonymous`, a request
-    without a key is served, but one that changes something only if `preflighted`."""
+    without a key is served, but one that changes something only if `preflighted`. GET and
+    HEAD of a `public` path (exactly; the status page's static files) need no key."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False,
+                 public: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.keys = keys
         self.anonymous = anonymous
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
+        if (scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS)
+                or (scope["path"] in self.public and scope["method"] in ("GET", "HEAD"))):
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", ())}
