@@ -227,6 +227,13 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
 
         page.click("button[aria-label='Delete first.gcode']")
         page.wait_for_selector("#files li[data-path='first.gcode']", state="detached")
+        # the printer disconnected elsewhere: the page offers to connect it again
+        httpx.post(url + "/api/connection", json={"command": "disconnect"},
+                   headers={"X-Api-Key": KEY}).raise_for_status()
+        state_is(page, "Offline")
+        page.click("#connect")
+        state_is(page, "Operational")
+        assert page.is_hidden("#connect")
         # a phone: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
@@ -243,6 +250,9 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
 def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served):
     url = served
     with chromium(tmp_path) as page:
+        page.goto(url + "/")                   # no key at all: the field asks for it
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert "needs its API key" in page.inner_text("#key-message")
         page.goto(f"{url}/#apikey=not-the-key-0123456789")
         page.wait_for_selector("#key-form:not([hidden])")
         message = page.inner_text("#key-message")

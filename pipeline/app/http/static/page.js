@@ -32,6 +32,7 @@
   let key = '';
   let stream = null;
   let retry = 500;             // ms before the event stream is tried again (grows)
+  let streamDown = false;      // the stream failed and is not open again yet
   let pollTimer = 0;
   let running = false;
   let state = 'Unknown';
@@ -118,8 +119,8 @@
     $('main').hidden = true;
     $('change-key').hidden = true;
     $('key-message').textContent = error.status === 401
-      ? 'This printer needs its API key (' + error.message + '). printpipe serve shows it ' +
-        'on the console at first start; the page keeps it in this browser.'
+      ? 'This printer needs its API key: printpipe serve shows it on the console at first ' +
+        'start. The page keeps it in this browser.'
       : 'The printer refused this API key: ' + error.message + '. Enter the key printpipe ' +
         'serve showed, or ask for the link with the key in it.';
     $('key-message').className = error.status === 401 ? '' : 'bad';
@@ -164,6 +165,7 @@
     stream = source;
     source.onopen = () => {
       retry = 500;
+      streamDown = false;
       setPill('link-state', 'Live', 'ok');
       refreshSoon('files');
       refreshSoon('status');
@@ -171,9 +173,10 @@
     source.onerror = () => {   // reconnect on our own schedule, whatever the browser does
       if (stream !== source) return;
       source.close();
+      streamDown = true;
       setPill('link-state', 'Reconnecting…', 'warn');
       setTimeout(() => { if (running && stream === source) reconnect(source); }, retry);
-      retry = Math.min(retry * 1.5, 10000);
+      retry = Math.min(retry * 1.5, 5000);
     };
     for (const name of EVENTS) source.addEventListener(name, onEvent);
     source.addEventListener('StreamOverflow', () => openStream());
@@ -243,6 +246,7 @@
       job = data;
       state = data.state || 'Unknown';
       if (statusAlert) clearError();
+      if (streamDown) openStream();   // printpipe answers again: no need to wait for the timer
       showJob(data);
       if (!OFFLINE.has(state) && state !== 'Connecting') {
         const printer = await api('GET', '/api/printer?exclude=sd');
