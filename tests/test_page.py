@@ -117,14 +117,20 @@ async def test_the_page_has_a_strict_policy_and_no_inline_or_foreign_content(tmp
             "/page.css")).text.replace("http://www.w3.org", ""))
 
 
+def transferred(r: httpx.Response) -> int:
+    """Bytes on the wire: status line, headers and body (never compressed here)."""
+    head = len(b"HTTP/1.1 200 \r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in r.headers.raw)
+    return head + len(r.content)
+
+
 async def test_the_first_load_weighs_under_100_kb(tmp_path):
     async with keyless(tmp_path) as bare:
         r = await bare.get("/")
-        total = len(r.content)
+        total = transferred(r)
         for ref in refs_of(r.text).refs:
             asset = await bare.get("/" + ref)
             assert asset.status_code == 200, ref
-            total += len(asset.content)
+            total += transferred(asset)
     assert total < WEIGHT_LIMIT, f"the page weighs {total} bytes"
     with open(ROOT + "/README.md", encoding="utf-8") as f:
         readme = f.read()

@@ -36,7 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 #: profile folder is replaced by the test's: user_data_dir).
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: Seconds the virtual printer waits before each ok: a 100-line file prints in about 2 s.
+#: Seconds the virtual printer waits before each ok: a 200-line file prints in about 3 s.
 OK_DELAY = 0.015
 WAIT = 20_000   # ms, Playwright's unit
 
@@ -154,7 +154,7 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
     url = served
     shot = os.environ.get("PRINTPIPE_SCREENSHOT") or str(tmp_path / "status-page.png")
     first, second = tmp_path / "first.gcode", gcode(1500)
-    first.write_bytes(gcode(100))
+    first.write_bytes(gcode(200))
     with chromium(tmp_path) as page:
         page.goto(f"{url}/#apikey={KEY}")
         state_is(page, "Operational")
