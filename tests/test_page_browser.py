@@ -128,6 +128,23 @@ def progress(page) -> float:
     return float(page.eval_on_selector("#job-progress", "p => p.value"))
 
 
+def plotted(page, variable: str) -> int:
+    """How many pixels of the plot have the colour of the CSS `variable` (a heater's)."""
+    return page.evaluate("""(variable) => {
+        const style = getComputedStyle(document.documentElement);
+        const hex = style.getPropertyValue(variable).trim();
+        const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+        const canvas = document.getElementById('plot');
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            const off = want.reduce((sum, v, k) => sum + Math.abs(data[i + k] - v), 0);
+            if (data[i + 3] > 100 && off < 90) count++;
+        }
+        return count;
+    }""", variable)
+
+
 def drop_file(page, name: str, content: bytes) -> None:
     """Drag a file onto the drop zone, as a file manager does."""
     page.evaluate("""([name, text]) => {
@@ -200,6 +217,9 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
         seen = progress(page)
         page.wait_for_function(f"() => document.getElementById('job-progress').value > {seen}")
         assert page.inner_text("#job-file") == "first.gcode"
+        assert re.fullmatch(r"\d+:\d\d", page.inner_text("#job-elapsed"))
+        # the heaters' lines are on the plot (a few pixels of a 2 px line in each colour)
+        assert plotted(page, "--bed") > 20 and plotted(page, "--h0") > 20
         page.screenshot(path=shot, full_page=True)
         logged(page, "PrintDone")
         state_is(page, "Operational")
@@ -225,6 +245,8 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
         state_is(page, "Operational")
         assert progress(page) < 100
 
+        page.click("button[aria-label='Switch Bed off']")
+        page.wait_for_selector("tr[data-heater=bed] td:nth-child(3):text('0.0 °C')")
         page.click("button[aria-label='Delete first.gcode']")
         page.wait_for_selector("#files li[data-path='first.gcode']", state="detached")
         # the printer disconnected elsewhere: the page offers to connect it again
@@ -265,6 +287,9 @@ def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served)
         page.reload()                          # the key is kept: no question the second time
         state_is(page, "Operational")
         assert page.is_hidden("#key-form")
+        page.click("#change-key")              # and forgotten on request
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert page.evaluate("() => localStorage.getItem('printpipe.apikey')") is None
         assert page.errors == []
 
 
