@@ -97,7 +97,7 @@ async def test_recover_is_refused_when_the_file_changed_or_there_is_nothing(tmp_
         assert r.status_code == 409
         assert r.json()["error"].startswith("there is no interrupted print to recover")
     write_journal(tmp_path, disk)
-    with open(disk, "a") as f:  # noqa: PTH123
+    with open(disk, "a") as f:
         f.write("G1 X99\n")
     async with serve_for_test(tmp_path) as srv:
         assert (await srv.client.get("/api/job")).json()["recovery"]["problem"] == (

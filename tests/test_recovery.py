@@ -161,6 +161,13 @@ def test_the_policy_writes_at_most_once_a_second_but_at_once_when_z_changes():
     assert policy.due(moved, 1.0)
     layer = attrs.evolve(j, filepos=600, line=14, state={**j.state, "z": 0.8})
     assert policy.due(layer, 1.1)                                    # a layer change: at once
+    spiral = attrs.evolve(j, filepos=700, line=15, state={**j.state, "z": 0.81})
+    assert not policy.due(spiral, 1.3)       # Z changes line after line: once a second
+    assert policy.due(spiral, 2.1)
+    assert not policy.due(attrs.evolve(spiral, line=16, filepos=800), 2.5)
+    assert policy.due(attrs.evolve(spiral, line=16, filepos=800), 3.1)
+    assert policy.due(attrs.evolve(spiral, line=17, filepos=900, state={**j.state, "z": 1}),
+                      3.2)                   # the next layer after a steady one: at once
 
 
 class FakeEngine:
@@ -273,6 +280,6 @@ def test_on_a_session_the_journal_matches_the_file_up_to_the_acknowledged_line(y
         if back:
             p.core.receive_data(back)
         elif not out:
-            p.run_until(lambda: p.step())  # a wait in the firmware: let the clock move
+            p.run_until(p.step)  # a wait in the firmware: let the clock move
     assert len(set(seen)) > 10
     assert in_flight == (4 if yaml else 1)

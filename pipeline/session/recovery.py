@@ -7,7 +7,7 @@ modes, feed rate, fan, heater targets, tool): the state after the last *acknowle
 not the last sent one (with a send window several lines are in flight). `Journal` is the
 record persisted as JSON (file identity, byte offset and line of the last acknowledged file
 line, that state); `JournalPolicy` decides when to write it (at most about once a second, at
-once when Z changed, only when something changed) and when to clear it (the print finished
+once at a layer change, only when something changed) and when to clear it (the print finished
 or was cancelled; a print that failed because the link or the printer went away keeps it).
 `recovery_context` is what the `beforePrintRecovered` script sees as `recovery`.
 
@@ -377,20 +377,22 @@ def _tracked_state(t: Tracker) -> MachineState:
 
 
 class JournalPolicy:
-    """When to write: at most once per `interval` seconds, at once when Z changed, only
-    when the record changed."""
+    """When to write: only when the record changed; at once when Z changed (a layer change)
+    unless the last write was one too (a spiral print changes Z all the time), else at most
+    once per `interval` seconds."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._last: Journal | None = None
         self._at = -math.inf
+        self._layer = False  # the last write carried a new Z
 
     def due(self, journal: Journal, now: float) -> bool:
         last = self._last
         if last is not None and attrs.evolve(journal, time=last.time) == last:
             return False
-        if (last is not None and journal.state["z"] == last.state["z"]
-                and now - self._at < self.interval):
+        layer = last is None or journal.state["z"] != last.state["z"]
+        if not (layer and not self._layer) and now - self._at < self.interval:
             return False
-        self._last, self._at = journal, now
+        self._last, self._at, self._layer = journal, now, layer
         return True
