@@ -188,6 +188,7 @@ def following() -> tuple[PrintJournal, FakeEngine, FakeJobs]:
     from pipeline.session.tracking import Tracker
     engine, jobs = FakeEngine(), FakeJobs()
     pj = PrintJournal(jobs, engine, Tracker(ProfileSpec(), {}))
+    pj.enabled = True
     pj.begin(FILE)
     return pj, engine, jobs
 
@@ -208,6 +209,26 @@ def test_the_journal_holds_the_last_acknowledged_line_not_the_last_sent():
     _, data = pj.poll(3.0, 103.0)
     assert (data["line"], data["state"]["z"], data["state"]["e"]) == (4, 0.4, 4.0)
     assert not pj.trail                         # what is applied is let go
+
+
+def test_a_journal_nobody_polls_records_nothing():
+    """A session without the service's writer (the CLI's tools, the Pair) keeps no trail."""
+    p = pair()
+    job = start(p, "G1 Z1\n" * 50)
+    p.core.journal.begin(FILE)
+    p.run_until(lambda: job.done)
+    assert not p.core.journal.active and not p.core.journal.trail
+
+
+def test_the_trail_stays_bounded_if_the_acknowledged_command_is_never_in_it(monkeypatch):
+    import pipeline.session.recovery as recovery
+    monkeypatch.setattr(recovery, "TRAIL_LIMIT", 100)
+    monkeypatch.setattr(recovery, "TRAIL_KEEP", 10)
+    pj, engine, _ = following()
+    pj.trail.extend(file_cmd(f"G1 X{i}", i, i * 10) for i in range(1, 102))
+    engine.last_acked = file_cmd("G1 X1", 1, 10)   # equal, but not the one written
+    pj.catch_up()
+    assert len(pj.trail) == 10 and pj.state.x == 91.0
 
 
 def test_the_prologue_itself_never_enters_the_recorded_state():
@@ -249,6 +270,7 @@ def test_on_a_session_the_journal_matches_the_file_up_to_the_acknowledged_line(y
     p = pair(yaml)
     job = start(p, text)
     pj = p.core.journal
+    pj.enabled = True
     pj.begin(FILE)
     pj.policy = JournalPolicy(interval=0.0)  # the manual clock stands still: every change
     keys = ("x", "y", "z", "e", "f", "relative_axes", "relative_e", "fan")

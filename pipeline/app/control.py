@@ -198,6 +198,7 @@ class Control:
                                     offsets=self.temperature_offsets) as printer:
                 self._printer, started = printer, True
                 self.last_error = None
+                printer.core.journal.enabled = True  # polled by recovery.follow below
                 task_status.started()
                 async with trio.open_nursery() as watch:
                     watch.start_soon(_cancel_when, stop, watch.cancel_scope)

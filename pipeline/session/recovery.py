@@ -302,6 +302,9 @@ class PrintJournal:
         self._tracker = tracker
         #: The session extends this with every command it writes while `active`.
         self.trail: deque[Command] = deque()
+        #: Someone polls this journal (the service's writer task): only then does a print
+        #: make it active, so that the trail never grows unread.
+        self.enabled = False
         self.active = False
         self.file: FileIdentity | None = None
         self.state = MachineState()
@@ -315,7 +318,7 @@ class PrintJournal:
         self.trail.clear()
         self.state = (MachineState.from_values(resume.state) if resume is not None
                       else _tracked_state(self._tracker))
-        self.file, self.active = file, True
+        self.file, self.active = file, self.enabled
         self.filepos = resume.filepos if resume else None
         self.line = resume.line if resume else None
         self.policy = JournalPolicy()
@@ -324,15 +327,14 @@ class PrintJournal:
         """Apply what was acknowledged since the last call (see the module's docstring)."""
         last = self._engine.last_acked
         trail = self.trail
-        if last is None or file_position(last) is None:
-            if len(trail) > TRAIL_LIMIT:  # never expected: bound the memory anyway
-                self._apply(len(trail) - TRAIL_KEEP)
-            return
-        for i in range(len(trail) - 1, -1, -1):
-            if trail[i] is last:
-                self._apply(i + 1)
-                self.filepos, self.line = file_position(last), file_line(last)
-                return
+        if last is not None and file_position(last) is not None:
+            for i in range(len(trail) - 1, -1, -1):
+                if trail[i] is last:
+                    self._apply(i + 1)
+                    self.filepos, self.line = file_position(last), file_line(last)
+                    return
+        if len(trail) > TRAIL_LIMIT:  # never expected: bound the memory anyway
+            self._apply(len(trail) - TRAIL_KEEP)
 
     def _apply(self, count: int) -> None:
         trail, state = self.trail, self.state
