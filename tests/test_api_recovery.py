@@ -193,3 +193,38 @@ async def test_a_print_keeps_its_journal_while_it_runs_and_a_cancel_clears_it(tm
         await srv.client.post("/api/job", json={"command": "cancel"})
         await cancelled.wait_for("PrintCancelled")
         await wait_until(lambda: not journal.exists())
+
+
+async def test_starting_another_print_discards_the_interrupted_one(tmp_path, caplog):
+    write_journal(tmp_path, stored_job(tmp_path))
+    async with serve_for_test(tmp_path) as srv:
+        assert "recovery" in (await srv.client.get("/api/job")).json()
+        done = srv.events(["PrintDone"])
+        r = await srv.client.post("/api/files/local/job.gcode", json={"command": "select",
+                                                                       "print": True})
+        assert r.status_code == 204
+        assert "recovery" not in (await srv.client.get("/api/job")).json()
+        assert "the journal of the interrupted print of job.gcode is discarded: a print of " \
+            "job.gcode started" in caplog.text
+        await done.wait_for("PrintDone")
+        await wait_until(lambda: not (tmp_path / "state" / "journal.json").exists())
+
+
+async def test_a_printer_that_vanishes_mid_print_leaves_a_journal_of_its_last_line(tmp_path):
+    """The link fails (the printer is unplugged after 40 commands): the print fails, and the
+    journal the session leaves holds the last file line the printer acknowledged."""
+    stored_job(tmp_path)
+    async with serve_for_test(tmp_path, "virtual:\n  faults:\n    disconnect_after: 40\n") \
+            as srv:
+        core, firmware = srv.service.session.core, srv.service.session.virtual.firmware
+        failed = srv.events(["PrintFailed"])
+        await srv.client.post("/api/files/local/job.gcode", json={"command": "select",
+                                                                   "print": True})
+        await failed.wait_for("PrintFailed")
+        journal = tmp_path / "state" / "journal.json"
+        await wait_until(lambda: srv.service.session is None)  # the session ended
+    data = json.loads(journal.read_text())
+    assert core.jobs.result.interrupted and data["filepos"] == core.jobs.result.filepos
+    last = TEXT.splitlines()[data["line"] - 1]
+    assert last.startswith("G1 X") and last in firmware.accepted
+    assert (data["state"]["x"], data["state"]["z"]) == (float(last.split()[1][1:]), 0.3)

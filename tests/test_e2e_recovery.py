@@ -157,12 +157,22 @@ def serving(cfg) -> Iterator[tuple[subprocess.Popen[str], httpx.Client]]:
                 proc.kill()
 
 
-def test_kill_9_of_printpipe_serve_then_recover_from_the_restarted_service(bench):
+@pytest.mark.parametrize("recover", ["cli", "http"])
+def test_kill_9_of_printpipe_serve_then_recover(bench, recover):
+    """`printpipe recover`, or a restarted `printpipe serve` that shows the interrupted print
+    in GET /api/job and resumes it on POST /api/job recover."""
     with serving(bench["cfg"]) as (proc, client):
         r = client.post("/api/files/local", data={"print": "true"},
                         files={"file": ("job.gcode", bench["job"].read_bytes())})
         assert r.status_code == 201, r.text
         journal = kill_mid_print(proc, bench)
+    if recover == "cli":
+        out = run_cli("recover", "-c", str(bench["cfg"]))
+        assert out.returncode == 0, out.stderr
+        assert "done: job.gcode" in out.stdout
+        time.sleep(0.2)
+        check_record(bench, journal)
+        return
     with serving(bench["cfg"]) as (proc, client):
         shown = client.get("/api/job").json()["recovery"]
         assert shown["file"]["path"] == "job.gcode" and shown["problem"] is None
