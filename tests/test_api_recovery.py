@@ -204,8 +204,8 @@ async def test_starting_another_print_discards_the_interrupted_one(tmp_path, cap
                                                                        "print": True})
         assert r.status_code == 204
         assert "recovery" not in (await srv.client.get("/api/job")).json()
-        assert "the journal of the interrupted print of job.gcode is discarded: a print of " \
-            "job.gcode started" in caplog.text
+        assert ("the journal of the interrupted print of job.gcode is discarded: a print of "
+                "job.gcode started") in caplog.text
         await done.wait_for("PrintDone")
         await wait_until(lambda: not (tmp_path / "state" / "journal.json").exists())
 

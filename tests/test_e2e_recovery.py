@@ -187,3 +187,33 @@ def test_kill_9_of_printpipe_serve_then_recover(bench, recover):
         assert proc.wait(20) == 0
     time.sleep(0.2)
     check_record(bench, journal)
+
+
+def test_printpipe_recover_refuses_a_changed_file_and_a_corrupt_journal_in_one_line(tmp_path):
+    cfg = tmp_path / "host.yaml"
+    cfg.write_text(f"storage:\n  state: {tmp_path}/state\n  folder: {tmp_path}\n")
+    job = tmp_path / "job.gcode"
+    job.write_text(job_text(20))
+    st = job.stat()
+    state = {"x": 1.0, "y": 1.0, "z": 0.3, "e": 0.1, "f": 1800.0, "relative_axes": False,
+             "relative_e": False, "fan": 0, "tool": 0, "hotends": {}, "bed": None}
+    from pipeline.session.recovery import FileIdentity
+    data = Journal(FileIdentity(str(job), "job.gcode", "job.gcode", st.st_size + 1,
+                                st.st_mtime_ns), 100, 12, state, 0.0).to_json()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "journal.json").write_text(json.dumps(data))
+    out = run_cli("recover", "-c", str(cfg))
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"printpipe: cannot recover the print of job.gcode: the file changed since (it had "
+        f"{st.st_size + 1} bytes, now {st.st_size})")
+    assert "Traceback" not in out.stderr
+    (tmp_path / "state" / "journal.json").write_text('{"version": 1, "file": ')
+    out = run_cli("recover", "-c", str(cfg))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        f"ERROR printpipe.journal: the print journal {tmp_path}/state/journal.json is not JSON "
+        f"(Expecting value: line 1 column 24 (char 23)); set aside as "
+        f"{next((tmp_path / 'state').glob('journal.json.bad-*'))}; nothing can be recovered "
+        "from it",
+        f"printpipe: there is no interrupted print to recover (no journal in {tmp_path}/state)"]

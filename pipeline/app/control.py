@@ -262,18 +262,12 @@ class Control:
         self.recovery.discard(f"a print of {sel.path} started")
 
     async def recover(self, user: str | None = None) -> None:
-        """Resume the print a crash interrupted (the journal found at start): the
-        beforePrintRecovered script, then the file from its first unacknowledged line.
-        JobStateError with the reason when there is none, its file changed, or the printer
-        is not ready."""
+        """Resume the print a crash interrupted (app/recovery.py); JobStateError with the
+        reason when there is none, its file changed, or the printer is not ready."""
         printer = self._ready()
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
-        journal = self.recovery.take()
-        f = journal.file
-        await printer.start_print(f.disk, name=f.name, display_path=f.path, user=user,
-                                  resume=journal)
-        self.recovery.interrupted = None
+        f = await self.recovery.resume(printer, user)
         self.selected = Selection(f.name, f.path, f.disk, f.size, f.origin)
 
     def pause(self) -> None:

@@ -17,8 +17,9 @@ import trio
 
 from pipeline.events.names import Event
 from pipeline.files.journal import JournalFile, JournalUnreadable, apply, serve_journal
+from pipeline.link.printer import Printer
 from pipeline.session.jobs import JobStateError
-from pipeline.session.recovery import Journal, JournalError, PrintJournal
+from pipeline.session.recovery import FileIdentity, Journal, JournalError, PrintJournal
 
 log = logging.getLogger("printpipe.journal")
 
@@ -47,8 +48,8 @@ class Recovery:
             try:
                 aside = f"set aside as {self.file.set_aside()}"
             except OSError as err:
-                aside = f"could not be set aside: {err.strerror or err}"
-            log.error("%s; it %s, nothing can be recovered from it", exc, aside)
+                aside = f"could not set it aside: {err.strerror or err}"
+            log.error("%s; %s; nothing can be recovered from it", exc, aside)
             return None
         self.interrupted = journal
         problem = self.problem(journal)
@@ -88,6 +89,16 @@ class Recovery:
         if problem is not None:
             raise JobStateError(problem)
         return journal
+
+    async def resume(self, printer: Printer, user: str | None) -> FileIdentity:
+        """Start the interrupted print on `printer`: beforePrintRecovered, then the file
+        from its first line not acknowledged. Returns the file."""
+        journal = self.take()
+        f = journal.file
+        await printer.start_print(f.disk, name=f.name, display_path=f.path, user=user,
+                                  resume=journal)
+        self.interrupted = None
+        return f
 
     def discard(self, why: str) -> None:
         journal = self.interrupted
