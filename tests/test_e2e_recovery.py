@@ -211,9 +211,9 @@ def test_printpipe_recover_refuses_a_changed_file_and_a_corrupt_journal_in_one_l
     (tmp_path / "state" / "journal.json").write_text('{"version": 1, "file": ')
     out = run_cli("recover", "-c", str(cfg))
     assert out.returncode == 1 and "Traceback" not in out.stderr
+    aside = next((tmp_path / "state").glob("journal.json.bad-*"))
     assert out.stderr.splitlines() == [
-        f"ERROR printpipe.journal: the print journal {tmp_path}/state/journal.json is not JSON "
-        f"(Expecting value: line 1 column 24 (char 23)); set aside as "
-        f"{next((tmp_path / 'state').glob('journal.json.bad-*'))}; nothing can be recovered "
-        "from it",
+        (f"ERROR printpipe.journal: the print journal {tmp_path}/state/journal.json is not "
+         f"JSON (Expecting value: line 1 column 24 (char 23)); set aside as {aside}; nothing "
+         "can be recovered from it"),
         f"printpipe: there is no interrupted print to recover (no journal in {tmp_path}/state)"]
