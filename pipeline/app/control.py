@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 import trio
 
+from pipeline.app.paths import state_folder
+from pipeline.app.recovery import Recovery
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
 from pipeline.errors import CommandRefused, ConfigError, HostError
@@ -104,6 +106,8 @@ class Control:
         #: Runtime heater offsets (the API's), kept across reconnects.
         self.temperature_offsets: dict[str, float] = {}
         self.last_error: str | None = None
+        #: The crash journal: the interrupted print found at start, the session's writer.
+        self.recovery = Recovery(state_folder(config), self.publish)
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
         self._builtins = builtins
@@ -194,10 +198,12 @@ class Control:
                                     offsets=self.temperature_offsets) as printer:
                 self._printer, started = printer, True
                 self.last_error = None
+                printer.core.journal.enabled = True  # polled by recovery.follow below
                 task_status.started()
                 async with trio.open_nursery() as watch:
                     watch.start_soon(_cancel_when, stop, watch.cancel_scope)
                     watch.start_soon(_cancel_when, printer.link.closed, watch.cancel_scope)
+                    watch.start_soon(self.recovery.follow, printer.core.journal)
                 self.last_error = printer.core.error
         except HostError as exc:
             if not started:
@@ -205,6 +211,8 @@ class Control:
             self.last_error = str(exc)
             log.error("printer session ended: %s", exc)
         finally:
+            if started and self._printer is not None:
+                await self.recovery.flush(self._printer.core.journal)
             self._printer = None
             ended.set()
 
@@ -251,6 +259,16 @@ class Control:
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
+        self.recovery.discard(f"a print of {sel.path} started")
+
+    async def recover(self, user: str | None = None) -> None:
+        """Resume the print a crash interrupted (app/recovery.py); JobStateError with the
+        reason when there is none, its file changed, or the printer is not ready."""
+        printer = self._ready()
+        if printer.core.jobs.active:
+            raise JobStateError("a print is already running")
+        f = await self.recovery.resume(printer, user)
+        self.selected = Selection(f.name, f.path, f.disk, f.size, f.origin)
 
     def pause(self) -> None:
         self._ready().core.jobs.pause()
@@ -380,6 +398,11 @@ class Control:
             return None
         return JobStatus(job.file, job.progress, job.pos, job.line_no, jobs.elapsed(),
                          jobs.time_left(), jobs.active)
+
+    def interrupted_print(self) -> dict[str, Any] | None:
+        """The print a crash interrupted (file, line, filepos, z, time, and the problem that
+        keeps it from being recovered, if any), or None."""
+        return self.recovery.status()
 
     def statistics(self) -> SessionStatistics | None:
         core = self._core()

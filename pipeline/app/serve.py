@@ -23,8 +23,11 @@ import trio
 
 from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore, redact
+from pipeline.app.paths import config_relative, state_folder
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, HostError
+
+__all__ = ["Serving", "config_relative", "run_serve", "serve", "state_folder"]
 
 log = logging.getLogger("printpipe.serve")
 
@@ -32,18 +35,6 @@ log = logging.getLogger("printpipe.serve")
 #: reading included); the stop as a whole is bounded by this, the printer's disconnect
 #: (service.DISCONNECT_GRACE) and the subscriptions' `events.shutdown_grace`.
 HTTP_GRACE = 2.0
-
-
-def config_relative(config: HostConfig, path: str) -> str:
-    """`path` with ~ expanded, relative to the config file's folder."""
-    path = os.path.expanduser(path)
-    if not os.path.isabs(path) and os.path.exists(config.path):
-        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
-    return os.path.abspath(path)
-
-
-def state_folder(config: HostConfig) -> str:
-    return config_relative(config, config.storage.state)
 
 
 def stable_uuid(folder: str) -> str:

@@ -41,6 +41,7 @@ async def open_service(config: HostConfig, *,
         check_custom_events(config.events, control.custom_events())
         await nursery.start(control.runner.run)
         bus.publish(Event.STARTUP)
+        control.recovery.load()  # an interrupted print: logged, PrintInterrupted
         try:
             yield control
         finally:

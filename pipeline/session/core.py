@@ -30,6 +30,7 @@ from pipeline.session.guard import HEATERS, WireGuard
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
 from pipeline.session.reactions import EngineReactions
+from pipeline.session.recovery import PrintJournal
 from pipeline.session.rules import CommandRules
 from pipeline.session.script_runner import ScriptRunner
 from pipeline.session.states import PrinterState, PrinterStates
@@ -95,6 +96,8 @@ class HostCore:
             queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,
             scripts=self.scripts, pipeline=pipeline, engine=self.engine,
             on_line=self._line_received)
+        #: The crash journal's view of the print: fed every written command while active.
+        self.journal = PrintJournal(self.jobs, self.engine, self.tracker)
         self._special = self.rules.special
         self._emergency = self.rules.emergency
         self._sent_watch = self.tracker.tracked | {"M73"}
@@ -333,6 +336,8 @@ class HostCore:
             return
         p = self.pipeline
         watch = self._sent_watch
+        if self.journal.active:
+            self.journal.trail.extend(written)
         for cmd in written:
             if p.sent:
                 p.notify(Phase.GCODE_SENT, cmd)

@@ -1,5 +1,7 @@
 """The job endpoints (`/api/job`): what is printing or selected with its progress and
 analysis, and start / cancel / restart / pause commands; 409 when the state forbids one.
+printpipe's own: `recovery` (a print a crash interrupted, when there is one) and the
+`recover` command that resumes it.
 """
 
 from __future__ import annotations
@@ -50,13 +52,16 @@ async def job_get(request: Request) -> Response:
         out["error"] = state["error"]
     if status.plugins:
         out["plugins"] = status.plugins  # printer.additional_state_data
+    recovery = api.control.interrupted_print()
+    if recovery is not None:
+        out["recovery"] = recovery
     return JSONResponse(out)
 
 
 async def job_post(request: Request) -> Response:
     api = api_of(request)
     body = await read_json(request)
-    cmd = command(body, ("start", "cancel", "restart", "pause"))
+    cmd = command(body, ("start", "cancel", "restart", "pause", "recover"))
     control = api.control
     if not control.operational:
         raise BadRequest("the printer is not operational", status=409)
@@ -67,6 +72,8 @@ async def job_post(request: Request) -> Response:
             control.cancel()
         elif cmd == "restart":
             await control.restart(user=identity_of(request))
+        elif cmd == "recover":
+            await control.recover(user=identity_of(request))
         else:
             action = field(body, "action", str, required=False, default="toggle")
             if action not in ("pause", "resume", "toggle"):
