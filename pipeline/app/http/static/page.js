@@ -13,7 +13,7 @@
     'PrinterReset Upload FileAdded FileRemoved FileMoved FolderAdded FolderRemoved FolderMoved ' +
     'UpdatedFiles MetadataAnalysisStarted MetadataAnalysisFinished FileSelected FileDeselected ' +
     'PrintStarted PrintDone PrintFailed PrintCancelling PrintCancelled PrintPaused PrintResumed ' +
-    'PowerOn PowerOff Home ZChange Dwell Waiting Cooling Alert Conveyor Eject EStop ' +
+    'PrintInterrupted PowerOn PowerOff Home ZChange Dwell Waiting Cooling Alert Conveyor Eject EStop ' +
     'FilamentChange ToolChange PositionUpdate CommandSuppressed InvalidToolReported').split(' ');
   const FILE_EVENTS = new Set(['Upload', 'FileAdded', 'FileRemoved', 'FileMoved', 'FolderAdded',
     'FolderRemoved', 'FolderMoved', 'UpdatedFiles', 'MetadataAnalysisFinished']);
