@@ -144,6 +144,9 @@ async def test_cura_after_another_print_uploads_selects_prints_and_pauses(tmp_pa
         assert r.status_code == 201
         await rec.wait_for("PrintDone", timeout=30)
         await reported_temperatures(srv.client)
+        with trio.fail_after(10):  # Finishing (afterPrintDone) comes before Operational
+            while (await srv.client.get("/api/job")).json()["state"] != "Operational":
+                await trio.sleep(0.02)
         saved: dict[str, httpx.Response] = {}
         async with httpx.AsyncClient(base_url=srv.url, headers={"X-Api-Key": KEY}) as cura:
             await replay(cura, CURA_CONNECT, saved)

@@ -69,6 +69,9 @@ async def selected(srv, rec) -> None:
     """A print of another file ended; then `b.gcode` was uploaded with select."""
     await upload(srv, "a.gcode", SMALL, print="true")
     await rec.wait_for("PrintDone", timeout=30)
+    with trio.fail_after(10):
+        while (await job(srv))["state"] != "Operational":
+            await trio.sleep(0.02)
     await upload(srv, "b.gcode", SMALL + "G1 X1\n", select="true")
 
 
@@ -90,8 +93,10 @@ async def paused(srv, rec) -> None:
 async def done(srv, rec) -> None:
     await upload(srv, "small.gcode", SMALL, print="true")
     await rec.wait_for("PrintDone", timeout=30)
-    with trio.fail_after(10):  # the history is written beside the print, a moment later
-        while (await job(srv))["job"]["lastPrintTime"] is None:
+    with trio.fail_after(10):  # the history is written beside the print, a moment later;
+        # Finishing (afterPrintDone) comes between PrintDone and Operational
+        while ((body := await job(srv))["job"]["lastPrintTime"] is None
+               or body["state"] != "Operational"):
             await trio.sleep(0.02)
 
 

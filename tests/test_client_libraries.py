@@ -36,6 +36,11 @@ async def until(fn, check, timeout: float = 30.0):
     return value
 
 
+def ended(job: dict) -> bool:
+    """Done and back to Operational (Finishing comes between: afterPrintDone runs there)."""
+    return job["progress"]["completion"] == 100 and job["state"] == "Operational"
+
+
 async def test_octorest_connects_uploads_selects_starts_and_reads_the_job(tmp_path):
     async with serve_for_test(tmp_path, connect=False) as srv:
         client = await call(octorest.OctoRest, url=srv.url, apikey=KEY)  # GET /api/version
@@ -53,15 +58,15 @@ async def test_octorest_connects_uploads_selects_starts_and_reads_the_job(tmp_pa
         assert sorted(names) == ["first.gcode", "second.gcode"]
         # the first file prints to its end
         await call(client.select, "first.gcode", print=True)
-        done = await until(client.job_info, lambda j: j["progress"]["completion"] == 100)
-        assert done["job"]["file"]["name"] == "first.gcode" and done["state"] == "Operational"
+        done = await until(client.job_info, ended)
+        assert done["job"]["file"]["name"] == "first.gcode"
         # selecting the second shows the second, not the finished first (a failure before)
         await call(client.select, "second.gcode")
         job = await call(client.job_info)
         assert job["job"]["file"]["name"] == "second.gcode"
         assert job["progress"]["completion"] is None and job["job"]["user"] == "master"
         await call(client.start)
-        done = await until(client.job_info, lambda j: j["progress"]["completion"] == 100)
+        done = await until(client.job_info, ended)
         assert done["job"]["file"]["name"] == "second.gcode"
         assert done["progress"]["printTimeLeft"] == 0
         await trio.sleep(1.1)

@@ -87,7 +87,8 @@ async def test_prints_and_last_print_time_feed_the_api_and_survive_a_restart(tmp
         assert r.status_code == 201
         done = await rec_.wait_for("PrintDone", timeout=30)
         with trio.fail_after(10):
-            while "prints" not in (info := await entry(srv, "box/cube.gcode")):
+            while ("prints" not in (info := await entry(srv, "box/cube.gcode"))
+                   or (await srv.client.get("/api/job")).json()["state"] != "Operational"):
                 await trio.sleep(0.02)
         assert info["prints"] == {"success": 1, "failure": 0, "last": {
             "date": info["prints"]["last"]["date"], "success": True,
