@@ -79,7 +79,7 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
     async with open_service(config) as control:
         await control.connect()
         control.select(str(await file.absolute()), file.name)
-        await control.start()
+        await control.start(user="cli")
         return await _follow(control, out, file.name)
 
 

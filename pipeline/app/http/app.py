@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -59,9 +60,15 @@ def build_app(api: Api, body_limit: int) -> ASGIApp:
         BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
         Exception: _server_error})
     app.state.api = api
-    guarded: ASGIApp = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous,
-                                         public=page.PUBLIC_PATHS), body_limit)
-    names = api.config.http.host_names
-    if api.anonymous or names:   # with keys and no names, slicers may use any name
-        guarded = HostCheck(guarded, names)
-    return NormalizePaths(guarded)
+    limit = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous,
+                                 public=page.PUBLIC_PATHS), body_limit)
+    # with keys and no names, slicers may use any name
+    host = HostCheck(limit, api.config.http.host_names, always=api.anonymous)
+    api.extra["guards"] = Guards(limit, host)  # a config reload changes their settings
+    return NormalizePaths(host)
+
+
+@attrs.frozen
+class Guards:
+    body_limit: BodyLimit
+    host_check: HostCheck

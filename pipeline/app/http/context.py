@@ -154,14 +154,22 @@ def preflighted(headers: Mapping[bytes, bytes]) -> bool:
 class HostCheck:
     """ASGI middleware: 421 Misdirected Request unless the Host header is an IP address,
     `localhost` or one of `names`. A page whose own DNS name was rebound to this host's
-    address sends that name, so it is refused before any endpoint runs."""
+    address sends that name, so it is refused before any endpoint runs. With keys and no
+    names given (`always` false) every name passes: slicers may use any name for the host.
+    `set_names` changes the names at once (a config reload)."""
 
-    def __init__(self, app: ASGIApp, names: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, names: Iterable[str], *, always: bool = True) -> None:
         self.app = app
-        self.names = frozenset(names) | {"localhost"}
+        self.always = always
+        self.set_names(names)
+
+    def set_names(self, names: Iterable[str]) -> None:
+        given = frozenset(names)
+        self.checking = self.always or bool(given)
+        self.names = given | {"localhost"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.checking:
             host = next((v for k, v in scope["headers"] if k == b"host"), None)
             # no Host at all is HTTP/1.0 from a program: browsers always send it
             if host is not None and not self.allows(host.decode("latin-1")):
