@@ -104,6 +104,9 @@ class Control:
         #: Runtime heater offsets (the API's), kept across reconnects.
         self.temperature_offsets: dict[str, float] = {}
         self.last_error: str | None = None
+        #: More statistics for /metrics, by source (the MQTT bridge): each returns
+        #: (name, kind, help, value) samples.
+        self.metrics_sources: dict[str, Callable[[], list[tuple[str, str, str, float]]]] = {}
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
         self._builtins = builtins
