@@ -64,6 +64,32 @@ class Broker:
     tls: Tls | None = None
 
 
+class _Context(ssl.SSLContext):
+    """Remembers the sockets it wraps: paho leaves one open when the TLS handshake fails."""
+
+    opened: list[ssl.SSLSocket]
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.opened.append(sock)
+        return sock
+
+
+def tls_context(tls: Tls) -> _Context:
+    """Verify the broker against `ca_file` (the system's CAs without one); present the client
+    certificate when one is given. Raises OSError / ssl.SSLError for a file it cannot use."""
+    ctx = _Context(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.opened = []
+    if tls.ca_file:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    else:
+        ctx.load_default_certs()
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    ctx.check_hostname = not tls.insecure
+    return ctx
+
+
 class TrioMqtt:
     """One broker connection, kept up by `serve`. `on_connect` runs (in the trio thread) each
     time the broker accepted the connection; incoming messages wait in `inbox`."""
@@ -97,9 +123,9 @@ class TrioMqtt:
         c.enable_logger(logging.getLogger("printpipe.mqtt.paho"))
         if b.username is not None:
             c.username_pw_set(b.username, b.password)
-        if b.tls is not None:
-            c.tls_set(ca_certs=b.tls.ca_file, certfile=b.tls.cert_file, keyfile=b.tls.key_file)
-            c.tls_insecure_set(b.tls.insecure)
+        self._tls = tls_context(b.tls) if b.tls is not None else None
+        if self._tls is not None:
+            c.tls_set_context(self._tls)
         if will is not None:
             c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.max_queued_messages_set(self.limit)
@@ -152,7 +178,7 @@ class TrioMqtt:
             try:
                 self._in_thread = True
                 try:
-                    await trio.to_thread.run_sync(self.client.reconnect)
+                    await trio.to_thread.run_sync(self._open)
                 finally:
                     self._in_thread = False
             except (OSError, ssl.SSLError, ValueError) as exc:
@@ -170,6 +196,18 @@ class TrioMqtt:
             self.reconnects += 1
 
     # ---- one connection ---------------------------------------------------------------------
+    def _open(self) -> None:
+        """paho's blocking connect (in a worker thread)."""
+        try:
+            self.client.reconnect()
+        except BaseException:
+            for sock in self._tls.opened if self._tls is not None else ():
+                sock.close()
+            raise
+        finally:
+            if self._tls is not None:
+                self._tls.opened.clear()
+
     async def _run_connection(self) -> bool:
         """Drive the socket until paho closes it; whether the broker accepted us."""
         sock = self.client.socket()
@@ -188,12 +226,16 @@ class TrioMqtt:
                 self.client._sock_close()  # paho has no public close
         return self._was_accepted
 
+    def _current(self, sock: Any) -> bool:
+        """Whether `sock` is still paho's socket (paho closes it where it finds it dead)."""
+        return self.client.socket() is sock
+
     def _end(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
 
     async def _read(self, sock: Any) -> None:
-        while True:
+        while self._current(sock):
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
@@ -201,14 +243,14 @@ class TrioMqtt:
             rc = self.client.loop_read()
             # decrypted bytes TLS already holds never make the socket readable again
             while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(sock, ssl.SSLSocket) \
-                    and sock.pending() and self.client.socket() is sock:
+                    and sock.pending() and self._current(sock):
                 rc = self.client.loop_read()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.client.socket() is not sock:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._current(sock):
                 self._end()
                 return
 
     async def _write(self, sock: Any) -> None:
-        while True:
+        while self._current(sock):  # paho may have closed it while we waited
             if not self.client.want_write():
                 self._wake = trio.Event()
                 await self._wake.wait()
@@ -218,7 +260,7 @@ class TrioMqtt:
             except trio.ClosedResourceError:
                 return
             rc = self.client.loop_write()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.client.socket() is not sock:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._current(sock):
                 self._end()
                 return
 
