@@ -21,7 +21,8 @@ import attrs
 import pytest
 import trio
 
-from pipeline.app.mqtt.client import Broker, Received, Tls, TrioMqtt
+from pipeline.app.mqtt.client import Received, TrioMqtt
+from pipeline.config.mqtt import MqttSpec
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -150,8 +151,7 @@ class Watcher:
 
 
 @asynccontextmanager
-async def watching(port: int, pattern: str = "#", *, tls: Tls | None = None
-                   ) -> AsyncIterator[Watcher]:
+async def watching(port: int, pattern: str = "#") -> AsyncIterator[Watcher]:
     """A subscriber on the broker at 127.0.0.1:`port`, connected and subscribed on entry."""
     holder: list[TrioMqtt] = []
     subscribed = trio.Event()
@@ -160,8 +160,9 @@ async def watching(port: int, pattern: str = "#", *, tls: Tls | None = None
         holder[0].subscribe([pattern])
         subscribed.set()
 
-    mqtt = TrioMqtt(Broker("127.0.0.1", port, f"test-{free_port()}", 30, tls=tls), None,
-                    limit=1000, on_connect=on_connect, inbox=100_000)
+    mqtt = TrioMqtt(MqttSpec(host="127.0.0.1", port=port, keepalive=30),
+                    f"test-{free_port()}", None, limit=1000, on_connect=on_connect,
+                    inbox=100_000)
     holder.append(mqtt)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mqtt.serve)

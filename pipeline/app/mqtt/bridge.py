@@ -15,10 +15,11 @@ import os
 import socket
 import time
 
+import attrs
 import trio
 
 from pipeline.app.control import Control
-from pipeline.app.mqtt.client import Broker, Tls, TrioMqtt
+from pipeline.app.mqtt.client import TrioMqtt
 from pipeline.app.mqtt.commands import reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
@@ -40,19 +41,21 @@ _STATUS_EVENTS = frozenset({Event.PRINTER_STATE_CHANGED, Event.PRINT_STARTED, Ev
                             Event.PRINT_RESUMED, Event.CONNECTED, Event.DISCONNECTED})
 
 
-def broker_of(spec: MqttSpec, config_path: str) -> Broker:
-    """The connection settings, with TLS files relative to the config file's folder."""
+def resolved(spec: MqttSpec, config_path: str) -> MqttSpec:
+    """`spec` with its TLS files relative to the config file's folder."""
     folder = os.path.dirname(os.path.abspath(config_path))
 
     def path(name: str | None) -> str | None:
         return None if name is None else os.path.join(folder, os.path.expanduser(name))
 
     t = spec.tls
-    tls = Tls(path(t.ca_file), path(t.cert_file), path(t.key_file), t.insecure) \
-        if t.active else None
-    client_id = spec.client_id or f"printpipe-{socket.gethostname()}"
-    return Broker(spec.host, spec.port, client_id, spec.keepalive, spec.username,
-                  spec.password, tls)
+    return attrs.evolve(spec, tls=attrs.evolve(t, ca_file=path(t.ca_file),
+                                               cert_file=path(t.cert_file),
+                                               key_file=path(t.key_file)))
+
+
+def client_id_of(spec: MqttSpec) -> str:
+    return spec.client_id or f"printpipe-{socket.gethostname()}"
 
 
 class Bridge:
@@ -61,15 +64,18 @@ class Bridge:
         self.spec = spec
         self.sub = sub
         self.topics = Topics(spec.base_topic)
-        self.broker = broker_of(spec, control.config.path)
+        self.client_id = client_id_of(spec)
         self.changes = Changes(spec)
-        self.mqtt = TrioMqtt(self.broker, availability(spec, False), limit=spec.queue,
-                             on_connect=self._on_connect)
+        self.mqtt = self._client()
+
+    def _client(self) -> TrioMqtt:
+        return TrioMqtt(resolved(self.spec, self.control.config.path), self.client_id,
+                        availability(self.spec, False), limit=self.spec.queue,
+                        on_connect=self._on_connect)
 
     def restart(self) -> None:
         """A new connection and a clean slate after a failure; the counters carry on."""
-        old, self.mqtt = self.mqtt, TrioMqtt(self.broker, availability(self.spec, False),
-                                             limit=self.spec.queue, on_connect=self._on_connect)
+        old, self.mqtt = self.mqtt, self._client()
         self.mqtt.published, self.mqtt.dropped = old.published, old.dropped
         self.mqtt.reconnects = old.reconnects + 1
         self.changes.forget()
@@ -103,7 +109,7 @@ class Bridge:
         self.publish(availability(self.spec, True))
         if self.spec.discovery.enabled:
             heaters = list(self.control.status().temperatures)
-            for msg in discovery_messages(self.spec, self.broker.client_id, heaters):
+            for msg in discovery_messages(self.spec, self.client_id, heaters):
                 self.publish(msg)
         if self.spec.commands:
             self.mqtt.subscribe([self.topics.gcode, self.topics.job])

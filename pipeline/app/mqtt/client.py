@@ -25,6 +25,7 @@ import trio
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pipeline.app.mqtt.topics import Message
+from pipeline.config.mqtt import MqttSpec, TlsSpec
 
 log = logging.getLogger("printpipe.mqtt")
 
@@ -45,25 +46,6 @@ class Received:
     retain: bool
 
 
-@attrs.frozen
-class Tls:
-    ca_file: str | None
-    cert_file: str | None
-    key_file: str | None
-    insecure: bool
-
-
-@attrs.frozen
-class Broker:
-    host: str
-    port: int
-    client_id: str
-    keepalive: int
-    username: str | None = None
-    password: str | None = None
-    tls: Tls | None = None
-
-
 class _Context(ssl.SSLContext):
     """Remembers the sockets it wraps: paho leaves one open when the TLS handshake fails."""
 
@@ -75,7 +57,7 @@ class _Context(ssl.SSLContext):
         return sock
 
 
-def tls_context(tls: Tls) -> _Context:
+def tls_context(tls: TlsSpec) -> _Context:
     """Verify the broker against `ca_file` (the system's CAs without one); present the client
     certificate when one is given. Raises OSError / ssl.SSLError for a file it cannot use."""
     ctx = _Context(ssl.PROTOCOL_TLS_CLIENT)
@@ -94,9 +76,10 @@ class TrioMqtt:
     """One broker connection, kept up by `serve`. `on_connect` runs (in the trio thread) each
     time the broker accepted the connection; incoming messages wait in `inbox`."""
 
-    def __init__(self, broker: Broker, will: Message | None, *, limit: int,
+    def __init__(self, spec: MqttSpec, client_id: str, will: Message | None, *, limit: int,
                  on_connect: Callable[[], None], inbox: int = INBOX) -> None:
-        self.broker = broker
+        self.spec = spec  # TLS file paths as given (the bridge makes them absolute)
+        self.client_id = client_id
         self.limit = limit
         self.connected = False
         self.published = 0
@@ -115,15 +98,15 @@ class TrioMqtt:
         self.client = self._client(will)
 
     def _client(self, will: Message | None) -> paho.Client:
-        b = self.broker
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id,
+        b = self.spec
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=paho.MQTTv311, clean_session=True)
         c.connect_timeout = CONNECT_TIMEOUT
         c.suppress_exceptions = True  # a bug in a callback is logged, never raised into trio
         c.enable_logger(logging.getLogger("printpipe.mqtt.paho"))
         if b.username is not None:
             c.username_pw_set(b.username, b.password)
-        self._tls = tls_context(b.tls) if b.tls is not None else None
+        self._tls = tls_context(b.tls) if b.tls.active else None
         if self._tls is not None:
             c.tls_set_context(self._tls)
         if will is not None:
@@ -183,13 +166,13 @@ class TrioMqtt:
                     self._in_thread = False
             except (OSError, ssl.SSLError, ValueError) as exc:
                 log.warning("MQTT broker %s:%d unreachable: %s (next try in %gs)",
-                            self.broker.host, self.broker.port, exc, delay)
+                            self.spec.host, self.spec.port, exc, delay)
             else:
                 was_up = await self._run_connection()
                 if was_up and not self._closing:
                     delay = BACKOFF[0]
                     log.warning("MQTT connection to %s:%d lost (next try in %gs)",
-                                self.broker.host, self.broker.port, delay)
+                                self.spec.host, self.spec.port, delay)
             self._closed.set()
             await trio.sleep(delay)
             delay = min(delay * 2, BACKOFF[1])
@@ -276,10 +259,10 @@ class TrioMqtt:
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT broker %s:%d refused the connection: %s", self.broker.host,
-                      self.broker.port, reason)
+            log.error("MQTT broker %s:%d refused the connection: %s", self.spec.host,
+                      self.spec.port, reason)
             return
-        log.info("MQTT connected to %s:%d", self.broker.host, self.broker.port)
+        log.info("MQTT connected to %s:%d", self.spec.host, self.spec.port)
         self.connected = self._was_accepted = True
         self._sent = self._written = 0
         self._on_connect()
