@@ -53,6 +53,7 @@ mqtt:
   events:
     - PrintDone
     - PrintFailed
+    - Dwelling
   commands: true
   retain:
     events:
@@ -64,7 +65,8 @@ mqtt:
 """).mqtt
     assert (spec.host, spec.port, spec.username, spec.password, spec.client_id) == (
         "broker.lan", 8883, "printer", "secret", "farm-3")
-    assert spec.events == ("PrintDone", "PrintFailed") and spec.qos == 1 and spec.commands
+    assert spec.events == ("PrintDone", "PrintFailed", "Dwell")  # as the bus names it
+    assert spec.qos == 1 and spec.commands
     assert spec.retain.events == () and not spec.retain.progress and spec.retain.temperature
     assert spec.tls.active and spec.tls.ca_file == "ca.crt" and spec.discovery.enabled
 
@@ -252,3 +254,15 @@ async def test_an_unreachable_broker_costs_the_print_nothing(tmp_path):
     dropped = next(line for line in metrics.splitlines()
                    if line.startswith("printpipe_mqtt_messages_dropped_total "))
     assert float(dropped.split()[1]) > 0
+
+
+def test_the_readme_example_loads():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## MQTT"):readme.index("## HTTP API")]
+    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
+                  if b.startswith("mqtt:")]
+    spec = load_yaml(example).mqtt
+    assert spec.host == "broker.lan" and spec.retain.events == ("ZChange", "FirmwareData")
+    assert spec.tls.active and not spec.commands

@@ -24,6 +24,7 @@ from pipeline.config.options import (
     subsection,
     text,
 )
+from pipeline.events.names import canonical
 
 #: OctoPrint-MQTT retains these events (its `broker.retain` default).
 RETAINED_EVENTS = ("ZChange", "FirmwareData")
@@ -52,8 +53,13 @@ def _port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be 1..65535"
 
 
+def _event_tuple(names: list[str] | None) -> tuple[str, ...]:
+    """The names as events are published ("Dwelling" is Dwell); an empty value is none."""
+    return tuple(canonical(n) for n in names or ())
+
+
 def _events(names: list[str] | None) -> tuple[str, ...] | None:
-    return None if names is None else tuple(names)
+    return None if names is None else _event_tuple(names)
 
 
 @attrs.frozen
@@ -79,7 +85,7 @@ class RetainSpec:
     """Which messages the broker keeps for late subscribers, per kind."""
 
     events: tuple[str, ...] = option(RETAINED_EVENTS, sy.EmptyList() | sy.Seq(sy.Str()),
-                                     convert=tuple, item_check=event_problem)
+                                     convert=_event_tuple, item_check=event_problem)
     progress: bool = flag(True)
     temperature: bool = flag(True)
     state: bool = flag(True)
