@@ -155,7 +155,7 @@ async def test_no_discovery_and_no_commands_unless_asked(tmp_path, broker):
 
 
 async def test_commands_in_go_through_the_pipeline_and_refusals_are_answered(tmp_path, broker):
-    async with watching(broker.port, BASE + "command/reply") as watch, \
+    async with watching(broker.port) as watch, \
             serve_for_test(tmp_path, mqtt_yaml(broker.port, "  commands: true\n")) as srv:
         events = srv.events(["CommandSuppressed"])
         replies = []
@@ -166,7 +166,7 @@ async def test_commands_in_go_through_the_pipeline_and_refusals_are_answered(tmp
             replies.append(m)
             return json.loads(m.payload)
 
-        await trio.sleep(0.5)  # the bridge subscribed
+        await watch.wait_for(BASE + "state")  # subscribed: it subscribes before publishing
         ok = await ask("command/gcode", b"M117 hello from mqtt\nG28 X\n")
         assert ok["ok"] is True and ok["result"] == "queued 2 commands"
         assert ok["topic"] == BASE + "command/gcode" and "_timestamp" in ok
@@ -201,7 +201,7 @@ async def test_job_commands_pause_resume_and_cancel_a_print(tmp_path, broker):
     path.write_text("G4 S2\nG1 X10\nG4 S4\nG1 X20\nG4 S4\n")
     async with watching(broker.port, BASE + "#") as watch, \
             serve_for_test(tmp_path, mqtt_yaml(broker.port, "  commands: true\n")) as srv:
-        await trio.sleep(0.5)
+        await watch.wait_for(BASE + "state")  # subscribed: it subscribes before publishing
         srv.service.select(str(path), "job.gcode")
         watch.publish(BASE + "command/job", b"start")
         await watch.wait_for(BASE + "event/PrintStarted")
