@@ -9,7 +9,7 @@ import json
 
 import pytest
 import trio
-from conftest import load_yaml
+from conftest import load_yaml, run_cli
 from http_fixtures import serve_for_test
 from mqtt_fixtures import free_port
 from sample_prints import file_lines, write_sample
@@ -266,3 +266,13 @@ def test_the_readme_example_loads():
     spec = load_yaml(example).mqtt
     assert spec.host == "broker.lan" and spec.retain.events == ("ZChange", "FirmwareData")
     assert spec.tls.active and not spec.commands
+
+
+def test_a_tls_file_that_cannot_be_read_stops_the_start_with_a_config_error(tmp_path):
+    config = tmp_path / "printpipe.yaml"
+    config.write_text(f"storage:\n  state: {tmp_path}/state\n  folder: {tmp_path}/files\n"
+                      "http:\n  port: 0\nmqtt:\n  tls:\n    ca_file: missing-ca.crt\n")
+    result = run_cli("serve", "-c", str(config))
+    assert result.returncode != 0
+    assert f"[mqtt.tls] cannot use the TLS files {tmp_path}/missing-ca.crt" in result.stderr
+    assert "Traceback" not in result.stderr

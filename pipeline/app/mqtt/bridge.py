@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import time
 
 import attrs
@@ -24,6 +25,7 @@ from pipeline.app.mqtt.commands import reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
 from pipeline.config.mqtt import MqttSpec
+from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.fanout.bus import BusEvent, Subscription
 
@@ -69,9 +71,17 @@ class Bridge:
         self.mqtt = self._client()
 
     def _client(self) -> TrioMqtt:
-        return TrioMqtt(resolved(self.spec, self.control.config.path), self.client_id,
-                        availability(self.spec, False), limit=self.spec.queue,
-                        on_connect=self._on_connect)
+        """The broker connection; a TLS file it cannot use is a ConfigError (at start)."""
+        path = self.control.config.path
+        spec = resolved(self.spec, path)
+        try:
+            return TrioMqtt(spec, self.client_id,
+                            availability(self.spec, False), limit=self.spec.queue,
+                            on_connect=self._on_connect)
+        except (OSError, ssl.SSLError) as exc:
+            files = [f for f in (spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file) if f]
+            raise ConfigError(f"cannot use the TLS files {', '.join(files)}: {exc}", path=path,
+                              key="mqtt.tls") from exc
 
     def restart(self) -> None:
         """A new connection and a clean slate after a failure; the counters carry on."""
