@@ -144,9 +144,9 @@ ERROR_CASES = {
     "unknown top-level key": ("""\
         printer:
           port: virtual
-        mqtt:
+        webcam:
           port: 80
-        """, 3, "unknown section 'mqtt'", "mqtt"),
+        """, 3, "unknown section 'webcam'", "webcam"),
     "unknown key inside serial": ("""\
         serial:
           ok_window: 1

@@ -8,6 +8,12 @@ rss_peak_mb and exact (the printer received every file command exactly once, in 
     python tools/bench.py --lines 20000 --corrupt 0.01 --lost-ok 0.001 --busy 0.01
     python tools/bench.py --lines 20000 --noop-stages 5     # 5 no-op stages on every phase
     python tools/bench.py --lines 20000 --slow-subscription PrintStarted,ZChange  # sleep 30
+    python tools/bench.py --lines 20000 --mqtt 127.0.0.1:1883   # the MQTT bridge on
+    python tools/bench.py --lines 20000 --mqtt 127.0.0.1:1883 --mqtt-flood 2000  # + events/s
+
+With --mqtt the figures add the bridge's counters during the print (mqtt_published,
+mqtt_dropped, mqtt_per_s); --mqtt-flood publishes that many extra events per second on the
+bus while printing, to find the rate the bridge sustains without dropping.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ def host_yaml(args: argparse.Namespace, link: str) -> str:
             text += f"  {phase}:\n"
             for i in range(args.noop_stages):
                 text += f"    - handler: pipeline.virtual.pair:noop_stage\n      id: noop{i}\n"
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        text += f"mqtt:\n  host: {host}\n  port: {port}\n  client_id: bench\n"
     if args.slow_subscription:
         text += "events:\n  shutdown_grace: 0.5\n  subscriptions:\n"
         for event in args.slow_subscription.split(","):
@@ -60,25 +69,58 @@ def virtual_yaml(args: argparse.Namespace) -> str:
             f"    ok_delay: {args.ok_delay}\n")
 
 
-async def host_run(config: HostConfig, path: str) -> dict[str, Any]:
+def _mqtt_counters(control: Any) -> dict[str, float]:
+    source = control.metrics_sources.get("mqtt")
+    return {name: value for name, _, _, value in source()} if source else {}
+
+
+async def _flood(control: Any, per_s: float) -> None:
+    """`per_s` ZChange events a second on the bus, in bursts every 10 ms."""
+    burst, z = max(1, round(per_s / 100)), 0.0
+    while True:
+        for _ in range(burst):
+            z += 0.01
+            control.publish("ZChange", {"new": round(z, 2), "old": round(z - 0.01, 2)})
+        await trio.sleep(0.01)
+
+
+async def host_run(config: HostConfig, path: str, flood: float = 0.0) -> dict[str, Any]:
     from pipeline.app.service import open_service
     async with open_service(config) as control:
         await control.connect()
         control.select(path)
+        if config.mqtt is not None:
+            for _ in range(200):  # up to 10 s for the broker connection
+                if _mqtt_counters(control).get("mqtt_connected"):
+                    break
+                await trio.sleep(0.05)
+        m0 = _mqtt_counters(control)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         await control.start()
         printer = control.session
         job = printer.core.jobs.job if printer is not None else None
         assert job is not None, "start() made the file job"
-        result = await control.wait_job_end()
+        async with trio.open_nursery() as nursery:
+            if flood:
+                nursery.start_soon(_flood, control, flood)
+            result = await control.wait_job_end()
+            nursery.cancel_scope.cancel()
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        return {"lines": job.line_no, "wall_s": round(wall, 3),
-                "lines_per_s": round(job.line_no / wall, 1),
-                "cpu_us_per_line": round(cpu * 1e6 / max(job.line_no, 1), 2),
-                "outcome": result.outcome.value if result else None}
+        figures = {"lines": job.line_no, "wall_s": round(wall, 3),
+                   "lines_per_s": round(job.line_no / wall, 1),
+                   "cpu_us_per_line": round(cpu * 1e6 / max(job.line_no, 1), 2),
+                   "outcome": result.outcome.value if result else None}
+        if config.mqtt is not None:
+            m1 = _mqtt_counters(control)
+            sent = m1["mqtt_messages_published_total"] - m0["mqtt_messages_published_total"]
+            lost = m1["mqtt_messages_dropped_total"] - m0["mqtt_messages_dropped_total"]
+            bus = {s.name: s.dropped for s in control.bus.statistics()}.get("mqtt", 0)
+            figures |= {"mqtt_published": sent, "mqtt_dropped": lost + bus,
+                        "mqtt_per_s": round(sent / wall, 1)}
+        return figures
 
 
 #: Commands the host itself adds around a print (handshake, polls, markers): allowed in the
@@ -127,7 +169,7 @@ def run_once(args: argparse.Namespace, gcode_path: str) -> dict[str, Any]:
                 time.sleep(0.02)
             config = load_config(host_yaml(args, link), "bench.yaml",
                                  stage_schemas=stage_schemas(), stage_phases=stage_phases())
-            figures = trio.run(host_run, config, gcode_path)
+            figures = trio.run(host_run, config, gcode_path, args.mqtt_flood)
             figures["rss_peak_mb"] = round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             deadline = time.monotonic() + 10
@@ -157,6 +199,9 @@ def main() -> int:
     ap.add_argument("--slow-subscription", metavar="EVENTS",
                     help="add a `sleep 30` system subscription on these events (comma list)")
     ap.add_argument("--file", help="print this file instead of a generated one")
+    ap.add_argument("--mqtt", metavar="HOST:PORT", help="run the MQTT bridge to this broker")
+    ap.add_argument("--mqtt-flood", type=float, default=0.0, metavar="PER_S",
+                    help="with --mqtt: publish this many extra events a second while printing")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file
@@ -172,6 +217,10 @@ def main() -> int:
     out["window"] = args.window
     out["noop_stages"] = args.noop_stages
     out["slow_subscription"] = args.slow_subscription
+    if args.mqtt:
+        for k in ("mqtt_published", "mqtt_dropped", "mqtt_per_s"):
+            out[k] = statistics.median(r[k] for r in runs)
+        out["mqtt_flood"] = args.mqtt_flood
     if len(runs) > 1:
         out["cpu_us_per_line_all"] = [r["cpu_us_per_line"] for r in runs]
     print(json.dumps(out))

@@ -117,6 +117,9 @@ class Control:
         self.recovery = Recovery(state_folder(config), self.publish)
         #: The print history (`printpipe serve` keeps one in the state folder).
         self.history: PrintHistory | None = None
+        #: More statistics for /metrics, by source (the MQTT bridge): each returns
+        #: (name, kind, help, value) samples.
+        self.metrics_sources: dict[str, Callable[[], list[tuple[str, str, str, float]]]] = {}
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
         #: What a reload applies live; the edges register their own sections.

@@ -48,6 +48,7 @@ from pipeline.config.schema import (  # the spec names are part of this module's
 )
 from pipeline.config.sections import (
     HTTP,
+    MQTT,
     STORAGE,
     EventsSpec,
     HostConfig,
@@ -83,7 +84,7 @@ __all__ = [
 
 _GENERIC_FOUND = {"found arbitrary text", "found an arbitrary integer", "found an arbitrary number"}
 _EMPTY_OPTIONS: Mapping[str, Any] = MappingProxyType({})
-_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE}
+_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE, "mqtt": MQTT}
 
 
 def load_config(text: str, path: str = "<config>", *,
@@ -231,7 +232,8 @@ class _Reader:
                           values.get("pipeline") or PipelineSpec(),
                           values.get("scripts") or ScriptsSpec(),
                           values.get("events") or EventsSpec(),
-                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec())
+                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec(),
+                          values.get("mqtt"))
 
     def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
         if nodes.is_blank(node):

@@ -282,7 +282,7 @@ SECTIONS: Mapping[str, Section] = {
     "printer": Section.of(PrinterSpec), "serial": Section.of(SerialSpec),
     "virtual": Section.of(VirtualSpec), "scripts": Section.of(ScriptsSpec)}
 TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts", "events", "http",
-                  "storage")
+                  "storage", "mqtt")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

@@ -102,6 +102,9 @@ async def metrics(request: Request) -> Response:
                  if t.get(kind) is not None])
     _metric(out, "job_progress_ratio", "gauge", "progress of the current print (0..1)",
             [("", status.job.progress if status.job else 0)])
+    for source in control.metrics_sources.values():
+        for name, kind, help_, value in source():
+            _metric(out, name, kind, help_, [("", value)])
     return PlainTextResponse("\n".join(out) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
