@@ -276,3 +276,14 @@ def test_a_tls_file_that_cannot_be_read_stops_the_start_with_a_config_error(tmp_
     assert result.returncode != 0
     assert f"[mqtt.tls] cannot use the TLS files {tmp_path}/missing-ca.crt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("profile", "heaters"), [
+    ({}, ["tool0", "bed"]),
+    ({"extruders": 2, "heated_bed": False}, ["tool0", "tool1"]),
+    ({"extruders": 2, "shared_nozzle": True, "heated_chamber": True},
+     ["tool0", "bed", "chamber"]),
+])
+def test_discovery_names_the_profiles_heaters_before_any_report(profile, heaters):
+    from pipeline.config.schema import ProfileSpec
+    assert ProfileSpec(**profile).heaters() == heaters

@@ -108,6 +108,12 @@ class ProfileSpec:
     volume: VolumeSpec = subsection(VolumeSpec)
     limits: HeaterLimitsSpec = subsection(HeaterLimitsSpec)
 
+    def heaters(self) -> list[str]:
+        """The heaters the profile declares, by their report names (tool0.., bed, chamber)."""
+        tools = 1 if self.shared_nozzle else self.extruders
+        return ([f"tool{i}" for i in range(tools)] + ["bed"] * self.heated_bed
+                + ["chamber"] * self.heated_chamber)
+
 
 @attrs.frozen
 class PrinterSpec:

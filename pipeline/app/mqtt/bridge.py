@@ -118,7 +118,10 @@ class Bridge:
         """The broker accepted us: say so, announce, subscribe, and publish the whole state."""
         self.publish(availability(self.spec, True))
         if self.spec.discovery.enabled:
-            heaters = list(self.control.status().temperatures)
+            # the profile's heaters: a heater is reported only after its first report
+            declared = self.control.config.printer.profile.heaters()
+            heaters = declared + [h for h in self.control.status().temperatures
+                                  if h not in declared]
             for msg in discovery_messages(self.spec, self.client_id, heaters):
                 self.publish(msg)
         if self.spec.commands:
