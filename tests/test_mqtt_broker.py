@@ -280,3 +280,35 @@ async def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path, caplog):
         assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
     finally:
         broker.stop()
+
+
+async def _reload(srv, text: str) -> dict:
+    with open(srv.config_path, "w") as f:
+        f.write(text)
+    r = await srv.client.post("/api/system/reload", headers={"X-Api-Key": srv.key})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_reload_moves_the_bridge_to_its_new_settings_at_once(tmp_path, broker):
+    async with watching(broker.port) as watch, \
+            serve_for_test(tmp_path, mqtt_yaml(broker.port)) as srv:
+        await watch.wait_for(BASE + "mqtt", lambda m: m.payload == b"connected")
+        with open(srv.config_path) as f:
+            text = f.read()
+        # an unusable TLS file is refused and the running bridge stays
+        answer = await _reload(srv, text + "  tls:\n    ca_file: missing-ca.crt\n")
+        assert [f["key"] for f in answer["failed"]] == ["mqtt"]
+        assert "missing-ca.crt" in answer["failed"][0]["why"]
+        answer = await _reload(srv, text.replace("client_id: pp-test",
+                                                 "client_id: pp-test\n  base_topic: farm/p1/"))
+        assert "mqtt.base_topic" in answer["applied"] and not answer["restart_needed"]
+        await watch.wait_for("farm/p1/mqtt", lambda m: m.payload == b"connected")
+        # the old bridge said goodbye before the new one took the client id
+        assert [m.payload for m in watch.on(BASE + "mqtt")] == [b"connected", b"disconnected"]
+        assert [m.payload for m in watch.on("farm/p1/mqtt")] == [b"connected"]
+        answer = await _reload(srv, text.split("mqtt:")[0])   # the section removed
+        assert "mqtt" in answer["applied"]
+        await watch.wait_for("farm/p1/mqtt", lambda m: m.payload == b"disconnected")
+        metrics = (await srv.client.get("/metrics", headers={"X-Api-Key": srv.key})).text
+        assert "printpipe_mqtt_connected" not in metrics

@@ -18,7 +18,7 @@ from types import ModuleType
 import trio
 
 from pipeline.app.control import Control
-from pipeline.app.mqtt.bridge import serve_mqtt
+from pipeline.app.mqtt.bridge import MqttService
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
 from pipeline.fanout.bus import EventBus
@@ -42,8 +42,9 @@ async def open_service(config: HostConfig, *,
         control = Control(config, pipeline, bus, nursery, builtins)
         check_custom_events(config.events, control.custom_events())
         await nursery.start(control.runner.run)
-        if config.mqtt is not None:
-            await nursery.start(serve_mqtt, control, config.mqtt)
+        mqtt = MqttService(control, nursery)
+        mqtt.start(config.mqtt)
+        control.reloader.live("mqtt", mqtt.reconfigure)
         bus.publish(Event.STARTUP)
         control.recovery.load()  # an interrupted print: logged, PrintInterrupted
         try:

@@ -25,6 +25,7 @@ from pipeline.app.mqtt.commands import reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
 from pipeline.config.mqtt import MqttSpec
+from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.fanout.bus import BusEvent, Subscription
@@ -165,14 +166,21 @@ class Bridge:
             self.publish(reply_message(self.spec, msg.topic, msg.payload, reply, time.time()))
 
 
-async def serve_mqtt(control: Control, spec: MqttSpec, *,
-                     task_status: trio.TaskStatus[Bridge] = trio.TASK_STATUS_IGNORED) -> None:
-    """Subscribe to the bus, report the bridge started (without waiting for the broker), and
-    bridge until Shutdown."""
+def open_bridge(control: Control, spec: MqttSpec) -> Bridge:
+    """A bridge subscribed to the bus; ConfigError (and no subscription left) when its TLS
+    files are unusable."""
     sub = control.subscribe("mqtt", events=None, size=spec.queue)
-    bridge = Bridge(control, spec, sub)
-    control.metrics_sources["mqtt"] = bridge.samples
-    task_status.started(bridge)
+    try:
+        return Bridge(control, spec, sub)
+    except BaseException:
+        sub.close()
+        raise
+
+
+async def keep_bridging(bridge: Bridge) -> None:
+    """Bridge until the subscription ends (Shutdown, or a reload replacing the bridge); a bug
+    inside the bridge is logged and the bridge starts over: it never ends the service."""
+    bridge.control.metrics_sources["mqtt"] = bridge.samples
     while True:
         try:
             await bridge.run()
@@ -181,3 +189,42 @@ async def serve_mqtt(control: Control, spec: MqttSpec, *,
             log.exception("the MQTT bridge failed; starting it again in %gs", RESTART_DELAY)
         await trio.sleep(RESTART_DELAY)
         bridge.restart()
+
+
+class MqttService:
+    """The bridge of the config's `mqtt` section, if there is one. A reload that changes the
+    section replaces it: the running bridge says `disconnected` and closes before the new one
+    connects (the same client id would otherwise take over its session and fire its will)."""
+
+    def __init__(self, control: Control, nursery: trio.Nursery) -> None:
+        self._control = control
+        self._nursery = nursery
+        self._bridge: Bridge | None = None
+        self._ended: trio.Event | None = None
+
+    def start(self, spec: MqttSpec | None) -> None:
+        """Bridge with `spec` from now on (None: no bridge). A ConfigError (unusable TLS
+        files) leaves the running bridge as it was."""
+        new = open_bridge(self._control, spec) if spec is not None else None
+        previous = self._ended
+        if self._bridge is not None:
+            self._bridge.sub.close()   # it drains, says disconnected and closes
+        self._bridge, self._ended = new, None
+        if new is None:
+            self._control.metrics_sources.pop("mqtt", None)
+            return
+        self._ended = trio.Event()
+        self._nursery.start_soon(self._run, new, previous, self._ended)
+
+    def reconfigure(self, old: HostConfig, new: HostConfig) -> None:
+        """The reload applier of the `mqtt` section."""
+        self.start(new.mqtt)
+
+    async def _run(self, bridge: Bridge, previous: trio.Event | None, ended: trio.Event) -> None:
+        try:
+            if previous is not None:
+                await previous.wait()
+            if bridge is self._bridge:   # not replaced again meanwhile
+                await keep_bridging(bridge)
+        finally:
+            ended.set()
