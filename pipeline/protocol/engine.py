@@ -1,9 +1,11 @@
 """The sans-IO protocol engine (h11's model): bytes in, events and bytes out, no IO, no trio.
 
 `HostProtocol` owns what the wire needs: line splitting, the handshake, line numbers and XOR
-checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the ok
-window (credit = window - lines in flight), the communication/busy/ok deadlines and the
-timeout rules, and the classification of every reply line into events.
+checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the
+send window (the exact account of the lines in flight is window.py's; the limit is here: the
+firmware's queue slots from ADVANCED_OK's `B`, the RX buffer's bytes, one line after an error
+and while a long-running command runs), the communication/busy/ok deadlines and the timeout
+rules with the lost-ok probe (timeouts.py), and the classification of every reply line.
 
 It does not own queues, the pipeline or the print job (the session does) and never reads a
 clock: every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
@@ -11,7 +13,7 @@ clock: every call that needs time takes `now`. Plain `ok` lines are handled with
 
 from __future__ import annotations
 
-from collections import deque
+import re
 from collections.abc import Callable, Sequence
 
 from pipeline.config.schema import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
@@ -37,6 +39,7 @@ from pipeline.protocol.report import Content, FirmwareReport
 from pipeline.protocol.resend import ResendTracker
 from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
 from pipeline.protocol.timeouts import apply_timeout, communication_period
+from pipeline.protocol.window import INTERNAL, InFlight
 
 __all__ = ["HEATUP_GCODES", "HostProtocol"]
 
@@ -45,6 +48,13 @@ MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, rese
 NO_EVENTS: Sequence[EngineEvent] = ()
 _M112 = Command.parse("M112")
 _BED_OFF = Command.parse("M140 S0")
+_PROBE = Command.parse("M105", cmd_type=INTERNAL)
+# `ok N<line> P<planner free> B<queue free>` (ADVANCED_OK), read straight from the bytes.
+_ADVANCED_OK = re.compile(rb"ok(?: N(\d+))?(?: P(\d+))?(?: B(\d+))? *")
+#: After an error, this many clean acknowledgements at one line in flight before the window
+#: opens again.
+CLEAN_RUN = 2
+MIN_OK_TIMEOUT = 0.5  # the shortest wait for an ok before a probe
 
 
 class HostProtocol:
@@ -72,21 +82,35 @@ class HostProtocol:
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
         self.busy_active = self.long_running = self.heating = False
+        #: The most recent command the printer acknowledged (acks come in order), never one
+        #: of the engine's own lines (extra hellos, probes).
         self.last_acked: Command | None = None
         self.acked_count = self.sent_count = 0
-        self._window = serial.ok_window
-        self._inflight: deque[tuple[int, Command]] = deque()
+        self.probes_total = 0  # for /metrics
+        self._fixed = serial.send_window  # 0: auto
+        self.slots = 0          # the firmware's command-queue slots, from ADVANCED_OK's B
+        self.advanced_ok = False  # oks carry N/P/B
+        self._limit = 1
+        self._recovering = 0    # clean acks still needed at one line after an error
+        self._inflight = InFlight(serial.rx_buffer)
+        self._held: tuple[int, Command, bytes] | None = None  # framed, waiting for RX room
         self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
+        self._expect_resend_ok = False
         self._buf = bytearray()
         self._out = bytearray()
         self._events: list[EngineEvent] = []
         self._pending_error: str | None = None
         self._hellos = 0
+        self._hellos_out = 0  # hellos written since connect(): extras are answered later
         self._temp_interval = serial.timeouts.temperature  # M155 S<n> (autoreport) sets it
         self._update_period()
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self._ok_floor = 0.0     # a G4 in flight: no probe before its wait is over
+        self._latency = 0.0      # recent ok latency (moving average)
+        self._probes = 0         # probes since the last acknowledgement
         self._consecutive_timeouts = 0
         self.timeouts_total = 0  # for /metrics
+        self._update_limit()
 
     @property
     def resend_requests(self) -> int:
@@ -97,16 +121,39 @@ class HostProtocol:
     @property
     def credit(self) -> int:
         """How many more lines may be sent before an ok comes back."""
-        return self._window - len(self._inflight)
+        if self._held is not None:
+            return 0
+        return self._limit - len(self._inflight.entries)
 
     @property
     def in_flight(self) -> int:
-        return len(self._inflight)
+        """Lines written (or framed and held for RX room) and not yet acknowledged."""
+        return len(self._inflight.entries) + (self._held is not None)
+
+    @property
+    def in_flight_bytes(self) -> int:
+        return self._inflight.bytes
+
+    @property
+    def window(self) -> int:
+        """How many lines may be in flight now."""
+        return self._limit
 
     @property
     def resending(self) -> bool:
         """True while history lines wait to be resent: no new line may go out."""
         return self._resend.pending
+
+    def _update_limit(self) -> None:
+        """The window's limit from what is known: call when one of its inputs changes."""
+        if self._recovering or self.long_running:
+            self._limit = 1
+        elif self._fixed:
+            self._limit = self._fixed
+        elif self.slots:
+            self._limit = self.slots
+        else:
+            self._limit = self.serial.firmware_bufsize or 1
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -129,11 +176,22 @@ class HostProtocol:
             d = self._resend_ok_deadline
         # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
         # then stalls forever when autoreport lines keep the link "alive". Any line in flight
-        # that is not a long-running command gets it here.
-        if (self._inflight and not self.long_running and not self.heating
-                and self._ok_deadline < d):
+        # gets it here (long-running ones a longer one, see _arm).
+        if self._inflight.entries and self._ok_deadline < d:
             d = self._ok_deadline
         return d
+
+    def _arm(self, now: float) -> None:
+        """Set the oldest line's ok deadline: a few times the recent ok latency, at least
+        MIN_OK_TIMEOUT; the communication period while a long-running command is in flight
+        (busy lines and heat-up reports extend it), and never before a G4's wait is over."""
+        base = 4.0 * self._latency
+        if base < MIN_OK_TIMEOUT:
+            base = MIN_OK_TIMEOUT
+        if self.long_running and base < self._period:
+            base = self._period
+        d = now + base
+        self._ok_deadline = d if d > self._ok_floor else self._ok_floor
 
     def _update_period(self) -> None:
         """Call whenever busy mode or the temperature interval changes (the period is read
@@ -167,7 +225,10 @@ class HostProtocol:
         self._set_state(LinkState.CONNECTING)
         self.current_line = 1
         self._resend.clear()
-        self._inflight.clear()
+        self._forget_in_flight()
+        self.slots, self.advanced_ok = 0, False
+        self._hellos_out = 0
+        self._update_limit()
         if not self.serial.wait_for_start:
             self._say_hello(now, counted=True)
         else:
@@ -178,6 +239,7 @@ class HostProtocol:
             self._hellos += 1
         hello = Command.parse(self.serial.hello_command)
         self._out += frame(self._number(hello), hello.line)
+        self._hellos_out += 1
         self._deadline = now + self.serial.timeouts.detection
 
     def _number(self, cmd: Command) -> int:
@@ -215,31 +277,57 @@ class HostProtocol:
         else:
             n = -1
             data = encode_plain(cmd.line)
-        if cmd.gcode is not None or self.unknown_need_ack:
-            self._track(n, cmd, now)
         self.sent_count += 1
+        if cmd.gcode is not None or self.unknown_need_ack:
+            return self._admit(n, cmd, data, now)
         return data
 
-    def _track(self, n: int, cmd: Command, now: float) -> None:
-        """`cmd` went out and waits for its ok: window, ok deadline, long-running flags."""
-        if not self._inflight:
-            self._ok_deadline = now + self._period
-        self._inflight.append((n, cmd))
+    def _admit(self, n: int, cmd: Command, data: bytes, now: float) -> bytes:
+        """Account for a framed line that waits for its ok; b"" when it must wait for RX room
+        first (it is held, and goes out through `take_output` once an ok makes room)."""
+        inflight = self._inflight
+        entries = inflight.entries
+        nbytes = len(data)
+        if entries and inflight.bytes - entries[0][2] + nbytes > inflight.room:
+            self._held = (n, cmd, data)
+            return b""
+        if not entries:
+            base = 4.0 * self._latency
+            self._ok_deadline = now + (base if base > MIN_OK_TIMEOUT else MIN_OK_TIMEOUT)
+        entries.append((n, cmd, nbytes, now))
+        inflight.bytes += nbytes
         g = cmd.gcode
-        if g not in self._flagged:
-            return  # the hot path: an ordinary move
+        if g in self._flagged:
+            self._flag(cmd, now)
+        return data
+
+    def _flag(self, cmd: Command, now: float) -> None:
+        """A long-running, heat-up or M155 command went out."""
+        g = cmd.gcode
         if g in self._long_running:
             self.long_running = True
             if g == "G4":
                 p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
                 wait = (p / 1000.0) if p is not None else (s or 0.0)
                 self._deadline = max(self._deadline, now + self._period + wait)
+                self._ok_floor = max(self._ok_floor, now + self._period + wait)
         elif g in HEATUP_GCODES:
             self.long_running = self.heating = True
         elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
             s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
             self._temp_interval = s if s else self.serial.timeouts.temperature
             self._update_period()
+            return
+        else:
+            return
+        self._update_limit()
+        self._arm(now)  # a long-running line in flight: the long deadline
+
+    def _release_held(self, now: float) -> None:
+        held = self._held
+        if held is not None and self._inflight.fits(len(held[2])):
+            self._held = None
+            self._out += self._admit(held[0], held[1], held[2], now)
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
         """The next history line to resend, verbatim with its number, if credit allows."""
@@ -247,16 +335,42 @@ class HostProtocol:
             return None
         n, line = self._resend.take()
         cmd = Command.parse(line)
-        self._track(n, cmd, now)
         self.sent_count += 1
-        return frame(n, line), cmd
+        return self._admit(n, cmd, frame(n, line), now), cmd
+
+    def probe(self, now: float) -> None:
+        """The oldest line's ok is overdue: send one numbered line beyond the window, the next
+        line the printer expects (`N<next> M105`, or the next line waiting to be resent). If
+        the earlier line arrived, the printer acknowledges both; if not, it asks for a resend.
+        Never the last line again: Marlin 2.1.2+ drops a duplicate of the last line silently."""
+        self._probes += 1
+        self.probes_total += 1
+        if self._resend.pending:
+            n, line = self._resend.take()
+            cmd = Command.parse(line)
+            data = frame(n, line)
+        elif self.serial.checksum is ChecksumMode.NEVER:
+            n, cmd, data = -1, _PROBE, encode_plain(_PROBE.line)
+        else:
+            n = self.current_line
+            self._resend.record(n, _PROBE.line)
+            self.current_line = n + 1
+            cmd, data = _PROBE, frame(n, _PROBE.line)
+        inflight = self._inflight
+        inflight.add(n, cmd, len(data), now)
+        self._out += data
+        self.sent_count += 1
+        self._arm(now)  # back off: each probe in a row waits twice as long as the last
+        self._ok_deadline = now + (self._ok_deadline - now) * (1 << min(self._probes - 1, 4))
 
     def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
         """An emergency-parser command (M108, M410): written at once, its ok expected first."""
-        if not self._inflight:  # else the ok deadline left by the last ok is stale
-            self._ok_deadline = self._deadline if now is None else now + self._period
-        self._inflight.appendleft((-1, cmd))
-        return encode_plain(cmd.line)
+        data = encode_plain(cmd.line)
+        t = self._deadline - self._period if now is None else now
+        if not self._inflight.entries:  # else the ok deadline left by the last ok is stale
+            self._ok_deadline = t + self._period
+        self._inflight.add_first(-1, cmd, len(data), t)
+        return data
 
     def _write_emergency(self) -> None:
         """Raw and numbered M112, then every heater off (numbered), outside the ok window."""
@@ -316,14 +430,22 @@ class HostProtocol:
     def _line(self, raw: bytes, now: float) -> None:
         if self.state is LinkState.ERROR:
             return
-        if (raw == b"ok" and self.received_hook is None and self.state is LinkState.OPERATIONAL
-                and self._pending_error is None):
-            self._deadline = now + self._period
-            self._consecutive_timeouts = 0
-            self._on_ok(now)
-            if self._report.in_cap_report:
-                self._end_cap_report()
-            return
+        if (raw[:2] == b"ok" and self.received_hook is None
+                and self.state is LinkState.OPERATIONAL and self._pending_error is None):
+            if raw == b"ok":
+                self._deadline = now + self._period
+                self._on_ok(now)
+                if self._report.in_cap_report:
+                    self._end_cap_report()
+                return
+            m = _ADVANCED_OK.fullmatch(raw)
+            if m is not None:  # ok N<line> P<planner> B<queue>: the hot path with ADVANCED_OK
+                self._deadline = now + self._period
+                n, b = m.group(1), m.group(3)
+                self._on_advanced_ok(-1 if n is None else int(n), b, now)
+                if self._report.in_cap_report:
+                    self._end_cap_report()
+                return
         line = raw.decode("utf-8", "replace").strip()
         if self.received_hook is not None:
             hooked = self.received_hook(line)
@@ -331,23 +453,27 @@ class HostProtocol:
         if not line:
             return
         self._deadline = now + self._period
-        self._consecutive_timeouts = 0
+        if not self._inflight.entries:
+            self._consecutive_timeouts = 0
         self._classify(line, now)
 
     def _classify(self, line: str, now: float) -> None:
         ev = self._events
-        if self._resend_ok_deadline != INF and not replies.is_ok(line):
-            self._on_ok(now)  # a resend came without its ok: this line proves it won't come
+        if self._expect_resend_ok and not replies.is_ok(line):
+            self._no_resend_ok()  # a resend came without its ok: this line proves it won't come
         if replies.is_busy(line):
-            self._ok_deadline = now + self._period
+            self._alive(now)
             if (not self.busy_active and self.serial.busy_protocol
                     and self.state is LinkState.OPERATIONAL):
                 self.busy_active = True
                 self._update_period()
                 ev.append(BusyDetected())
             return
-        if line != "ok":  # a plain ok is no event, whichever path it took
+        fields = replies.parse_ok(line)
+        if fields is None or not fields.bare:  # a flow-control ok is no event, either path
             ev.append(Received(line))
+        if self.heating and " W:" in line:
+            self._alive(now)  # Marlin's heat-up report: M109/M190 still waits
         if self._pending_error is not None:
             text, self._pending_error = replies.join_error(self._pending_error, line), None
             self._on_error(text, now)
@@ -364,11 +490,17 @@ class HostProtocol:
             else:
                 self._on_error(err, now)
             return
-        if replies.is_ok(line) or replies.is_wait(line):
+        if fields is not None or replies.is_wait(line):
             if self.state is LinkState.CONNECTING:
-                self._on_connected(now)
+                self._on_connected(line, now)
                 return
-            self._on_ok(now)
+            if fields is None or (fields.n < 0 and fields.b is None and not fields.temperatures):
+                self._on_ok(now)  # "wait", or a plain "ok"
+            elif fields.temperatures:  # M105's answer (numbered or not, never an N)
+                self._on_temperature_ok(fields.n, fields.b, now)
+            else:
+                self._on_advanced_ok(fields.n, None if fields.b is None else str(fields.b),
+                                     now)
             if replies.ok_is_consumed(line):
                 self._end_cap_report()
                 return
@@ -402,44 +534,155 @@ class HostProtocol:
         elif kind is Content.START:
             self._on_start(now)
 
-    def _on_connected(self, now: float) -> None:
+    def _on_connected(self, line: str, now: float) -> None:
         self._set_state(LinkState.OPERATIONAL)
-        self._hellos = 0
-        self._inflight.clear()
+        self._forget_in_flight()
+        # A `start` waiting when the port opened was answered with another hello: each hello
+        # beyond the one this ok answered gets its own ok later, so it counts as in flight.
+        hello = Command.parse(self.serial.hello_command, cmd_type=INTERNAL)
+        for _ in range(self._hellos_out - 1):
+            self._inflight.add(0, hello, len(frame(0, hello.line)), now)
+        self._hellos = self._hellos_out = 0
+        fields = replies.parse_ok(line)
+        if fields is not None and fields.b is not None:
+            self._learn(str(fields.b))
         self._deadline = now + self._period
+        if self._inflight.entries:
+            self._arm(now)
         self._events.append(Connected())
 
     def _on_start(self, now: float) -> None:
         if self.state is LinkState.CONNECTING:
             self._say_hello(now, counted=False)
         elif self.state is LinkState.OPERATIONAL:
-            self._inflight.clear()
+            self._forget_in_flight()
             self._resend.clear()
             self.current_line = 1
             # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
             self.long_running = self.heating = self.busy_active = False
             self._update_period()
+            self._update_limit()
             self._events.append(PrinterReset(idle=not self.printing))
 
-    def _on_ok(self, now: float) -> None:
+    def _forget_in_flight(self) -> None:
+        self._inflight.clear()
+        self._held = None
+        self._expect_resend_ok = False
         self._resend_ok_deadline = INF
-        self._ok_deadline = now + self._period
-        if self._inflight:
-            self.last_acked = self._inflight.popleft()[1]
-            self.acked_count += 1
-        if self.long_running:  # with a window the ok may belong to an earlier line
+        self._recovering = self._probes = 0
+        self._ok_floor = 0.0
+
+    def abandon_in_flight(self) -> int:
+        """Give up on every line in flight (a cancel that must end although the printer does
+        not answer); returns how many there were. Late oks of them are ignored."""
+        n = self.in_flight
+        self._forget_in_flight()
+        if self.long_running:
+            self.long_running = self.heating = False
+            self._update_limit()
+        return n
+
+    def _learn(self, b: str | bytes) -> None:
+        """ADVANCED_OK's `B` (free queue slots, the acknowledged line still in it)."""
+        self.advanced_ok = True
+        slots = int(b) + 1
+        if slots > self.slots:
+            self.slots = slots
+            self._update_limit()
+
+    # ---- acknowledgements ----------------------------------------------------------------
+    def _on_ok(self, now: float) -> None:
+        """A plain `ok` (or `wait`): the resend's own ok, or the oldest line's."""
+        self._resend_ok_deadline = INF
+        if self._expect_resend_ok:
+            self._expect_resend_ok = False
+            return
+        inflight = self._inflight
+        if self.advanced_ok:  # command oks carry N/P/B: a bare ok is an unnumbered line's
+            count = inflight.through_unnumbered()
+        else:
+            count = 1 if inflight.entries else 0
+        if count:
+            self._ack(count, now)
+
+    def _on_advanced_ok(self, n: int, b: bytes | str | None, now: float) -> None:
+        """`ok N<n> P.. B..`: every line up to n; without N, the oldest unnumbered line."""
+        self._resend_ok_deadline = INF
+        if b is not None:
+            self._learn(b)
+        entries = self._inflight.entries
+        if n >= 0:
+            self.advanced_ok = True
+            if entries and entries[0][0] == n:
+                self._ack(1, now)
+                return
+            count = self._inflight.through_number(n)
+        else:
+            count = self._inflight.through_unnumbered()
+        if count:
+            self._ack(count, now)
+
+    def _on_temperature_ok(self, n: int, b: int | None, now: float) -> None:
+        """`ok T:..`: M105's answer, in order: every line up to the oldest M105."""
+        self._resend_ok_deadline = INF
+        if n >= 0:
+            self._on_advanced_ok(n, None if b is None else str(b), now)
+            return
+        count = self._inflight.through_gcode("M105")
+        if not count and not self.advanced_ok and self._inflight.entries:
+            count = 1  # a firmware that adds temperatures to other oks: in order
+        if count:
+            self._ack(count, now)
+
+    def _ack(self, count: int, now: float) -> None:
+        """The `count` oldest lines in flight are acknowledged."""
+        entries = self._inflight.entries
+        inflight = self._inflight
+        cmd = None
+        t = now
+        for _ in range(count):
+            _, c, nbytes, t = entries.popleft()
+            inflight.bytes -= nbytes
+            if c.cmd_type is not INTERNAL:
+                cmd = c
+        if cmd is not None:
+            self.last_acked = cmd
+        self.acked_count += count
+        self._consecutive_timeouts = self._probes = 0
+        if self.long_running:  # a long-running line may just have been acknowledged
             self._recheck_long_running()
+        else:
+            self._latency += (now - t - self._latency) * 0.125
+        if self._recovering:
+            self._recovering -= 1
+            if not self._recovering:
+                self._update_limit()
+        if entries:
+            self._arm(now)
+        else:
+            self._ok_floor = 0.0
         self._resend.on_ok()
+        if self._held is not None:
+            self._release_held(now)
+
+    def _alive(self, now: float) -> None:
+        """A busy line or a heat-up report: the oldest line is being processed."""
+        self._ok_deadline = now + self._period
+        self._consecutive_timeouts = self._probes = 0
 
     def _recheck_long_running(self) -> None:
         """Long-running (heating) only while such a command still waits for its ok."""
-        gcodes = {c.gcode for _, c in self._inflight}
+        gcodes = {e[1].gcode for e in self._inflight.entries}
         self.heating = not gcodes.isdisjoint(HEATUP_GCODES)
         self.long_running = self.heating or not gcodes.isdisjoint(self._long_running)
+        if not self.long_running:
+            self._ok_floor = 0.0
+            self._update_limit()
 
+    # ---- resends and errors ----------------------------------------------------------------
     def _on_resend(self, n: int, now: float) -> None:
         if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
-            verdict = self._resend.request(n, self.current_line, (x for x, _ in self._inflight))
+            verdict = self._resend.request(n, self.current_line, self._inflight.numbers())
             if verdict is ResendTracker.LOOP:
                 self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again "
                            "and again, communication stuck", m112=True)
@@ -448,16 +691,37 @@ class HostProtocol:
                 self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
                            "history is available, can't resend", m112=True)
                 return
+            if verdict is ResendTracker.ACCEPTED:
+                # the lines from n on never reached the queue: they go out again
+                self._inflight.drop_from(n)
+                held = self._held
+                if held is not None and held[0] >= 0:
+                    self._held = None
+                if self.long_running:
+                    self._recheck_long_running()
+                if self._inflight.entries:
+                    self._arm(now)
+            self._recover()
         mode = self.serial.resend_without_ok  # OctoPrint applies it to every Resend: line
-        if mode is ResendWithoutOk.ALWAYS:
-            self._on_ok(now)
-        elif mode is ResendWithoutOk.DETECT:
-            self._resend_ok_deadline = now + self.serial.timeouts.resend_ok
+        if mode is not ResendWithoutOk.ALWAYS:
+            self._expect_resend_ok = True
+            if mode is ResendWithoutOk.DETECT:
+                self._resend_ok_deadline = now + self.serial.timeouts.resend_ok
+
+    def _no_resend_ok(self) -> None:
+        self._expect_resend_ok = False
+        self._resend_ok_deadline = INF
+
+    def _recover(self) -> None:
+        """An error: one line in flight until a run of clean acknowledgements."""
+        self._recovering = CLEAN_RUN
+        self._update_limit()
 
     def _on_error(self, text: str, now: float) -> None:
         kind = replies.classify_error(text)
         if kind is replies.ErrorClass.RECOVERABLE:
-            self._on_ok(now)
+            if self._inflight.entries:  # the line was taken as it was: simulate its ok
+                self._ack(1, now)
         elif kind is replies.ErrorClass.RESEND:
             self._resend.note_error(text)
         elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
