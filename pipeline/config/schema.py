@@ -140,10 +140,6 @@ class MaxTimeoutsSpec:
     long_running: int = integer(5, at_least(0))
 
 
-def _window(value: int | str) -> int:
-    return 0 if value == "auto" else int(value)
-
-
 def _window_check(value: int | str) -> str | None:
     if value == "auto" or (isinstance(value, int) and value >= 1):
         return None
@@ -175,10 +171,9 @@ class SerialSpec:
     resend_history_size: int = integer(50, at_least(1))
     max_consecutive_resends: int = integer(10, at_least(1))
     #: Lines in flight: "auto" (the firmware's command-queue slots, learned from ADVANCED_OK's
-    #: `B`, else `firmware_bufsize`, else 1) or a fixed number (1 is ping-pong). Read as 0 for
-    #: auto; the RX-buffer, error and long-running rules hold either way.
-    send_window: int = option(0, sy.Enum(["auto"]) | sy.Int(), convert=_window,
-                              check=_window_check)
+    #: `B`, else `firmware_bufsize`, else 1) or a fixed number (1 is ping-pong); the
+    #: RX-buffer, error and long-running rules hold either way.
+    send_window: int | str = option("auto", sy.Enum(["auto"]) | sy.Int(), check=_window_check)
     #: The firmware's BUFSIZE when it does not report ADVANCED_OK (then auto stays at 1).
     firmware_bufsize: int | None = optional_integer(at_least(1))
     #: The firmware's serial RX buffer in bytes: unacknowledged bytes beyond the line being

@@ -87,7 +87,7 @@ class HostProtocol:
         self.last_acked: Command | None = None
         self.acked_count = self.sent_count = 0
         self.probes_total = 0  # for /metrics
-        self._fixed = serial.send_window  # 0: auto
+        self._fixed = 0 if serial.send_window == "auto" else int(serial.send_window)
         self.slots = 0          # the firmware's command-queue slots, from ADVANCED_OK's B
         self.advanced_ok = False  # oks carry N/P/B
         self._limit = 1
@@ -331,8 +331,8 @@ class HostProtocol:
 
     def next_resend(self, now: float) -> tuple[bytes, Command] | None:
         """The next history line to resend, verbatim with its number, if credit allows."""
-        if self.credit <= 0 or not self._resend.pending:
-            return None
+        if self.credit <= 0 or not self._resend.pending or self._expect_resend_ok:
+            return None  # (the resend's own ok first: then no later ok can be taken for it)
         n, line = self._resend.take()
         cmd = Command.parse(line)
         self.sent_count += 1
