@@ -191,8 +191,8 @@ ERROR_CASES = {
     "the retired ok_window": ("""\
         serial:
           ok_window: 4
-        """, 2, "serial.ok_window was replaced by serial.send_window: write `send_window: "
-        "auto`", "serial.ok_window"),
+        """, 2, "serial.ok_window was replaced by serial.send_window: write `send_window",
+        "serial.ok_window"),
     "resend_history_size 0": ("""\
         serial:
           resend_history_size: 0

@@ -129,6 +129,9 @@ class TimeoutSpec:
     temperature_autoreport: int = integer(2, at_least(0))
     resend_ok: float = number(0.5)
     position_wait: float = number(10.0)
+    #: How long a cancel waits for the printer to acknowledge the lines in flight before it
+    #: gives up on them (so a cancel ends whatever the link does).
+    cancel: float = number(5.0)
 
 
 @attrs.frozen

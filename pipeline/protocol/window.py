@@ -28,7 +28,7 @@ Entry = tuple[int, Command, int, float]  # (number or -1, command, bytes, time s
 
 
 class InFlight:
-    __slots__ = ("entries", "bytes", "room")
+    __slots__ = ("bytes", "entries", "room")
 
     def __init__(self, rx_buffer: int) -> None:
         self.entries: deque[Entry] = deque()

@@ -42,7 +42,7 @@ def make_firmware(spec: FirmwareSpec, *, now: float = 0.0) -> VirtualFirmware:
 
 
 class MarlinFirmware(VirtualFirmware):
-    def __init__(self, spec: FirmwareSpec = FirmwareSpec(), *, now: float = 0.0) -> None:
+    def __init__(self, spec: FirmwareSpec, *, now: float = 0.0) -> None:
         m = spec.virtual.marlin
         self._bufsize = m.bufsize
         self._planner_size = m.planner
@@ -134,7 +134,7 @@ class MarlinFirmware(VirtualFirmware):
 
     def _arrival(self, chunk: list[object], i: int) -> float:
         """When byte `i` of a wire chunk has arrived."""
-        return chunk[0] + (i + 1) * self._byte_time  # type: ignore[operator,no-any-return]
+        return chunk[0] + (i + 1) * self._byte_time  # type: ignore[operator]
 
     def _next_line(self) -> float:
         """When the next whole line can be read (inf while the queue is full)."""
