@@ -88,6 +88,7 @@ class HostProtocol(FlowControl):
         self.advanced_ok = False  # oks carry N/P/B
         self._limit = 1
         self._recovering = 0    # clean acks still needed at one line after an error
+        self._recover_from = 0  # ... of lines numbered from this one on
         self._inflight = InFlight(serial.rx_buffer)
         self._held: tuple[int, Command, bytes] | None = None  # framed, waiting for RX room
         self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)

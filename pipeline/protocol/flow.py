@@ -52,6 +52,7 @@ class FlowControl:
     _fixed: int
     _limit: int
     _recovering: int
+    _recover_from: int
     _inflight: InFlight
     _held: tuple[int, Command, bytes] | None
     _resend: ResendTracker
@@ -285,8 +286,9 @@ class FlowControl:
         inflight = self._inflight
         cmd = None
         t = now
+        last_n = -1
         for _ in range(count):
-            _, c, nbytes, t = entries.popleft()
+            last_n, c, nbytes, t = entries.popleft()
             inflight.bytes -= nbytes
             if c.cmd_type is not INTERNAL:
                 cmd = c
@@ -298,8 +300,8 @@ class FlowControl:
             self._recheck_long_running()
         else:
             self._latency += (now - t - self._latency) * 0.125
-        if self._recovering:
-            self._recovering -= 1
+        if self._recovering and last_n >= self._recover_from:
+            self._recovering -= 1  # a clean acknowledgement of a line from the resend on
             if not self._recovering:
                 self._update_limit()
         if entries:
@@ -346,7 +348,7 @@ class FlowControl:
                     self._recheck_long_running()
                 if self._inflight.entries:
                     self._arm(now)
-            self._recover()
+            self._recover(n)
         mode = self.serial.resend_without_ok  # OctoPrint applies it to every Resend: line
         if mode is not ResendWithoutOk.ALWAYS:
             self._expect_resend_ok = True
@@ -357,8 +359,10 @@ class FlowControl:
         self._expect_resend_ok = False
         self._resend_ok_deadline = INF
 
-    def _recover(self) -> None:
-        """An error: one line in flight until a run of clean acknowledgements."""
+    def _recover(self, n: int) -> None:
+        """A resend from line n: one line in flight until n and a run of clean lines after it
+        are acknowledged."""
         self._recovering = CLEAN_RUN
+        self._recover_from = n if n >= 0 else 0
         self._update_limit()
 
