@@ -23,6 +23,7 @@ from pipeline.gcode import Command, encode_plain, frame, param_value
 from pipeline.protocol.events import EngineEvent, ErrorReason
 from pipeline.protocol.resend import ResendTracker
 from pipeline.protocol.settings import HEATUP_GCODES
+from pipeline.protocol.timeouts import communication_period
 from pipeline.protocol.window import INTERNAL, InFlight
 
 INF = float("inf")
@@ -41,6 +42,7 @@ class FlowControl:
     capabilities: Mapping[str, bool]
     long_running: bool
     heating: bool
+    busy_active: bool
     current_line: int
     last_acked: Command | None
     acked_count: int
@@ -121,12 +123,19 @@ class FlowControl:
     def _arm(self, now: float) -> None:
         """Set the oldest line's ok deadline: a few times the recent ok latency, at least
         MIN_OK_TIMEOUT; the communication period while a long-running command is in flight
-        (busy lines and heat-up reports extend it), and never before a G4's wait is over."""
+        (the busy one when the firmware reports the busy protocol: it says `busy:` every few
+        seconds while it works; busy lines and heat-up reports extend it), and never before
+        a G4's wait is over."""
         base = 4.0 * self._latency
         if base < MIN_OK_TIMEOUT:
             base = MIN_OK_TIMEOUT
-        if self.long_running and base < self._period:
-            base = self._period
+        if self.long_running:
+            period = self._period
+            if (not self.busy_active and self.serial.busy_protocol
+                    and self.capabilities.get("BUSY_PROTOCOL")):
+                period = communication_period(self.serial.timeouts, True, self._temp_interval)
+            if base < period:
+                base = period
         d = now + base
         self._ok_deadline = d if d > self._ok_floor else self._ok_floor
 
@@ -274,7 +283,7 @@ class FlowControl:
         if n >= 0:
             self._on_advanced_ok(n, None if b is None else str(b), now)
             return
-        count = self._inflight.through_gcode("M105")
+        count = self._inflight.through_answer_of_m105()
         if not count and not self.advanced_ok and self._inflight.entries:
             count = 1  # a firmware that adds temperatures to other oks: in order
         if count:

@@ -70,6 +70,17 @@ class InFlight:
                 return i + 1
         return 0
 
+    def through_answer_of_m105(self) -> int:
+        """`ok T:..`: the answer of an M105. Up to the newest probe when one is in flight (a
+        probe goes out only when every line before it is overdue: their answers, earlier
+        probes' included, were lost), else up to the oldest M105."""
+        entries = self.entries
+        for i in range(len(entries) - 1, -1, -1):
+            cmd = entries[i][1]
+            if cmd.cmd_type is INTERNAL and cmd.gcode == "M105":
+                return i + 1
+        return self.through_gcode("M105")
+
     def through_unnumbered(self) -> int:
         """An ok without a number: up to the oldest unnumbered line (M105s answer with
         temperatures and are matched by `through_gcode`)."""

@@ -55,8 +55,10 @@ class Pair:
 
     def step(self) -> bool:
         """Move whatever can move now; True if anything did."""
-        moved = False
+        q = self.core.queues
+        before = (len(q.job), len(q.manual), self.core.state)
         out = self.core.data_to_send()
+        moved = before != (len(q.job), len(q.manual), self.core.state)  # a marker ran
         if out:
             self.core.on_written()
             self.wire.append(out)
