@@ -67,7 +67,7 @@ def wire_limit(commands: list[str]) -> float:
     return len(commands) / (nbytes / BYTES_PER_S)
 
 
-# ---- the model --------------------------------------------------------------------------------
+# ---- the model ------------------------------------------------
 
 def test_oks_carry_line_planner_and_queue_room():
     fw = firmware()
@@ -107,7 +107,7 @@ def test_a_duplicate_of_the_last_line_is_dropped_without_a_word():
     assert fw.accepted == ["G1 X1"] and out.count("ok") == 1 and "Error" not in out
 
 
-# ---- throughput and exactness ---------------------------------------------------------------------
+# ---- throughput and exactness ------------------------------------------------
 
 def test_the_default_window_fills_the_wire_exactly_also_under_faults():
     """20,000 lines: the default config reaches 85% of the wire's limit with no RX overflow,
@@ -135,7 +135,7 @@ def test_ping_pong_is_slower_than_the_default():
     assert auto < 0.8 * pong
 
 
-# ---- lost oks and lost lines ----------------------------------------------------------------------
+# ---- lost oks and lost lines ------------------------------------------------
 
 def lose_ok_of(p: Pair, text: str) -> None:
     """The firmware's ok for the first execution of `text` never reaches the host."""
@@ -227,7 +227,7 @@ def test_cancel_ends_within_seconds_when_the_printer_stops_answering():
     assert p.core.jobs.result is not None and p.core.jobs.result.outcome is not Outcome.DONE
 
 
-# ---- random fault mixes -----------------------------------------------------------------------------
+# ---- random fault mixes ------------------------------------------------
 
 FAULTS = st.builds(FaultSpec, seed=st.integers(0, 10_000),
                    corrupt_rate=st.sampled_from([0.0, 0.01, 0.05]),
