@@ -104,6 +104,7 @@ class HostProtocol(FlowControl):
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
         self._ok_floor = 0.0     # a G4 in flight: no probe before its wait is over
         self._latency = 0.0      # recent ok latency (moving average)
+        self._last_b: bytes | str | None = None  # the last B an ok carried
         self._probes = 0         # probes since the last acknowledgement
         self._consecutive_timeouts = 0
         self.timeouts_total = 0  # for /metrics
@@ -168,7 +169,7 @@ class HostProtocol(FlowControl):
         self.current_line = 1
         self._resend.clear()
         self._forget_in_flight()
-        self.slots, self.advanced_ok = 0, False
+        self.slots, self.advanced_ok, self._last_b = 0, False, None
         self._hellos_out = 0
         self._update_limit()
         if not self.serial.wait_for_start:
@@ -291,14 +292,16 @@ class HostProtocol(FlowControl):
     def _line(self, raw: bytes, now: float) -> None:
         if self.state is LinkState.ERROR:
             return
-        if (raw[:2] == b"ok" and self.received_hook is None
-                and self.state is LinkState.OPERATIONAL and self._pending_error is None):
-            if raw == b"ok":
+        if raw == b"ok":
+            if (self.received_hook is None and self.state is LinkState.OPERATIONAL
+                    and self._pending_error is None):
                 self._deadline = now + self._period
                 self._on_ok(now)
                 if self._report.in_cap_report:
                     self._end_cap_report()
                 return
+        elif (raw.startswith(b"ok ") and self.received_hook is None
+                and self.state is LinkState.OPERATIONAL and self._pending_error is None):
             m = _ADVANCED_OK.fullmatch(raw)
             if m is not None:  # ok N<line> P<planner> B<queue>: the hot path with ADVANCED_OK
                 self._deadline = now + self._period

@@ -66,6 +66,7 @@ class FlowControl:
     _ok_deadline: float
     _ok_floor: float
     _latency: float
+    _last_b: bytes | str | None
     _probes: int
     _period: float
     _consecutive_timeouts: int
@@ -263,7 +264,8 @@ class FlowControl:
     def _on_advanced_ok(self, n: int, b: bytes | str | None, now: float) -> None:
         """`ok N<n> P.. B..`: every line up to n; without N, the oldest unnumbered line."""
         self._resend_ok_deadline = INF
-        if b is not None:
+        if b is not None and b != self._last_b:  # (it rarely changes: parsed only then)
+            self._last_b = b
             self._learn(b)
         entries = self._inflight.entries
         if n >= 0:
@@ -291,18 +293,23 @@ class FlowControl:
 
     def _ack(self, count: int, now: float) -> None:
         """The `count` oldest lines in flight are acknowledged."""
-        entries = self._inflight.entries
         inflight = self._inflight
-        cmd = None
-        t = now
-        last_n = -1
-        for _ in range(count):
+        entries = inflight.entries
+        if count == 1:  # the hot path
             last_n, c, nbytes, t = entries.popleft()
             inflight.bytes -= nbytes
             if c.cmd_type is not INTERNAL:
-                cmd = c
-        if cmd is not None:
-            self.last_acked = cmd
+                self.last_acked = c
+        else:
+            cmd = None
+            last_n, t = -1, now
+            for _ in range(count):
+                last_n, c, nbytes, t = entries.popleft()
+                inflight.bytes -= nbytes
+                if c.cmd_type is not INTERNAL:
+                    cmd = c
+            if cmd is not None:
+                self.last_acked = cmd
         self.acked_count += count
         self._consecutive_timeouts = self._probes = 0
         if self.long_running:  # a long-running line may just have been acknowledged
@@ -317,7 +324,8 @@ class FlowControl:
             self._arm(now)
         else:
             self._ok_floor = 0.0
-        self._resend.on_ok()
+        if self._resend.active:
+            self._resend.on_ok()
         if self._held is not None:
             self._release_held(now)
 
