@@ -227,6 +227,25 @@ def test_cancel_ends_within_seconds_when_the_printer_stops_answering():
     assert p.core.jobs.result is not None and p.core.jobs.result.outcome is not Outcome.DONE
 
 
+def test_the_end_of_a_print_never_waits_forever_for_lines_in_flight():
+    """The final M400's ok is lost and the printer goes deaf: the probes back off, then the
+    link fails naming the line that went unanswered, and the job ends."""
+    p = pair(MARLIN)
+    lose_ok_of(p, "M400")
+    handle = p.fw._handle
+
+    def deaf_after_m400(line: bytes, now: float) -> None:
+        if "M400" not in p.fw.accepted:
+            handle(line, now)
+
+    p.fw._handle = deaf_after_m400  # type: ignore[method-assign]
+    took = run_print(p, TEXT, limit=120.0)
+    result = p.core.jobs.result
+    assert result.outcome is Outcome.ERROR and p.core.failed
+    assert "acknowledged nothing since line" in result.error and "(M400)" in result.error
+    assert took < 60.0
+
+
 # ---- random fault mixes ------------------------------------------------
 
 FAULTS = st.builds(FaultSpec, seed=st.integers(0, 10_000),

@@ -219,7 +219,7 @@ class FlowControl:
         self._out += data
         self.sent_count += 1
         self._arm(now)  # back off: each probe in a row waits twice as long as the last
-        self._ok_deadline = now + (self._ok_deadline - now) * (1 << min(self._probes - 1, 4))
+        self._ok_deadline = now + (self._ok_deadline - now) * (1 << min(self._probes - 1, 2))
 
     def _forget_in_flight(self) -> None:
         self._inflight.clear()
