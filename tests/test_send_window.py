@@ -240,6 +240,19 @@ def test_a_lost_line_is_resent_after_the_probe():
     assert e.in_flight == 0 and e.acked_count == 2
 
 
+def test_a_line_held_for_rx_room_is_the_probe():
+    """The held line already has the next number: it goes out as the probe (never a new
+    number ahead of it, which the printer would refuse)."""
+    e = connected()
+    line = "G1 X100.000 Y100.000 Z0.300 E1.23456 F1800"
+    for _ in range(3):
+        send(e, line, now=1.0)
+    assert send(e, line, now=1.0) == b""
+    e.handle_timeout(e.deadline)
+    assert e.take_output() == frame(4, line)
+    assert e.current_line == 5 and e.in_flight == 4
+
+
 def test_probes_back_off_and_the_link_fails_with_a_clear_message():
     e = connected(max_consecutive_timeouts=MaxTimeoutsSpec(printing=3))
     fill(e, 1, now=1.0)

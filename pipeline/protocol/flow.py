@@ -203,7 +203,11 @@ class FlowControl:
         Never the last line again: Marlin 2.1.2+ drops a duplicate of the last line silently."""
         self._probes += 1
         self.probes_total += 1
-        if self._resend.pending:
+        held = self._held
+        if held is not None:  # numbered already: it is the line the printer expects next
+            n, cmd, data = held
+            self._held = None
+        elif self._resend.pending:
             n, line = self._resend.take()
             cmd = Command.parse(line)
             data = frame(n, line)
@@ -214,10 +218,11 @@ class FlowControl:
             self._resend.record(n, _PROBE.line)
             self.current_line = n + 1
             cmd, data = _PROBE, frame(n, _PROBE.line)
-        inflight = self._inflight
-        inflight.add(n, cmd, len(data), now)
+        self._inflight.add(n, cmd, len(data), now)
         self._out += data
         self.sent_count += 1
+        if cmd.gcode in self._flagged:
+            self._flag(cmd, now)
         self._arm(now)  # back off: each probe in a row waits twice as long as the last
         self._ok_deadline = now + (self._ok_deadline - now) * (1 << min(self._probes - 1, 2))
 
@@ -228,6 +233,7 @@ class FlowControl:
         self._resend_ok_deadline = INF
         self._recovering = self._probes = 0
         self._ok_floor = 0.0
+        self._update_limit()
 
     def abandon_in_flight(self) -> int:
         """Give up on every line in flight (a cancel that must end although the printer does
