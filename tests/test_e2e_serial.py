@@ -162,3 +162,26 @@ async def test_standalone_virtual_printer_serves_another_process(tmp_path):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_marlin_serial_model_over_the_pty_fills_the_window():
+    """Marlin's serial model on trio's clock (large time values) behind a real pty: the
+    window learns BUFSIZE 4 from the oks, the RX buffer never overflows, nothing is lost."""
+    config = load_yaml(FAST + """  checksum: always
+virtual:
+  marlin:
+    enabled: true
+  faults:
+    seed: 3
+    corrupt_rate: 0.02
+""")
+    lines = [f"G1 X{i % 100} Y{i % 50} E0.01" for i in range(300)]
+    async with open_printer(config) as printer:
+        engine = printer.core.engine
+        assert engine.advanced_ok and engine.slots == 4
+        printer.send(lines)
+        assert await printer.wait_idle(20)
+        firmware = printer.virtual.firmware
+        assert [a for a in firmware.accepted if a.startswith("G1 ")] == lines
+        assert firmware.rx_lost == 0 and firmware.max_queue <= 4
+        assert printer.core.statistics().resends >= 3
