@@ -812,15 +812,15 @@ def test_lines_after_an_error_are_ignored():
     assert not feed(e, "ok", "T:20 /0", "start")
 
 
-def test_out_of_band_command_is_plain_and_its_ok_comes_first():
+def test_out_of_band_command_is_plain_and_its_ok_comes_in_order():
     e = printing()
     send(e, "G1 X1")
     assert e.send_out_of_band(Command.parse("M108")) == b"M108\n"
     assert e.in_flight == 2 and e.credit == -1
     feed(e, "ok")
-    assert e.last_acked == Command.parse("M108")
+    assert e.last_acked == Command.parse("G1 X1")
     feed(e, "ok")
-    assert e.last_acked == Command.parse("G1 X1") and e.credit == 1
+    assert e.last_acked == Command.parse("M108") and e.credit == 1
 
 
 def test_out_of_band_on_an_idle_link_does_not_time_out_at_once():

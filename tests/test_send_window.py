@@ -314,6 +314,18 @@ def test_a_lost_ok_of_a_long_command_is_probed_despite_autoreport_lines():
     assert e.in_flight == 0 and e.last_acked == Command.parse("M400")
 
 
+def test_an_out_of_band_m108_is_acknowledged_by_its_own_ok_only():
+    """Marlin acts on M108 as it arrives and queues it behind the lines before it: their
+    `ok N` never covers it, its own `ok P.. B..` does."""
+    e = connected()
+    fill(e, 2)
+    e.send_out_of_band(Command.parse("M108"), 1.0)
+    feed(e, "ok N2 P15 B3")
+    assert e.in_flight == 1
+    feed(e, "ok P15 B3")
+    assert e.in_flight == 0 and e.last_acked == Command.parse("M108")
+
+
 def test_abandon_in_flight_empties_the_account():
     e = connected()
     fill(e, 3)

@@ -226,12 +226,14 @@ class HostProtocol(FlowControl):
         return data
 
     def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
-        """An emergency-parser command (M108, M410): written at once, its ok expected first."""
+        """An emergency-parser command (M108, M410): written at once, outside the window. The
+        firmware acts on it as it arrives, and queues it too: its ok comes after those of
+        the lines written before it."""
         data = encode_plain(cmd.line)
         t = self._deadline - self._period if now is None else now
         if not self._inflight.entries:  # else the ok deadline left by the last ok is stale
             self._ok_deadline = t + self._period
-        self._inflight.add_first(-1, cmd, len(data), t)
+        self._inflight.add(-1, cmd, len(data), t)
         return data
 
     def _write_emergency(self) -> None:

@@ -52,10 +52,6 @@ class InFlight:
         self.entries.append((n, cmd, nbytes, now))
         self.bytes += nbytes
 
-    def add_first(self, n: int, cmd: Command, nbytes: int, now: float) -> None:
-        self.entries.appendleft((n, cmd, nbytes, now))
-        self.bytes += nbytes
-
     # ---- which lines an ok acknowledges (a count from the oldest; 0: none) ---------------------
     def through_number(self, k: int) -> int:
         """`ok N<k>`: up to and including line k; 0 when k is not in flight (a stale ok)."""
