@@ -287,11 +287,11 @@ async def test_reload_applies_a_good_config_and_refuses_a_broken_one(tmp_path):
         await srv.client.post("/api/printer/command", json={"commands": ["G28"]})
         await until_accepted(srv, "M117 homed")  # the new subscription runs
         with open(path, "w") as f:
-            f.write(text + "serial:\n  ok_window: zero\n")
+            f.write(text + "serial:\n  send_window: zero\n")
         r = await srv.client.post("/api/system/reload")
         assert r.status_code == 400
         error = r.json()["error"]
-        assert "printpipe.yaml:" in error and "ok_window" in error
+        assert "printpipe.yaml:" in error and "send_window" in error
         assert len(srv.service.config.events.subscriptions) == 1  # the running one stays
 
 

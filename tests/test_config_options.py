@@ -171,7 +171,7 @@ def test_the_engine_and_the_virtual_printer_take_the_configured_values():
     from pipeline.session.core import HostCore
     from pipeline.virtual.spec import FirmwareSpec
 
-    config = load_config("serial:\n  ok_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
+    config = load_config("serial:\n  send_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
                          stage_schemas=stage_schemas())
     core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES), clock=lambda: 0.0)
     assert core.engine.serial is config.serial and core.engine.credit == 3

@@ -23,6 +23,7 @@ from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
     ENTRY_VALIDATORS,
     HANDLER_RE,
+    RETIRED,
     SECTIONS,
     STAGE_ENTRY_KEYS,
     STAGE_ID_RE,
@@ -247,7 +248,9 @@ class _Reader:
             key_line = nodes.key_line(node, key)
             where = f"{keypath}.{key}"
             field = section.fields.get(key)
-            if field is None:
+            if field is None and where in RETIRED:
+                self.error(RETIRED[where], key_line, where)
+            elif field is None:
                 hint = nodes.close(key, list(section.fields))
                 self.error(f"unknown key {key!r} in {keypath} ({hint})", key_line, where)
             elif isinstance(field, Section):
