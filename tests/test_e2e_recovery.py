@@ -45,12 +45,18 @@ def job_text(moves: int = 300) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The printer process's extra settings: Marlin's serial model, where the host keeps four
+#: lines in flight (`send_window: auto` learns BUFSIZE from ADVANCED_OK) and a move takes 10 ms.
+MARLIN = "  marlin:\n    enabled: true\n    move_time: 0.01\n"
+
+
 @pytest.fixture
-def bench(tmp_path) -> Iterator[dict[str, object]]:
+def bench(tmp_path, request) -> Iterator[dict[str, object]]:
     """The printer process (slow oks, fast heaters), a host config and the job file."""
     link, record = tmp_path / "printer", tmp_path / "record.txt"
     (tmp_path / "virtual.yaml").write_text(
-        "virtual:\n  heat_rate: 1000\n  faults:\n    ok_delay: 0.003\n")
+        "virtual:\n  heat_rate: 1000\n  faults:\n    ok_delay: 0.003\n"
+        + getattr(request, "param", ""))
     cfg = tmp_path / "host.yaml"
     cfg.write_text(f"printer:\n  port: {link}\nstorage:\n  folder: {tmp_path}/files\n"
                    f"  state: {tmp_path}/state\nhttp:\n  host: 127.0.0.1\n  port: 0\n"
@@ -96,7 +102,12 @@ def kill_mid_print(proc: subprocess.Popen[str], bench: dict[str, object]) -> Jou
         return (json.loads(journal.read_text())["state"]["z"] or 0) >= 0.5 and \
             len(recorded(record)) >= len(commands) // 3
 
-    wait_for(far_enough, "journal past the first layer")
+    try:
+        wait_for(far_enough, "journal past the first layer")
+    except AssertionError as exc:   # say what the host and the printer had done by then
+        lines = recorded(record)
+        raise AssertionError(f"{exc}: journal {journal.exists()}, printer took {len(lines)} of "
+                             f"{len(commands)} file lines, host exit {proc.poll()}") from None
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
     time.sleep(0.2)  # the printer process writes its record every 50 ms
@@ -122,6 +133,7 @@ def check_record(bench: dict[str, object], journal: Journal) -> None:
     assert not bench["journal"].exists()                        # the print ended: cleared
 
 
+@pytest.mark.parametrize("bench", ["", MARLIN], indirect=True, ids=["ping-pong", "marlin"])
 def test_kill_9_of_printpipe_print_then_printpipe_recover(bench):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "print", "-c",
                              str(bench["cfg"]), str(bench["job"])], cwd=ROOT,
