@@ -386,6 +386,12 @@ class Control:
         return core.statistics() if core is not None else None
 
     @property
+    def current_z(self) -> float | None:
+        """The Z height last sent or reported (OctoPrint's `currentZ`), None when unknown."""
+        core = self._core()
+        return core.tracker.z if core is not None else None
+
+    @property
     def printing_path(self) -> str | None:
         """The path (as the job shows it) of the file being printed, None when idle."""
         core = self._core()

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from pipeline.app.http import files, job, printer, stream, system
+from pipeline.app.http import files, job, printer, push, stream, system
 from pipeline.app.http.context import Api, HostCheck, KeyAuth
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
 from pipeline.errors import CommandRefused
@@ -52,7 +52,8 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(api: Api, body_limit: int) -> ASGIApp:
-    routes = printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + system.ROUTES
+    routes = (printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + push.ROUTES
+              + system.ROUTES)
     app = Starlette(routes=routes, exception_handlers={
         BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
         Exception: _server_error})

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.app.control import Status
 from pipeline.app.http.bodies import command, done, field
-from pipeline.app.http.context import api_of, identity_of
+from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.files import analysis_of
 from pipeline.app.http.printer import printer_state
 from pipeline.app.http.support import BadRequest, read_json
@@ -20,7 +21,11 @@ from pipeline.session.jobs import JobStateError
 
 async def job_get(request: Request) -> Response:
     api = api_of(request)
-    status = api.control.status()
+    return JSONResponse(job_payload(api, api.control.status(), identity_of(request)))
+
+
+def job_payload(api: Api, status: Status, user: str) -> dict[str, Any]:
+    """`/api/job`'s body for `status` (the push socket's `current` shares its parts)."""
     job, sel = status.job, status.selected
     file: dict[str, Any] = {"name": None, "path": None, "origin": None, "size": None,
                             "date": None, "display": None}
@@ -44,13 +49,13 @@ async def job_get(request: Request) -> Response:
         "job": {"file": file,
                 "estimatedPrintTime": analysis.get("estimatedPrintTime") if analysis else None,
                 "filament": analysis.get("filament") if analysis else None,
-                "lastPrintTime": None, "user": identity_of(request) if job else None},
+                "lastPrintTime": None, "user": user if job else None},
         "progress": progress, "state": state["text"]}
     if "error" in state:
         out["error"] = state["error"]
     if status.plugins:
         out["plugins"] = status.plugins  # printer.additional_state_data
-    return JSONResponse(out)
+    return out
 
 
 async def job_post(request: Request) -> Response:

@@ -1,0 +1,351 @@
+"""The push socket (`/sockjs/websocket`, SockJS's raw websocket transport: one JSON object per
+text message) that OctoPrint's clients and mobile apps (OctoApp, Printoid, OctoPod) listen on,
+and the passive login (`POST /api/login`) whose `session` authenticates it.
+
+The conversation is OctoPrint's: `connected` on open; the client sends `{"auth":
+"name:session"}`; then `history` (the state at once), `current` whenever something changed but
+at most once every BASE_RATE seconds times the client's `{"throttle": n}`, and `event`
+(`{type, payload}`) for every bus event. `subscribe` narrows state and events as OctoPrint's
+does. Before auth a socket gets nothing but `connected`; a wrong auth gets `reauthRequired`
+and the socket is closed with the reason. `plugin` messages are never sent.
+
+hypercorn speaks the websocket protocol (wsproto); nothing here frames bytes. Each socket has
+one bus subscriber, taken where the event stream takes its own (stream.py): a bounded queue,
+and a socket that does not keep up is dropped, never waited for. One task writes, so `current`
+messages never pile up behind a slow client, and the server's write deadline (server.py) drops
+a client that takes no data at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from pipeline.app.control import Status
+from pipeline.app.http.context import Api, api_of, identity_of, peer_address
+from pipeline.app.http.job import job_payload
+from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
+from pipeline.app.http.stream import client_subscription, overflowed
+from pipeline.app.http.support import BadRequest, parse_json_object, read_json
+from pipeline.app.keys import KeyStore
+from pipeline.events.names import Event
+from pipeline.fanout.bus import Subscription
+
+log = logging.getLogger("printpipe.http")
+
+#: Seconds between `current` messages at throttle 1: OctoPrint's rate limit.
+BASE_RATE = 0.5
+#: The largest throttle factor taken (a `current` at most every minute).
+MAX_THROTTLE = 120
+#: Seconds a login session may go unused before it no longer authenticates a socket
+#: (OctoPrint's `accessControl.sessionStaleAfter` default).
+SESSION_STALE = 15 * 60.0
+#: Sessions kept at once; the least recently used goes first (apps log in at every reconnect).
+MAX_SESSIONS = 256
+#: The largest message a client may send (theirs are a few bytes: auth, throttle, subscribe).
+MAX_MESSAGE = 64 * 1024
+#: Bytes a websocket close reason may have (RFC 6455: a control frame's 125, less the code).
+MAX_REASON = 123
+
+
+# ---- sessions and the passive login -------------------------------------------------------
+@attrs.define
+class LoginSession:
+    name: str
+    key: str | None        # the API key it was issued for; None in anonymous mode
+    used: float
+
+
+class Sessions:
+    """Passive-login sessions, in memory (a restart ends them, as OctoPrint's): a random token
+    bound to the name and the key it was issued for, stale after SESSION_STALE seconds unused,
+    and void once that key no longer names the same user (revoked, or a new `http.api_key`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._by_token: dict[str, LoginSession] = {}
+
+    def issue(self, name: str, key: str | None) -> str:
+        self._expire()
+        while len(self._by_token) >= MAX_SESSIONS:
+            del self._by_token[min(self._by_token, key=lambda t: self._by_token[t].used)]
+        token = secrets.token_hex(16)
+        self._by_token[token] = LoginSession(name, key, self._clock())
+        return token
+
+    def check(self, name: str, token: str, keys: KeyStore, *, anonymous: bool) -> bool:
+        """Whether `name:token` is a live session; using it keeps it alive."""
+        self._expire()
+        found = self._by_token.get(token)
+        if found is None or found.name != name:
+            return False
+        valid = (keys.identify(found.key) == name if found.key is not None else anonymous)
+        if not valid:
+            del self._by_token[token]
+            return False
+        found.used = self._clock()
+        return True
+
+    def _expire(self) -> None:
+        cutoff = self._clock() - SESSION_STALE
+        for token in [t for t, s in self._by_token.items() if s.used < cutoff]:
+            del self._by_token[token]
+
+
+def sessions_of(api: Api) -> Sessions:
+    sessions: Sessions = api.extra.setdefault("sessions", Sessions())
+    return sessions
+
+
+async def login(request: Request) -> Response:
+    """Passive login: the key's user as OctoPrint's user record, with a `session` for the
+    push socket's `auth`."""
+    body = await read_json(request) if await request.body() else {}
+    if body.get("passive") is not True and "user" not in body:
+        raise BadRequest("only passive login ({\"passive\": true}) is supported: "
+                         "authenticate with an API key")
+    name = identity_of(request)
+    session = sessions_of(api_of(request)).issue(name, request.scope.get("printpipe.key"))
+    log.info("passive login of %s from %s", name, peer_address(request.scope))
+    return JSONResponse({"name": name, "active": True, "admin": True, "user": True,
+                         "groups": ["admins", "users"], "permissions": [],
+                         "needs": {"role": ["admin", "user"]}, "roles": ["admin", "user"],
+                         "apikey": None, "settings": {}, "session": session,
+                         "_is_external_client": False, "_login_mechanism": "apikey",
+                         "_credentials_seen": False})
+
+
+# ---- what the socket sends ----------------------------------------------------------------
+def connected_payload(api: Api) -> dict[str, Any]:
+    """OctoPrint's `connected` fields (no key of any kind: the UI key it once sent is gone)."""
+    config = hashlib.md5(repr(api.config).encode(), usedforsecurity=False).hexdigest()
+    return {"version": OCTOPRINT_API_LEVEL,
+            "display_version": f"{OCTOPRINT_API_LEVEL} (printpipe {api.version})",
+            "branch": None, "python_version": platform.python_version(),
+            "plugin_hash": hashlib.md5(b"", usedforsecurity=False).hexdigest(),
+            "config_hash": config, "debug": False, "safe_mode": None, "online": None,
+            "permissions": []}
+
+
+def state_payload(api: Api, status: Status, user: str) -> dict[str, Any]:
+    """The state part of `current` and `history`, from the snapshots `/api/printer` and
+    `/api/job` answer with."""
+    job = job_payload(api, status, user)
+    stats = api.control.statistics()
+    sent, resends = (stats.lines_sent, stats.resends) if stats else (0, 0)
+    out = {"state": printer_state(status), "job": job["job"], "progress": job["progress"],
+           "currentZ": api.control.current_z, "offsets": dict(api.control.temperature_offsets),
+           "resends": {"count": resends, "transmitted": sent,
+                       "ratio": round(100 * resends / sent) if sent else 0}}
+    if status.plugins:
+        out["plugins"] = dict(status.plugins)
+    return out
+
+
+def temperatures(status: Status) -> dict[str, dict[str, float | None]]:
+    """The heaters the printer reported, actual and target (a data point without its time)."""
+    return {name: {"actual": t.get("actual"), "target": t.get("target")}
+            for name, t in status.temperatures.items()
+            if t.get("actual") is not None or t.get("target") is not None}
+
+
+def busy_files(status: Status) -> list[dict[str, str]]:
+    job = status.job
+    if job is None or not job.active:
+        return []
+    return [{"origin": job.file.origin, "path": job.file.path}]
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to what a close frame carries, on a character boundary."""
+    return text.encode()[:MAX_REASON].decode(errors="ignore")
+
+
+# ---- the socket ---------------------------------------------------------------------------
+class PushSocket:
+    """One client: a reader task takes its messages and pokes the writer, which sends
+    everything (events as they come, `current` at the rate limit) and closes the socket."""
+
+    def __init__(self, api: Api, ws: WebSocket, sub: Subscription) -> None:
+        self.api = api
+        self.ws = ws
+        self.sub = sub
+        self.user: str | None = None
+        self.throttle = 1
+        self.state_wanted = True          # until a `subscribe` says otherwise
+        self.events_wanted: frozenset[str] | None = None  # None: every event
+        self.history_due = False
+        self.refusal: tuple[int, str] | None = None  # close code and reason
+        self.wait = trio.CancelScope()    # the writer's wait; the reader cancels it to poke
+        self.last_state: dict[str, Any] | None = None
+        self.last_temps: dict[str, Any] | None = None
+        self.next_current = math.inf
+
+    async def serve(self) -> None:
+        await self.send("connected", connected_payload(self.api))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read, nursery.cancel_scope)
+            await self.write()
+            nursery.cancel_scope.cancel()
+
+    # ---- reading ------------------------------------------------------------------------
+    async def read(self, done: trio.CancelScope) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                done.cancel()
+                return
+            text = message.get("text")
+            data = text.encode() if text is not None else message.get("bytes") or b""
+            if len(data) > MAX_MESSAGE:
+                self.refuse(1009, f"a message of {len(data)} bytes: the limit is {MAX_MESSAGE}")
+            else:
+                self.handle(data)
+            self.wait.cancel()
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Close the socket with `code` and `reason` (the writer does it next)."""
+        self.refusal = (code, reason)
+
+    def handle(self, data: bytes) -> None:
+        try:
+            message = parse_json_object(data)
+        except BadRequest as exc:
+            log.info("%s: ignored a message: %s", self.sub.name, exc.message)
+            return
+        # one message may carry several (OctoPrint takes only the first): auth comes last,
+        # so it starts what the others asked for
+        if "throttle" in message:
+            self.set_throttle(message["throttle"])
+        if "subscribe" in message:
+            self.subscribe(message["subscribe"])
+        if "auth" in message:
+            self.auth(message["auth"])
+
+    def auth(self, value: Any) -> None:
+        if not isinstance(value, str) or value.count(":") != 1:
+            self.refuse(1008, "auth must be the string 'name:session' (session from "
+                              "POST /api/login)")
+            return
+        name, token = value.split(":")
+        api = self.api
+        if not sessions_of(api).check(name, token, api.keys, anonymous=api.anonymous):
+            log.warning("%s: refused auth as %r: no such session, or it expired",
+                        self.sub.name, name[:100])
+            self.refuse(1008, "unknown or expired session: log in again (POST /api/login "
+                              f"{{\"passive\": true}}) for {name}")
+            return
+        if self.user is None:
+            log.info("%s authenticated as %s", self.sub.name, name)
+            api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": peer_address(
+                self.ws.scope), "username": name})
+            self.sub.events = self.events_wanted
+            self.history_due = self.state_wanted
+        self.user = name
+
+    def set_throttle(self, value: Any) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or value != int(value) or not 1 <= value <= MAX_THROTTLE):
+            log.info("%s: ignored throttle %r (a whole number 1..%d)",
+                     self.sub.name, value, MAX_THROTTLE)
+            return
+        self.throttle = int(value)
+
+    def subscribe(self, value: Any) -> None:
+        """OctoPrint's `subscribe`: `state` (a bool, or an object: on) and `events` (a bool
+        or a list of names), both off when left out."""
+        events = value.get("events", False) if isinstance(value, dict) else None
+        wanted: frozenset[str] | None
+        if isinstance(events, bool):
+            wanted = None if events else frozenset()
+        elif isinstance(events, list) and all(isinstance(e, str) for e in events):
+            wanted = frozenset(events)
+        else:
+            log.info("%s: ignored subscribe %.100r (an object with state and "
+                     "events)", self.sub.name, value)
+            return
+        assert isinstance(value, dict)
+        state = bool(value.get("state", False))
+        self.history_due = state and (self.history_due or (
+            not self.state_wanted and self.user is not None))
+        self.state_wanted, self.events_wanted = state, wanted
+        if self.user is not None:
+            self.sub.events = wanted
+
+    # ---- writing ------------------------------------------------------------------------
+    async def send(self, kind: str, payload: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps({kind: payload}, separators=(",", ":"), default=str))
+
+    async def write(self) -> None:
+        while True:
+            if self.refusal is not None:
+                code, reason = self.refusal
+                if code == 1008:  # what OctoPrint's clients act on: log in again
+                    await self.send("reauthRequired", {"reason": "stale"})
+                await self.ws.close(code, close_reason(reason))
+                return
+            if self.history_due:
+                self.history_due = False
+                await self.send_state("history")
+            ev = None
+            deadline = self.next_current if self.state_wanted else math.inf
+            with trio.CancelScope(deadline=deadline) as self.wait:
+                try:
+                    ev = await self.sub.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    await self.ws.close(1001, "printpipe is shutting down")
+                    return
+            if overflowed(self.sub, "client"):
+                await self.ws.close(1008, f"too slow: {self.sub.dropped} events dropped")
+                return
+            if ev is not None and self.user is not None and self.sub.events != frozenset():
+                await self.send("event", {"type": ev.name, "payload": ev.payload})
+            elif ev is None and trio.current_time() >= self.next_current:
+                await self.send_state("current")
+
+    async def send_state(self, kind: str) -> None:
+        """`history`, or `current` if anything changed since the last one."""
+        assert self.user is not None
+        self.next_current = trio.current_time() + BASE_RATE * self.throttle
+        status = self.api.control.status()
+        state = state_payload(self.api, status, self.user)
+        temps = temperatures(status)
+        new_temps = temps != self.last_temps
+        if kind == "current" and state == self.last_state and not new_temps:
+            return
+        self.last_state, self.last_temps = state, temps
+        now = time.time()
+        payload = {**state, "serverTime": now, "logs": [], "messages": [],
+                   "temps": [{"time": int(now), **temps}]
+                   if temps and (new_temps or kind == "history") else []}
+        if kind == "current":
+            payload["busyFiles"] = busy_files(status)
+        await self.send(kind, payload)
+
+
+async def push_socket(ws: WebSocket) -> None:
+    api: Api = ws.app.state.api
+    await ws.accept()
+    # the bus delivers nothing but Shutdown until the client authenticates
+    with client_subscription(api, ws.scope, "push", events=frozenset()) as sub:
+        await PushSocket(api, ws, sub).serve()
+
+
+ROUTES = [
+    Route("/api/login", login, methods=["POST"]),
+    WebSocketRoute("/sockjs/websocket", push_socket),
+]
