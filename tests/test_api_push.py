@@ -10,10 +10,13 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
+import attrs
 import pytest
 import trio
-from http_fixtures import KEY, serve_for_test
+from conftest import load_yaml
+from http_fixtures import KEY, config_text, serve_for_test
 from sample_prints import write_sample
 from trio_websocket import (
     ConnectionClosed,
@@ -126,7 +129,9 @@ async def test_login_auth_history_and_current_with_progress_during_a_print(tmp_p
     assert done["name"] == "job.gcode"
 
 
-async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(tmp_path):
+async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(push, "AUTH_WAIT", 3.0)
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["ClientOpened", "ClientAuthed"])
         async with open_push(srv) as ws:
@@ -153,6 +158,13 @@ async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(tmp_
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
         assert ws.closed.code == 1009 and ws.closed.reason.startswith("a message of 65")
+        async with open_push(srv) as ws:  # the reason is cut to what a close frame holds
+            await ws.get_message()
+            await ws.send_message(json.dumps({"auth": "é" * 100 + ":0123"}))
+            await ws.get_message()
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        assert ws.closed.code == 1008 and len(ws.closed.reason.encode()) <= 123
         # another user's name with a real session is refused too
         auth = await login(srv)
         async with open_push(srv) as ws:
@@ -163,6 +175,14 @@ async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(tmp_
                 await ws.get_message()
         assert ws.closed.code == 1008
         assert not rec.of("ClientAuthed")
+        async with open_push(srv) as ws:  # no auth at all: closed after AUTH_WAIT
+            await ws.get_message()
+            opened = trio.current_time()
+            assert json.loads(await ws.get_message()) == {"reauthRequired": {"reason": "stale"}}
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        assert 2.5 < trio.current_time() - opened < 5
+        assert ws.closed.code == 1008 and ws.closed.reason.startswith("no auth within 3 s")
 
 
 async def test_throttle_and_subscribe_shape_what_each_socket_gets(tmp_path):
@@ -194,6 +214,16 @@ async def test_throttle_and_subscribe_shape_what_each_socket_gets(tmp_path):
     assert len(of(plain, "current")) > len(of(slow, "current"))
     assert [k for k, _ in done_only][:3] == ["connected", "event", "history"]
     assert of(done_only, "event")[0]["type"] == "PrintDone"
+
+
+def test_connected_tells_versions_and_no_key(tmp_path):
+    config = load_yaml(config_text(tmp_path), "a.yaml")
+    other = attrs.evolve(config, http=attrs.evolve(config.http, api_key="another-key-0123456"))
+    first, second = (push.connected_payload(SimpleNamespace(config=c, version="1.2.3"))
+                     for c in (config, other))
+    assert first == second  # the config hash is of everything but the key
+    assert first["version"] == "1.11.0" and "printpipe 1.2.3" in first["display_version"]
+    assert KEY not in json.dumps(first) and "apikey" not in first
 
 
 def test_sessions_go_stale_and_die_with_their_key(tmp_path, monkeypatch):

@@ -58,6 +58,9 @@ SESSION_STALE = 15 * 60.0
 MAX_SESSIONS = 256
 #: The largest message a client may send (theirs are a few bytes: auth, throttle, subscribe).
 MAX_MESSAGE = 64 * 1024
+#: Seconds a socket may stay open without authenticating (OctoPrint sets no limit; every
+#: socket holds tasks and a bus subscriber, and anyone on the network may open one).
+AUTH_WAIT = 60.0
 #: Bytes a websocket close reason may have (RFC 6455: a control frame's 125, less the code).
 MAX_REASON = 123
 
@@ -132,7 +135,9 @@ async def login(request: Request) -> Response:
 # ---- what the socket sends ----------------------------------------------------------------
 def connected_payload(api: Api) -> dict[str, Any]:
     """OctoPrint's `connected` fields (no key of any kind: the UI key it once sent is gone)."""
-    config = hashlib.md5(repr(api.config).encode(), usedforsecurity=False).hexdigest()
+    # of the settings without the key: the socket tells anyone who opens it
+    keyless = attrs.evolve(api.config, http=attrs.evolve(api.config.http, api_key=None))
+    config = hashlib.md5(repr(keyless).encode(), usedforsecurity=False).hexdigest()
     return {"version": OCTOPRINT_API_LEVEL,
             "display_version": f"{OCTOPRINT_API_LEVEL} (printpipe {api.version})",
             "branch": None, "python_version": platform.python_version(),
@@ -194,6 +199,7 @@ class PushSocket:
         self.last_state: dict[str, Any] | None = None
         self.last_temps: dict[str, Any] | None = None
         self.next_current = math.inf
+        self.auth_deadline = trio.current_time() + AUTH_WAIT
 
     async def serve(self) -> None:
         await self.send("connected", connected_payload(self.api))
@@ -303,6 +309,8 @@ class PushSocket:
                 await self.send_state("history")
             ev = None
             deadline = self.next_current if self.state_wanted else math.inf
+            if self.user is None:
+                deadline = self.auth_deadline
             with trio.CancelScope(deadline=deadline) as self.wait:
                 try:
                     ev = await self.sub.receive()
@@ -314,6 +322,10 @@ class PushSocket:
                 return
             if ev is not None and self.user is not None and self.sub.events != frozenset():
                 await self.send("event", {"type": ev.name, "payload": ev.payload})
+            elif ev is None and self.user is None:
+                if trio.current_time() >= self.auth_deadline:
+                    self.refuse(1008, f"no auth within {AUTH_WAIT:g} s: the first message must "
+                                      "be {\"auth\": \"name:session\"}")
             elif ev is None and trio.current_time() >= self.next_current:
                 await self.send_state("current")
 
