@@ -121,6 +121,9 @@ async def test_login_auth_history_and_current_with_progress_during_a_print(tmp_p
     assert printing[-1]["job"]["file"]["name"] == "job.gcode"
     assert printing[-1]["busyFiles"] == [{"origin": "local", "path": "job.gcode"}]
     assert printing[-1]["currentZ"] is not None
+    logs = [line for c in of(got, "current") for line in c["logs"]]  # the printer's lines
+    assert any(line.startswith("Recv: ") and "T:" in line for line in logs)  # temperatures
+    assert max(len(c["logs"]) for c in printing) <= push.MAX_LOG_LINES
     times = [c["serverTime"] for c in of(got, "current")]
     assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45  # rate limit
     events = [e["type"] for e in of(got, "event")]
@@ -301,6 +304,11 @@ async def test_anonymous_mode_guards_the_socket_as_the_rest(tmp_path):
             await ws.get_message()
             await ws.send_message(json.dumps({"auth": auth}))
             assert "history" in json.loads(await ws.get_message())
+            listeners = srv.service.session.core.line_listeners
+            assert listeners  # the socket's terminal lines
+        with trio.fail_after(5):  # closed: nothing is left on the receive path
+            while listeners:
+                await trio.sleep(0.02)
 
 
 async def test_a_socket_that_stops_reading_never_slows_the_print_and_is_dropped(

@@ -111,6 +111,7 @@ class Control:
         self._printer: Printer | None = None
         self._stop: trio.Event | None = None
         self._ended: trio.Event | None = None
+        self._line_watchers: list[Callable[[str], None]] = []
 
     # ---- events and configuration ---------------------------------------------------------
     def publish(self, event: Event | str, payload: dict[str, Any] | None = None) -> None:
@@ -193,6 +194,8 @@ class Control:
             async with open_printer(self.config, self.pipeline, listeners=[self.publish],
                                     offsets=self.temperature_offsets) as printer:
                 self._printer, started = printer, True
+                if self._line_watchers:
+                    printer.core.line_listeners.append(self._lines)
                 self.last_error = None
                 task_status.started()
                 async with trio.open_nursery() as watch:
@@ -318,6 +321,27 @@ class Control:
         core = self._core()
         if core is not None:
             core.line_listeners.append(listener)
+
+    def watch_lines(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener` with every line the printer sends, in this session and the next
+        ones, until the returned function is called. Nothing is added to the receive path
+        while no one watches."""
+        self._line_watchers.append(listener)
+        core = self._core()
+        if core is not None and self._lines not in core.line_listeners:
+            core.line_listeners.append(self._lines)
+
+        def unwatch() -> None:
+            if listener in self._line_watchers:
+                self._line_watchers.remove(listener)
+            core = self._core()
+            if not self._line_watchers and core is not None and self._lines in core.line_listeners:
+                core.line_listeners.remove(self._lines)
+        return unwatch
+
+    def _lines(self, line: str) -> None:
+        for listener in self._line_watchers:
+            listener(line)
 
     def run_script(self, name: str, context: Mapping[str, Any], trigger: str) -> None:
         """Render script `name` whole, then queue it. Raises LookupError when no script has

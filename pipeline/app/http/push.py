@@ -1,13 +1,14 @@
 """The push socket (`/sockjs/websocket`, SockJS's raw websocket transport: one JSON object per
-text message) that OctoPrint's clients and mobile apps (OctoApp, Printoid, OctoPod) listen on,
-and the passive login (`POST /api/login`) whose `session` authenticates it.
+text message) that mobile apps (OctoApp, Printoid, OctoPod) listen on, and the passive login
+(`POST /api/login`) whose `session` authenticates it.
 
 The conversation is OctoPrint's: `connected` on open; the client sends `{"auth":
 "name:session"}`; then `history` (the state at once), `current` whenever something changed but
-at most once every BASE_RATE seconds times the client's `{"throttle": n}`, and `event`
-(`{type, payload}`) for every bus event. `subscribe` narrows state and events as OctoPrint's
-does. Before auth a socket gets nothing but `connected`; a wrong auth gets `reauthRequired`
-and the socket is closed with the reason. `plugin` messages are never sent.
+at most once every BASE_RATE seconds times the client's `{"throttle": n}` (with the printer's
+lines since the last one, oks left out, in `logs`), and `event` (`{type, payload}`) for every
+bus event. `subscribe` narrows state and events as OctoPrint's does. Before auth a socket gets
+nothing but `connected`, for AUTH_WAIT seconds at most; a wrong auth gets `reauthRequired` and
+the socket is closed with the reason. `plugin` messages are never sent.
 
 hypercorn speaks the websocket protocol (wsproto); nothing here frames bytes. Each socket has
 one bus subscriber, taken where the event stream takes its own (stream.py): a bounded queue,
@@ -25,6 +26,7 @@ import math
 import platform
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +60,8 @@ SESSION_STALE = 15 * 60.0
 MAX_SESSIONS = 256
 #: The largest message a client may send (theirs are a few bytes: auth, throttle, subscribe).
 MAX_MESSAGE = 64 * 1024
+#: The most printer lines (`logs`) one `current` carries: the newest.
+MAX_LOG_LINES = 300
 #: Seconds a socket may stay open without authenticating (OctoPrint sets no limit; every
 #: socket holds tasks and a bus subscriber, and anyone on the network may open one).
 AUTH_WAIT = 60.0
@@ -200,13 +204,19 @@ class PushSocket:
         self.last_temps: dict[str, Any] | None = None
         self.next_current = math.inf
         self.auth_deadline = trio.current_time() + AUTH_WAIT
+        self.lines: deque[str] = deque(maxlen=MAX_LOG_LINES)  # received since the last current
+        self.unwatch: Callable[[], None] | None = None
 
     async def serve(self) -> None:
         await self.send("connected", connected_payload(self.api))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.read, nursery.cancel_scope)
-            await self.write()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.read, nursery.cancel_scope)
+                await self.write()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.unwatch is not None:
+                self.unwatch()
 
     # ---- reading ------------------------------------------------------------------------
     async def read(self, done: trio.CancelScope) -> None:
@@ -261,6 +271,7 @@ class PushSocket:
                 self.ws.scope), "username": name})
             self.sub.events = self.events_wanted
             self.history_due = self.state_wanted
+            self.unwatch = api.control.watch_lines(self.lines.append)
         self.user = name
 
     def set_throttle(self, value: Any) -> None:
@@ -337,11 +348,13 @@ class PushSocket:
         state = state_payload(self.api, status, self.user)
         temps = temperatures(status)
         new_temps = temps != self.last_temps
-        if kind == "current" and state == self.last_state and not new_temps:
+        if kind == "current" and state == self.last_state and not new_temps and not self.lines:
             return
         self.last_state, self.last_temps = state, temps
+        logs = [f"Recv: {line}" for line in self.lines] if kind == "current" else []
+        self.lines.clear()
         now = time.time()
-        payload = {**state, "serverTime": now, "logs": [], "messages": [],
+        payload = {**state, "serverTime": now, "logs": logs, "messages": [],
                    "temps": [{"time": int(now), **temps}]
                    if temps and (new_temps or kind == "history") else []}
         if kind == "current":
