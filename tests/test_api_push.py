@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -133,8 +134,9 @@ async def test_login_auth_history_and_current_with_progress_during_a_print(tmp_p
 
 
 async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(push, "AUTH_WAIT", 3.0)
+    caplog.set_level(logging.INFO, "printpipe.http")
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["ClientOpened", "ClientAuthed"])
         async with open_push(srv) as ws:
@@ -155,8 +157,14 @@ async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
         assert ws.closed.code == 1008 and "name:session" in ws.closed.reason
-        async with open_push(srv) as ws:
+        async with open_push(srv) as ws:  # nonsense is ignored, logged once
             await ws.get_message()
+            for bad in ("not json", "[1]", '{"throttle": 0}', '{"throttle": 1e400}',
+                        '{"subscribe": 3}'):
+                await ws.send_message(bad)
+            assert await silent_for(ws, 0.5)
+            assert caplog.text.count("ignored a message") == 1
+            assert "ignored throttle" not in caplog.text
             await ws.send_message(json.dumps({"throttle": 2, "pad": "x" * push.MAX_MESSAGE}))
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()

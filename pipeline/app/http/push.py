@@ -206,6 +206,7 @@ class PushSocket:
         self.auth_deadline = trio.current_time() + AUTH_WAIT
         self.lines: deque[str] = deque(maxlen=MAX_LOG_LINES)  # received since the last current
         self.unwatch: Callable[[], None] | None = None
+        self.ignored = 0                  # messages ignored (logged: the first only)
 
     async def serve(self) -> None:
         await self.send("connected", connected_payload(self.api))
@@ -237,11 +238,19 @@ class PushSocket:
         """Close the socket with `code` and `reason` (the writer does it next)."""
         self.refusal = (code, reason)
 
+    def ignore(self, what: str, *args: object) -> None:
+        """Log the first message ignored (a client that sends nonsense in a loop does not fill
+        the log)."""
+        self.ignored += 1
+        if self.ignored == 1:
+            log.info("%s: ignored %s (further ones are ignored silently)", self.sub.name,
+                     what % args)
+
     def handle(self, data: bytes) -> None:
         try:
             message = parse_json_object(data)
         except BadRequest as exc:
-            log.info("%s: ignored a message: %s", self.sub.name, exc.message)
+            self.ignore("a message: %s", exc.message)
             return
         # one message may carry several (OctoPrint takes only the first): auth comes last,
         # so it starts what the others asked for
@@ -277,8 +286,7 @@ class PushSocket:
     def set_throttle(self, value: Any) -> None:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or value != int(value) or not 1 <= value <= MAX_THROTTLE):
-            log.info("%s: ignored throttle %r (a whole number 1..%d)",
-                     self.sub.name, value, MAX_THROTTLE)
+            self.ignore("throttle %.100r (a whole number 1..%d)", value, MAX_THROTTLE)
             return
         self.throttle = int(value)
 
@@ -292,8 +300,7 @@ class PushSocket:
         elif isinstance(events, list) and all(isinstance(e, str) for e in events):
             wanted = frozenset(events)
         else:
-            log.info("%s: ignored subscribe %.100r (an object with state and "
-                     "events)", self.sub.name, value)
+            self.ignore("subscribe %.100r (an object with state and events)", value)
             return
         assert isinstance(value, dict)
         state = bool(value.get("state", False))
