@@ -27,8 +27,9 @@ from trio_websocket import (
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as ws_events
 
-from pipeline.app.http import push
 from pipeline.app.http import server as http_server
+from pipeline.app.http.push import login as push_login
+from pipeline.app.http.push import sockjs
 from pipeline.app.keys import KeyStore
 
 SLOW_MOVES = "virtual:\n  faults:\n    ok_delay: 0.002\n"
@@ -124,7 +125,7 @@ async def test_login_auth_history_and_current_with_progress_during_a_print(tmp_p
     assert printing[-1]["currentZ"] is not None
     logs = [line for c in of(got, "current") for line in c["logs"]]  # the printer's lines
     assert any(line.startswith("Recv: ") and "T:" in line for line in logs)  # temperatures
-    assert max(len(c["logs"]) for c in printing) <= push.MAX_LOG_LINES
+    assert max(len(c["logs"]) for c in printing) <= sockjs.MAX_LOG_LINES
     times = [c["serverTime"] for c in of(got, "current")]
     assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45  # rate limit
     events = [e["type"] for e in of(got, "event")]
@@ -135,7 +136,7 @@ async def test_login_auth_history_and_current_with_progress_during_a_print(tmp_p
 
 async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(
         tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(push, "AUTH_WAIT", 3.0)
+    monkeypatch.setattr(sockjs, "AUTH_WAIT", 3.0)
     caplog.set_level(logging.INFO, "printpipe.http")
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["ClientOpened", "ClientAuthed"])
@@ -165,7 +166,7 @@ async def test_before_auth_nothing_but_connected_and_a_wrong_auth_is_closed(
             assert await silent_for(ws, 0.5)
             assert caplog.text.count("ignored a message") == 1
             assert "ignored throttle" not in caplog.text
-            await ws.send_message(json.dumps({"throttle": 2, "pad": "x" * push.MAX_MESSAGE}))
+            await ws.send_message(json.dumps({"throttle": 2, "pad": "x" * sockjs.MAX_MESSAGE}))
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
         assert ws.closed.code == 1009 and ws.closed.reason.startswith("a message of 65")
@@ -230,7 +231,7 @@ async def test_throttle_and_subscribe_shape_what_each_socket_gets(tmp_path):
 def test_connected_tells_versions_and_no_key(tmp_path):
     config = load_yaml(config_text(tmp_path), "a.yaml")
     other = attrs.evolve(config, http=attrs.evolve(config.http, api_key="another-key-0123456"))
-    first, second = (push.connected_payload(SimpleNamespace(config=c, version="1.2.3"))
+    first, second = (sockjs.connected_payload(SimpleNamespace(config=c, version="1.2.3"))
                      for c in (config, other))
     assert first == second  # the config hash is of everything but the key
     assert first["version"] == "1.11.0" and "printpipe 1.2.3" in first["display_version"]
@@ -239,14 +240,14 @@ def test_connected_tells_versions_and_no_key(tmp_path):
 
 def test_sessions_go_stale_and_die_with_their_key(tmp_path, monkeypatch):
     now = [0.0]
-    sessions = push.Sessions(clock=lambda: now[0])
+    sessions = push_login.Sessions(clock=lambda: now[0])
     keys = KeyStore(str(tmp_path), configured_key=KEY)
     token = sessions.issue("master", KEY)
     assert sessions.check("master", token, keys, anonymous=False)
     assert not sessions.check("other", token, keys, anonymous=False)
-    now[0] = push.SESSION_STALE - 1  # used just now: alive for another SESSION_STALE
+    now[0] = push_login.SESSION_STALE - 1  # used just now: alive for another SESSION_STALE
     assert sessions.check("master", token, keys, anonymous=False)
-    now[0] += push.SESSION_STALE + 1
+    now[0] += push_login.SESSION_STALE + 1
     assert not sessions.check("master", token, keys, anonymous=False)
     changed = KeyStore(str(tmp_path), configured_key="another-key-0123456789")
     token = sessions.issue("master", KEY)
@@ -254,7 +255,7 @@ def test_sessions_go_stale_and_die_with_their_key(tmp_path, monkeypatch):
     anonymous = sessions.issue("anonymous", None)
     assert sessions.check("anonymous", anonymous, keys, anonymous=True)
     assert not sessions.check("anonymous", anonymous, keys, anonymous=False)
-    monkeypatch.setattr(push, "MAX_SESSIONS", 3)
+    monkeypatch.setattr(push_login, "MAX_SESSIONS", 3)
     tokens = []
     for _ in range(4):
         now[0] += 1

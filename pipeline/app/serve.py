@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from functools import partial
@@ -23,8 +24,13 @@ import trio
 
 from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore, redact
+from pipeline.app.paths import config_relative, state_folder
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, HostError
+from pipeline.events.names import Event
+from pipeline.files.history import Outcome, PrintHistory, PrintRecord
+
+__all__ = ["Serving", "config_relative", "run_serve", "serve", "state_folder"]
 
 log = logging.getLogger("printpipe.serve")
 
@@ -32,18 +38,6 @@ log = logging.getLogger("printpipe.serve")
 #: reading included); the stop as a whole is bounded by this, the printer's disconnect
 #: (service.DISCONNECT_GRACE) and the subscriptions' `events.shutdown_grace`.
 HTTP_GRACE = 2.0
-
-
-def config_relative(config: HostConfig, path: str) -> str:
-    """`path` with ~ expanded, relative to the config file's folder."""
-    path = os.path.expanduser(path)
-    if not os.path.isabs(path) and os.path.exists(config.path):
-        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
-    return os.path.abspath(path)
-
-
-def state_folder(config: HostConfig) -> str:
-    return config_relative(config, config.storage.state)
 
 
 def stable_uuid(folder: str) -> str:
@@ -88,6 +82,7 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
 
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
+    from pipeline.app.http.live import register_live
     from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
     from pipeline.app.service import open_service
@@ -138,11 +133,14 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
                     http_done.set()
 
             urls = await nursery.start(run_http)
+            register_live(api, config_relative)
             log.info("HTTP API on %s", ", ".join(urls))
             print(f"printpipe: serving the API on {', '.join(urls)}", file=out)
             out.flush()
             if handle_signals:
                 nursery.start_soon(_stop_on_signals, stop)
+            control.history = history = PrintHistory(state)
+            await nursery.start(record_prints, control, history)
             if connect:
                 nursery.start_soon(_connect, control)
             task_status.started(Serving(urls, key, api, stop.set))
@@ -153,6 +151,32 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
                 await http_done.wait()
             nursery.cancel_scope.cancel()  # analyses and the signal watcher
     return 0
+
+
+async def record_prints(control: Control, history: PrintHistory, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Adds every print's end (PrintDone, PrintFailed) to the history, off the event loop."""
+    sub = control.subscribe("history", events=frozenset(_ENDS), size=64)
+    task_status.started()
+    try:
+        async for ev in sub:
+            if ev.name not in _ENDS:  # Shutdown
+                continue
+            p = ev.payload
+            reason = p.get("reason")
+            outcome = (Outcome.SUCCESS if ev.name == Event.PRINT_DONE
+                       else Outcome.CANCELLED if reason == "cancelled" else Outcome.FAILURE)
+            rec = PrintRecord(str(p.get("path")), outcome, float(p.get("time") or 0.0),
+                              time.time(), str(p.get("origin") or "local"), p.get("user"))
+            try:
+                await trio.to_thread.run_sync(history.record, rec)
+            except OSError as exc:  # a full or read-only card must not stop the service
+                log.error("could not write the print history %s: %s", history.path, exc)
+    finally:
+        sub.close()
+
+
+_ENDS = (Event.PRINT_DONE, Event.PRINT_FAILED)
 
 
 def _version() -> str:

@@ -1,7 +1,8 @@
 """The service: what `printpipe print`, `printpipe send` and `printpipe serve` run. One nursery
-holds the event bus's subscribers (config subscriptions, HTTP event streams) and the printer
-session when one is connected; everything publishes to one EventBus, and the edges drive it
-all through the `Control` that `open_service` yields.
+holds the event bus's subscribers (config subscriptions, HTTP event streams, the MQTT bridge
+when the config has `mqtt:`) and the printer session when one is connected; everything
+publishes to one EventBus, and the edges drive it all through the `Control` that
+`open_service` yields.
 
 Startup is published once the subscribers listen; leaving `open_service` disconnects the
 printer in order, publishes Shutdown (the last event) and gives running system commands their
@@ -17,6 +18,7 @@ from types import ModuleType
 import trio
 
 from pipeline.app.control import Control
+from pipeline.app.mqtt.bridge import MqttService
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
 from pipeline.fanout.bus import EventBus
@@ -40,7 +42,11 @@ async def open_service(config: HostConfig, *,
         control = Control(config, pipeline, bus, nursery, builtins)
         check_custom_events(config.events, control.custom_events())
         await nursery.start(control.runner.run)
+        mqtt = MqttService(control, nursery)
+        mqtt.start(config.mqtt)
+        control.reloader.live("mqtt", mqtt.reconfigure)
         bus.publish(Event.STARTUP)
+        control.recovery.load()  # an interrupted print: logged, PrintInterrupted
         try:
             yield control
         finally:

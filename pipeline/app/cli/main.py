@@ -1,11 +1,11 @@
 """The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
 
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
-(print a file with a progress bar), `render` (print what a G-code script renders to),
-`virtual`
-(serve the built-in virtual printer on a pty link for any host), `check` (validate a config,
-report every problem). Each command returns an exit code; errors are printed as one clear line
-naming who is at fault, never as a traceback.
+(print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
+(print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
+pty link for any host), `check` (validate a config, report every problem). Each command
+returns an exit code; errors are printed as one clear line naming who is at fault, never as a
+traceback.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("print", help="print a G-code file with a progress bar")
     p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
     p.add_argument("file", help="the G-code file")
+    p = sub.add_parser("recover", help="resume the print a crash or power cut interrupted")
+    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
     p = sub.add_parser("render", help="print the lines a G-code script renders to")
     p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
     p.add_argument("--context", help="JSON object merged over the script context")
@@ -109,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "print":
             from pipeline.app.cli.printing import run_print
             return trio.run(run_print, config, args.file)
+        if args.command == "recover":
+            from pipeline.app.cli.printing import run_recover
+            return trio.run(run_recover, config)
         if args.command == "render":
             from pipeline.app.cli.render import run_render
             return run_render(config, args.name, args.context)

@@ -2,6 +2,7 @@
 terminal (plain progress lines otherwise); Ctrl-C cancels the print cleanly. It runs the whole
 service (events and subscriptions included): Startup before the print, Shutdown after it.
 A missing file or one that is not G-code text exits 2 before anything starts.
+`printpipe recover` resumes the print a crash interrupted and follows it the same way.
 """
 
 from __future__ import annotations
@@ -75,34 +76,58 @@ async def run_print(config: HostConfig, path: str, *, out: TextIO = sys.stdout) 
     if refused is not None:  # before connecting: nothing reaches the printer
         print(f"printpipe: {refused}", file=sys.stderr)
         return 2
-    tty = out.isatty()
     async with open_service(config) as control:
         await control.connect()
         control.select(str(await file.absolute()), file.name)
-        await control.start()
-        interrupted: list[bool] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_report, control, out, tty)
-            nursery.start_soon(_cancel_on_signals, control, out, interrupted)
-            result = await control.wait_job_end()
-            nursery.cancel_scope.cancel()
-        status = control.status()
-        job = status.job
-        elapsed = result.time if result else 0.0
-        if tty and job is not None:
-            out.write("\r" + progress_line(job.progress, job.lines, 0.0, elapsed, 0.0) + "\n")
-        if result is None or result.outcome is Outcome.ERROR:
-            why = (result.error if result else None) or status.error or "unknown error"
-            print(f"printpipe: print failed: {why} (last acknowledged file position "
-                  f"{result.filepos if result else None})", file=sys.stderr)
+        await control.start(user="cli")
+        return await _follow(control, out, file.name)
+
+
+async def run_recover(config: HostConfig, *, out: TextIO = sys.stdout) -> int:
+    """`printpipe recover`: resume the print a crash interrupted (exit 1, with the reason,
+    when there is none or its file changed), then follow it as `printpipe print` does."""
+    async with open_service(config) as control:
+        if control.interrupted_print() is None:
+            print(f"printpipe: there is no interrupted print to recover (no journal in "
+                  f"{control.recovery.file.folder})", file=sys.stderr)
             return 1
-        if result.outcome is Outcome.CANCELLED:
-            print(f"print cancelled after {_duration(elapsed)} at file position "
-                  f"{result.filepos}", file=out)
-            return 130 if interrupted else 1
-        lines = job.lines if job else 0
-        name = job.file.name if job else file.name
-        rate = lines / elapsed if elapsed > 0 else 0.0
-        print(f"done: {name}, {lines} lines in {_duration(elapsed)} ({rate:.0f} lines/s)",
-              file=out)
-        return 0
+        await control.connect()
+        try:
+            await control.recover()
+        except JobStateError as exc:
+            print(f"printpipe: {exc}", file=sys.stderr)
+            return 1
+        job = control.status().job
+        print(f"recovering {job.file.path if job else '?'}", file=out)
+        return await _follow(control, out, job.file.name if job else "?")
+
+
+async def _follow(control: Control, out: TextIO, name: str) -> int:
+    """Show the running print's progress until it ends; its exit code."""
+    tty = out.isatty()
+    interrupted: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_report, control, out, tty)
+        nursery.start_soon(_cancel_on_signals, control, out, interrupted)
+        result = await control.wait_job_end()
+        nursery.cancel_scope.cancel()
+    status = control.status()
+    job = status.job
+    elapsed = result.time if result else 0.0
+    if tty and job is not None:
+        out.write("\r" + progress_line(job.progress, job.lines, 0.0, elapsed, 0.0) + "\n")
+    if result is None or result.outcome is Outcome.ERROR:
+        why = (result.error if result else None) or status.error or "unknown error"
+        print(f"printpipe: print failed: {why} (last acknowledged file position "
+              f"{result.filepos if result else None})", file=sys.stderr)
+        return 1
+    if result.outcome is Outcome.CANCELLED:
+        print(f"print cancelled after {_duration(elapsed)} at file position "
+              f"{result.filepos}", file=out)
+        return 130 if interrupted else 1
+    lines = job.lines if job else 0
+    name = job.file.name if job else name
+    rate = lines / elapsed if elapsed > 0 else 0.0
+    print(f"done: {name}, {lines} lines in {_duration(elapsed)} ({rate:.0f} lines/s)",
+          file=out)
+    return 0

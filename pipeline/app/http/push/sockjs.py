@@ -1,6 +1,6 @@
 """The push socket (`/sockjs/websocket`, SockJS's raw websocket transport: one JSON object per
-text message) that mobile apps (OctoApp, Printoid, OctoPod) listen on, and the passive login
-(`POST /api/login`) whose `session` authenticates it.
+text message) that mobile apps (OctoApp, Printoid, OctoPod) listen on; a passive login's
+session (login.py) authenticates it.
 
 The conversation is OctoPrint's: `connected` on open; the client sends `{"auth":
 "name:session"}`; then `history` (the state at once), `current` whenever something changed but
@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import platform
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,18 +31,16 @@ from typing import Any
 
 import attrs
 import trio
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from pipeline.app.control import Status
-from pipeline.app.http.context import Api, api_of, identity_of, peer_address
-from pipeline.app.http.job import job_payload
+from pipeline.app.http.context import Api, peer_address
+from pipeline.app.http.job import job_of, progress_of
 from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
+from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
-from pipeline.app.http.support import BadRequest, parse_json_object, read_json
-from pipeline.app.keys import KeyStore
+from pipeline.app.http.support import BadRequest, parse_json_object
 from pipeline.events.names import Event
 from pipeline.fanout.bus import Subscription
 
@@ -53,11 +50,6 @@ log = logging.getLogger("printpipe.http")
 BASE_RATE = 0.5
 #: The largest throttle factor taken (a `current` at most every minute).
 MAX_THROTTLE = 120
-#: Seconds a login session may go unused before it no longer authenticates a socket
-#: (OctoPrint's `accessControl.sessionStaleAfter` default).
-SESSION_STALE = 15 * 60.0
-#: Sessions kept at once; the least recently used goes first (apps log in at every reconnect).
-MAX_SESSIONS = 256
 #: The largest message a client may send (theirs are a few bytes: auth, throttle, subscribe).
 MAX_MESSAGE = 64 * 1024
 #: The most printer lines (`logs`) one `current` carries: the newest.
@@ -67,73 +59,6 @@ MAX_LOG_LINES = 300
 AUTH_WAIT = 60.0
 #: Bytes a websocket close reason may have (RFC 6455: a control frame's 125, less the code).
 MAX_REASON = 123
-
-
-# ---- sessions and the passive login -------------------------------------------------------
-@attrs.define
-class LoginSession:
-    name: str
-    key: str | None        # the API key it was issued for; None in anonymous mode
-    used: float
-
-
-class Sessions:
-    """Passive-login sessions, in memory (a restart ends them, as OctoPrint's): a random token
-    bound to the name and the key it was issued for, stale after SESSION_STALE seconds unused,
-    and void once that key no longer names the same user (revoked, or a new `http.api_key`)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._by_token: dict[str, LoginSession] = {}
-
-    def issue(self, name: str, key: str | None) -> str:
-        self._expire()
-        while len(self._by_token) >= MAX_SESSIONS:
-            del self._by_token[min(self._by_token, key=lambda t: self._by_token[t].used)]
-        token = secrets.token_hex(16)
-        self._by_token[token] = LoginSession(name, key, self._clock())
-        return token
-
-    def check(self, name: str, token: str, keys: KeyStore, *, anonymous: bool) -> bool:
-        """Whether `name:token` is a live session; using it keeps it alive."""
-        self._expire()
-        found = self._by_token.get(token)
-        if found is None or found.name != name:
-            return False
-        valid = (keys.identify(found.key) == name if found.key is not None else anonymous)
-        if not valid:
-            del self._by_token[token]
-            return False
-        found.used = self._clock()
-        return True
-
-    def _expire(self) -> None:
-        cutoff = self._clock() - SESSION_STALE
-        for token in [t for t, s in self._by_token.items() if s.used < cutoff]:
-            del self._by_token[token]
-
-
-def sessions_of(api: Api) -> Sessions:
-    sessions: Sessions = api.extra.setdefault("sessions", Sessions())
-    return sessions
-
-
-async def login(request: Request) -> Response:
-    """Passive login: the key's user as OctoPrint's user record, with a `session` for the
-    push socket's `auth`."""
-    body = await read_json(request) if await request.body() else {}
-    if body.get("passive") is not True and "user" not in body:
-        raise BadRequest("only passive login ({\"passive\": true}) is supported: "
-                         "authenticate with an API key")
-    name = identity_of(request)
-    session = sessions_of(api_of(request)).issue(name, request.scope.get("printpipe.key"))
-    log.info("passive login of %s from %s", name, peer_address(request.scope))
-    return JSONResponse({"name": name, "active": True, "admin": True, "user": True,
-                         "groups": ["admins", "users"], "permissions": [],
-                         "needs": {"role": ["admin", "user"]}, "roles": ["admin", "user"],
-                         "apikey": None, "settings": {}, "session": session,
-                         "_is_external_client": False, "_login_mechanism": "apikey",
-                         "_credentials_seen": False})
 
 
 # ---- what the socket sends ----------------------------------------------------------------
@@ -150,13 +75,13 @@ def connected_payload(api: Api) -> dict[str, Any]:
             "permissions": []}
 
 
-def state_payload(api: Api, status: Status, user: str) -> dict[str, Any]:
+def state_payload(api: Api, status: Status) -> dict[str, Any]:
     """The state part of `current` and `history`, from the snapshots `/api/printer` and
     `/api/job` answer with."""
-    job = job_payload(api, status, user)
     stats = api.control.statistics()
     sent, resends = (stats.lines_sent, stats.resends) if stats else (0, 0)
-    out = {"state": printer_state(status), "job": job["job"], "progress": job["progress"],
+    out = {"state": printer_state(status), "job": job_of(api, status),
+           "progress": progress_of(status),
            "currentZ": api.control.current_z, "offsets": dict(api.control.temperature_offsets),
            "resends": {"count": resends, "transmitted": sent,
                        "ratio": round(100 * resends / sent) if sent else 0}}
@@ -349,10 +274,9 @@ class PushSocket:
 
     async def send_state(self, kind: str) -> None:
         """`history`, or `current` if anything changed since the last one."""
-        assert self.user is not None
         self.next_current = trio.current_time() + BASE_RATE * self.throttle
         status = self.api.control.status()
-        state = state_payload(self.api, status, self.user)
+        state = state_payload(self.api, status)
         temps = temperatures(status)
         new_temps = temps != self.last_temps
         if kind == "current" and state == self.last_state and not new_temps and not self.lines:
@@ -377,7 +301,4 @@ async def push_socket(ws: WebSocket) -> None:
         await PushSocket(api, ws, sub).serve()
 
 
-ROUTES = [
-    Route("/api/login", login, methods=["POST"]),
-    WebSocketRoute("/sockjs/websocket", push_socket),
-]
+ROUTES = [WebSocketRoute("/sockjs/websocket", push_socket)]
