@@ -267,9 +267,12 @@ async def test_pipeline_and_metrics(tmp_path):
                      "printpipe_timeouts_total", 'printpipe_queue_depth{queue="job"}',
                      "printpipe_events_dropped_total", "printpipe_temperature_actual_celsius"):
             assert name in text
-        sent_line = next(line for line in text.splitlines()
-                         if line.startswith("printpipe_lines_sent_total"))
-        assert int(sent_line.split()[1]) > 0
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith("printpipe_")}
+        assert values["printpipe_lines_sent_total"] > 0
+        # the plain virtual printer has no ADVANCED_OK: the auto window stays at one line
+        assert values["printpipe_send_window_lines"] == 1
+        assert values["printpipe_probes_total"] == 0
 
 
 async def test_reload_applies_a_good_config_and_refuses_a_broken_one(tmp_path):

@@ -54,6 +54,8 @@ class SessionStatistics:
     queued_manual: int
     queued_job: int
     in_flight: int
+    send_window: int     # lines that may be in flight now
+    probes: int          # numbered probes sent after a missing ok
 
 
 _NO_OFFSETS: Mapping[str, float] = MappingProxyType({})
@@ -160,7 +162,8 @@ class HostCore:
         e = self.engine
         return SessionStatistics(e.sent_count, e.acked_count, e.resend_requests,
                                  e.timeouts_total, len(self.queues.manual),
-                                 len(self.queues.job), e.in_flight)
+                                 len(self.queues.job), e.in_flight, e.window,
+                                 e.probes_total)
 
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:

@@ -86,6 +86,10 @@ async def metrics(request: Request) -> Response:
             [("", s.resends if s else 0)])
     _metric(out, "timeouts_total", "counter", "communication timeouts",
             [("", s.timeouts if s else 0)])
+    _metric(out, "probes_total", "counter", "numbered probes sent after a missing ok",
+            [("", s.probes if s else 0)])
+    _metric(out, "send_window_lines", "gauge", "lines that may be in flight now",
+            [("", s.send_window if s else 0)])
     _metric(out, "queue_depth", "gauge", "commands waiting in the host's queues", [
         ('{queue="manual"}', s.queued_manual if s else 0),
         ('{queue="job"}', s.queued_job if s else 0),
