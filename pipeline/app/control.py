@@ -130,6 +130,7 @@ class Control:
         self._printer: Printer | None = None
         self._stop: trio.Event | None = None
         self._ended: trio.Event | None = None
+        self._line_watchers: list[Callable[[str], None]] = []
 
     # ---- events and configuration ---------------------------------------------------------
     def publish(self, event: Event | str, payload: dict[str, Any] | None = None) -> None:
@@ -215,6 +216,8 @@ class Control:
             async with open_printer(self.config, self.pipeline, listeners=[self.publish],
                                     offsets=self.temperature_offsets) as printer:
                 self._printer, started = printer, True
+                if self._line_watchers:
+                    printer.core.line_listeners.append(self._lines)
                 self.last_error = None
                 printer.core.journal.enabled = True  # polled by recovery.follow below
                 task_status.started()
@@ -361,6 +364,27 @@ class Control:
         if core is not None:
             core.line_listeners.append(listener)
 
+    def watch_lines(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener` with every line the printer sends, in this session and the next
+        ones, until the returned function is called. Nothing is added to the receive path
+        while no one watches."""
+        self._line_watchers.append(listener)
+        core = self._core()
+        if core is not None and self._lines not in core.line_listeners:
+            core.line_listeners.append(self._lines)
+
+        def unwatch() -> None:
+            if listener in self._line_watchers:
+                self._line_watchers.remove(listener)
+            core = self._core()
+            if not self._line_watchers and core is not None and self._lines in core.line_listeners:
+                core.line_listeners.remove(self._lines)
+        return unwatch
+
+    def _lines(self, line: str) -> None:
+        for listener in self._line_watchers:
+            listener(line)
+
     def run_script(self, name: str, context: Mapping[str, Any], trigger: str) -> None:
         """Render script `name` whole, then queue it. Raises LookupError when no script has
         the name, ScriptError when it does not render (then nothing is queued)."""
@@ -435,6 +459,12 @@ class Control:
     def statistics(self) -> SessionStatistics | None:
         core = self._core()
         return core.statistics() if core is not None else None
+
+    @property
+    def current_z(self) -> float | None:
+        """The Z height last sent or reported (OctoPrint's `currentZ`), None when unknown."""
+        core = self._core()
+        return core.tracker.z if core is not None else None
 
     @property
     def printing_path(self) -> str | None:

@@ -1,7 +1,8 @@
 """What every HTTP endpoint shares: the request context (`Api`, reached through
 `api_of(request)`), the identity a request was authenticated as, and the guards in front of
 every endpoint: `KeyAuth` (X-Api-Key, `Authorization: Bearer` or `?apikey=`; without keys, no
-form a web page could post) and `HostCheck` (the Host header names this host: no DNS rebinding).
+form a web page could post and no websocket from another site's page) and `HostCheck` (the
+Host header names this host: no DNS rebinding; websockets too).
 
 The browser threat: any page the user opens may send this host what an HTML form or a "simple"
 CORS request can carry (GET/HEAD/POST with form, multipart or text/plain bodies and no custom
@@ -83,6 +84,9 @@ class KeyAuth:
         self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if (scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS)
                 or (scope["path"] in self.public and scope["method"] in ("GET", "HEAD"))):
             await self.app(scope, receive, send)
@@ -101,7 +105,7 @@ class KeyAuth:
                     scope, receive, send)
             elif scope["method"] not in SAFE_METHODS and not preflighted(headers):
                 log.info("refused %s %s without a key or a non-form header from %s",
-                         scope["method"], scope["path"], _peer(scope))
+                         scope["method"], scope["path"], peer_address(scope))
                 await refuse(403, FORM_REFUSED)(scope, receive, send)
             else:
                 scope["printpipe.identity"] = "anonymous"
@@ -110,10 +114,25 @@ class KeyAuth:
         who = self.keys.identify(key)
         if who is None:
             log.info("refused API key %s from %s", redact(key),
-                     _peer(scope))
+                     peer_address(scope))
             await refuse(403, "invalid API key")(scope, receive, send)
             return
         scope["printpipe.identity"] = who
+        scope["printpipe.key"] = key  # a passive login binds its session to it
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket authenticates inside (the push socket's `auth` message: browsers
+        cannot set headers on one). Without keys a browser opens one from any page it likes
+        and no CORS rule stops it reading, so only pages served by this host may."""
+        if self.anonymous and not same_origin(scope):
+            origin = dict(scope.get("headers", ())).get(b"origin", b"").decode("latin-1")
+            log.info("refused a websocket from origin %r (%s)", origin[:100],
+                     peer_address(scope))
+            await refuse(403, "without an API key, a websocket may only be opened by a "
+                              "page this printer serves (its Origin must match its Host)")(
+                scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -125,7 +144,7 @@ def refuse(status: int, message: str) -> JSONResponse:
     return response
 
 
-def _peer(scope: Scope) -> str:
+def peer_address(scope: Scope) -> str:
     return str((scope.get("client") or ("?",))[0])
 
 
@@ -137,6 +156,17 @@ def _query_key(scope: Scope) -> str:
         if name == "apikey" and value:
             return value
     return ""
+
+
+def same_origin(scope: Scope) -> bool:
+    """Whether a request's Origin header is absent (not a browser) or names the host and port
+    its Host header names (a page this host served)."""
+    headers = dict(scope.get("headers", ()))
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    _, sep, rest = origin.decode("latin-1").partition("://")
+    return bool(sep) and rest.lower() == headers.get(b"host", b"").decode("latin-1").lower()
 
 
 def preflighted(headers: Mapping[bytes, bytes]) -> bool:
@@ -169,12 +199,12 @@ class HostCheck:
         self.names = given | {"localhost"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.checking:
+        if scope["type"] in ("http", "websocket") and self.checking:
             host = next((v for k, v in scope["headers"] if k == b"host"), None)
             # no Host at all is HTTP/1.0 from a program: browsers always send it
             if host is not None and not self.allows(host.decode("latin-1")):
                 name = host.decode("latin-1")[:100]
-                log.info("refused Host %r from %s", name, _peer(scope))
+                log.info("refused Host %r from %s", name, peer_address(scope))
                 message = (f"this printer does not answer to the name {name!r}: use its IP "
                            "address, localhost or a name listed in http.host_names")
                 await refuse(421, message)(scope, receive, send)

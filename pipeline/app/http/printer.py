@@ -19,7 +19,7 @@ from pipeline.app.http.bodies import field as _field
 from pipeline.app.http.bodies import gcode_number as _g
 from pipeline.app.http.bodies import number as _number
 from pipeline.app.http.bodies import percentage as _percentage
-from pipeline.app.http.context import api_of, identity_of
+from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, read_json
 from pipeline.errors import HostError, ScriptError
 from pipeline.link.transport import BAUD_CANDIDATES, candidate_ports
@@ -74,19 +74,6 @@ async def settings(request: Request) -> Response:
         "webcam": {"webcamEnabled": False, "streamUrl": "", "snapshotUrl": "", "flipH": False,
                    "flipV": False, "rotate90": False, "bitrate": "", "snapshotSslValidation": True},
     })
-
-
-async def login(request: Request) -> Response:
-    body = await read_json(request) if await request.body() else {}
-    if body.get("passive") is not True and "user" not in body:
-        raise BadRequest("only passive login ({\"passive\": true}) is supported: "
-                         "authenticate with an API key")
-    name = identity_of(request)
-    return JSONResponse({"name": name, "active": True, "admin": True, "user": True,
-                         "groups": ["admins", "users"], "permissions": [],
-                         "needs": {"role": ["admin", "user"]}, "roles": ["admin", "user"],
-                         "apikey": None, "session": None, "_is_external_client": False,
-                         "_login_mechanism": "apikey"})
 
 
 # ---- connection ---------------------------------------------------------------------------
@@ -320,7 +307,6 @@ ROUTES = [
     Route("/api/version", version, methods=["GET"]),
     Route("/api/server", server, methods=["GET"]),
     Route("/api/settings", settings, methods=["GET"]),
-    Route("/api/login", login, methods=["POST"]),
     Route("/api/connection", connection_get, methods=["GET"]),
     Route("/api/connection", connection_post, methods=["POST"]),
     Route("/api/printer", printer_get, methods=["GET"]),

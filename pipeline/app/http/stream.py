@@ -1,5 +1,6 @@
 """The event stream (`GET /api/events`): Server-Sent Events from the bus, with an optional
-`?events=` filter; it publishes ClientOpened/ClientAuthed/ClientClosed.
+`?events=` filter; it publishes ClientOpened/ClientAuthed/ClientClosed. `client_subscription`
+is how every client (this stream, the push socket) takes its own bus subscriber.
 
 A client that stops reading never slows the printer: events wait on its own bounded bus queue,
 and it is dropped when that queue overflows or when a write makes no progress for
@@ -11,17 +12,19 @@ says why); an aborted connection reaches this endpoint as `http.disconnect`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from pipeline.app.http.context import Api, api_of, identity_of
+from pipeline.app.http.context import Api, api_of, identity_of, peer_address
 from pipeline.app.http.support import BadRequest, json_error, sse_frame
 from pipeline.config.sections import event_problem
 from pipeline.events.names import Event, canonical
+from pipeline.fanout.bus import Subscription
 
 log = logging.getLogger("printpipe.http")
 
@@ -52,24 +55,41 @@ class EventStream:
         except BadRequest as exc:
             await json_error(exc.status, exc.message)(scope, receive, send)
             return
-        client = scope.get("client") or ("?", 0)
-        address = client[0]
-        sub = api.control.subscribe(f"http {address}:{client[1]}", events=wanted,
-                                    size=STREAM_QUEUE)
-        streams: set[Any] = api.extra.setdefault("streams", set())
-        streams.add(sub)
-        api.control.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
-        api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": address,
-                                                  "username": identity_of(request)})
-        try:
+        with client_subscription(api, scope, "http", events=wanted) as sub:
+            api.control.publish(Event.CLIENT_AUTHED, {"remoteAddress": peer_address(scope),
+                                                      "username": identity_of(request)})
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
                 await _pump(api, sub, send)
                 nursery.cancel_scope.cancel()
-        finally:
-            streams.discard(sub)
-            sub.close()
-            api.control.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
+
+
+@contextmanager
+def client_subscription(api: Api, scope: Scope, kind: str, *,
+                        events: frozenset[str] | None) -> Iterator[Subscription]:
+    """A client's own bus subscriber (a bounded queue of STREAM_QUEUE events) for as long as
+    the block runs, published as ClientOpened / ClientClosed; `close_streams` ends it at
+    shutdown. The event stream and the push socket both take theirs here."""
+    address, port = scope.get("client") or ("?", 0)
+    sub = api.control.subscribe(f"{kind} {address}:{port}", events=events, size=STREAM_QUEUE)
+    streams: set[Subscription] = api.extra.setdefault("streams", set())
+    streams.add(sub)
+    api.control.publish(Event.CLIENT_OPENED, {"remoteAddress": address})
+    try:
+        yield sub
+    finally:
+        streams.discard(sub)
+        sub.close()
+        api.control.publish(Event.CLIENT_CLOSED, {"remoteAddress": address})
+
+
+def overflowed(sub: Subscription, what: str) -> bool:
+    """Whether `sub` lost events because its client did not keep up (then it is logged: the
+    caller drops the client)."""
+    if sub.dropped:
+        log.warning("%s %s is not keeping up (%d events dropped): closing it", what, sub.name,
+                    sub.dropped)
+    return bool(sub.dropped)
 
 
 async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
@@ -84,7 +104,7 @@ async def _body(send: Send, data: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
 
 
-async def _pump(api: Api, sub: Any, send: Send) -> None:
+async def _pump(api: Api, sub: Subscription, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no")]})
@@ -97,9 +117,7 @@ async def _pump(api: Api, sub: Any, send: Send) -> None:
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 await _body(send, b"", more=False)  # closed cleanly: shutdown
                 return
-        if sub.dropped:
-            log.warning("event stream %s is not keeping up (%d events dropped): closing it",
-                        sub.name, sub.dropped)
+        if overflowed(sub, "event stream"):
             await _body(send, sse_frame("StreamOverflow", {"dropped": sub.dropped}), more=False)
             return
         await _body(send, b": keep-alive\n\n" if ev is None else sse_frame(ev.name, ev.payload))
