@@ -46,8 +46,8 @@ def job_text(moves: int = 300) -> str:
 
 
 #: The printer process's extra settings: Marlin's serial model, where the host keeps four
-#: lines in flight (`send_window: auto` learns BUFSIZE from ADVANCED_OK) and a move takes 10 ms.
-MARLIN = "  marlin:\n    enabled: true\n    move_time: 0.01\n"
+#: lines in flight (`send_window: auto` learns BUFSIZE from ADVANCED_OK) and a move takes 5 ms.
+MARLIN = "  marlin:\n    enabled: true\n    move_time: 0.005\n"
 
 
 @pytest.fixture
@@ -55,14 +55,16 @@ def bench(tmp_path, request) -> Iterator[dict[str, object]]:
     """The printer process (slow oks, fast heaters), a host config and the job file."""
     link, record = tmp_path / "printer", tmp_path / "record.txt"
     (tmp_path / "virtual.yaml").write_text(
-        "virtual:\n  heat_rate: 1000\n  faults:\n    ok_delay: 0.003\n"
+        "virtual:\n  heat_rate: 1000\n  faults:\n    ok_delay: 0.004\n"
         + getattr(request, "param", ""))
     cfg = tmp_path / "host.yaml"
     cfg.write_text(f"printer:\n  port: {link}\nstorage:\n  folder: {tmp_path}/files\n"
                    f"  state: {tmp_path}/state\nhttp:\n  host: 127.0.0.1\n  port: 0\n"
                    f"  api_key: {KEY}\n")
     job = tmp_path / "job.gcode"
-    job.write_text(job_text())
+    # long enough (about 3 s) that the journal, written about once a second, is seen past
+    # the first layer change well before the print ends, even on a loaded machine
+    job.write_text(job_text(600))
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "virtual", "-c",
                              str(tmp_path / "virtual.yaml"), "--link", str(link), "--record",
                              str(record)], cwd=ROOT, stdout=subprocess.DEVNULL)
