@@ -39,7 +39,7 @@ class SerialTransport:
     """An open port. `receive_some` returns b"" only at EOF; errors raise LinkBroken."""
 
     def __init__(self, stream: PosixSerialStream, port: str) -> None:
-        self._stream = stream
+        self.stream = stream
         self.port = port
         self._fd = stream.fd
         self.closed = False
@@ -106,7 +106,7 @@ class SerialTransport:
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._stream.aclose()
+            await self.stream.aclose()
 
 
 async def open_port(port: str, baudrate: int, *, exclusive: bool = True,

@@ -100,7 +100,9 @@ async def connection_get(request: Request) -> Response:
     status = api.control.status()
     connected = status.connected
     return JSONResponse({
-        "current": {"state": status.state.value, "port": p.port if connected else None,
+        "current": {"state": (f"{status.state.value}: {status.waiting}" if status.waiting
+                              else status.state.value),
+                    "port": p.port if connected else None,
                     "baudrate": (p.baudrate or 115200) if connected else None,
                     "printerProfile": _profile_id(request)},
         "options": {"ports": ["virtual", "auto", *candidate_ports()] if p.port == "virtual"

@@ -1,0 +1,45 @@
+"""Logging for every command: one line per record on stderr.
+
+Under systemd (JOURNAL_STREAM is set when stderr goes to the journal) each line starts with
+its syslog priority, `<3>` for an error, `<4>` a warning, `<6>` info, `<7>` debug, which
+journald reads and strips (so `journalctl -u printpipe -p err` shows the errors); the journal
+adds the time and the unit's SyslogIdentifier. On a terminal a line starts with the level.
+
+Warnings and errors are always logged; so are, at info, the few lines worth keeping on an SD
+card: the prints (started, done, failed, cancelled), the printer connection, what
+subscriptions ran. `-v` logs everything (debug).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+#: Python levels to syslog priorities (sd-daemon(3)).
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+              logging.DEBUG: 7}
+#: Loggers whose info lines are always kept.
+ALWAYS_INFO = ("printpipe.print", "printpipe.connect", "printpipe.subscriptions")
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>name: message`; a traceback's lines are joined so it stays one record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = PRIORITIES.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return f"<{priority}>" + text.replace("\n", "\n" + f"<{priority}>")
+
+
+def setup_logging(*, verbose: bool = False) -> None:
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        for name in ALWAYS_INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
