@@ -28,12 +28,16 @@ RETRY_MIN = 2.0
 RETRY_MAX = 30.0
 #: Seconds before reconnecting after a session that ended in an error (the error stays
 #: visible in the status meanwhile).
-AFTER_ERROR = 5.0
+AFTER_ERROR = 5.0  # (not after an unplug: the port is watched until it is back)
 
 
 def _device(port: str) -> str | None:
     """The device path a port names (None for `auto` and `virtual`, which have none)."""
     return None if port in ("auto", "virtual") else port
+
+
+def _exists(device: str) -> bool:
+    return os.path.exists(device)  # a stat in /dev: never blocks for long
 
 
 async def keep_connected(control: Control) -> None:
@@ -50,6 +54,7 @@ async def keep_connected(control: Control) -> None:
         said = text
 
     while True:
+        device = _device(control.config.printer.port)
         if control.connected or control.connecting:
             await control.wait_session_end()
             if control.wanted:
@@ -57,15 +62,14 @@ async def keep_connected(control: Control) -> None:
                 note(f"the printer connection ended ({error or 'closed'}): reconnecting",
                      logging.WARNING)
                 delay = RETRY_MIN
-                if error:
+                if error and (device is None or _exists(device)):  # not unplugged: wait
                     await trio.sleep(AFTER_ERROR)
             continue
         if not control.wanted:
             note(None)
             await trio.sleep(PORT_POLL)
             continue
-        device = _device(control.config.printer.port)
-        if device is not None and not os.path.exists(device):  # noqa: ASYNC240 (a stat in /dev)
+        if device is not None and not _exists(device):
             note(f"waiting for {device} (switch the printer on, or plug it in)")
             await trio.sleep(PORT_POLL)
             continue

@@ -75,7 +75,7 @@ def log_print(ev: BusEvent) -> None:
         print_log.info("print done: %s in %s", name, duration(took or 0))
     elif ev.name == Event.PRINT_CANCELLED:
         print_log.warning("print cancelled: %s%s", name, after)
-    else:
+    elif ev.name == Event.PRINT_FAILED:  # (Shutdown reaches every subscriber too)
         print_log.error("print failed: %s%s: %s", name, after, p.get("error") or p.get("reason"))
 
 

@@ -5,9 +5,9 @@ its syslog priority, `<3>` for an error, `<4>` a warning, `<6>` info, `<7>` debu
 journald reads and strips (so `journalctl -u printpipe -p err` shows the errors); the journal
 adds the time and the unit's SyslogIdentifier. On a terminal a line starts with the level.
 
-Warnings and errors are always logged; so are, at info, the few lines worth keeping on an SD
-card: the prints (started, done, failed, cancelled), the printer connection, what
-subscriptions ran. `-v` logs everything (debug).
+Warnings and errors are always logged; so are, at info, what subscriptions ran and, for
+`printpipe serve`, the few more lines worth keeping on an SD card: the prints (started, done,
+failed, cancelled) and the printer connection. `-v` logs everything (debug).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import os
 #: Python levels to syslog priorities (sd-daemon(3)).
 PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
               logging.DEBUG: 7}
-#: Loggers whose info lines are always kept.
-ALWAYS_INFO = ("printpipe.print", "printpipe.connect", "printpipe.subscriptions")
+#: Loggers whose info lines are always kept (by `printpipe serve`: SERVICE_INFO too).
+ALWAYS_INFO = ("printpipe.subscriptions",)
+SERVICE_INFO = ("printpipe.print", "printpipe.connect")
 
 
 class JournalFormatter(logging.Formatter):
@@ -31,7 +32,7 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>" + text.replace("\n", "\n" + f"<{priority}>")
 
 
-def setup_logging(*, verbose: bool = False) -> None:
+def setup_logging(*, verbose: bool = False, service: bool = False) -> None:
     handler = logging.StreamHandler()
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -41,5 +42,5 @@ def setup_logging(*, verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
-        for name in ALWAYS_INFO:
+        for name in ALWAYS_INFO + SERVICE_INFO * service:
             logging.getLogger(name).setLevel(logging.INFO)

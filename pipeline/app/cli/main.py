@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.app.cli.logs import setup_logging
-    setup_logging(verbose=args.verbose)
+    setup_logging(verbose=args.verbose, service=args.command == "serve")
     try:
         return _run(args)
     except BaseException as exc:  # noqa: BLE001 (every ending becomes an exit code and a line)
