@@ -181,6 +181,31 @@ def test_ctrl_c_while_connecting_to_a_silent_printer_ends_within_5_s(tmp_path):
         printer.wait()
 
 
+def test_ctrl_c_of_serve_with_a_printer_that_stopped_answering_ends_within_5_s(tmp_path):
+    printer, link, _ = silent_printer(tmp_path)
+    # beforePrinterDisconnected queues a command the printer will never acknowledge
+    config = write(tmp_path, f"printer:\n  port: {link}\nhttp:\n  port: 0\nstorage:\n"
+                             f"  folder: {tmp_path}/files\n  state: {tmp_path}/state\n"
+                             "scripts:\n  gcode:\n    beforePrinterDisconnected: M117 bye\n")
+    try:
+        with subprocess.Popen([*CLI, "serve", "-c", config], cwd=ROOT, text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+            assert proc.stderr is not None
+            while "connected to" not in (line := proc.stderr.readline()).lower():
+                assert line, "serve ended"
+            time.sleep(0.5)
+            printer.send_signal(signal.SIGSTOP)
+            took = interrupt(proc)
+            err = proc.stderr.read()
+        assert took < 5.0
+        assert proc.returncode == 0 and "Traceback" not in err
+        assert "did not answer for 3 s: disconnecting without waiting" in err
+    finally:
+        printer.send_signal(signal.SIGCONT)
+        printer.kill()
+        printer.wait()
+
+
 def test_a_second_ctrl_c_quits_serve_at_once(tmp_path):
     # a Shutdown subscription that takes 20 s holds the orderly stop
     extra = ("events:\n  shutdown_grace: 20\n  subscriptions:\n    - event: Shutdown\n"

@@ -80,7 +80,6 @@ async def keep_connected(control: Control) -> None:
             await trio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
-        if said is not None:
-            log.info("connected to the printer on %s", control.config.printer.port)
+        log.info("connected to the printer on %s", control.config.printer.port)
         note(None)
         delay = RETRY_MIN
