@@ -173,3 +173,17 @@ def test_systemd_analyze_verifies_the_unit_and_rates_it_at_most_3_5(tmp_path: Pa
                       security.stdout)
     assert found, security.stdout + security.stderr
     assert float(found.group(1)) <= 3.5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the installer as another user: needs root")
+def test_without_root_and_without_root_dir_it_refuses_in_one_line() -> None:
+    try:
+        result = subprocess.run(["bash", INSTALL], capture_output=True, text=True, timeout=30,
+                                check=False, user=65534, group=65534)
+    except PermissionError:
+        pytest.skip("nobody may not run bash here")
+    if "Permission denied" in result.stderr:
+        pytest.skip("nobody may not read the installer here")
+    assert result.returncode == 1
+    assert result.stderr == ("install.sh: run it as root (sudo tools/install.sh), or stage the "
+                             "files with --root DIR\n").replace("tools/install.sh", INSTALL)

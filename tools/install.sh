@@ -20,6 +20,7 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+ARGS="$*"
 ROOT=""
 UNINSTALL=0
 APT=1
@@ -56,7 +57,7 @@ run() {
 }
 
 if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
-    echo "install.sh: run it as root (sudo $0 $*), or stage the files with --root DIR" >&2
+    echo "install.sh: run it as root (sudo $0${ARGS:+ $ARGS}), or stage the files with --root DIR" >&2
     exit 1
 fi
 
@@ -83,7 +84,7 @@ if [ -z "$ROOT" ]; then
     [ -d /etc/avahi/services ] || missing+=(avahi-daemon)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$APT" -eq 1 ]; then
-            apt-get install -y "${missing[@]}"
+            apt-get update && apt-get install -y "${missing[@]}"
         else
             say "missing ${missing[*]}: sudo apt-get install ${missing[*]}"
             [[ " ${missing[*]} " == *" python3-venv "* ]] && exit 1
@@ -145,6 +146,7 @@ run systemctl enable printpipe.service
 run systemctl restart printpipe.service
 if [ -z "$ROOT" ]; then
     systemctl try-reload-or-restart avahi-daemon.service || true
-    say "printpipe runs as a service on port $PORT; its API key: journalctl -u printpipe | grep -A1 'API key'"
+    say "printpipe runs as a service on port $PORT (journalctl -u printpipe -f);"
+    say "sudo printpipe keys show prints its API key once it has started"
 fi
 say "done"
