@@ -4,6 +4,7 @@ even with a printer that stopped answering, and a second Ctrl-C quits at once.""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -239,3 +240,22 @@ def test_version_and_a_help_for_users():
     assert result.returncode == 0
     assert "OctoPrint-compatible API" in result.stdout and "examples:" in result.stdout
     assert "argument parsing" not in result.stdout    # not the module's docstring
+
+
+def test_a_missing_port_says_what_to_check(tmp_path):
+    result = run_cli("send", "-c", write(tmp_path, "printer:\n  port: /dev/ttyACM99\n"), "M115")
+    assert result.returncode == 1
+    assert one_line(result) == ("printpipe: link /dev/ttyACM99: cannot open port: no such device: "
+                                "is the printer plugged in and switched on? (ls "
+                                "/dev/serial/by-id/ lists what is connected)")
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (PermissionError(errno.EACCES, "Permission denied"), "add the user to the dialout group"),
+    (OSError(errno.EBUSY, "Device or resource busy"), "in use by another program"),
+    (BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"), "locked by another"),
+    (OSError(errno.EIO, "Input/output error"), "Input/output error"),
+])
+def test_port_problems_name_the_next_step(error, says):
+    from pipeline.link.transport import _open_problem
+    assert says in _open_problem(error)
