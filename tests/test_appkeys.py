@@ -499,3 +499,16 @@ def test_keys_parser_refuses_an_unknown_action(capsys):
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["keys", "grant"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_keys_without_c_use_the_installed_services_config(tmp_path, monkeypatch, capsys):
+    from pipeline.app.cli import main as cli
+    state = tmp_path / "var-lib-printpipe" / "state"
+    installed = tmp_path / "printer.yaml"
+    installed.write_text(f"storage:\n  state: {state}\n")
+    monkeypatch.setattr(cli, "INSTALLED_CONFIG", str(installed))
+    master, _ = KeyStore(str(state)).ensure_master()
+    assert cli.main(["keys", "show"]) == 0
+    assert capsys.readouterr().out == master + "\n"
+    assert cli.main(["keys", "list"]) == 0
+    assert f"(key store: {state}/keys.json)" in capsys.readouterr().out

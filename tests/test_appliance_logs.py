@@ -75,11 +75,11 @@ def test_under_journald_the_handler_writes_priorities(monkeypatch):
     saved = root.handlers[:], root.level
     try:
         monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
-        setup_logging(service=True)
+        setup_logging(service=True, force=True)
         assert isinstance(root.handlers[0].formatter, JournalFormatter)
         assert logging.getLogger("printpipe.print").getEffectiveLevel() == logging.INFO
         monkeypatch.delenv("JOURNAL_STREAM")
-        setup_logging()
+        setup_logging(force=True)
         assert not isinstance(root.handlers[0].formatter, JournalFormatter)
     finally:
         root.handlers[:], level = saved

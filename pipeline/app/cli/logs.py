@@ -32,13 +32,17 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>" + text.replace("\n", "\n" + f"<{priority}>")
 
 
-def setup_logging(*, verbose: bool = False, service: bool = False) -> None:
+def setup_logging(*, verbose: bool = False, service: bool = False, force: bool = False) -> None:
+    """Set up the root logger, as logging.basicConfig does: not when it has handlers already
+    (a test harness's), unless `force`."""
+    root = logging.getLogger()
+    if root.handlers and not force:
+        return
     handler = logging.StreamHandler()
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:

@@ -149,6 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         path = args.config
         if path is None and os.path.exists(INSTALLED_CONFIG):
             path = INSTALLED_CONFIG
+            if not os.access(path, os.R_OK):
+                print(f"printpipe keys: the installed service's keys ({path}) need root: "
+                      f"sudo printpipe keys {args.action}", file=sys.stderr)
+                return 1
         config = load(path)
         return run_keys(args.action, args.arg, state_folder(config),
                         configured_key=config.http.api_key)
