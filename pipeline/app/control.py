@@ -235,6 +235,14 @@ class Control:
         if self._printer is not None:
             self._printer.nursery.cancel_scope.cancel()
 
+    async def wait_activity(self) -> None:
+        """Wait until the link moved bytes or timed out; forever without an open link (for
+        callers that bound it: a closed link stays silent)."""
+        printer = self._printer
+        if printer is None or printer.link.closed.is_set():
+            await trio.sleep_forever()
+        await printer.link.wait_changed()
+
     async def wait_session_end(self) -> None:
         """Wait until the printer session (open or connecting) has ended; at once without one."""
         if self._ended is not None:

@@ -1,7 +1,8 @@
 """`printpipe print`: print one file on the configured printer with a live progress bar on a
 terminal (plain progress lines otherwise), with the heaters while they heat and the time left
 measured from the print's own rate. Ctrl-C cancels the print cleanly; a printer that does not
-confirm the cancel within CANCEL_GRACE seconds is let go, and a second Ctrl-C quits. It runs
+send a byte for CANCEL_SILENCE seconds while cancelling is let go (one that answers gets the
+time the cancel takes: its heaters are switched off), and a second Ctrl-C quits. It runs
 the whole service (events and subscriptions included): Startup before the print, Shutdown
 after it.
 A missing file or one that is not G-code text exits 2 before anything starts.
@@ -25,9 +26,10 @@ from pipeline.config.reader import HostConfig
 from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError, Outcome
 
-#: Seconds the printer gets to confirm a cancel after Ctrl-C before the link is closed without
-#: waiting (a printer that stopped answering never confirms it).
-CANCEL_GRACE = 3.0
+#: Seconds without a byte from the printer, while a Ctrl-C cancels the print, after which the
+#: link is closed without waiting (a printer that stopped answering never confirms the cancel;
+#: Marlin says busy or reports temperatures every 2 s while it works).
+CANCEL_SILENCE = 3.0
 #: A heater this far (°C) under its target is heating.
 HEATING_MARGIN = 2.0
 #: Time left is measured from the print's own progress once it has moved this far (a
@@ -101,6 +103,16 @@ async def _report(control: Control, out: TextIO, tty: bool) -> None:
         out.flush()
 
 
+async def _until_silent(control: Control, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once the printer has sent nothing for CANCEL_SILENCE seconds."""
+    while True:
+        with trio.move_on_after(CANCEL_SILENCE) as silent:
+            await control.wait_activity()
+        if silent.cancelled_caught:
+            scope.cancel()
+            return
+
+
 async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
                     out: TextIO = sys.stdout) -> int:
     file = trio.Path(path)
@@ -124,23 +136,23 @@ async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
         control.select(str(await file.absolute()), file.name)
         await control.start()
         waiting = trio.CancelScope()
-
-        def cancel_print() -> None:
-            out.write("\ncancelling the print (Ctrl-C again to quit at once)...\n")
-            with contextlib.suppress(JobStateError):  # nothing left to cancel
-                control.cancel()
-            waiting.deadline = trio.current_time() + CANCEL_GRACE
-
-        interrupts.on_first = cancel_print
         async with trio.open_nursery() as nursery:
+            def cancel_print() -> None:
+                out.write("\ncancelling the print (Ctrl-C again to quit at once)...\n")
+                with contextlib.suppress(JobStateError):  # nothing left to cancel
+                    control.cancel()
+                nursery.start_soon(_until_silent, control, waiting)
+
+            interrupts.on_first = cancel_print
             nursery.start_soon(_report, control, out, tty)
             with waiting:
                 result = await control.wait_job_end()
             nursery.cancel_scope.cancel()
         if waiting.cancelled_caught:
             control.abandon()
-            print(f"\nprintpipe: the printer did not confirm the cancel within "
-                  f"{CANCEL_GRACE:g} s: disconnected without waiting", file=sys.stderr)
+            print(f"\nprintpipe: the printer sent nothing for {CANCEL_SILENCE:g} s while "
+                  "cancelling: disconnected without waiting for it to confirm the cancel",
+                  file=sys.stderr)
             return INTERRUPTED
         status = control.status()
         job = status.job
