@@ -36,6 +36,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.fixture(autouse=True)
+def _private_home(monkeypatch, tmp_path_factory):
+    """A home folder of the test's own: the built-in config keeps its state (the API key,
+    the print journal) in ~/.printpipe/state, and one test's journal must not be another's
+    interrupted print."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0

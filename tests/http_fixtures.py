@@ -15,6 +15,7 @@ from conftest import load_yaml
 
 from pipeline.app.serve import Serving, serve
 from pipeline.fanout.bus import BusEvent, Subscription
+from pipeline.virtual.pair import expected_commands
 
 KEY = "test-key-0123456789abcdef"
 
@@ -107,6 +108,27 @@ async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KE
                 yield server
             finally:
                 serving.stop()
+
+
+async def reported_temperatures(client: httpx.AsyncClient, names=("tool0", "bed"),
+                                timeout: float = 10.0) -> dict:
+    """`/api/printer`'s temperatures once every heater in `names` was reported (a heater is
+    left out until the printer's first report, as OctoPrint does)."""
+    with trio.fail_after(timeout):
+        while True:
+            temps = (await client.get("/api/printer")).json()["temperature"]
+            if set(names) <= set(temps):
+                return temps
+            await trio.sleep(0.05)
+
+
+def lines_received(srv, text: str) -> list[str]:
+    """The file lines of `text` the printer accepted in the last print (each print starts
+    with M110 N0)."""
+    accepted = list(srv.service.session.virtual.firmware.accepted)
+    start = len(accepted) - accepted[::-1].index("M110 N0")
+    wanted = set(expected_commands(text))
+    return [line for line in accepted[start:] if line in wanted]
 
 
 async def read_until_reset(sock: trio.socket.SocketType) -> None:

@@ -1,108 +1,164 @@
-"""Real clients, by their documented requests (ecosystem.md 6.3): PrusaSlicer uploads with
-`print=true`, Cura validates, uploads with select, prints through the Location URL and drives
-the job; Home Assistant polls job and printer. The prints really run on the virtual printer."""
+"""The slicers' request sequences, recorded as each sends them to OctoPrint, replayed with
+httpx against a real `printpipe serve`, every step asserting what the slicer reads:
+
+- PrusaSlicer (and its forks): the version check (`text` must start with "OctoPrint"), then
+  "upload" (print=false) and "upload and print" (print=true) into a folder (`path`);
+- Cura's OctoPrint plugin: key check through `/api/settings`, passive login, profiles,
+  connection, the printer and job polls, upload with select, print through the Location URL,
+  pause and resume; run after another print ended, so the job must show Cura's file.
+
+The prints really run on the virtual printer, which must receive every file line once, in
+order. (Home Assistant and octorest use their real libraries: test_client_libraries.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import attrs
 import httpx
 import trio
-from http_fixtures import serve_for_test
+from http_fixtures import KEY, lines_received, reported_temperatures, serve_for_test
 
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
 GCODE = sample_gcode(400, seed=7)
+EARLIER = sample_gcode(120, seed=8)
+LONG = sample_gcode(1500, seed=9)
 
 
-def file_lines_received(srv) -> list[str]:
-    wanted = set(expected_commands(GCODE))
-    return [line for line in srv.service.session.virtual.firmware.accepted if line in wanted]
+@attrs.frozen
+class Step:
+    """One recorded request and what the client reads from its answer."""
+
+    name: str
+    method: str
+    path: str
+    status: int
+    check: Callable[[httpx.Response], bool] = lambda r: True
+    json: Any = None
+    data: dict[str, str] | None = None
+    file: tuple[str, str] | None = None      # (name, text) as the `file` part
 
 
-async def test_prusaslicer_version_check_and_upload_with_print(tmp_path):
+async def replay(client: httpx.AsyncClient, steps: list[Step],
+                 saved: dict[str, httpx.Response]) -> None:
+    """Send each step; a wrong status or a failed check names the step. A path in braces
+    (`{upload}`) is the Location header of that earlier step's answer."""
+    for step in steps:
+        path = step.path
+        if path.startswith("{"):
+            path = saved[path.strip("{}")].headers["Location"]
+        files = {"file": (step.file[0], step.file[1].encode(), "application/octet-stream")} \
+            if step.file else None
+        r = await client.request(step.method, path, json=step.json, data=step.data,
+                                 files=files)
+        assert r.status_code == step.status, (step.name, r.status_code, r.text)
+        assert step.check(r), (step.name, r.text)
+        saved[step.name] = r
+
+
+def body(r: httpx.Response) -> Any:
+    return r.json()
+
+
+PRUSASLICER = [
+    Step("version", "GET", "/api/version", 200,
+         lambda r: body(r)["text"].startswith("OctoPrint") and "api" in body(r)),
+    Step("upload", "POST", "/api/files/local", 201,
+         lambda r: body(r)["done"] and body(r)["effectivePrint"] is False
+         and "Location" in r.headers,
+         data={"print": "false", "path": "prusa"}, file=("upload only.gcode", EARLIER)),
+    Step("upload and print", "POST", "/api/files/local", 201,
+         lambda r: body(r)["effectivePrint"] is True and body(r)["effectiveSelect"] is True,
+         data={"print": "true", "path": "prusa"}, file=("benchy part.gcode", GCODE)),
+]
+
+
+async def test_prusaslicer_upload_then_upload_and_print(tmp_path):
     async with serve_for_test(tmp_path) as srv:
-        rec = srv.events(["Upload", "FileAdded", "UpdatedFiles", "PrintStarted", "PrintDone"])
-        async with httpx.AsyncClient(base_url=srv.url,
-                                     headers={"X-Api-Key": srv.key}) as prusa:
-            version = await prusa.get("/api/version")
-            assert version.status_code == 200
-            body = version.json()
-            assert "api" in body and body["text"].startswith("OctoPrint")
-            r = await prusa.post("/api/files/local",
-                                 data={"print": "true", "path": "prusa"},
-                                 files={"file": ("benchy part.gcode", GCODE.encode(),
-                                                 "application/octet-stream")})
-            assert r.status_code == 201, r.text
-            assert r.json()["done"] is True and r.json()["effectivePrint"] is True
-        done = await rec.wait_for("PrintDone", timeout=60)
+        rec = srv.events(["Upload", "FileAdded", "PrintStarted", "PrintDone"])
+        async with httpx.AsyncClient(base_url=srv.url, headers={"X-Api-Key": KEY}) as prusa:
+            await replay(prusa, PRUSASLICER, {})
+            done = await rec.wait_for("PrintDone", timeout=60)
+            job = (await prusa.get("/api/job")).json()
         assert done.payload["path"] == "prusa/benchy part.gcode"
-        upload = rec.of("Upload")[0].payload
-        assert upload["print"] is True and upload["effective_print"] is True
+        assert job["job"]["file"]["path"] == "prusa/benchy part.gcode"
+        assert job["progress"]["completion"] == 100 and job["job"]["user"] == "master"
+        uploads = [e.payload for e in rec.of("Upload")]
+        assert [(u["name"], u["print"], u["effective_print"]) for u in uploads] == [
+            ("upload only.gcode", False, False), ("benchy part.gcode", True, True)]
         assert rec.names().index("FileAdded") < rec.names().index("PrintStarted")
-        assert file_lines_received(srv) == expected_commands(GCODE)
+        assert lines_received(srv, GCODE) == expected_commands(GCODE)
 
 
-async def test_cura_connects_uploads_selects_prints_and_pauses(tmp_path):
-    # 1 ms a move: the print lasts long enough to be paused midway, not before its first line
+def job_file(name: str) -> Callable[[httpx.Response], bool]:
+    return lambda r: body(r)["job"]["file"]["name"] == name
+
+
+CURA_CONNECT = [
+    Step("version", "GET", "/api/version", 200, lambda r: "server" in body(r)),
+    Step("settings (validates the key)", "GET", "/api/settings", 200,
+         lambda r: body(r)["feature"]["sdSupport"] is False
+         and body(r)["webcam"]["webcamEnabled"] is False),
+    Step("login", "POST", "/api/login", 200, lambda r: body(r)["name"] == "master",
+         json={"passive": True}),
+    Step("profiles", "GET", "/api/printerprofiles", 200,
+         lambda r: all("heatedBed" in p and "axes" in p
+                       for p in body(r)["profiles"].values())),
+    Step("connection", "GET", "/api/connection", 200,
+         lambda r: body(r)["current"]["state"] == "Operational"),
+    Step("printer poll", "GET", "/api/printer", 200,
+         lambda r: body(r)["state"]["flags"]["ready"] is True
+         and all(isinstance(t["actual"], float) for t in body(r)["temperature"].values())),
+    Step("job poll", "GET", "/api/job", 200, job_file("earlier.gcode")),
+    Step("upload with select", "POST", "/api/files/local", 201,
+         lambda r: body(r)["effectiveSelect"] is True and body(r)["effectivePrint"] is False,
+         data={"select": "true", "print": "false"}, file=("cura.gcode", LONG)),
+    # the selected file, not the print that ended before (a failure before)
+    Step("job after upload", "GET", "/api/job", 200,
+         lambda r: job_file("cura.gcode")(r) and body(r)["state"] == "Operational"
+         and body(r)["progress"]["completion"] is None),
+    Step("print the upload", "POST", "{upload with select}", 204,
+         json={"command": "select", "print": True}),
+]
+CURA_PAUSE = [
+    Step("pause", "POST", "/api/job", 204, json={"command": "pause", "action": "pause"}),
+]
+CURA_PAUSED = [
+    Step("printer poll, paused", "GET", "/api/printer", 200,
+         lambda r: body(r)["state"]["flags"]["paused"] is True),
+    Step("job poll, paused", "GET", "/api/job", 200,
+         lambda r: body(r)["state"] == "Paused"
+         and 0 < body(r)["progress"]["completion"] < 100
+         and isinstance(body(r)["progress"]["printTime"], int)),
+    Step("resume", "POST", "/api/job", 204, json={"command": "pause", "action": "resume"}),
+]
+
+
+async def test_cura_after_another_print_uploads_selects_prints_and_pauses(tmp_path):
     async with serve_for_test(tmp_path, "virtual:\n  faults:\n    ok_delay: 0.001\n") as srv:
         rec = srv.events(["PrintStarted", "PrintPaused", "PrintResumed", "PrintDone"])
-        async with httpx.AsyncClient(base_url=srv.url,
-                                     headers={"X-Api-Key": srv.key}) as cura:
-            assert (await cura.get("/api/settings")).status_code == 200  # validates the key
-            assert "server" in (await cura.get("/api/version")).json()
-            assert (await cura.post("/api/login", json={"passive": True})).status_code == 200
-            profiles = (await cura.get("/api/printerprofiles")).json()["profiles"]
-            assert all("heatedBed" in p and "axes" in p for p in profiles.values())
-            r = await cura.post("/api/files/local", data={"select": "true", "print": "false"},
-                                files={"file": ("cura.gcode", GCODE.encode())})
-            assert r.status_code == 201, r.text
-            location = r.headers["Location"]
-            assert r.json()["effectiveSelect"] is True and r.json()["effectivePrint"] is False
-            job = (await cura.get("/api/job")).json()
-            assert job["job"]["file"]["name"] == "cura.gcode" and job["state"] == "Operational"
-            r = await cura.post(location, json={"command": "select", "print": True})
-            assert r.status_code == 204, r.text
-            await rec.wait_for("PrintStarted")
+        r = await srv.client.post("/api/files/local", data={"print": "true"},
+                                  files={"file": ("earlier.gcode", EARLIER.encode())})
+        assert r.status_code == 201
+        await rec.wait_for("PrintDone", timeout=30)
+        await reported_temperatures(srv.client)
+        with trio.fail_after(10):  # Finishing (afterPrintDone) comes before Operational
+            while (await srv.client.get("/api/job")).json()["state"] != "Operational":
+                await trio.sleep(0.02)
+        saved: dict[str, httpx.Response] = {}
+        async with httpx.AsyncClient(base_url=srv.url, headers={"X-Api-Key": KEY}) as cura:
+            await replay(cura, CURA_CONNECT, saved)
+            await rec.wait_for("PrintStarted", count=2)
             with trio.fail_after(10):
                 while not (await cura.get("/api/job")).json()["progress"]["completion"]:
                     await trio.sleep(0.01)
-            r = await cura.post("/api/job", json={"command": "pause", "action": "pause"})
-            assert r.status_code == 204
+            await replay(cura, CURA_PAUSE, saved)
             await rec.wait_for("PrintPaused")
-            printer = (await cura.get("/api/printer")).json()
-            assert printer["state"]["flags"]["paused"] is True
+            await replay(cura, CURA_PAUSED, saved)
+            await rec.wait_for("PrintDone", timeout=60, count=2)
             job = (await cura.get("/api/job")).json()
-            assert job["state"] == "Paused" and 0 < job["progress"]["completion"] < 100
-            assert job["progress"]["printTime"] is not None
-            r = await cura.post("/api/job", json={"command": "pause", "action": "resume"})
-            assert r.status_code == 204
-            await rec.wait_for("PrintDone", timeout=60)
-            job = (await cura.get("/api/job")).json()
-            assert job["job"]["file"]["name"] == "cura.gcode"
-        assert file_lines_received(srv) == expected_commands(GCODE)
-
-
-async def test_home_assistant_polls_job_and_printer_and_cancels(tmp_path):
-    async with serve_for_test(tmp_path) as srv:
-        rec = srv.events(["PrintStarted", "PrintCancelled"])
-        async with httpx.AsyncClient(base_url=srv.url + "/",
-                                     headers={"X-Api-Key": srv.key}) as ha:
-            r = await ha.post(srv.url + "//api/files/local",
-                              files={"file": ("ha.gcode", GCODE.encode())},
-                              data={"print": "true"})
-            assert r.status_code == 201
-            await rec.wait_for("PrintStarted")
-            job = (await ha.get(srv.url + "//api/job")).json()
-            for key in ("completion", "printTime", "printTimeLeft"):
-                assert key in job["progress"]
-            assert {"name", "origin", "size"} <= set(job["job"]["file"])
-            assert "estimatedPrintTime" in job["job"]
-            printer = (await ha.get(srv.url + "//api/printer")).json()
-            assert printer["state"]["flags"]["printing"] is True
-            for name in ("tool0", "bed"):
-                assert {"actual", "target", "offset"} <= set(printer["temperature"][name])
-            r = await ha.post(srv.url + "//api/job", json={"command": "cancel"})
-            assert r.status_code == 204
-            await rec.wait_for("PrintCancelled", timeout=30)
-            with trio.fail_after(10):
-                while (await ha.get(srv.url + "//api/job")).json()["state"] != "Operational":
-                    await trio.sleep(0.05)
+        assert job["job"]["file"]["name"] == "cura.gcode"
+        assert job["progress"]["completion"] == 100
+        assert lines_received(srv, LONG) == expected_commands(LONG)

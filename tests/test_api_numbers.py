@@ -12,7 +12,7 @@ import re
 
 import pytest
 import trio
-from http_fixtures import serve_for_test
+from http_fixtures import reported_temperatures, serve_for_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,9 +125,7 @@ async def test_numeric_fields_refuse_what_is_not_a_sane_number(
         assert marker.status_code == 204
         got = await until_accepted(srv, "M117 marker")
         assert got[before:] == ["M117 marker"]
-        state = await srv.client.get("/api/printer")
-        assert state.status_code == 200
-        temps = state.json()["temperature"]
+        temps = await reported_temperatures(srv.client)
         assert temps["tool0"]["offset"] == 0 and temps["bed"]["offset"] == 0
 
 
@@ -154,7 +152,7 @@ async def test_sane_numbers_are_sent(tmp_path, path, body, lines):
         r = await srv.client.post(path, json=body)
         assert r.status_code == 204, r.text
         if lines is None:
-            temps = (await srv.client.get("/api/printer")).json()["temperature"]
+            temps = await reported_temperatures(srv.client)
             assert temps["tool0"]["offset"] == -50
             return
         got = await until_accepted(srv, lines[-1])

@@ -149,3 +149,12 @@ async def test_the_service_traces_to_its_state_folder_when_asked(tmp_path):
     async with serve_for_test(tmp_path, "serial:\n  log: true\n") as srv:
         assert srv.service.operational
     assert "Recv: FIRMWARE_NAME" in (tmp_path / "state" / "serial.log").read_text()
+
+
+async def test_a_service_left_at_once_still_ends(tmp_path):
+    # the print log subscribes before Startup: a Shutdown published before its task first
+    # ran still ends it (it used to wait forever on a bus that had closed)
+    from pipeline.app.service import open_service
+    with trio.fail_after(10):
+        async with open_service(load_yaml(f"storage:\n  state: {tmp_path}/state\n")):
+            pass

@@ -115,7 +115,7 @@ def test_values_are_typed_and_partial_sections_keep_defaults():
     config = load("""\
         serial:
           checksum: always
-          ok_window: 4
+          send_window: 4
           busy_protocol: no
           ignored_commands:
             - M117
@@ -128,7 +128,7 @@ def test_values_are_typed_and_partial_sections_keep_defaults():
             reset_after: 100
         """)
     assert config.serial.checksum is ChecksumMode.ALWAYS
-    assert config.serial.ok_window == 4
+    assert config.serial.send_window == 4
     assert config.serial.busy_protocol is False
     assert config.serial.ignored_commands == ("M117",)
     assert config.serial.blocked_commands == ()
@@ -144,14 +144,14 @@ ERROR_CASES = {
     "unknown top-level key": ("""\
         printer:
           port: virtual
-        mqtt:
+        webcam:
           port: 80
-        """, 3, "unknown section 'mqtt'", "mqtt"),
+        """, 3, "unknown section 'webcam'", "webcam"),
     "unknown key inside serial": ("""\
         serial:
-          ok_window: 1
-          okwindow: 2
-        """, 3, "did you mean 'ok_window'", "serial.okwindow"),
+          send_window: 1
+          sendwindow: 2
+        """, 3, "did you mean 'send_window'", "serial.sendwindow"),
     "bad int (comments around it)": ("""\
         serial:
           # how many lines to keep
@@ -179,10 +179,20 @@ ERROR_CASES = {
             - M0
             - m1
         """, 4, "'m1' is not a G-code command word", "serial.blocked_commands[1]"),
-    "ok_window 0": ("""\
+    "send_window 0": ("""\
         serial:
-          ok_window: 0
-        """, 2, "ok_window must be at least 1", "serial.ok_window"),
+          send_window: 0
+        """, 2, "send_window must be auto or a number of lines of at least 1",
+        "serial.send_window"),
+    "send_window a word": ("""\
+        serial:
+          send_window: fast
+        """, 2, "expected an integer, found 'fast'", "serial.send_window"),
+    "the retired ok_window": ("""\
+        serial:
+          ok_window: 4
+        """, 2, "serial.ok_window was replaced by serial.send_window: write `send_window",
+        "serial.ok_window"),
     "resend_history_size 0": ("""\
         serial:
           resend_history_size: 0
@@ -306,9 +316,9 @@ ERROR_CASES = {
         """, 2, "flow style ([...] or {...}) is not allowed", None),
     "duplicate yaml key": ("""\
         serial:
-          ok_window: 1
-          ok_window: 2
-        """, 3, "duplicate key 'ok_window'", None),
+          send_window: 1
+          send_window: 2
+        """, 3, "duplicate key 'send_window'", None),
     "top level is a list": ("""\
         - printer
         """, 1, "must be a mapping of sections", None),
@@ -333,7 +343,7 @@ def test_many_errors_are_reported_in_one_pass():
         printer:
           baudrate: fast
         serial:
-          ok_window: 0
+          send_window: 0
           checksum: sometimes
           colour: red
         pipeline:

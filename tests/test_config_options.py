@@ -18,11 +18,13 @@ import pytest
 
 import pipeline
 import stages
+from pipeline.config.mqtt import MqttSpec
 from pipeline.config.options import Field, Section, integer, options
 from pipeline.config.reader import HostConfig, default_config, load_config
 from pipeline.config.schema import SECTIONS
 from pipeline.config.sections import (
     HTTP,
+    MQTT,
     STORAGE,
     EventsSpec,
     SubscriptionSpec,
@@ -30,7 +32,7 @@ from pipeline.config.sections import (
 )
 from stages import BUILTIN_STAGES, stage_phases, stage_schemas
 
-KEYED = {**SECTIONS, "http": HTTP, "storage": STORAGE}
+KEYED = {**SECTIONS, "http": HTTP, "storage": STORAGE, "mqtt": MQTT}
 
 
 def _tables(section: Section):
@@ -109,7 +111,8 @@ def test_a_document_spelling_out_every_default_loads_as_the_defaults():
     assert loaded == attrs.evolve(sub, location=loaded.location)
     defaults = default_config(stage_schemas())
     assert config == attrs.evolve(defaults, path="all.yaml",
-                                  events=attrs.evolve(defaults.events, subscriptions=(loaded,)))
+                                  events=attrs.evolve(defaults.events, subscriptions=(loaded,)),
+                                  mqtt=MqttSpec())  # spelled out, so the bridge is on
 
 
 # --- nothing declares an option a second time ------------------------------------------------
@@ -168,7 +171,7 @@ def test_the_engine_and_the_virtual_printer_take_the_configured_values():
     from pipeline.session.core import HostCore
     from pipeline.virtual.spec import FirmwareSpec
 
-    config = load_config("serial:\n  ok_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
+    config = load_config("serial:\n  send_window: 3\nvirtual:\n  faults:\n    seed: 7\n",
                          stage_schemas=stage_schemas())
     core = HostCore(config, build_pipeline(config.pipeline, BUILTIN_STAGES), clock=lambda: 0.0)
     assert core.engine.serial is config.serial and core.engine.credit == 3

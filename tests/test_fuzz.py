@@ -133,7 +133,7 @@ def test_the_reply_classifiers_take_any_line(line):
 # ---- the config loader --------------------------------------------------------------------------
 
 SECTIONS = ["printer", "serial", "virtual", "pipeline", "scripts", "events", "http", "storage"]
-KEYS = ["port", "baudrate", "profile", "limits", "hotend", "ok_window", "timeouts",
+KEYS = ["port", "baudrate", "profile", "limits", "hotend", "send_window", "timeouts",
         "communication", "max_line_length", "faults", "seed", "subscriptions", "event",
         "command", "type", "host", "api_key", "comm.protocol.gcode.queuing", "stage",
         "handler", "with", "rules", "gcode"]

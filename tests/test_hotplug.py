@@ -61,7 +61,7 @@ async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(t
         async with httpx.AsyncClient(base_url=serving.url,
                                      headers={"X-Api-Key": KEY}) as client:
             await trio.sleep(3.0)   # the printer is switched on 3 s after the start
-            waiting = f"Offline: waiting for {link} (switch the printer on, or plug it in)"
+            waiting = f"Closed: waiting for {link} (switch the printer on, or plug it in)"
             assert await connection_state(client) == waiting
             printer = await nursery.start(partial(serve_virtual_printer, FirmwareSpec(),
                                                   link=link))
@@ -80,7 +80,7 @@ async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(t
             assert response.status_code == 204
             await trio.sleep(1.5)
             assert not control.connected
-            assert await connection_state(client) == "Offline"
+            assert await connection_state(client) == "Closed"
             assert drain(connected) == ["Connected", "Disconnected"] * 2
         serving.stop()
         nursery.cancel_scope.cancel()

@@ -40,7 +40,7 @@ ALLOWED: Mapping[str, frozenset[str]] = {
 PURE = frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual",
                   "stages"})
 IO_PACKAGES = frozenset({
-    "trio", "trio_serial", "hypercorn", "starlette", "httpx", "httpcore", "multipart",
+    "trio", "trio_serial", "paho", "hypercorn", "starlette", "httpx", "httpcore", "multipart",
     "python_multipart", "anyio", "asyncio", "socket", "select", "selectors", "subprocess",
     "threading", "termios", "tty", "pty", "fcntl", "signal", "shutil", "tempfile", "os",
     "serial"})
@@ -271,7 +271,8 @@ def test_it_sees_imports_under_type_checking_and_in_functions():
 # ---- the edges drive the printer through the control surface --------------------------------
 
 EDGE_MODULES = sorted([*(ROOT / "pipeline/app/http").glob("*.py"),
-                       *(ROOT / "pipeline/app/cli").glob("*.py"), ROOT / "pipeline/app/serve.py"])
+                       *(ROOT / "pipeline/app/cli").glob("*.py"),
+                       *(ROOT / "pipeline/app/mqtt").glob("*.py"), ROOT / "pipeline/app/serve.py"])
 #: What only the session and the control surface may touch.
 SESSION_INSIDES = frozenset({"core", "jobs", "tracker", "engine", "queues", "session", "link",
                              "_printer"})

@@ -68,15 +68,16 @@ def print_exactly_once(p: Pair, lines: int) -> Stalls:
     return stalls
 
 
-# Distinct periods, so each stall shows which rule ended it: the communication timeout (20 s),
-# the busy protocol's once busy lines came (4 s), the resend-without-ok detection (0.5 s).
+# Distinct periods, so each stall shows which rule ended it: the lost-ok probe (0.5 s, the
+# shortest ok deadline: the plain model answers at once), the busy period once busy lines came
+# (4 s), the resend-without-ok detection (0.25 s).
 TIMEOUTS = """serial:
   timeouts:
     communication: 20
     communication_busy: 4
-    resend_ok: 0.5
+    resend_ok: 0.25
 """
-COMM, BUSY, RESEND_OK = 20.0, 4.0, 0.5
+PROBE, BUSY, RESEND_OK = 0.5, 4.0, 0.25
 
 FAULT_MIXES = {
     "corrupt-lost_ok-busy": FaultSpec(seed=4, corrupt_rate=0.01, lost_ok_rate=0.001,
@@ -94,12 +95,13 @@ def test_20000_lines_exact_under_faults(faults):
     assert p.core.state is S.OPERATIONAL and not p.core.failed
     resends = p.core.statistics().resends
     assert resends > 50  # the faults really happened
-    # The host waited only where a rule says so: each lost ok cost one communication timeout
-    # (the busy period once the printer said busy), each resend without its ok at most one
+    # The host waited only where a rule says so: each lost ok cost one probe deadline (the
+    # busy period when busy lines had just come), each resend without its ok at most one
     # resend_ok detection; a firmware that sends its oks never makes it wait for those.
     lengths = stalls.lengths()
-    assert set(lengths) <= {COMM, BUSY, RESEND_OK}
-    assert lengths[COMM] + lengths[BUSY] == stalls.timeouts >= 10
+    assert set(lengths) <= {PROBE, BUSY, RESEND_OK}
+    assert lengths[PROBE] + lengths[BUSY] == stalls.timeouts >= 10
+    assert p.core.engine.probes_total == stalls.timeouts
     if faults.resend_without_ok:
         assert 0 < lengths[RESEND_OK] <= resends
     else:
@@ -109,37 +111,33 @@ def test_20000_lines_exact_under_faults(faults):
 LINES = [f"G1 X{i}" for i in range(300)]
 
 
-@pytest.mark.parametrize(("yaml", "period"), [
-    ("", 30.0),                                               # the default
-    ("serial:\n  timeouts:\n    communication: 7\n", 7.0),
-    # OctoPrint's floor: the temperature interval + 1 s (autoreport every 2 s by default,
-    # else the polling interval)
-    ("serial:\n  timeouts:\n    communication: 1\n", 3.0),
-    (("serial:\n  timeouts:\n    communication: 1\n    temperature: 4\n"
-      "    temperature_autoreport: 0\n"), 5.0),
-], ids=["default-30s", "communication-7s", "autoreport-floor-3s", "polling-floor-5s"])
-def test_lost_ok_is_recovered_by_the_timeout_rule(yaml, period):
+@pytest.mark.parametrize("yaml", [
+    "",
+    "serial:\n  timeouts:\n    communication: 7\n",
+    "serial:\n  timeouts:\n    communication: 1\n    temperature_autoreport: 0\n",
+], ids=["default", "communication-7s", "no-autoreport"])
+def test_lost_ok_is_recovered_by_a_probe(yaml):
+    """Each lost ok stalls the link for the shortest ok deadline (0.5 s: the printer answers
+    at once), whatever the communication timeout; then one numbered M105 goes out, the
+    printer answers it, and that answer acknowledges the line whose ok was lost too."""
     p = pair(yaml, faults=FaultSpec(seed=2, lost_ok_rate=0.02))
     stalls = Stalls(p)
     for line in LINES:
         p.core.enqueue(line)
     stalls.run_until(lambda: p.core.idle)
     assert [a for a in p.fw.accepted if a.startswith("G1 ")] == LINES  # none lost, none twice
-    assert p.core.operational
-    # Each lost ok stalled the link for exactly one period (nothing was written earlier),
-    # then the timeout freed its slot and the *next* line went out.
-    assert len(stalls.found) == stalls.timeouts >= 3
+    assert p.core.operational and p.core.engine.in_flight == 0
+    assert len(stalls.found) == stalls.timeouts == p.core.engine.probes_total >= 3
     for _, length, accepted in stalls.found:
-        assert length == pytest.approx(period)
-        assert len(accepted) == 1 and accepted[0] in LINES
+        assert length == pytest.approx(0.5)
+        assert accepted[0] == "M105"  # the probe, never a line again
 
 
-def test_lost_ok_while_printing_is_recovered_with_a_tickle():
+def test_lost_ok_while_printing_is_recovered_with_a_probe():
     p = pair("serial:\n  timeouts:\n    communication: 7\n",
              faults=FaultSpec(seed=2, lost_ok_rate=0.02))
     stalls = print_exactly_once(p, 300)
-    # while printing, OctoPrint's rule: after the timeout, an M105 "tickle" goes out first
     assert len(stalls.found) == stalls.timeouts >= 3
     for _, length, accepted in stalls.found:
-        assert length == pytest.approx(7.0)
-        assert accepted == ["M105"]
+        assert length == pytest.approx(0.5)
+        assert accepted[0] == "M105"

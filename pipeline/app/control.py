@@ -20,7 +20,9 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline.app.startup import state_folder
+from pipeline.app.paths import state_folder
+from pipeline.app.recovery import Recovery
+from pipeline.app.reload import Reloader, ReloadReport
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
 from pipeline.errors import CommandRefused, ConfigError, HostError
@@ -28,6 +30,7 @@ from pipeline.events.names import Event
 from pipeline.events.placeholders import FiringContext
 from pipeline.fanout.bus import EventBus, Subscription
 from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events, now_iso
+from pipeline.files.history import PrintHistory
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.host_phases import (
     SystemCommand,
@@ -39,7 +42,7 @@ from pipeline.hooks.registry import build_pipeline
 from pipeline.link.printer import Printer, load_scripts, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
 from pipeline.session.filejob import JobFile
-from pipeline.session.jobs import JobResult, JobStateError
+from pipeline.session.jobs import JobResult, JobStateError, Outcome
 from pipeline.session.rules import shown_line
 from pipeline.session.states import PrinterState
 
@@ -60,6 +63,7 @@ class Selection:
     disk: str
     size: int
     origin: str = "local"
+    user: str | None = None     # who selected it (the job's user until someone starts it)
 
     def payload(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "origin": self.origin}
@@ -71,9 +75,10 @@ class JobStatus:
     progress: float             # 0..1
     filepos: int                # bytes of the file consumed
     lines: int                  # file lines handed to the printer
-    elapsed: float              # seconds, pauses excluded
+    elapsed: float              # seconds, pauses excluded; frozen once the job has a result
     time_left: float | None
     active: bool                # still in a job state (not done, cancelled or failed)
+    result: JobResult | None = None  # how it ended, once it has
 
 
 @attrs.frozen
@@ -104,6 +109,9 @@ class Control:
         #: Re-reads the configuration (set by `printpipe serve`; raises ConfigErrors).
         self.loader: Callable[[], HostConfig] | None = None
         self.selected: Selection | None = None
+        #: The selection the last print was started from: that job is what the API shows
+        #: until another file is selected (or this one again, which starts afresh).
+        self._job_selection: Selection | None = None
         #: Runtime heater offsets (the API's), kept across reconnects.
         self.temperature_offsets: dict[str, float] = {}
         self.last_error: str | None = None
@@ -112,8 +120,18 @@ class Control:
         self.wanted = False
         #: What a reconnecting service is waiting for, shown in the status (None: nothing).
         self.waiting: str | None = None
+        #: The crash journal: the interrupted print found at start, the session's writer.
+        self.recovery = Recovery(state_folder(config), self.publish)
+        #: The print history (`printpipe serve` keeps one in the state folder).
+        self.history: PrintHistory | None = None
+        #: More statistics for /metrics, by source (the MQTT bridge): each returns
+        #: (name, kind, help, value) samples.
+        self.metrics_sources: dict[str, Callable[[], list[tuple[str, str, str, float]]]] = {}
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
+        #: What a reload applies live; the edges register their own sections.
+        self.reloader = Reloader()
+        self.reloader.live("events", lambda old, new: self.runner.update(new.events))
         self._builtins = builtins
         self._nursery = nursery
         self._printer: Printer | None = None
@@ -141,19 +159,22 @@ class Control:
             origin=sel.origin if sel else None,
             progress=job.progress * 100 if job is not None else None, now=now_iso())
 
-    def reload(self) -> bool:
-        """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. The
-        new pipeline, scripts and serial settings apply from the next connect; subscriptions
-        at once. Returns whether a printer session still runs the old settings."""
+    def reload(self) -> ReloadReport:
+        """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. What
+        can change live does at once (the `reloader`'s appliers: subscriptions here, keys and
+        storage in the HTTP API); the report says which changed settings wait for the printer
+        to reconnect or for a restart, and why."""
         if self.loader is None:
             raise ConfigError("this service was not started from a config file")
         config = self.loader()
         pipeline = build_pipeline(config.pipeline, self._builtins)
         check_custom_events(config.events, custom_event_names(pipeline))
+        old = self.config
+        report = self.reloader.report(old, config, connected=self._printer is not None)
         self.config, self.pipeline = config, pipeline
-        self.runner.update(config.events)
+        failed = self.reloader.apply(old, config)
         self.publish(Event.SETTINGS_UPDATED)
-        return self._printer is not None
+        return attrs.evolve(report, failed=failed)
 
     # ---- the printer session --------------------------------------------------------------
     def _core(self) -> HostCore | None:
@@ -207,10 +228,12 @@ class Control:
                                     serial_log=trace) as printer:
                 self._printer, started = printer, True
                 self.last_error = None
+                printer.core.journal.enabled = True  # polled by recovery.follow below
                 task_status.started()
                 async with trio.open_nursery() as watch:
                     watch.start_soon(_cancel_when, stop, watch.cancel_scope)
                     watch.start_soon(_cancel_when, printer.link.closed, watch.cancel_scope)
+                    watch.start_soon(self.recovery.follow, printer.core.journal)
                 self.last_error = printer.core.error
         except HostError as exc:
             if not started:
@@ -218,7 +241,10 @@ class Control:
             self.last_error = str(exc)
             log.error("printer session ended: %s", exc)
         finally:
+            if started and self._printer is not None:
+                await self.recovery.flush(self._printer.core.journal)
             self._printer = None
+            self.deselect()  # as OctoPrint: a closed connection has no file selected
             ended.set()
 
     async def disconnect(self) -> None:
@@ -234,14 +260,6 @@ class Control:
         self.wanted = False
         if self._printer is not None:
             self._printer.nursery.cancel_scope.cancel()
-
-    async def wait_activity(self) -> None:
-        """Wait until the link moved bytes or timed out; forever without an open link (for
-        callers that bound it: a closed link stays silent)."""
-        printer = self._printer
-        if printer is None or printer.link.closed.is_set():
-            await trio.sleep_forever()
-        await printer.link.wait_changed()
 
     async def wait_session_end(self) -> None:
         """Wait until the printer session (open or connecting) has ended; at once without one."""
@@ -264,9 +282,11 @@ class Control:
                 self.temperature_offsets.pop(name, None)
 
     # ---- files and jobs -------------------------------------------------------------------
-    def select(self, disk: str, path: str | None = None, name: str | None = None) -> Selection:
+    def select(self, disk: str, path: str | None = None, name: str | None = None, *,
+               user: str | None = None) -> Selection:
+        """Select a file for printing; `user` is who selected it."""
         sel = Selection(name or os.path.basename(disk), path or os.path.basename(disk), disk,
-                        os.path.getsize(disk))
+                        os.path.getsize(disk), user=user)
         self.selected = sel
         self.publish(Event.FILE_SELECTED, sel.payload())
         return sel
@@ -277,7 +297,8 @@ class Control:
             self.publish(Event.FILE_DESELECTED)
 
     async def start(self, user: str | None = None) -> None:
-        """Print the selected file; JobStateError when no file or no ready printer."""
+        """Print the selected file; JobStateError when no file or no ready printer. `user`
+        (who starts it: a key's name, `cli`, `mqtt`) is the job's user from now on."""
         sel = self.selected
         if sel is None:
             raise JobStateError("no file is selected")
@@ -285,6 +306,18 @@ class Control:
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
+        self._job_selection = sel
+        self.recovery.discard(f"a print of {sel.path} started")
+
+    async def recover(self, user: str | None = None) -> None:
+        """Resume the print a crash interrupted (app/recovery.py); JobStateError with the
+        reason when there is none, its file changed, or the printer is not ready."""
+        printer = self._ready()
+        if printer.core.jobs.active:
+            raise JobStateError("a print is already running")
+        f = await self.recovery.resume(printer, user)
+        self.selected = Selection(f.name, f.path, f.disk, f.size, f.origin)
+        self._job_selection = self.selected
 
     def pause(self) -> None:
         self._ready().core.jobs.pause()
@@ -392,10 +425,10 @@ class Control:
         profile = self.config.printer.profile
         known = [f"tool{n}" for n in range(profile.extruders)]
         known += ["bed"] * profile.heated_bed + ["chamber"] * profile.heated_chamber
-        temps: dict[str, dict[str, float | None]] = {
-            name: {"actual": None, "target": None} for name in known}  # before any report
-        if core is not None:
-            temps.update(core.tracker.temperature_payload())
+        temps: dict[str, dict[str, float | None]] = {}
+        if core is not None:  # a heater is shown once the printer reported it (OctoPrint's way)
+            temps = {name: t for name, t in core.tracker.temperature_payload().items()
+                     if t["actual"] is not None and name in known}
         offsets = self.temperature_offsets
         temps = {name: {**t, "offset": offsets.get(name, 0)} for name, t in temps.items()}
         if core is None:
@@ -407,14 +440,23 @@ class Control:
                       self._job_status(core), self.selected,
                       additional_state_data(core.pipeline))
 
-    @staticmethod
-    def _job_status(core: HostCore) -> JobStatus | None:
+    def _job_status(self, core: HostCore) -> JobStatus | None:
+        """The running job, or the ended one while its file is still the selection."""
         jobs = core.jobs
-        job = jobs.job
-        if job is None:
+        job, result = jobs.job, jobs.result
+        if job is None or (not jobs.active and self.selected is not self._job_selection):
             return None
-        return JobStatus(job.file, job.progress, job.pos, job.line_no, jobs.elapsed(),
-                         jobs.time_left(), jobs.active)
+        if result is None:
+            return JobStatus(job.file, job.progress, job.pos, job.line_no, jobs.elapsed(),
+                             jobs.time_left(), jobs.active)
+        done = result.outcome is Outcome.DONE  # its times stop with it
+        return JobStatus(job.file, 1.0 if done else job.progress, job.pos, job.line_no,
+                         result.time, 0.0 if done else None, jobs.active, result)
+
+    def interrupted_print(self) -> dict[str, Any] | None:
+        """The print a crash interrupted (file, line, filepos, z, time, and the problem that
+        keeps it from being recovered, if any), or None."""
+        return self.recovery.status()
 
     def statistics(self) -> SessionStatistics | None:
         core = self._core()

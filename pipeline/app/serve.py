@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from functools import partial
@@ -22,21 +23,19 @@ from typing import TYPE_CHECKING, TextIO
 import attrs
 import trio
 
+from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore
-from pipeline.app.startup import (
-    announce_key,
-    check_listen,
-    check_writable,
-    config_relative,
-    listen_error,
-    quit_now,
-    state_folder,
-)
+from pipeline.app.paths import config_relative, state_folder
+from pipeline.app.startup import announce_key, check_listen, check_writable, listen_error, quit_now
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError
+from pipeline.events.names import Event
+from pipeline.files.history import Outcome, PrintHistory, PrintRecord
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
+
+__all__ = ["Serving", "config_relative", "run_serve", "serve", "state_folder"]
 
 log = logging.getLogger("printpipe.serve")
 
@@ -141,6 +140,7 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
     from pipeline.app.autoconnect import keep_connected
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
+    from pipeline.app.http.live import register_live
     from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
     from pipeline.app.service import open_service
@@ -169,9 +169,12 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
                 urls = await nursery.start(run_http)
             except OSError as exc:  # taken since check_listen looked
                 raise listen_error(exc, config) from None
+            register_live(api, config_relative)
             log.info("HTTP API on %s", ", ".join(urls))
             print(f"printpipe: serving the API on {', '.join(urls)}", file=out)
             out.flush()
+            control.history = history = PrintHistory(ready.state)
+            await nursery.start(record_prints, control, history)
             if connect:
                 nursery.start_soon(keep_connected, control)
             task_status.started(Serving(urls, ready.key, api, stop.set))
@@ -181,6 +184,32 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
             with trio.move_on_after(hc.graceful_timeout + 1):
                 await http_done.wait()
             nursery.cancel_scope.cancel()  # analyses and the connection keeper
+
+
+async def record_prints(control: Control, history: PrintHistory, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Adds every print's end (PrintDone, PrintFailed) to the history, off the event loop."""
+    sub = control.subscribe("history", events=frozenset(_ENDS), size=64)
+    task_status.started()
+    try:
+        async for ev in sub:
+            if ev.name not in _ENDS:  # Shutdown
+                continue
+            p = ev.payload
+            reason = p.get("reason")
+            outcome = (Outcome.SUCCESS if ev.name == Event.PRINT_DONE
+                       else Outcome.CANCELLED if reason == "cancelled" else Outcome.FAILURE)
+            rec = PrintRecord(str(p.get("path")), outcome, float(p.get("time") or 0.0),
+                              time.time(), str(p.get("origin") or "local"), p.get("user"))
+            try:
+                await trio.to_thread.run_sync(history.record, rec)
+            except OSError as exc:  # a full or read-only card must not stop the service
+                log.error("could not write the print history %s: %s", history.path, exc)
+    finally:
+        sub.close()
+
+
+_ENDS = (Event.PRINT_DONE, Event.PRINT_FAILED)
 
 
 def version() -> str:

@@ -1,7 +1,8 @@
 """The service: what `printpipe print`, `printpipe send` and `printpipe serve` run. One nursery
-holds the event bus's subscribers (config subscriptions, HTTP event streams) and the printer
-session when one is connected; everything publishes to one EventBus, and the edges drive it
-all through the `Control` that `open_service` yields.
+holds the event bus's subscribers (config subscriptions, HTTP event streams, the MQTT bridge
+when the config has `mqtt:`) and the printer session when one is connected; everything
+publishes to one EventBus, and the edges drive it all through the `Control` that
+`open_service` yields.
 
 Startup is published once the subscribers listen; leaving `open_service` disconnects the
 printer in order, publishes Shutdown (the last event) and gives running system commands their
@@ -20,9 +21,10 @@ from types import ModuleType
 import trio
 
 from pipeline.app.control import Control
+from pipeline.app.mqtt.bridge import MqttService
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
-from pipeline.fanout.bus import BusEvent, EventBus
+from pipeline.fanout.bus import BusEvent, EventBus, Subscription
 from pipeline.fanout.subscriptions import check_custom_events
 from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES
@@ -47,8 +49,13 @@ async def open_service(config: HostConfig, *,
         control = Control(config, pipeline, bus, nursery, builtins)
         check_custom_events(config.events, control.custom_events())
         await nursery.start(control.runner.run)
-        nursery.start_soon(_log_prints, bus)
+        # subscribed before Startup, so Shutdown reaches it however soon it comes
+        nursery.start_soon(_log_prints, bus.subscribe("printlog", events=_PRINT_EVENTS, size=64))
+        mqtt = MqttService(control, nursery)
+        mqtt.start(config.mqtt)
+        control.reloader.live("mqtt", mqtt.reconfigure)
         bus.publish(Event.STARTUP)
+        control.recovery.load()  # an interrupted print: logged, PrintInterrupted
         try:
             yield control
         finally:
@@ -58,9 +65,9 @@ async def open_service(config: HostConfig, *,
                 bus.publish(Event.SHUTDOWN)
 
 
-async def _log_prints(bus: EventBus) -> None:
+async def _log_prints(sub: Subscription) -> None:
     """One log line for each print's start and end, until the bus closes after Shutdown."""
-    async for ev in bus.subscribe("print log", events=_PRINT_EVENTS, size=64):
+    async for ev in sub:
         log_print(ev)
 
 

@@ -30,18 +30,6 @@ INTERRUPTED = 130
 _HOSTS_HINT = "use 0.0.0.0 to serve every network, or 127.0.0.1 for this machine only"
 
 
-def config_relative(config: HostConfig, path: str) -> str:
-    """`path` with ~ expanded, relative to the config file's folder."""
-    path = os.path.expanduser(path)
-    if not os.path.isabs(path) and os.path.exists(config.path):
-        path = os.path.join(os.path.dirname(os.path.abspath(config.path)), path)
-    return os.path.abspath(path)
-
-
-def state_folder(config: HostConfig) -> str:
-    return config_relative(config, config.storage.state)
-
-
 def listen_error(exc: OSError, config: HostConfig) -> HostError:
     """The one-line error for a failed bind of http.host:http.port."""
     host, port = config.http.host, config.http.port

@@ -20,6 +20,7 @@ from strictyaml.ruamel.comments import CommentedMap, CommentedSeq
 
 from pipeline.config.options import Field
 from pipeline.errors import ConfigError
+from pipeline.events.names import CUSTOM_EVENT_RE, SCRIPT_EVENT_RE, catalogue_event, known_names
 
 # what YAML 1.2 (and ruamel's reader) refuses: C0 controls but tab and line breaks, DEL, C1
 # controls but NEL, surrogates, U+FFFE and U+FFFF
@@ -109,3 +110,11 @@ def _describe(char: str) -> str:
     if code == 0x7F:
         return "control character DEL (U+007F)"
     return f"{'control character' if code < 0xA0 else 'character'} U+{code:04X}"
+
+
+def event_problem(name: str) -> str | None:
+    """Why `name` cannot be subscribed to or published, or None (custom names are checked at
+    start)."""
+    if catalogue_event(name) or SCRIPT_EVENT_RE.fullmatch(name) or CUSTOM_EVENT_RE.fullmatch(name):
+        return None
+    return f"unknown event {name!r} ({close(name, known_names())})"

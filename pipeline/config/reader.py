@@ -23,6 +23,7 @@ from pipeline.config.options import GCODE_WORD_RE, Field, Section
 from pipeline.config.schema import (  # the spec names are part of this module's API
     ENTRY_VALIDATORS,
     HANDLER_RE,
+    RETIRED,
     SECTIONS,
     STAGE_ENTRY_KEYS,
     STAGE_ID_RE,
@@ -48,6 +49,7 @@ from pipeline.config.schema import (  # the spec names are part of this module's
 )
 from pipeline.config.sections import (
     HTTP,
+    MQTT,
     STORAGE,
     EventsSpec,
     HostConfig,
@@ -83,7 +85,7 @@ __all__ = [
 
 _GENERIC_FOUND = {"found arbitrary text", "found an arbitrary integer", "found an arbitrary number"}
 _EMPTY_OPTIONS: Mapping[str, Any] = MappingProxyType({})
-_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE}
+_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE, "mqtt": MQTT}
 
 
 def load_config(text: str, path: str = "<config>", *,
@@ -231,7 +233,8 @@ class _Reader:
                           values.get("pipeline") or PipelineSpec(),
                           values.get("scripts") or ScriptsSpec(),
                           values.get("events") or EventsSpec(),
-                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec())
+                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec(),
+                          values.get("mqtt"))
 
     def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
         if nodes.is_blank(node):
@@ -245,7 +248,9 @@ class _Reader:
             key_line = nodes.key_line(node, key)
             where = f"{keypath}.{key}"
             field = section.fields.get(key)
-            if field is None:
+            if field is None and where in RETIRED:
+                self.error(RETIRED[where], key_line, where)
+            elif field is None:
                 hint = nodes.close(key, list(section.fields))
                 self.error(f"unknown key {key!r} in {keypath} ({hint})", key_line, where)
             elif isinstance(field, Section):

@@ -108,6 +108,12 @@ class ProfileSpec:
     volume: VolumeSpec = subsection(VolumeSpec)
     limits: HeaterLimitsSpec = subsection(HeaterLimitsSpec)
 
+    def heaters(self) -> list[str]:
+        """The heaters the profile declares, by their report names (tool0.., bed, chamber)."""
+        tools = 1 if self.shared_nozzle else self.extruders
+        return ([f"tool{i}" for i in range(tools)] + ["bed"] * self.heated_bed
+                + ["chamber"] * self.heated_chamber)
+
 
 @attrs.frozen
 class PrinterSpec:
@@ -129,6 +135,9 @@ class TimeoutSpec:
     temperature_autoreport: int = integer(2, at_least(0))
     resend_ok: float = number(0.5)
     position_wait: float = number(10.0)
+    #: How long a cancel waits for the printer to acknowledge the lines in flight before it
+    #: gives up on them (so a cancel ends whatever the link does).
+    cancel: float = number(5.0)
 
 
 @attrs.frozen
@@ -138,6 +147,19 @@ class MaxTimeoutsSpec:
     idle: int = integer(2, at_least(0))
     printing: int = integer(5, at_least(0))
     long_running: int = integer(5, at_least(0))
+
+
+def _window_check(value: int | str) -> str | None:
+    if value == "auto" or (isinstance(value, int) and value >= 1):
+        return None
+    return f"must be auto or a number of lines of at least 1, not {value}"
+
+
+#: Options that were renamed or retired: the reader answers with what to write instead.
+RETIRED: Mapping[str, str] = MappingProxyType({
+    "serial.ok_window": "serial.ok_window was replaced by serial.send_window: write "
+                        "`send_window: auto` (the default: as many lines as the firmware "
+                        "reports room for) or a number of lines (1 is ping-pong)"})
 
 
 @attrs.frozen
@@ -157,7 +179,15 @@ class SerialSpec:
     max_consecutive_timeouts: MaxTimeoutsSpec = subsection(MaxTimeoutsSpec)
     resend_history_size: int = integer(50, at_least(1))
     max_consecutive_resends: int = integer(10, at_least(1))
-    ok_window: int = integer(1, at_least(1))
+    #: Lines in flight: "auto" (the firmware's command-queue slots, learned from ADVANCED_OK's
+    #: `B`, else `firmware_bufsize`, else 1) or a fixed number (1 is ping-pong); the
+    #: RX-buffer, error and long-running rules hold either way.
+    send_window: int | str = option("auto", sy.Enum(["auto"]) | sy.Int(), check=_window_check)
+    #: The firmware's BUFSIZE when it does not report ADVANCED_OK (then auto stays at 1).
+    firmware_bufsize: int | None = optional_integer(at_least(1))
+    #: The firmware's serial RX buffer in bytes: unacknowledged bytes beyond the line being
+    #: processed stay below it.
+    rx_buffer: int = integer(128, at_least(32))
     #: The longest line the firmware takes, line number and checksum included (Marlin's
     #: MAX_CMD_SIZE); a longer command is refused before it is written.
     max_line_length: int = integer(96, at_least(32))
@@ -194,6 +224,8 @@ class FaultSpec:
     corrupt_rate: float = number(0.0, rate)
     resend_without_ok: bool = flag(False)
     lost_ok_rate: float = number(0.0, rate)
+    #: A numbered line lost on the wire (with the Marlin model: its bytes never arrive).
+    lost_line_rate: float = number(0.0, rate)
     busy_rate: float = number(0.0, rate)
     busy_lines: int = integer(2, at_least(1))
     error_rate: float = number(0.0, rate)
@@ -204,12 +236,32 @@ class FaultSpec:
 
 
 @attrs.frozen
+class MarlinModelSpec:
+    """Marlin's serial model for the virtual printer (off by default: the plain model answers
+    at once): bytes cross the wire at `baudrate` (10 bits a byte; 0 = at once) into an RX
+    buffer of `rx_buffer` bytes (one stays free, bytes beyond are lost), lines enter a command
+    queue of `bufsize` slots and leave it when executed (a move takes `move_time` s through a
+    planner of `planner` blocks); with `advanced_ok` oks read `ok N<line> P<planner free>
+    B<queue free>`. A line error flushes the RX buffer; a duplicate of the last line number is
+    dropped silently (Marlin 2.1.2+)."""
+
+    enabled: bool = flag(False)
+    rx_buffer: int = integer(128, at_least(32))
+    bufsize: int = integer(4, at_least(1))
+    planner: int = integer(16, at_least(1))
+    advanced_ok: bool = flag(True)
+    baudrate: int = integer(250000, at_least(0))
+    move_time: float = number(0.001, at_least(0))
+
+
+@attrs.frozen
 class VirtualSpec:
     """The built-in virtual printer; its extruders and bed come from printer.profile."""
 
     firmware_name: str = text("printpipe Virtual Marlin 2.1")
     heat_rate: float = number(40.0)
     faults: FaultSpec = subsection(FaultSpec)
+    marlin: MarlinModelSpec = subsection(MarlinModelSpec)
 
 
 @attrs.frozen
@@ -287,7 +339,7 @@ SECTIONS: Mapping[str, Section] = {
     "printer": Section.of(PrinterSpec), "serial": Section.of(SerialSpec),
     "virtual": Section.of(VirtualSpec), "scripts": Section.of(ScriptsSpec)}
 TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts", "events", "http",
-                  "storage")
+                  "storage", "mqtt")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

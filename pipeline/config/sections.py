@@ -17,7 +17,9 @@ from typing import Any
 import attrs
 import strictyaml as sy
 
-from pipeline.config.nodes import Reporter, close, is_blank, key_line
+from pipeline.config.mqtt import MqttSpec
+from pipeline.config.nodes import Reporter, is_blank, key_line
+from pipeline.config.nodes import event_problem as event_problem  # where the API finds it
 from pipeline.config.options import (
     Section,
     at_least,
@@ -39,13 +41,7 @@ from pipeline.config.schema import (
     SourceLocation,
     VirtualSpec,
 )
-from pipeline.events.names import (
-    CUSTOM_EVENT_RE,
-    PAYLOAD_KEYS,
-    SCRIPT_EVENT_RE,
-    catalogue_event,
-    known_names,
-)
+from pipeline.events.names import PAYLOAD_KEYS, catalogue_event
 from pipeline.events.placeholders import GENERIC, field_roots, split_argv
 
 _MUST_BE_POSITIVE = briefly(positive, "must be positive")
@@ -152,10 +148,13 @@ class HostConfig:
     events: EventsSpec = EventsSpec()
     http: HttpSpec = HttpSpec()
     storage: StorageSpec = StorageSpec()
+    #: The MQTT bridge, when the config has an `mqtt:` section.
+    mqtt: MqttSpec | None = None
 
 
 HTTP = Section.of(HttpSpec)
 STORAGE = Section.of(StorageSpec)
+MQTT = Section.of(MqttSpec)
 
 
 def _optional_keys(spec: type) -> dict[sy.Optional, sy.Validator]:
@@ -174,13 +173,6 @@ EVENTS_KEYS = sy.Map({
     sy.Optional("subscriptions"): sy.EmptyList() | sy.Seq(SUBSCRIPTION),
 })
 _SYSTEM_ONLY = ("shell", "cwd", "timeout", "env")
-
-
-def event_problem(name: str) -> str | None:
-    """Why `name` cannot be subscribed to, or None (custom names are checked at start)."""
-    if catalogue_event(name) or SCRIPT_EVENT_RE.fullmatch(name) or CUSTOM_EVENT_RE.fullmatch(name):
-        return None
-    return f"unknown event {name!r} ({close(name, known_names())})"
 
 
 def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:

@@ -52,6 +52,7 @@ class Event(enum.StrEnum):
     PRINT_CANCELLED = "PrintCancelled"
     PRINT_PAUSED = "PrintPaused"
     PRINT_RESUMED = "PrintResumed"
+    PRINT_INTERRUPTED = "PrintInterrupted"  # printpipe's: a crash journal found at start
     # G-code events (the gcode_events stage fires these when the command was sent)
     POWER_ON = "PowerOn"
     POWER_OFF = "PowerOff"
@@ -110,6 +111,12 @@ PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
     Event.PRINT_CANCELLED: (*_JOB, "time", "user", "position", "fileposition", "progress"),
     Event.PRINT_PAUSED: (*_JOB, "user", "position", "fileposition", "progress"),
     Event.PRINT_RESUMED: (*_JOB, "user"),
+    # The crash journal of a print the host did not see end (printpipe's own event, published
+    # once at start): the file (name, path, origin, size), `filepos` and `line` of the last
+    # acknowledged file line, `time` (epoch seconds) of the record, `position` (x, y, z, e,
+    # f), `relative_e`, `fan` (0-255), `tool` and heater `targets` (tool0.., bed).
+    Event.PRINT_INTERRUPTED: ("name", "path", "origin", "size", "filepos", "line", "time",
+                              "position", "relative_e", "fan", "tool", "targets"),
     Event.POWER_ON: (), Event.POWER_OFF: (), Event.HOME: (),
     Event.Z_CHANGE: ("new", "old"),
     Event.DWELL: (), Event.WAITING: (), Event.COOLING: (), Event.ALERT: (),

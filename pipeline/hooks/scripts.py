@@ -26,7 +26,60 @@ from pipeline.gcode import strip_comment
 
 SCRIPT_NAMES = ("afterPrinterConnected", "beforePrinterDisconnected", "beforePrintStarted",
                 "afterPrintCancelled", "afterPrintDone", "afterPrintPaused",
-                "beforePrintResumed", "beforeToolChange", "afterToolChange")
+                "beforePrintResumed", "beforeToolChange", "afterToolChange",
+                "beforePrintRecovered")
+
+#: The recovery prologue (`printpipe recover`): the machine as the crash journal recorded it,
+#: then the file continues with its first line the printer had not acknowledged. `recovery`
+#: holds the values (pipeline/session/recovery.py, `recovery_context`).
+RECOVERED = """\
+; printpipe resumes {{ recovery.file.path }} after its line {{ recovery.line }}
+{% set lift = 2 %}
+; heat to the print's targets, and wait
+{% if recovery.bed is not none %}
+M140 S{{ recovery.bed }}
+{% endif %}
+{% for tool, target in recovery.hotends.items() %}
+M104 T{{ tool }} S{{ target }}
+{% endfor %}
+{% if recovery.bed is not none %}
+M190 S{{ recovery.bed }}
+{% endif %}
+{% for tool, target in recovery.hotends.items() %}
+M109 T{{ tool }} S{{ target }}
+{% endfor %}
+{% if printer_profile.extruder.count > 1 %}
+T{{ recovery.tool }}
+{% endif %}
+; Z is not homed (the nozzle would hit the print): lift a little, then say where Z is
+G91
+G1 Z{{ lift }} F600
+G90
+G92 Z{{ (recovery.z + lift) | round(4) }}
+; home X and Y only
+G28 X Y
+; back over the last position, then down to the print
+{% if recovery.x is not none and recovery.y is not none %}
+G1 X{{ recovery.x }} Y{{ recovery.y }} F3000
+{% endif %}
+G1 Z{{ recovery.z }} F600
+; extruder mode and position, fan, feed rate
+{% if recovery.relative_extruder %}
+M83
+G92 E0
+{% else %}
+M82
+G92 E{{ recovery.e if recovery.e is not none else 0 }}
+{% endif %}
+{% if recovery.fan %}
+M106 S{{ recovery.fan }}
+{% else %}
+M107
+{% endif %}
+{% if recovery.f is not none %}
+G1 F{{ recovery.f }}
+{% endif %}
+"""
 
 BUNDLED: dict[str, str] = {
     "afterPrintCancelled": ("; disable motors\nM84\n\n;disable all heaters\n"
@@ -37,6 +90,7 @@ BUNDLED: dict[str, str] = {
                                  "{% for tool in range(printer_profile.extruder.count) %}\n"
                                  "M104 T{{ tool }} S0\n{% endfor %}\n{% endif %}\n"),
     "snippets/disable_bed": "{% if printer_profile.heatedBed %}\nM140 S0\n{% endif %}\n",
+    "beforePrintRecovered": RECOVERED,
 }
 
 _SNIPPET = "@snippet:"
@@ -253,5 +307,10 @@ def sample_context(profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                      "origin": "local", "size": 1000},
             "pause_position": pos, "pause_temperature": temps, "pause_fanspeed": 255,
             "cancel_position": pos, "cancel_temperature": temps, "cancel_fanspeed": 255,
-            "tool": {"old": 0, "new": 1}, "parameters": {}, "context": {}}
+            "tool": {"old": 0, "new": 1}, "parameters": {}, "context": {},
+            "recovery": {"file": {"name": "sample.gcode", "path": "sample.gcode",
+                                  "origin": "local", "size": 1000},
+                         "line": 120, "filepos": 4000, "x": 10.0, "y": 20.0, "z": 0.6,
+                         "e": 12.5, "f": 1800.0, "relative_extruder": False, "fan": 255,
+                         "tool": 0, "hotends": {0: 210.0}, "bed": 60.0}}
 

@@ -33,6 +33,7 @@ from pipeline.session.core import HostCore, Listener
 from pipeline.session.facade import CommFacade
 from pipeline.session.filejob import CHUNK, FileJob, JobFile, not_gcode
 from pipeline.session.jobs import JobResult, JobStateError
+from pipeline.session.recovery import FileIdentity, Journal, recovery_context
 from pipeline.virtual.firmware import FirmwareSpec
 
 log = logging.getLogger("printpipe.session")
@@ -84,22 +85,38 @@ class Printer:
         return await self.wait_until(lambda: self.core.idle or self.core.failed, timeout)
 
     async def start_print(self, path: str, *, name: str | None = None,
-                          display_path: str | None = None, user: str | None = None) -> FileJob:
+                          display_path: str | None = None, user: str | None = None,
+                          resume: Journal | None = None) -> FileJob:
         """Start printing a local file; lines stream from disk in chunks as they are needed.
-        `display_path` is the path events and the API show (the storage-relative one).
+        `display_path` is the path events and the API show (the storage-relative one). With
+        `resume` (a crash journal) the print continues after the journal's last acknowledged
+        line, beforePrintRecovered first.
 
         Raises JobStateError, and sends nothing, when the file is not G-code text."""
-        size = (await trio.Path(path).stat()).st_size
-        job = FileJob(JobFile(name or os.path.basename(path), display_path or path, size,
-                              user=user))
+        path = os.fspath(await trio.Path(path).absolute())
+        st = await trio.Path(path).stat()
+        file = JobFile(name or os.path.basename(path), display_path or path, st.st_size,
+                       user=user)
+        job = FileJob(file)
         f = await trio.open_file(path, "rb")
+        if resume is not None:
+            job.start_at(resume.filepos, resume.line)
+            await f.seek(resume.filepos)
         first = await f.read(CHUNK)
         refused = not_gcode(job.file.name, first)
         if refused is not None:
             await f.aclose()
             raise JobStateError(refused)
         job.feed(first)
-        self.core.jobs.start(job)
+        core = self.core
+        try:
+            core.jobs.start(job, recovery=recovery_context(resume) if resume else None)
+        except JobStateError:
+            await f.aclose()
+            raise
+        # Nothing of the job was written yet (that happens in the link task, later).
+        core.journal.begin(FileIdentity(path, file.name, file.path,
+                                        st.st_size, st.st_mtime_ns, file.origin), resume)
         self.nursery.start_soon(self._stream, job, f)
         return job
 

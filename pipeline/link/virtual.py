@@ -22,6 +22,7 @@ import trio
 
 from pipeline.errors import HostError
 from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
+from pipeline.virtual.marlin import make_firmware
 
 _CHUNK = 4096
 # How long a write may block (nobody reading the slave) before stale output is discarded.
@@ -144,7 +145,7 @@ async def serve_virtual_printer(
             _make_link(link, device)
         stream = trio.lowlevel.FdStream(master_fd)
         master_fd = -1  # owned by the stream now
-        firmware = VirtualFirmware(spec, now=trio.current_time())
+        firmware = make_firmware(spec, now=trio.current_time())
         handle = VirtualPrinterHandle(link if link is not None else device, device, firmware)
         with handle._scope:
             task_status.started(handle)

@@ -1,9 +1,11 @@
 """The sans-IO protocol engine (h11's model): bytes in, events and bytes out, no IO, no trio.
 
 `HostProtocol` owns what the wire needs: line splitting, the handshake, line numbers and XOR
-checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the ok
-window (credit = window - lines in flight), the communication/busy/ok deadlines and the
-timeout rules, and the classification of every reply line into events.
+checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the
+send window (the exact account of the lines in flight is window.py's; the limit is here: the
+firmware's queue slots from ADVANCED_OK's `B`, the RX buffer's bytes, one line after an error
+and while a long-running command runs), the communication/busy/ok deadlines and the timeout
+rules with the lost-ok probe (timeouts.py), and the classification of every reply line.
 
 It does not own queues, the pipeline or the print job (the session does) and never reads a
 clock: every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
@@ -11,10 +13,10 @@ clock: every call that needs time takes `now`. Plain `ok` lines are handled with
 
 from __future__ import annotations
 
-from collections import deque
+import re
 from collections.abc import Callable, Sequence
 
-from pipeline.config.schema import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
+from pipeline.config.schema import ChecksumMode, ProfileSpec, SerialSpec
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, encode_plain, frame, param_value
 from pipeline.protocol import replies
@@ -33,10 +35,12 @@ from pipeline.protocol.events import (
     Received,
     StateChanged,
 )
+from pipeline.protocol.flow import FlowControl
 from pipeline.protocol.report import Content, FirmwareReport
 from pipeline.protocol.resend import ResendTracker
 from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
 from pipeline.protocol.timeouts import apply_timeout, communication_period
+from pipeline.protocol.window import INTERNAL, InFlight
 
 __all__ = ["HEATUP_GCODES", "HostProtocol"]
 
@@ -45,9 +49,11 @@ MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, rese
 NO_EVENTS: Sequence[EngineEvent] = ()
 _M112 = Command.parse("M112")
 _BED_OFF = Command.parse("M140 S0")
+# `ok N<line> P<planner free> B<queue free>` (ADVANCED_OK), read straight from the bytes.
+_ADVANCED_OK = re.compile(rb"ok(?: N(\d+))?(?: P(\d+))?(?: B(\d+))? *")
 
 
-class HostProtocol:
+class HostProtocol(FlowControl):
     """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
     call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives.
     It reads the config's values as they are: `serial`, and the `profile`'s heaters."""
@@ -72,41 +78,37 @@ class HostProtocol:
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
         self.busy_active = self.long_running = self.heating = False
+        #: The most recent command the printer acknowledged (acks come in order), never one
+        #: of the engine's own lines (extra hellos, probes).
         self.last_acked: Command | None = None
         self.acked_count = self.sent_count = 0
-        self._window = serial.ok_window
-        self._inflight: deque[tuple[int, Command]] = deque()
+        self.probes_total = 0  # for /metrics
+        self._fixed = 0 if serial.send_window == "auto" else int(serial.send_window)
+        self.slots = 0          # the firmware's command-queue slots, from ADVANCED_OK's B
+        self.advanced_ok = False  # oks carry N/P/B
+        self._limit = 1
+        self._recovering = 0    # clean acks still needed at one line after an error
+        self._recover_from = 0  # ... of lines numbered from this one on
+        self._inflight = InFlight(serial.rx_buffer)
+        self._held: tuple[int, Command, bytes] | None = None  # framed, waiting for RX room
         self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
+        self._expect_resend_ok = False
         self._buf = bytearray()
         self._out = bytearray()
         self._events: list[EngineEvent] = []
         self._pending_error: str | None = None
         self._hellos = 0
+        self._hellos_out = 0  # hellos written since connect(): extras are answered later
         self._temp_interval = serial.timeouts.temperature  # M155 S<n> (autoreport) sets it
         self._update_period()
         self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self._ok_floor = 0.0     # a G4 in flight: no probe before its wait is over
+        self._latency = 0.0      # recent ok latency (moving average)
+        self._last_b: bytes | str | None = None  # the last B an ok carried
+        self._probes = 0         # probes since the last acknowledgement
         self._consecutive_timeouts = 0
         self.timeouts_total = 0  # for /metrics
-
-    @property
-    def resend_requests(self) -> int:
-        """Resend requests the firmware made (for /metrics)."""
-        return self._resend.requests
-
-    # ---- state and credit -------------------------------------------------------------
-    @property
-    def credit(self) -> int:
-        """How many more lines may be sent before an ok comes back."""
-        return self._window - len(self._inflight)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._inflight)
-
-    @property
-    def resending(self) -> bool:
-        """True while history lines wait to be resent: no new line may go out."""
-        return self._resend.pending
+        self._update_limit()
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -129,9 +131,8 @@ class HostProtocol:
             d = self._resend_ok_deadline
         # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
         # then stalls forever when autoreport lines keep the link "alive". Any line in flight
-        # that is not a long-running command gets it here.
-        if (self._inflight and not self.long_running and not self.heating
-                and self._ok_deadline < d):
+        # gets it here (long-running ones a longer one, see _arm).
+        if self._inflight.entries and self._ok_deadline < d:
             d = self._ok_deadline
         return d
 
@@ -167,7 +168,10 @@ class HostProtocol:
         self._set_state(LinkState.CONNECTING)
         self.current_line = 1
         self._resend.clear()
-        self._inflight.clear()
+        self._forget_in_flight()
+        self.slots, self.advanced_ok, self._last_b = 0, False, None
+        self._hellos_out = 0
+        self._update_limit()
         if not self.serial.wait_for_start:
             self._say_hello(now, counted=True)
         else:
@@ -178,6 +182,7 @@ class HostProtocol:
             self._hellos += 1
         hello = Command.parse(self.serial.hello_command)
         self._out += frame(self._number(hello), hello.line)
+        self._hellos_out += 1
         self._deadline = now + self.serial.timeouts.detection
 
     def _number(self, cmd: Command) -> int:
@@ -215,48 +220,21 @@ class HostProtocol:
         else:
             n = -1
             data = encode_plain(cmd.line)
-        if cmd.gcode is not None or self.unknown_need_ack:
-            self._track(n, cmd, now)
         self.sent_count += 1
+        if cmd.gcode is not None or self.unknown_need_ack:
+            return self._admit(n, cmd, data, now)
         return data
 
-    def _track(self, n: int, cmd: Command, now: float) -> None:
-        """`cmd` went out and waits for its ok: window, ok deadline, long-running flags."""
-        if not self._inflight:
-            self._ok_deadline = now + self._period
-        self._inflight.append((n, cmd))
-        g = cmd.gcode
-        if g not in self._flagged:
-            return  # the hot path: an ordinary move
-        if g in self._long_running:
-            self.long_running = True
-            if g == "G4":
-                p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
-                wait = (p / 1000.0) if p is not None else (s or 0.0)
-                self._deadline = max(self._deadline, now + self._period + wait)
-        elif g in HEATUP_GCODES:
-            self.long_running = self.heating = True
-        elif g == "M155" and self.capabilities.get("AUTOREPORT_TEMP"):
-            s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows it
-            self._temp_interval = s if s else self.serial.timeouts.temperature
-            self._update_period()
-
-    def next_resend(self, now: float) -> tuple[bytes, Command] | None:
-        """The next history line to resend, verbatim with its number, if credit allows."""
-        if self.credit <= 0 or not self._resend.pending:
-            return None
-        n, line = self._resend.take()
-        cmd = Command.parse(line)
-        self._track(n, cmd, now)
-        self.sent_count += 1
-        return frame(n, line), cmd
-
     def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
-        """An emergency-parser command (M108, M410): written at once, its ok expected first."""
-        if not self._inflight:  # else the ok deadline left by the last ok is stale
-            self._ok_deadline = self._deadline if now is None else now + self._period
-        self._inflight.appendleft((-1, cmd))
-        return encode_plain(cmd.line)
+        """An emergency-parser command (M108, M410): written at once, outside the window. The
+        firmware acts on it as it arrives, and queues it too: its ok comes after those of
+        the lines written before it."""
+        data = encode_plain(cmd.line)
+        t = self._deadline - self._period if now is None else now
+        if not self._inflight.entries:  # else the ok deadline left by the last ok is stale
+            self._ok_deadline = t + self._period
+        self._inflight.add(-1, cmd, len(data), t)
+        return data
 
     def _write_emergency(self) -> None:
         """Raw and numbered M112, then every heater off (numbered), outside the ok window."""
@@ -316,14 +294,24 @@ class HostProtocol:
     def _line(self, raw: bytes, now: float) -> None:
         if self.state is LinkState.ERROR:
             return
-        if (raw == b"ok" and self.received_hook is None and self.state is LinkState.OPERATIONAL
-                and self._pending_error is None):
-            self._deadline = now + self._period
-            self._consecutive_timeouts = 0
-            self._on_ok(now)
-            if self._report.in_cap_report:
-                self._end_cap_report()
-            return
+        if raw == b"ok":
+            if (self.received_hook is None and self.state is LinkState.OPERATIONAL
+                    and self._pending_error is None):
+                self._deadline = now + self._period
+                self._on_ok(now)
+                if self._report.in_cap_report:
+                    self._end_cap_report()
+                return
+        elif (raw.startswith(b"ok ") and self.received_hook is None
+                and self.state is LinkState.OPERATIONAL and self._pending_error is None):
+            m = _ADVANCED_OK.fullmatch(raw)
+            if m is not None:  # ok N<line> P<planner> B<queue>: the hot path with ADVANCED_OK
+                self._deadline = now + self._period
+                n, b = m.group(1), m.group(3)
+                self._on_advanced_ok(-1 if n is None else int(n), b, now)
+                if self._report.in_cap_report:
+                    self._end_cap_report()
+                return
         line = raw.decode("utf-8", "replace").strip()
         if self.received_hook is not None:
             hooked = self.received_hook(line)
@@ -331,23 +319,27 @@ class HostProtocol:
         if not line:
             return
         self._deadline = now + self._period
-        self._consecutive_timeouts = 0
+        if not self._inflight.entries:
+            self._consecutive_timeouts = 0
         self._classify(line, now)
 
     def _classify(self, line: str, now: float) -> None:
         ev = self._events
-        if self._resend_ok_deadline != INF and not replies.is_ok(line):
-            self._on_ok(now)  # a resend came without its ok: this line proves it won't come
+        if self._expect_resend_ok and not replies.is_ok(line):
+            self._no_resend_ok()  # a resend came without its ok: this line proves it won't come
         if replies.is_busy(line):
-            self._ok_deadline = now + self._period
+            self._alive(now)
             if (not self.busy_active and self.serial.busy_protocol
                     and self.state is LinkState.OPERATIONAL):
                 self.busy_active = True
                 self._update_period()
                 ev.append(BusyDetected())
             return
-        if line != "ok":  # a plain ok is no event, whichever path it took
+        fields = replies.parse_ok(line)
+        if fields is None or not fields.bare:  # a flow-control ok is no event, either path
             ev.append(Received(line))
+        if self.heating and " W:" in line:
+            self._alive(now)  # Marlin's heat-up report: M109/M190 still waits
         if self._pending_error is not None:
             text, self._pending_error = replies.join_error(self._pending_error, line), None
             self._on_error(text, now)
@@ -364,11 +356,17 @@ class HostProtocol:
             else:
                 self._on_error(err, now)
             return
-        if replies.is_ok(line) or replies.is_wait(line):
+        if fields is not None or replies.is_wait(line):
             if self.state is LinkState.CONNECTING:
-                self._on_connected(now)
+                self._on_connected(line, now)
                 return
-            self._on_ok(now)
+            if fields is None or (fields.n < 0 and fields.b is None and not fields.temperatures):
+                self._on_ok(now)  # "wait", or a plain "ok"
+            elif fields.temperatures:  # M105's answer (numbered or not, never an N)
+                self._on_temperature_ok(fields.n, fields.b, now)
+            else:
+                self._on_advanced_ok(fields.n, None if fields.b is None else str(fields.b),
+                                     now)
             if replies.ok_is_consumed(line):
                 self._end_cap_report()
                 return
@@ -402,62 +400,41 @@ class HostProtocol:
         elif kind is Content.START:
             self._on_start(now)
 
-    def _on_connected(self, now: float) -> None:
+    def _on_connected(self, line: str, now: float) -> None:
         self._set_state(LinkState.OPERATIONAL)
-        self._hellos = 0
-        self._inflight.clear()
+        self._forget_in_flight()
+        # A `start` waiting when the port opened was answered with another hello: each hello
+        # beyond the one this ok answered gets its own ok later, so it counts as in flight.
+        hello = Command.parse(self.serial.hello_command, cmd_type=INTERNAL)
+        for _ in range(self._hellos_out - 1):
+            self._inflight.add(0, hello, len(frame(0, hello.line)), now)
+        self._hellos = self._hellos_out = 0
+        fields = replies.parse_ok(line)
+        if fields is not None and fields.b is not None:
+            self._learn(str(fields.b))
         self._deadline = now + self._period
+        if self._inflight.entries:
+            self._arm(now)
         self._events.append(Connected())
 
     def _on_start(self, now: float) -> None:
         if self.state is LinkState.CONNECTING:
             self._say_hello(now, counted=False)
         elif self.state is LinkState.OPERATIONAL:
-            self._inflight.clear()
+            self._forget_in_flight()
             self._resend.clear()
             self.current_line = 1
             # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
             self.long_running = self.heating = self.busy_active = False
             self._update_period()
+            self._update_limit()
             self._events.append(PrinterReset(idle=not self.printing))
-
-    def _on_ok(self, now: float) -> None:
-        self._resend_ok_deadline = INF
-        self._ok_deadline = now + self._period
-        if self._inflight:
-            self.last_acked = self._inflight.popleft()[1]
-            self.acked_count += 1
-        if self.long_running:  # with a window the ok may belong to an earlier line
-            self._recheck_long_running()
-        self._resend.on_ok()
-
-    def _recheck_long_running(self) -> None:
-        """Long-running (heating) only while such a command still waits for its ok."""
-        gcodes = {c.gcode for _, c in self._inflight}
-        self.heating = not gcodes.isdisjoint(HEATUP_GCODES)
-        self.long_running = self.heating or not gcodes.isdisjoint(self._long_running)
-
-    def _on_resend(self, n: int, now: float) -> None:
-        if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
-            verdict = self._resend.request(n, self.current_line, (x for x, _ in self._inflight))
-            if verdict is ResendTracker.LOOP:
-                self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again "
-                           "and again, communication stuck", m112=True)
-                return
-            if verdict is ResendTracker.NO_HISTORY and self.printing:
-                self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
-                           "history is available, can't resend", m112=True)
-                return
-        mode = self.serial.resend_without_ok  # OctoPrint applies it to every Resend: line
-        if mode is ResendWithoutOk.ALWAYS:
-            self._on_ok(now)
-        elif mode is ResendWithoutOk.DETECT:
-            self._resend_ok_deadline = now + self.serial.timeouts.resend_ok
 
     def _on_error(self, text: str, now: float) -> None:
         kind = replies.classify_error(text)
         if kind is replies.ErrorClass.RECOVERABLE:
-            self._on_ok(now)
+            if self._inflight.entries:  # the line was taken as it was: simulate its ok
+                self._ack(1, now)
         elif kind is replies.ErrorClass.RESEND:
             self._resend.note_error(text)
         elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import attrs
 
@@ -20,8 +21,37 @@ _FLOAT = r"[-+]?[0-9]*\.?[0-9]+"
 
 
 def is_ok(line: str) -> bool:
-    """Any line starting with `ok` acknowledges a command (ADVANCED_OK data is not inspected)."""
+    """Any line starting with `ok` acknowledges a command (`parse_ok` reads what it says)."""
     return line.startswith("ok")
+
+
+class OkFields(NamedTuple):
+    """What an ok line says: the line number it acknowledges (ADVANCED_OK's `N`, -1 without),
+    the free command-queue slots (`B`, None without), whether it carries temperatures (M105's
+    answer), and whether it is nothing but flow control (`ok`, `ok N12 P15 B3`)."""
+
+    n: int
+    b: int | None
+    temperatures: bool
+    bare: bool
+
+
+_OK_FIELDS_RE = re.compile(r"ok(?: N(\d+))?(?: P(\d+))?(?: B(\d+))? *")
+_PLAIN_OK = OkFields(-1, None, False, True)
+
+
+def parse_ok(line: str) -> OkFields | None:
+    """The fields of an ok line; None when the line is not an ok."""
+    if line == "ok":
+        return _PLAIN_OK
+    if not line.startswith("ok"):
+        return None
+    m = _OK_FIELDS_RE.match(line)
+    assert m is not None  # every group is optional
+    n, b = m.group(1), m.group(3)
+    rest = line[m.end():]
+    return OkFields(-1 if n is None else int(n), None if b is None else int(b),
+                    bool(rest) and is_temperature_line(" " + rest), not rest)
 
 
 def is_wait(line: str) -> bool:

@@ -1,7 +1,8 @@
 """The protocol engine's timeout rules: the communication timeout period (busy protocol,
-temperature interval + 1 s) and what a passed deadline means: another hello, a simulated
-ok, a resend again, the end of a heat-up, an M105 tickle, or the link declared dead after
-too many consecutive timeouts. Pure: `now` is always passed in.
+temperature interval + 1 s) and what a passed deadline means: another hello, a resend that
+came without its ok, a lost ok probed for (one numbered line, backing off), an M105 tickle
+of a silent printer, or the link declared dead after too many consecutive timeouts. Pure:
+`now` is always passed in.
 
 The rules work on the engine's own state, which `TimedEngine` names; the engine keeps its
 deadlines itself because the hot path renews them on every line.
@@ -9,13 +10,11 @@ deadlines itself because the hot path renews them on every line.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 from pipeline.config.schema import SerialSpec, TimeoutSpec
-from pipeline.gcode import Command
 from pipeline.protocol.events import EngineEvent, ErrorReason, LinkState, TickleRequested
-from pipeline.protocol.resend import ResendTracker
+from pipeline.protocol.window import InFlight
 
 INF = float("inf")
 
@@ -36,11 +35,13 @@ class TimedEngine(Protocol):
     _resend_ok_deadline: float
     _period: float
     _consecutive_timeouts: int
-    _inflight: deque[tuple[int, Command]]
-    _resend: ResendTracker
+    _inflight: InFlight
+    _probes: int
     _events: list[EngineEvent]
 
-    def _on_ok(self, now: float) -> None: ...
+    def probe(self, now: float) -> None: ...
+
+    def _no_resend_ok(self) -> None: ...
 
     def _say_hello(self, now: float, *, counted: bool) -> None: ...
 
@@ -58,7 +59,7 @@ def communication_period(timeouts: TimeoutSpec, busy: bool, temperature_interval
 def apply_timeout(e: TimedEngine, now: float) -> None:
     """A deadline has passed: apply the rules (events go to `e._events`)."""
     if e._resend_ok_deadline <= now:
-        e._on_ok(now)  # the resend came without its ok: this long silence proves it
+        e._no_resend_ok()  # the resend came without its ok: this long silence proves it
         return
     if e.state is LinkState.CONNECTING:
         if e._hellos < e.max_hellos:
@@ -75,22 +76,20 @@ def apply_timeout(e: TimedEngine, now: float) -> None:
     most = e.serial.max_consecutive_timeouts  # per state, 0 = unlimited
     limit = (most.long_running if e.long_running
              else most.printing if e.printing else most.idle)
+    entries = e._inflight.entries
     if limit and e._consecutive_timeouts > limit:
-        e._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still connected "
-                "and alive?", m112=False)
+        if entries:
+            n, cmd = entries[0][0], entries[0][1]
+            what = f"line {n} ({cmd.line})" if n >= 0 else cmd.line
+            e._fail(ErrorReason.TIMEOUT, f"The printer acknowledged nothing since {what} was "
+                    f"sent {now - entries[0][3]:.1f} s ago, {e._probes} probes unanswered: "
+                    "is it still connected and alive?", m112=False)
+        else:
+            e._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
+                    "connected and alive?", m112=False)
         return
-    e._deadline = e._ok_deadline = now + e._period
-    inflight = e._inflight
-    if e._resend.active and inflight:
-        num = inflight.popleft()[0]  # resend that line again
-        if num >= 0:
-            e._resend.requeue(num)
-    elif e.long_running and not e.heating:
-        pass  # waits for its ok up to the long-running limit
-    else:  # the heatup is over, or the oldest line's ok was lost: free its slot
-        if inflight:
-            inflight.popleft()
-        if e.heating:
-            e.heating = e.long_running = False
-        elif e.printing:
-            e._events.append(TickleRequested())
+    e._deadline = now + e._period
+    if entries:  # the oldest line's ok is overdue: lost, or the line itself was lost
+        e.probe(now)
+    elif e.printing:
+        e._events.append(TickleRequested())

@@ -11,6 +11,7 @@ The serial link (pipeline/link/serial.py) only moves bytes in and out of `receiv
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -30,6 +31,7 @@ from pipeline.session.guard import HEATERS, WireGuard
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
 from pipeline.session.reactions import EngineReactions
+from pipeline.session.recovery import PrintJournal
 from pipeline.session.rules import CommandRules
 from pipeline.session.script_runner import ScriptRunner
 from pipeline.session.states import PrinterState, PrinterStates
@@ -37,6 +39,8 @@ from pipeline.session.tracking import Tracker
 
 Listener = Callable[[Any, dict[str, Any]], None]
 S = PrinterState
+INF = float("inf")
+log = logging.getLogger("printpipe.host")
 
 
 @attrs.frozen
@@ -50,6 +54,8 @@ class SessionStatistics:
     queued_manual: int
     queued_job: int
     in_flight: int
+    send_window: int     # lines that may be in flight now
+    probes: int          # numbered probes sent after a missing ok
 
 
 _NO_OFFSETS: Mapping[str, float] = MappingProxyType({})
@@ -95,11 +101,14 @@ class HostCore:
             queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,
             scripts=self.scripts, pipeline=pipeline, engine=self.engine,
             on_line=self._line_received)
+        #: The crash journal's view of the print: fed every written command while active.
+        self.journal = PrintJournal(self.jobs, self.engine, self.tracker)
         self._special = self.rules.special
         self._emergency = self.rules.emergency
         self._sent_watch = self.tracker.tracked | {"M73"}
         self._oob = bytearray()
         self._written: list[Command] = []
+        self._cancel_until = INF  # a cancel gives up on unanswered lines at this time
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
 
@@ -117,6 +126,8 @@ class HostCore:
             listener(event, payload or {})
 
     def _state_changed(self, new: PrinterState) -> None:
+        self._cancel_until = (self.clock() + self.config.serial.timeouts.cancel
+                              if new is S.CANCELLING else INF)
         self.fire(Event.PRINTER_STATE_CHANGED, {"state_id": new.name, "state_string": new.value})
 
     def _line_received(self, line: str) -> None:
@@ -151,7 +162,8 @@ class HostCore:
         e = self.engine
         return SessionStatistics(e.sent_count, e.acked_count, e.resend_requests,
                                  e.timeouts_total, len(self.queues.manual),
-                                 len(self.queues.job), e.in_flight)
+                                 len(self.queues.job), e.in_flight, e.window,
+                                 e.probes_total)
 
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:
@@ -333,6 +345,8 @@ class HostCore:
             return
         p = self.pipeline
         watch = self._sent_watch
+        if self.journal.active:
+            self.journal.trail.extend(written)
         for cmd in written:
             if p.sent:
                 p.notify(Phase.GCODE_SENT, cmd)
@@ -365,6 +379,8 @@ class HostCore:
     def deadline(self) -> float:
         d = self.engine.deadline
         c = self.jobs.capture_deadline
+        if self._cancel_until < c and self.engine.in_flight:
+            c = self._cancel_until
         return c if c < d else d
 
     def receive_data(self, data: bytes) -> None:
@@ -373,8 +389,16 @@ class HostCore:
             self.reactions.handle(events)
 
     def handle_timeout(self) -> None:
-        if self.jobs.capture_deadline <= self.clock():
+        now = self.clock()
+        if self.jobs.capture_deadline <= now:
             self.jobs.capture_timeout()
+        if self._cancel_until <= now and self.engine.in_flight:
+            # the printer does not answer: the cancel must end anyway
+            n = self.engine.abandon_in_flight()
+            self._cancel_until = now + self.config.serial.timeouts.cancel
+            log.warning("cancelling: the printer acknowledged none of the last %d lines "
+                        "within %.0f s; giving up on them", n,
+                        self.config.serial.timeouts.cancel)
         events = self.engine.handle_timeout(self.clock())
         if events:
             self.reactions.handle(events)

@@ -71,6 +71,12 @@ class FileJob:
         #: Set by the streamer: called when the buffer runs low.
         self.on_hungry: Callable[[], None] | None = None
 
+    def start_at(self, pos: int, line: int) -> None:
+        """Begin at byte `pos`, after file line `line` (a recovered print): the streamer
+        feeds the file from that byte on."""
+        self.read_pos = self.pos = pos
+        self.text_line = line
+
     # ---- the streamer side ---------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
         """Add the next chunk of the file; b"" means end of file."""

@@ -45,6 +45,7 @@ class Moment(enum.Enum):
     AFTER_PRINT_PAUSED = "afterPrintPaused"
     BEFORE_PRINT_RESUMED = "beforePrintResumed"
     AFTER_PRINT_CANCELLED = "afterPrintCancelled"
+    BEFORE_PRINT_RECOVERED = "beforePrintRecovered"
 
 
 class Outcome(enum.Enum):
@@ -59,6 +60,9 @@ class JobResult:
     time: float
     filepos: int | None          # the last file position the printer acknowledged
     error: str | None = None
+    #: The link or the printer went away (not the file, not the user): the crash journal
+    #: is kept so that the print can be recovered.
+    interrupted: bool = False
 
 
 class EngineView(Protocol):
@@ -149,7 +153,10 @@ class JobControl:
         self._run_script(moment.value, context)
 
     # ---- start and finish ------------------------------------------------------------------
-    def start(self, job: FileJob) -> None:
+    def start(self, job: FileJob, *, recovery: dict[str, Any] | None = None) -> None:
+        """Start printing `job`. With `recovery` (session/recovery.py's `recovery_context`)
+        the job continues an interrupted print: beforePrintRecovered runs instead of
+        beforePrintStarted, with the recorded values as `recovery`."""
         state = self._states.state
         if state is not S.OPERATIONAL:
             raise JobStateError(f"cannot start a print while {state.value}")
@@ -167,7 +174,11 @@ class JobControl:
         self._sink.enqueue("M110 N0", part_of_job=True,
                            tags=frozenset({"trigger:comm.start_print"}))
         self._fire(Event.PRINT_STARTED, self.payload())
-        self._moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
+        if recovery is None:
+            self._moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
+        else:
+            self._moment(Moment.BEFORE_PRINT_RECOVERED,
+                         {"event": self.payload(), "recovery": recovery})
         self._sink.add_marker(self._to_printing)
 
     def _to_printing(self) -> None:
@@ -303,7 +314,8 @@ class JobControl:
         if self.job is None or self.result is not None:
             return
         t = self.elapsed()
-        self.result = JobResult(Outcome.ERROR, t, self._acked_filepos(), error)
+        self.result = JobResult(Outcome.ERROR, t, self._acked_filepos(), error,
+                                interrupted=True)
         self.source = None
         self._engine.printing = False
         self._fire(Event.PRINT_FAILED, self.payload(time=t, reason="error", error=error))

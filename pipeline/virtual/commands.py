@@ -103,6 +103,10 @@ class CommandsMixin:
                 pos[i] += float(value)
             else:
                 pos[i] = float(value)
+        return self._moved(now)
+
+    def _moved(self, now: float) -> str | None:
+        """A move was taken: its ok now, or after `ok_delay` (the Marlin model plans it)."""
         delay = self._faults.ok_delay
         if delay > 0:
             self._start_wait(Wait(WaitKind.MOVE, now + delay), now)

@@ -19,6 +19,7 @@ class FaultKind(enum.Enum):
 
     CORRUPT = "corrupt"
     LOST_OK = "lost_ok"
+    LOST_LINE = "lost_line"
     BUSY = "busy"
     NOISE = "noise"
 
@@ -32,6 +33,7 @@ class FaultDice:
         self._rates = {
             FaultKind.CORRUPT: spec.corrupt_rate,
             FaultKind.LOST_OK: spec.lost_ok_rate,
+            FaultKind.LOST_LINE: spec.lost_line_rate,
             FaultKind.BUSY: spec.busy_rate,
             FaultKind.NOISE: spec.error_rate,
         }

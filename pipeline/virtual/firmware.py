@@ -55,6 +55,9 @@ class VirtualFirmware(CommandsMixin):
         self._faults = faults
         self._dice = FaultDice(faults)
         self._roll_corrupt = self._dice.active(FaultKind.CORRUPT)
+        self._roll_lost = self._dice.active(FaultKind.LOST_LINE)
+        self._drop_duplicates = False  # Marlin 2.1.2+: a repeat of the last line is dropped
+        self._line_n: int | None = None  # the number of the line being handled
         self._roll_after = any(self._dice.active(k) for k in
                                (FaultKind.LOST_OK, FaultKind.BUSY, FaultKind.NOISE))
         self._after_counts = {faults.reset_after, faults.disconnect_after,
@@ -182,6 +185,7 @@ class VirtualFirmware(CommandsMixin):
             text = strip_comment(text)
             if not text:
                 return
+        self._line_n = None
         self._execute(text, now)
 
     def _handle_numbered(self, line: bytes, n: int, start: int, now: float) -> None:
@@ -192,7 +196,11 @@ class VirtualFirmware(CommandsMixin):
             nm = _M110_N_RE.search(body, 4)
             if nm is not None:
                 n = int(nm.group(1))
+        elif self._roll_lost and self._dice.roll(FaultKind.LOST_LINE):
+            return  # lost on the wire: the printer never saw it
         elif n != self._last_n + 1:
+            if self._drop_duplicates and self._last_n - 1 <= n <= self._last_n:
+                return  # a resend already in transit: Marlin drops it without a word
             self._line_error(LineError.LINE_NUMBER)
             return
         if star < 0:
@@ -210,10 +218,14 @@ class VirtualFirmware(CommandsMixin):
         text = body.rstrip().decode("latin-1")
         if ";" in text:
             text = strip_comment(text)
+        self._line_n = n
         if not text:
-            self._out.append("ok")
+            self._empty_line(now)
             return
         self._execute(text, now)
+
+    def _empty_line(self, now: float) -> None:
+        self._out.append("ok")
 
     def _line_error(self, err: LineError) -> None:
         last = self._last_n

@@ -18,6 +18,7 @@ from pipeline.hooks.scripts import ScriptSet
 from pipeline.session.core import HostCore
 from pipeline.session.facade import CommFacade
 from pipeline.virtual.firmware import VirtualFirmware
+from pipeline.virtual.marlin import make_firmware
 from pipeline.virtual.spec import FirmwareSpec
 
 
@@ -42,7 +43,7 @@ class Pair:
         self.clock = ManualClock()
         virtual = config.virtual if faults is None else attrs.evolve(config.virtual,
                                                                      faults=faults)
-        self.fw = VirtualFirmware(FirmwareSpec(config.printer.profile, virtual), now=0.0)
+        self.fw: VirtualFirmware = make_firmware(FirmwareSpec(config.printer.profile, virtual))
         self.core = HostCore(config, pipeline, clock=self.clock, scripts=scripts,
                              offsets=offsets or {})
         pipeline.comm = CommFacade(self.core)
@@ -54,8 +55,10 @@ class Pair:
 
     def step(self) -> bool:
         """Move whatever can move now; True if anything did."""
-        moved = False
+        q = self.core.queues
+        before = (len(q.job), len(q.manual), self.core.state)
         out = self.core.data_to_send()
+        moved = before != (len(q.job), len(q.manual), self.core.state)  # a marker ran
         if out:
             self.core.on_written()
             self.wire.append(out)

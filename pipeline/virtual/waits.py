@@ -17,6 +17,7 @@ class WaitKind(enum.Enum):
     MOVE = "move"      # a G0/G1 taking FaultSpec.ok_delay
     DWELL = "dwell"    # G4
     HEAT = "heat"      # M109/M190/M191 (M108 breaks it)
+    SYNC = "sync"      # the Marlin model: a command waits for the planned moves first
 
 
 @attrs.frozen(slots=True)

@@ -1,11 +1,12 @@
 """The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
 
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
-(print a file with a progress bar), `render` (print what a G-code script renders to),
-`virtual` (serve the built-in virtual printer on a pty link for any host), `check` (validate a
-config, report every problem), `serve` and `keys`. Each command returns an exit code (2 for a
-config error, 1 for the rest, 130 after Ctrl-C); errors are printed as one clear line naming
-who is at fault, never as a traceback. Logging: logs.py.
+(print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
+(print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
+pty link for any host), `check` (validate a config, report every problem), `serve` and
+`keys`. Each command returns an exit code (2 for a config error, 1 for the rest, 130 after
+Ctrl-C); errors are printed as one clear line naming who is at fault, never as a traceback.
+Logging: logs.py.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ OctoPrint-compatible API for slicers and Home Assistant."""
 _EPILOG = """examples:
   printpipe print cube.gcode                  print on the built-in virtual printer
   printpipe print -c printer.yaml cube.gcode  print on the printer printer.yaml describes
+  printpipe recover -c printer.yaml           resume the print a power cut interrupted
   printpipe send -c printer.yaml M115         ask the printer for its firmware
   printpipe check -c printer.yaml             check a config
   sudo printpipe keys list                    application keys of the installed service
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("print", help="print a G-code file with a progress bar")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("file", help="the G-code file")
+    p = sub.add_parser("recover", help="resume the print a crash or power cut interrupted")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p = sub.add_parser("send", help="send G-code commands and show the printer's replies")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
@@ -145,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_check(args.config)
     if args.command == "keys":
         from pipeline.app.cli.keys import run_keys
-        from pipeline.app.startup import state_folder
+        from pipeline.app.paths import state_folder
         path = args.config
         if path is None and os.path.exists(INSTALLED_CONFIG):
             path = INSTALLED_CONFIG
@@ -165,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "print":
         from pipeline.app.cli.printing import run_print
         return trio.run(run_interruptible, partial(run_print, config, args.file))
+    if args.command == "recover":
+        from pipeline.app.cli.printing import run_recover
+        return trio.run(run_interruptible, partial(run_recover, config))
     if args.command == "render":
         from pipeline.app.cli.render import run_render
         return run_render(config, args.name, args.context)

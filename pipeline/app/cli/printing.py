@@ -6,6 +6,7 @@ time the cancel takes: its heaters are switched off), and a second Ctrl-C quits.
 the whole service (events and subscriptions included): Startup before the print, Shutdown
 after it.
 A missing file or one that is not G-code text exits 2 before anything starts.
+`printpipe recover` resumes the print a crash interrupted and follows it the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Mapping
+from functools import partial
 from typing import TextIO
 
 import attrs
@@ -104,13 +106,23 @@ async def _report(control: Control, out: TextIO, tty: bool) -> None:
 
 
 async def _until_silent(control: Control, scope: trio.CancelScope) -> None:
-    """Cancel `scope` once the printer has sent nothing for CANCEL_SILENCE seconds."""
+    """Cancel `scope` once the printer has sent no line for CANCEL_SILENCE seconds."""
+    heard = [trio.Event()]
+    control.on_line(lambda _line: heard[0].set())
     while True:
         with trio.move_on_after(CANCEL_SILENCE) as silent:
-            await control.wait_activity()
+            await heard[0].wait()
         if silent.cancelled_caught:
             scope.cancel()
             return
+        heard[0] = trio.Event()
+
+
+def _stop_now(control: Control, interrupts: Interrupts, out: TextIO) -> None:
+    """Ctrl-C before a print runs: close the link at once and end the command."""
+    out.write("\nstopping (Ctrl-C again to quit at once)\n")
+    control.abandon()
+    interrupts.stop()
 
 
 async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
@@ -124,54 +136,75 @@ async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
     if refused is not None:  # before connecting: nothing reaches the printer
         print(f"printpipe: {refused}", file=sys.stderr)
         return 2
-    tty = out.isatty()
     async with open_service(config) as control:
-        def stop_now() -> None:
-            out.write("\nstopping (Ctrl-C again to quit at once)\n")
-            control.abandon()
-            interrupts.stop()
-
-        interrupts.on_first = stop_now
+        interrupts.on_first = partial(_stop_now, control, interrupts, out)
         await control.connect()
         control.select(str(await file.absolute()), file.name)
-        await control.start()
-        waiting = trio.CancelScope()
-        async with trio.open_nursery() as nursery:
-            def cancel_print() -> None:
-                out.write("\ncancelling the print (Ctrl-C again to quit at once)...\n")
-                with contextlib.suppress(JobStateError):  # nothing left to cancel
-                    control.cancel()
-                nursery.start_soon(_until_silent, control, waiting)
+        await control.start(user="cli")
+        return await _follow(control, out, file.name, interrupts)
 
-            interrupts.on_first = cancel_print
-            nursery.start_soon(_report, control, out, tty)
-            with waiting:
-                result = await control.wait_job_end()
-            nursery.cancel_scope.cancel()
-        if waiting.cancelled_caught:
-            control.abandon()
-            print(f"\nprintpipe: the printer sent nothing for {CANCEL_SILENCE:g} s while "
-                  "cancelling: disconnected without waiting for it to confirm the cancel",
-                  file=sys.stderr)
-            return INTERRUPTED
-        status = control.status()
-        job = status.job
-        elapsed = result.time if result else 0.0
-        if tty and job is not None:
-            out.write("\r" + progress_line(job.progress, job.lines, 0.0, elapsed,
-                                           "left 00:00") + "\n")
-        if result is None or result.outcome is Outcome.ERROR:
-            why = (result.error if result else None) or status.error or "unknown error"
-            print(f"printpipe: print failed: {why} (last acknowledged file position "
-                  f"{result.filepos if result else None})", file=sys.stderr)
+
+async def run_recover(config: HostConfig, interrupts: Interrupts, *,
+                      out: TextIO = sys.stdout) -> int:
+    """`printpipe recover`: resume the print a crash interrupted (exit 1, with the reason,
+    when there is none or its file changed), then follow it as `printpipe print` does."""
+    async with open_service(config) as control:
+        if control.interrupted_print() is None:
+            print(f"printpipe: there is no interrupted print to recover (no journal in "
+                  f"{control.recovery.file.folder})", file=sys.stderr)
             return 1
-        if result.outcome is Outcome.CANCELLED:
-            print(f"print cancelled after {duration(elapsed)} at file position "
-                  f"{result.filepos}", file=out)
-            return INTERRUPTED if interrupts.count else 1
-        lines = job.lines if job else 0
-        name = job.file.name if job else file.name
-        rate = lines / elapsed if elapsed > 0 else 0.0
-        print(f"done: {name}, {lines} lines in {duration(elapsed)} ({rate:.0f} lines/s)",
-              file=out)
-        return 0
+        interrupts.on_first = partial(_stop_now, control, interrupts, out)
+        await control.connect()
+        try:
+            await control.recover()
+        except JobStateError as exc:
+            print(f"printpipe: {exc}", file=sys.stderr)
+            return 1
+        job = control.status().job
+        print(f"recovering {job.file.path if job else '?'}", file=out)
+        return await _follow(control, out, job.file.name if job else "?", interrupts)
+
+
+async def _follow(control: Control, out: TextIO, name: str, interrupts: Interrupts) -> int:
+    """Show the running print's progress until it ends; its exit code. Ctrl-C cancels it."""
+    tty = out.isatty()
+    waiting = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        def cancel_print() -> None:
+            out.write("\ncancelling the print (Ctrl-C again to quit at once)...\n")
+            with contextlib.suppress(JobStateError):  # nothing left to cancel
+                control.cancel()
+            nursery.start_soon(_until_silent, control, waiting)
+
+        interrupts.on_first = cancel_print
+        nursery.start_soon(_report, control, out, tty)
+        with waiting:
+            result = await control.wait_job_end()
+        nursery.cancel_scope.cancel()
+    if waiting.cancelled_caught:
+        control.abandon()
+        print(f"\nprintpipe: the printer sent nothing for {CANCEL_SILENCE:g} s while "
+              "cancelling: disconnected without waiting for it to confirm the cancel",
+              file=sys.stderr)
+        return INTERRUPTED
+    status = control.status()
+    job = status.job
+    elapsed = result.time if result else 0.0
+    if tty and job is not None:
+        out.write("\r" + progress_line(job.progress, job.lines, 0.0, elapsed, "left 00:00")
+                  + "\n")
+    if result is None or result.outcome is Outcome.ERROR:
+        why = (result.error if result else None) or status.error or "unknown error"
+        print(f"printpipe: print failed: {why} (last acknowledged file position "
+              f"{result.filepos if result else None})", file=sys.stderr)
+        return 1
+    if result.outcome is Outcome.CANCELLED:
+        print(f"print cancelled after {duration(elapsed)} at file position "
+              f"{result.filepos}", file=out)
+        return INTERRUPTED if interrupts.count else 1
+    lines = job.lines if job else 0
+    name = job.file.name if job else name
+    rate = lines / elapsed if elapsed > 0 else 0.0
+    print(f"done: {name}, {lines} lines in {duration(elapsed)} ({rate:.0f} lines/s)",
+          file=out)
+    return 0

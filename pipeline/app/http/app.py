@@ -1,5 +1,6 @@
 """The HTTP app: the Starlette application over the running service, served by server.py:
-the route table of every endpoint module, error mapping and the middleware stack.
+the route table of every endpoint module and the status page, error mapping and the
+middleware stack.
 
 Every error answers JSON `{"error": ...}`: BadRequest carries its status (400, 404, 409, 413),
 anything unexpected is logged and answers 500 without a traceback. Paths are normalised
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from pipeline.app.http import files, job, printer, stream, system
+from pipeline.app.http import files, job, page, printer, stream, system
 from pipeline.app.http.context import Api, HostCheck, KeyAuth
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
 from pipeline.errors import CommandRefused
@@ -52,13 +54,21 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(api: Api, body_limit: int) -> ASGIApp:
-    routes = printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + system.ROUTES
+    routes = (printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + system.ROUTES
+              + page.routes())
     app = Starlette(routes=routes, exception_handlers={
         BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
         Exception: _server_error})
     app.state.api = api
-    guarded: ASGIApp = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous), body_limit)
-    names = api.config.http.host_names
-    if api.anonymous or names:   # with keys and no names, slicers may use any name
-        guarded = HostCheck(guarded, names)
-    return NormalizePaths(guarded)
+    limit = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous,
+                                 public=page.PUBLIC_PATHS), body_limit)
+    # with keys and no names, slicers may use any name
+    host = HostCheck(limit, api.config.http.host_names, always=api.anonymous)
+    api.extra["guards"] = Guards(limit, host)  # a config reload changes their settings
+    return NormalizePaths(host)
+
+
+@attrs.frozen
+class Guards:
+    body_limit: BodyLimit
+    host_check: HostCheck

@@ -72,15 +72,19 @@ def identity_of(request: Request) -> str:
 class KeyAuth:
     """ASGI middleware: X-Api-Key or `Authorization: Bearer`; 401 without a key, 403 with a
     wrong one; nothing behind it runs for a refused request. With `anonymous`, a request
-    without a key is served, but one that changes something only if `preflighted`."""
+    without a key is served, but one that changes something only if `preflighted`. GET and
+    HEAD of a `public` path (exactly; the status page's static files) need no key."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False,
+                 public: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.keys = keys
         self.anonymous = anonymous
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
+        if (scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS)
+                or (scope["path"] in self.public and scope["method"] in ("GET", "HEAD"))):
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", ())}
@@ -150,14 +154,22 @@ def preflighted(headers: Mapping[bytes, bytes]) -> bool:
 class HostCheck:
     """ASGI middleware: 421 Misdirected Request unless the Host header is an IP address,
     `localhost` or one of `names`. A page whose own DNS name was rebound to this host's
-    address sends that name, so it is refused before any endpoint runs."""
+    address sends that name, so it is refused before any endpoint runs. With keys and no
+    names given (`always` false) every name passes: slicers may use any name for the host.
+    `set_names` changes the names at once (a config reload)."""
 
-    def __init__(self, app: ASGIApp, names: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, names: Iterable[str], *, always: bool = True) -> None:
         self.app = app
-        self.names = frozenset(names) | {"localhost"}
+        self.always = always
+        self.set_names(names)
+
+    def set_names(self, names: Iterable[str]) -> None:
+        given = frozenset(names)
+        self.checking = self.always or bool(given)
+        self.names = given | {"localhost"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.checking:
             host = next((v for k, v in scope["headers"] if k == b"host"), None)
             # no Host at all is HTTP/1.0 from a program: browsers always send it
             if host is not None and not self.allows(host.decode("latin-1")):

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.support import BadRequest, read_json, receive_upload
 from pipeline.events.names import Event
+from pipeline.files.history import folder_prints
 from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
 from pipeline.files.names import MAX_NAME_BYTES, MAX_PATH_BYTES, TEMP_PREFIX
 from pipeline.files.storage import EntryExists, NoSuchEntry, StorageError, UnsupportedType
@@ -52,15 +53,6 @@ def files_of(api: Api) -> AnalysisQueue:
             MetadataStore(api.storage.root), lambda path: api.storage.locate(path)[1],
             api.control.publish, lambda: _printing_path(api) is not None, origin=ORIGIN)
     return state
-
-
-def analysis_of(api: Api, path: str) -> dict[str, Any] | None:
-    """The stored gcodeAnalysis of a storage file, or None (missing, not analysed yet)."""
-    try:
-        entry = api.storage.entry(path)
-    except StorageError:
-        return None
-    return files_of(api).meta.get(entry.path, entry.stamp).get("analysis")
 
 
 def queue_analysis(api: Api, entry: Entry) -> None:
@@ -145,8 +137,14 @@ def describe(request: Request, entry: Entry) -> dict[str, Any]:
     if entry.is_folder:
         out["display"] = entry.name
         if entry.children is not None:
-            out["children"] = [describe(request, child) for child in entry.children]
+            out["children"] = children = [describe(request, child) for child in entry.children]
+            if api.control.history is not None:  # OctoPrint sums a listed folder's prints
+                out["prints"] = folder_prints(child.get("prints") for child in children)
         return out
+    history = api.control.history
+    prints = history.of(entry.path, ORIGIN).prints() if history is not None else None
+    if prints is not None:
+        out["prints"] = prints
     meta = files_of(api).meta.get(entry.path, entry.stamp)
     out["display"] = meta.get("display", entry.name)
     if "analysis" in meta:
@@ -263,7 +261,7 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
     full = storage.locate(rel)[1]
     effective_select = effective_print = False
     if (select or want_print) and _printing_path(api) is None:
-        api.control.select(full, rel, entry.name)
+        api.control.select(full, rel, entry.name, user=identity_of(request))
         effective_select = True
         if want_print:
             try:
@@ -272,7 +270,8 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
             except JobStateError as exc:
                 log.info("uploaded %s is selected but not printed: %s", rel, exc)
     elif api.control.selected is not None and api.control.selected.path == rel:
-        api.control.select(full, rel, entry.name)  # same file, new content: refresh its size
+        # same file, new content: refresh its size
+        api.control.select(full, rel, entry.name, user=api.control.selected.user)
     payload = {"name": entry.name, "path": rel, "target": ORIGIN, "select": select,
                "print": want_print, "effective_select": effective_select,
                "effective_print": effective_print}
@@ -358,7 +357,7 @@ async def _select(api: Api, entry: Entry, want_print: bool, user: str) -> Respon
         raise BadRequest(f"{entry.path!r} is a folder; only files can be selected")
     if _printing_path(api) is not None:
         raise BadRequest("a print is running; select a file when it has ended", status=409)
-    api.control.select(api.storage.locate(entry.path)[1], entry.path, entry.name)
+    api.control.select(api.storage.locate(entry.path)[1], entry.path, entry.name, user=user)
     if want_print:
         try:
             await api.control.start(user=user)
@@ -390,7 +389,8 @@ async def _move_or_copy(request: Request, api: Api, entry: Entry, name: str,
     selected = api.control.selected
     if name == "move" and selected is not None and _under(selected.path, source.path):
         moved = new.path + selected.path[len(source.path):]
-        api.control.select(storage.locate(moved)[1], moved, os.path.basename(moved))
+        api.control.select(storage.locate(moved)[1], moved, os.path.basename(moved),
+                           user=selected.user)
     if name == "copy":
         _publish_file(api, Event.FILE_ADDED, new)
     elif new.is_folder:

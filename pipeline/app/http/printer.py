@@ -100,8 +100,10 @@ async def connection_get(request: Request) -> Response:
     status = api.control.status()
     connected = status.connected
     return JSONResponse({
-        "current": {"state": (f"{status.state.value}: {status.waiting}" if status.waiting
-                              else status.state.value),
+        # OctoPrint says "Closed" here while its printer state says "Offline"; a service that
+        # waits for its printer says what for ("Closed: waiting for /dev/ttyACM0 ...")
+        "current": {"state": (status.state.value if connected else "Closed")
+                             + (f": {status.waiting}" if status.waiting else ""),
                     "port": p.port if connected else None,
                     "baudrate": (p.baudrate or 115200) if connected else None,
                     "printerProfile": _profile_id(request)},
@@ -151,20 +153,20 @@ def _flags(state: S | None, error: bool) -> dict[str, bool]:
 
 
 def printer_state(status: Status) -> dict[str, Any]:
-    """OctoPrint's state object: its text, flags and the error, if any."""
+    """OctoPrint's state object: its text, flags and the error ("" when there is none)."""
     state = status.state if status.connected else None
-    out: dict[str, Any] = {"text": status.state.value, "flags": _flags(state, False)}
-    if status.error:
-        out["error"] = status.error
-    return out
+    return {"text": status.state.value, "flags": _flags(state, False),
+            "error": status.error or ""}
 
 
 async def printer_get(request: Request) -> Response:
+    """OctoPrint's printer state: heaters once the printer reported them (none before its
+    first temperature report), no `sd` (printpipe has no SD support, which OctoPrint then
+    leaves out), the state with its flags."""
     status = api_of(request).control.status()
     if not status.connected:
         raise BadRequest("the printer is not operational", status=409)
-    out: dict[str, Any] = {"temperature": status.temperatures, "sd": {"ready": False},
-                           "state": printer_state(status)}
+    out: dict[str, Any] = {"temperature": status.temperatures, "state": printer_state(status)}
     if status.plugins:
         out["plugins"] = status.plugins  # printer.additional_state_data
     exclude = {x.strip() for x in request.query_params.get("exclude", "").split(",")}

@@ -49,16 +49,18 @@ async def render_script(request: Request) -> Response:
 
 
 async def reload(request: Request) -> Response:
+    """Re-read the config: what can apply live does at once; the answer lists every changed
+    key (`changed`), the ones applied (`applied`), the ones waiting for the printer to
+    reconnect or for a restart with why (`reconnect`, `restart`), and appliers that failed."""
     api = api_of(request)
     try:
-        changed = api.control.reload()
+        report = api.control.reload()
     except ConfigErrors as exc:
         raise BadRequest("the configuration was not reloaded: "
                          + "; ".join(str(e) for e in exc.errors)) from None
     except ConfigError as exc:
         raise BadRequest(f"the configuration was not reloaded: {exc}") from None
-    api.storage.pipeline = api.control.pipeline
-    return JSONResponse({"reloaded": True, "reconnect_needed": changed})
+    return JSONResponse(report.to_json())
 
 
 def _metric(out: list[str], name: str, kind: str, help_: str,
@@ -84,6 +86,10 @@ async def metrics(request: Request) -> Response:
             [("", s.resends if s else 0)])
     _metric(out, "timeouts_total", "counter", "communication timeouts",
             [("", s.timeouts if s else 0)])
+    _metric(out, "probes_total", "counter", "numbered probes sent after a missing ok",
+            [("", s.probes if s else 0)])
+    _metric(out, "send_window_lines", "gauge", "lines that may be in flight now",
+            [("", s.send_window if s else 0)])
     _metric(out, "queue_depth", "gauge", "commands waiting in the host's queues", [
         ('{queue="manual"}', s.queued_manual if s else 0),
         ('{queue="job"}', s.queued_job if s else 0),
@@ -100,6 +106,9 @@ async def metrics(request: Request) -> Response:
                  if t.get(kind) is not None])
     _metric(out, "job_progress_ratio", "gauge", "progress of the current print (0..1)",
             [("", status.job.progress if status.job else 0)])
+    for source in control.metrics_sources.values():
+        for name, kind, help_, value in source():
+            _metric(out, name, kind, help_, [("", value)])
     return PlainTextResponse("\n".join(out) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -1,0 +1,89 @@
+"""The status page: `GET /` and its three assets (stylesheet, script, icon), static files shipped
+as package data in `static/` and read once when the app is built. No build step, nothing from
+another origin: the page works offline on the printer's own network.
+
+The page itself needs no key (it holds no data): `PUBLIC_PATHS` are served by KeyAuth without
+one, GET and HEAD only. Every API call the script makes carries the key, which never appears
+in a request URL except the event stream's `?apikey=` (EventSource cannot send headers).
+
+Every asset is served with a strict Content-Security-Policy (this origin only, no inline script
+or style, no framing), nosniff, no referrer and `Cache-Control: no-cache` with an ETag, so an
+upgraded printpipe is picked up at the next load and an unchanged page costs a 304.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+#: Where the files live, inside this package (pyproject's package-data ships them).
+ASSET_FOLDER = "static"
+
+#: Path -> (file in ASSET_FOLDER, media type).
+ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
+    "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/icon.svg": ("icon.svg", "image/svg+xml"),
+}
+
+#: Served without a key (GET and HEAD).
+PUBLIC_PATHS = frozenset(ASSETS)
+
+#: This origin only; no inline script or style (the page sets no style attribute: the script
+#: styles through classes and the CSSOM), no plugins, no <base>, no form posts, no framing.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'none'; frame-ancestors 'none'")
+
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+    "Cache-Control": "no-cache",
+}
+
+
+@attrs.frozen
+class Asset:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def read_asset(name: str) -> bytes:
+    """One file of the page, from the installed package."""
+    return resources.files(__package__).joinpath(ASSET_FOLDER, name).read_bytes()
+
+
+def load_assets() -> dict[str, Asset]:
+    assets = {}
+    for path, (name, media_type) in ASSETS.items():
+        body = read_asset(name)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        assets[path] = Asset(body, media_type, etag)
+    return assets
+
+
+def _endpoint(asset: Asset) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        headers = {**HEADERS, "ETag": asset.etag}
+        if asset.etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(asset.body, media_type=asset.media_type, headers=headers)
+    return serve
+
+
+def routes() -> list[Route]:
+    return [Route(path, _endpoint(asset), methods=["GET"])
+            for path, asset in load_assets().items()]

@@ -1,0 +1,283 @@
+"""Prints over Marlin's serial model (pipeline/virtual/marlin.py) on the in-memory Pair with
+its manual clock: simulated 250000 baud, 1 ms per move, a 128-byte RX buffer and BUFSIZE 4.
+The model itself, then the default send window's throughput and exactness under faults, lost
+oks and lost lines at the worst moments, long-running commands, cancel on a dead link, and a
+hypothesis run of random fault mixes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pairs import pair, start
+
+from pipeline.config.schema import FaultSpec, MarlinModelSpec, VirtualSpec
+from pipeline.gcode import frame
+from pipeline.protocol.window import INTERNAL
+from pipeline.session.jobs import Outcome
+from pipeline.session.states import PrinterState as S
+from pipeline.virtual.marlin import MarlinFirmware
+from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
+from pipeline.virtual.spec import FirmwareSpec
+
+MARLIN = "virtual:\n  marlin:\n    enabled: true\n"
+BYTES_PER_S = 25000.0  # 250000 baud, 10 bits a byte
+#: What the host itself sends around a print, allowed between file commands.
+HOST = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M113 S0", "M114", "M108"}
+
+
+def firmware(**marlin) -> MarlinFirmware:
+    return MarlinFirmware(FirmwareSpec(virtual=VirtualSpec(
+        marlin=MarlinModelSpec(enabled=True, **marlin))))
+
+
+def delivered(accepted: list[str], expected: list[str]) -> bool:
+    """Every expected command exactly once, in order, and nothing else but host commands."""
+    it = iter(expected)
+    nxt = next(it, None)
+    for a in accepted:
+        if a == nxt:
+            nxt = next(it, None)
+        elif a not in HOST:
+            return False
+    return nxt is None
+
+
+def run_print(p: Pair, text: str, limit: float = 600.0,
+              check: Callable[[], None] | None = None) -> float:
+    """Print `text`; the simulated seconds it took. `check` runs after every step."""
+    t0 = p.clock.now
+    start(p, text)
+    done = lambda: p.core.jobs.result is not None and not p.core.jobs.active  # noqa: E731
+    if check is None:
+        p.run_until(done, max_time=limit)
+    else:
+        def watch() -> bool:
+            check()
+            return done()
+        p.run_until(watch, max_time=limit)
+    return p.clock.now - t0
+
+
+def wire_limit(commands: list[str]) -> float:
+    """Lines per second the wire carries when every byte is a file line's."""
+    nbytes = sum(len(frame(i + 1, c)) for i, c in enumerate(commands))
+    return len(commands) / (nbytes / BYTES_PER_S)
+
+
+# ---- the model ------------------------------------------------
+
+def test_oks_carry_line_planner_and_queue_room():
+    fw = firmware()
+    fw.data_to_send(1.0)
+    fw.receive_data(frame(0, "M110 N0") + frame(1, "G1 X1"), 1.0)
+    out = fw.data_to_send(2.0).decode()
+    assert "ok N0 P16 B3\n" in out and "ok N1 P15 B3\n" in out
+
+
+def test_bytes_beyond_a_full_rx_buffer_are_lost():
+    fw = firmware(bufsize=1)
+    fw.data_to_send(0.0)
+    fw.receive_data(frame(1, "G4 S10"), 0.0)  # the one queue slot is busy for 10 s
+    fw.receive_data(b"".join(frame(n, "G1 X100.000 Y100.000") for n in range(2, 12)), 0.1)
+    fw.data_to_send(5.0)
+    assert fw.max_rx == 127 and fw.rx_lost > 0
+
+
+def test_a_line_error_flushes_the_rx_buffer_and_asks_for_a_resend():
+    fw = firmware(bufsize=1)
+    fw.data_to_send(0.0)
+    fw.receive_data(frame(1, "G4 S1"), 0.0)
+    bad = frame(2, "G1 X2").replace(b"X2", b"X3")
+    fw.receive_data(bad + frame(3, "G1 X3") + frame(4, "G1 X4"), 0.1)
+    out = fw.data_to_send(3.0).decode()
+    assert "Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n" in out
+    assert fw.flushed == len(frame(3, "G1 X3") + frame(4, "G1 X4"))
+    assert fw.accepted == ["G4 S1"]
+
+
+def test_a_duplicate_of_the_last_line_is_dropped_without_a_word():
+    fw = firmware()
+    fw.data_to_send(0.0)
+    fw.receive_data(frame(1, "G1 X1"), 0.0)
+    fw.receive_data(frame(1, "G1 X1"), 0.1)
+    out = fw.data_to_send(1.0).decode()
+    assert fw.accepted == ["G1 X1"] and out.count("ok") == 1 and "Error" not in out
+
+
+# ---- throughput and exactness ------------------------------------------------
+
+def test_the_default_window_fills_the_wire_exactly_also_under_faults():
+    """20,000 lines: the default config reaches 85% of the wire's limit with no RX overflow,
+    clean and with 1% corrupted lines plus 0.1% lost oks; the faulty print is exact and takes
+    at most twice the clean time."""
+    text = sample_gcode(20000, seed=1)
+    expected = expected_commands(text)
+    limit = wire_limit(expected)
+    times = {}
+    for name, faults in [("clean", None),
+                         ("faults", FaultSpec(seed=3, corrupt_rate=0.01, lost_ok_rate=0.001))]:
+        p = pair(MARLIN, faults=faults)
+        times[name] = run_print(p, text)
+        assert p.core.jobs.result.outcome is Outcome.DONE
+        assert delivered(p.fw.accepted, expected), name
+        assert p.fw.rx_lost == 0 and p.fw.max_queue <= 4
+        assert len(expected) / times[name] >= 0.85 * limit, (name, len(expected) / times[name])
+    assert times["faults"] <= 2 * times["clean"]
+
+
+def test_ping_pong_is_slower_than_the_default():
+    text = sample_gcode(2000, seed=1)
+    pong = run_print(pair(MARLIN + "serial:\n  send_window: 1\n"), text)
+    auto = run_print(pair(MARLIN), text)
+    assert auto < 0.8 * pong
+
+
+# ---- lost oks and lost lines ------------------------------------------------
+
+def lose_ok_of(p: Pair, text: str) -> None:
+    """The firmware's ok for the first execution of `text` never reaches the host."""
+    fw = p.fw
+    assert isinstance(fw, MarlinFirmware)
+    finish = fw._finish
+    lost = []
+
+    def losing(ok: str, now: float) -> None:
+        current = fw._cmdq[0][1] if fw._cmdq else None
+        finish(ok, now)
+        if current == text and not lost:
+            lost.append(ok)
+            out = fw._out
+            for i in range(len(out) - 1, -1, -1):
+                if out[i].startswith("ok"):
+                    del out[i]
+                    break
+
+    fw._finish = losing  # type: ignore[method-assign]
+
+
+def lose_line(p: Pair, text: str) -> None:
+    """The first numbered line carrying `text` vanishes on the wire."""
+    fw = p.fw
+    handle = fw._handle
+    lost = []
+
+    def losing(line: bytes, now: float) -> None:
+        if not lost and line.startswith(b"N") and f" {text}*".encode() in line:
+            lost.append(line)
+            return
+        handle(line, now)
+
+    fw._handle = losing  # type: ignore[method-assign]
+
+
+TEXT = "G28\nG1 Z0.3\n" + "".join(f"G1 X{i} Y{i} E0.1\n" for i in range(1, 60))
+LAST = "G1 X59 Y59 E0.1"
+
+
+@pytest.mark.parametrize(("fault", "text"), [
+    (lose_ok_of, LAST), (lose_ok_of, "M400"), (lose_ok_of, "G1 X30 Y30 E0.1"),
+    (lose_line, LAST), (lose_line, "G1 X30 Y30 E0.1"),
+], ids=["ok-of-last-line", "ok-of-final-M400", "ok-mid-print", "last-line", "line-mid-print"])
+def test_lost_oks_and_lines_are_recovered_exactly(fault, text):
+    p = pair(MARLIN)
+    fault(p, text)
+    took = run_print(p, TEXT)
+    assert p.core.jobs.result.outcome is Outcome.DONE
+    assert delivered(p.fw.accepted, expected_commands(TEXT))
+    # in moments: the probe's deadline, or the busy period (3 s) for the final M400
+    assert took < (5.0 if text == "M400" else 2.0)
+
+
+@pytest.mark.parametrize("busy_lines", [True, False])
+def test_long_running_commands_never_trigger_a_probe(busy_lines):
+    p = pair(MARLIN)
+    if not busy_lines:
+        p.send("M113 S0")
+    text = "G28\nM109 S200\nG4 S5\nG1 X1\nM400\nG1 X2\n"
+    run_print(p, text)
+    assert p.core.jobs.result.outcome is Outcome.DONE
+    assert delivered(p.fw.accepted, expected_commands(text))
+    assert p.core.engine.probes_total == 0
+
+
+@pytest.mark.parametrize("command", ["G28", "M400", "M109 S200"])
+def test_a_lost_ok_of_a_long_running_command_is_recovered_with_autoreport_on(command):
+    p = pair(MARLIN)
+    assert p.core.tracker.autoreport
+    text = f"G1 X1\n{command}\nG1 X2\n"
+    lose_ok_of(p, command)
+    run_print(p, text, limit=60.0)
+    assert p.core.jobs.result.outcome is Outcome.DONE
+    assert delivered(p.fw.accepted, expected_commands(text))
+    assert p.core.engine.probes_total >= 1
+
+
+def test_cancel_ends_within_seconds_when_the_printer_stops_answering():
+    p = pair(MARLIN)
+    start(p, sample_gcode(2000, seed=2))
+    p.run_until(lambda: len(p.fw.accepted) > 200)
+    p.fw.receive_data = lambda data, now: None  # type: ignore[method-assign]
+    t0 = p.clock.now
+    p.core.jobs.cancel()
+    p.run_until(lambda: not p.core.jobs.active, max_time=60)
+    # serial.timeouts.cancel (5 s): the cancel gives up on the unanswered lines and ends as a
+    # cancel, before the probes' back-off would declare the link dead
+    assert p.clock.now - t0 == pytest.approx(5.0)
+    assert p.core.jobs.result.outcome is Outcome.CANCELLED
+    assert p.core.state is S.OPERATIONAL and not p.core.failed
+
+
+def test_the_end_of_a_print_never_waits_forever_for_lines_in_flight():
+    """The final M400's ok is lost and the printer goes deaf: the probes back off, then the
+    link fails naming the line that went unanswered, and the job ends."""
+    p = pair(MARLIN)
+    lose_ok_of(p, "M400")
+    handle = p.fw._handle
+
+    def deaf_after_m400(line: bytes, now: float) -> None:
+        if "M400" not in p.fw.accepted:
+            handle(line, now)
+
+    p.fw._handle = deaf_after_m400  # type: ignore[method-assign]
+    took = run_print(p, TEXT, limit=120.0)
+    result = p.core.jobs.result
+    assert result.outcome is Outcome.ERROR and p.core.failed
+    assert "acknowledged nothing since line" in result.error and "(M400)" in result.error
+    assert took < 60.0
+
+
+# ---- random fault mixes ------------------------------------------------
+
+FAULTS = st.builds(FaultSpec, seed=st.integers(0, 10_000),
+                   corrupt_rate=st.sampled_from([0.0, 0.01, 0.05]),
+                   lost_ok_rate=st.sampled_from([0.0, 0.01, 0.03]),
+                   lost_line_rate=st.sampled_from([0.0, 0.01, 0.03]),
+                   busy_rate=st.sampled_from([0.0, 0.02]))
+WINDOWS = st.sampled_from(["auto", "1", "2", "4"])
+SAMPLE = sample_gcode(300, seed=5)
+
+
+@settings(max_examples=25, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(FAULTS, WINDOWS)
+def test_random_faults_deliver_exactly_once_in_order(faults, window):
+    """Whatever the mix, every file command arrives once, in order; the host never has more
+    lines unacknowledged than the queue has slots, nor more bytes behind the line being
+    processed than the RX buffer holds (probes aside), and the RX buffer never overflows."""
+    p = pair(MARLIN + f"serial:\n  send_window: {window}\n", faults=faults)
+    engine = p.core.engine
+
+    def invariants() -> None:
+        entries = [e for e in engine._inflight.entries if e[1].cmd_type is not INTERNAL]
+        assert len(entries) <= 4
+        if entries:
+            assert sum(e[2] for e in entries) - entries[0][2] <= 127
+
+    run_print(p, SAMPLE, check=invariants)
+    assert p.core.jobs.result.outcome is Outcome.DONE, p.core.jobs.result
+    assert p.core.state is S.OPERATIONAL
+    assert delivered(p.fw.accepted, expected_commands(SAMPLE))
+    assert p.fw.rx_lost == 0
