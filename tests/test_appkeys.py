@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 
@@ -415,8 +416,30 @@ def test_cli_list_shows_tokens_and_redacted_keys_never_whole_keys(folder):
     assert granted.key not in out and master not in out
 
 
-def test_cli_list_on_an_empty_folder(folder):
-    assert run("list", None, folder) == (0, "no pending requests\nno application keys\n", "")
+def test_cli_list_on_an_empty_folder_names_the_key_store(folder):
+    assert run("list", None, folder) == (
+        0, f"no pending requests\nno application keys\n(key store: {keys_file(folder)})\n", "")
+
+
+def test_cli_show_prints_the_service_key_in_full(folder):
+    code, out, err = run("show", None, folder)
+    assert (code, out) == (1, "") and "no API key" in err
+    master, _ = KeyStore(folder).ensure_master()
+    assert run("show", None, folder) == (0, master + "\n", "")
+    assert run_keys("show", None, folder, io.StringIO(), io.StringIO(),
+                    configured_key="k" * 20) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo printpipe keys` has")
+def test_keys_under_sudo_keep_the_service_user_owning_its_files(folder):
+    os.makedirs(folder)
+    os.chown(folder, 65534, 65534)            # the service's user (nobody here) owns its state
+    token = KeyStore(folder).request("Cura")  # written as root, as `sudo printpipe keys` does
+    assert run("approve", token, folder)[0] == 0
+    for name in os.listdir(folder):
+        st = os.stat(os.path.join(folder, name))
+        assert (name, st.st_uid, st.st_gid) == (name, 65534, 65534)
+    assert stat.S_IMODE(os.stat(keys_file(folder)).st_mode) == 0o600
 
 
 def test_cli_approve_deny_and_revoke(folder):
@@ -467,7 +490,7 @@ def test_keys_parser(argv, expected):
     add_keys_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     assert (args.command, (args.action, args.arg, args.config)) == ("keys", expected)
-    assert {a.value for a in KeysAction} == {"list", "approve", "deny", "revoke"}
+    assert {a.value for a in KeysAction} == {"list", "approve", "deny", "revoke", "show"}
 
 
 def test_keys_parser_refuses_an_unknown_action(capsys):
@@ -476,3 +499,16 @@ def test_keys_parser_refuses_an_unknown_action(capsys):
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["keys", "grant"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_keys_without_c_use_the_installed_services_config(tmp_path, monkeypatch, capsys):
+    from pipeline.app.cli import main as cli
+    state = tmp_path / "var-lib-printpipe" / "state"
+    installed = tmp_path / "printer.yaml"
+    installed.write_text(f"storage:\n  state: {state}\n")
+    monkeypatch.setattr(cli, "INSTALLED_CONFIG", str(installed))
+    master, _ = KeyStore(str(state)).ensure_master()
+    assert cli.main(["keys", "show"]) == 0
+    assert capsys.readouterr().out == master + "\n"
+    assert cli.main(["keys", "list"]) == 0
+    assert f"(key store: {state}/keys.json)" in capsys.readouterr().out

@@ -308,14 +308,23 @@ async def test_upload_errors_are_host_errors(tmp_path):
 JSON = "application/json"
 
 
+def json_says(body: bytes) -> str:
+    """What this Python's json module says about `body` (3.13 words trailing commas its own
+    way), in the form the endpoint reports it: the message, then where."""
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    raise AssertionError(f"{body!r} is valid JSON")
+
+
 @pytest.mark.parametrize(("content_type", "body", "status", "expected"), [
     pytest.param(JSON, b'{"command": "start"}', 200, {"command": "start"}, id="plain"),
     pytest.param("application/json; charset=utf-8", b'{"a": [1, 2]}', 200, {"a": [1, 2]},
                  id="charset"),
     pytest.param("Application/JSON", b"{}", 200, {}, id="case"),
     pytest.param(JSON, b"", 400, "malformed JSON: Expecting value at line 1 column 1", id="empty"),
-    pytest.param(JSON, b'{"a": 1,}', 400, "malformed JSON: Expecting property name enclosed in "
-                 "double quotes at line 1 column 9", id="trailing-comma"),
+    pytest.param(JSON, b'{"a": 1,}', 400, json_says(b'{"a": 1,}'), id="trailing-comma"),
     pytest.param(JSON, b"[1, 2]", 400, "expected a JSON object, got an array", id="array"),
     pytest.param(JSON, b'"start"', 400, "expected a JSON object, got a string", id="string"),
     pytest.param(JSON, b"42", 400, "expected a JSON object, got a number", id="number"),

@@ -12,6 +12,7 @@ import trio_serial
 
 from pipeline.config.reader import FaultSpec
 from pipeline.config.schema import VirtualSpec
+from pipeline.errors import HostError
 from pipeline.link.virtual import VirtualPrinterHandle, run_standalone, serve_virtual_printer
 from pipeline.virtual.spec import FirmwareSpec
 
@@ -97,9 +98,14 @@ async def test_symlink_is_made_replaced_and_removed(nursery: trio.Nursery,
 async def test_link_refuses_to_replace_a_real_file(tmp_path: Path) -> None:
     path = tmp_path / "printer"
     path.write_text("keep me")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(HostError, match="not a symlink"):
         await serve_virtual_printer(FirmwareSpec(), link=str(path))
     assert path.read_text() == "keep me"
+
+
+async def test_a_link_in_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match=r"cannot make the link .*/no/such: No such file"):
+        await serve_virtual_printer(FirmwareSpec(), link=str(tmp_path / "no" / "such"))
 
 
 async def test_host_can_close_and_reopen(nursery: trio.Nursery) -> None:

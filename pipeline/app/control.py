@@ -92,6 +92,8 @@ class Status:
     job: JobStatus | None
     selected: Selection | None
     plugins: Mapping[str, Any]  # printer.additional_state_data, by stage id
+    #: Why there is no printer session yet ("waiting for /dev/ttyACM0"), from `printpipe serve`.
+    waiting: str | None = None
 
     @property
     def printing(self) -> bool:
@@ -113,6 +115,11 @@ class Control:
         #: Runtime heater offsets (the API's), kept across reconnects.
         self.temperature_offsets: dict[str, float] = {}
         self.last_error: str | None = None
+        #: Whether a printer session is wanted: connect() sets it, disconnect() clears it
+        #: (`printpipe serve` reconnects while it holds: pipeline/app/autoconnect.py).
+        self.wanted = False
+        #: What a reconnecting service is waiting for, shown in the status (None: nothing).
+        self.waiting: str | None = None
         #: The crash journal: the interrupted print found at start, the session's writer.
         self.recovery = Recovery(state_folder(config), self.publish)
         #: The print history (`printpipe serve` keeps one in the state folder).
@@ -202,6 +209,7 @@ class Control:
     async def connect(self) -> None:
         """Open the printer session; raises LinkBroken when the printer cannot be reached,
         JobStateError while another connect is still under way."""
+        self.wanted = True
         if self._printer is not None:
             return
         if self.connecting:
@@ -213,8 +221,12 @@ class Control:
                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         started = False
         try:
-            async with open_printer(self.config, self.pipeline, listeners=[self.publish],
-                                    offsets=self.temperature_offsets) as printer:
+            config = self.config
+            trace = (os.path.join(state_folder(config), "serial.log") if config.serial.log
+                     else None)
+            async with open_printer(config, self.pipeline, listeners=[self.publish],
+                                    offsets=self.temperature_offsets,
+                                    serial_log=trace) as printer:
                 self._printer, started = printer, True
                 if self._line_watchers:
                     printer.core.line_listeners.append(self._lines)
@@ -240,8 +252,21 @@ class Control:
 
     async def disconnect(self) -> None:
         """Orderly: beforePrinterDisconnected runs, the queue drains (bounded), link closes."""
+        self.wanted = False
         if self._stop is not None and self._ended is not None and self._printer is not None:
             self._stop.set()
+            await self._ended.wait()
+
+    def abandon(self) -> None:
+        """Close the link at once, without beforePrinterDisconnected or draining the queue:
+        for a printer that stopped answering (a second Ctrl-C, a cancel it never confirms)."""
+        self.wanted = False
+        if self._printer is not None:
+            self._printer.nursery.cancel_scope.cancel()
+
+    async def wait_session_end(self) -> None:
+        """Wait until the printer session (open or connecting) has ended; at once without one."""
+        if self._ended is not None:
             await self._ended.wait()
 
     def set_temperature_offsets(self, offsets: Mapping[str, float]) -> None:
@@ -433,7 +458,8 @@ class Control:
         if core is None:
             state = (PrinterState.CLOSED_WITH_ERROR if self.last_error
                      else PrinterState.OFFLINE)
-            return Status(state, False, self.last_error, temps, None, self.selected, {})
+            return Status(state, False, self.last_error, temps, None, self.selected, {},
+                          self.waiting)
         return Status(core.state, True, core.error or self.last_error, temps,
                       self._job_status(core), self.selected,
                       additional_state_data(core.pipeline))

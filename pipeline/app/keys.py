@@ -134,6 +134,10 @@ class KeyStore:
             self._write(attrs.evolve(state, master=master))
         return master, True
 
+    def master(self) -> str | None:
+        """The stored master key, None before the first `printpipe serve` made one."""
+        return self._read().master
+
     def identify(self, key: str) -> str | None:
         """Who `key` belongs to: "master", an app's name, or None for an unknown key."""
         if not key:
@@ -274,8 +278,10 @@ class KeyStore:
     def _update(self) -> Iterator[_State]:
         """Hold the lock and yield the current state with expired requests already dropped."""
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.path.join(self.folder, LOCK_NAME)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            _owned_like_folder(fd, self.folder)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield self._live(self._read(fresh=True), self.clock())
         finally:
@@ -302,6 +308,21 @@ class KeyStore:
     def _write(self, state: _State) -> None:
         text = json.dumps(_dump(state), indent=2, ensure_ascii=False) + "\n"
         write_atomically(self.path, text.encode("utf-8"), prefix=".keys-")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            _owned_like_folder(fd, self.folder)
+        finally:
+            os.close(fd)
+
+
+def _owned_like_folder(fd: int, folder: str) -> None:
+    """Run as root (`sudo printpipe keys approve ...`) on the service's state folder, give a
+    file the folder's owner, so the service (its own user) can still read and write it."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(folder)
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
 
 
 def _same(given: str, secret: str) -> bool:

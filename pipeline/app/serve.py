@@ -1,9 +1,10 @@
 """`printpipe serve`: the whole service in one trio nursery: the printer session (connected at
-start, in the background), events and subscriptions, and the HTTP API (http/server.py).
-SIGINT/SIGTERM shut down in order: event streams end cleanly, the HTTP server stops (open
-connections get HTTP_GRACE seconds, then are aborted, so a client that stopped reading cannot
-hold the stop), the printer disconnects (beforePrinterDisconnected runs), Shutdown is
-published last.
+start and kept connected: autoconnect.py), events and subscriptions, and the HTTP API
+(http/server.py). What can stop a start is checked first, each as one line (startup.py).
+SIGINT/SIGTERM shut down in order (a second one quits at once): event streams end cleanly,
+the HTTP server stops (open connections get HTTP_GRACE seconds, then are aborted, so a client
+that stopped reading cannot hold the stop), the printer disconnects (beforePrinterDisconnected
+runs), Shutdown is published last.
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from functools import partial
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 import trio
 
 from pipeline.app.control import Control
-from pipeline.app.keys import KeyStore, redact
+from pipeline.app.keys import KeyStore
 from pipeline.app.paths import config_relative, state_folder
+from pipeline.app.startup import announce_key, check_listen, check_writable, listen_error, quit_now
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError, HostError
+from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.files.history import Outcome, PrintHistory, PrintRecord
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config as HypercornConfig
 
 __all__ = ["Serving", "config_relative", "run_serve", "serve", "state_folder"]
 
@@ -75,11 +80,64 @@ class Serving:
         return self.urls[0]
 
 
+@attrs.frozen
+class Prepared:
+    """What `serve` checked and made before starting anything."""
+
+    hc: HypercornConfig
+    state: str                  # the state folder
+    files: str                  # the storage folder
+    keys: KeyStore
+    key: str | None             # the key clients use (None: anonymous)
+
+
+def prepare(config: HostConfig, out: TextIO) -> Prepared:
+    """Check what would otherwise fail half-way through the start with a traceback (the
+    listening address, the folders) and make sure there is a key. Raises HostError (exit 1)
+    or ConfigError (exit 2) with one line naming the problem and the next step."""
+    from hypercorn.config import Config as HypercornConfig
+    http = config.http
+    if http.allow_anonymous and not _loopback(http.host):
+        raise ConfigError(f"http.allow_anonymous needs a loopback host, not {http.host!r}: "
+                          "anyone on the network could drive the printer", path=config.path)
+    hc = HypercornConfig()
+    hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host else f"{http.host}:{http.port}"]
+    hc.graceful_timeout = HTTP_GRACE
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("printpipe.http.server")
+    check_listen(hc, config)
+    state = state_folder(config)
+    files = config_relative(config, config.storage.folder)
+    check_writable(state, "storage.state", config)
+    check_writable(files, "storage.folder", config)
+    keys = KeyStore(state, configured_key=http.api_key)
+    key: str | None = None
+    if http.allow_anonymous:
+        log.warning("serving WITHOUT API keys on %s (http.allow_anonymous)", http.host)
+    else:
+        key, created = keys.ensure_master()
+        announce_key(key, created, http.api_key is not None, keys.path, out)
+    return Prepared(hc, state, files, keys, key)
+
+
 async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None = None,
                 out: TextIO | None = None, connect: bool = True, handle_signals: bool = True,
                 task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED) -> int:
-    from hypercorn.config import Config as HypercornConfig
+    out = out or sys.stdout
+    ready = prepare(config, out)
+    stop = trio.Event()
+    async with trio.open_nursery() as signals:
+        if handle_signals:  # for the whole run: a second signal quits during the stop too
+            signals.start_soon(_stop_on_signals, stop)
+        await _serve(config, ready, loader, out, connect, stop, task_status)
+        signals.cancel_scope.cancel()
+    return 0
 
+
+async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostConfig] | None,
+                 out: TextIO, connect: bool, stop: trio.Event,
+                 task_status: trio.TaskStatus[Serving]) -> None:
+    from pipeline.app.autoconnect import keep_connected
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
     from pipeline.app.http.live import register_live
@@ -88,40 +146,15 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
     from pipeline.app.service import open_service
     from pipeline.files.storage import LocalStorage
 
-    out = out or sys.stdout
-    http = config.http
-    if http.allow_anonymous and not _loopback(http.host):
-        raise ConfigError(f"http.allow_anonymous needs a loopback host, not {http.host!r}: "
-                          "anyone on the network could drive the printer", path=config.path)
-    state = state_folder(config)
-    keys = KeyStore(state, configured_key=http.api_key)
-    key: str | None = None
-    if http.allow_anonymous:
-        log.warning("serving WITHOUT API keys on %s (http.allow_anonymous)", http.host)
-    else:
-        key, created = keys.ensure_master()
-        if created:
-            print(f"printpipe: a new API key was generated and stored in {keys.path} (0600):\n"
-                  f"    {key}\nGive it to your slicer as the OctoPrint API key.", file=out)
-        else:
-            source = "http.api_key" if http.api_key else keys.path
-            print(f"printpipe: API key {redact(key)} (from {source})", file=out)
-        out.flush()
-    stop = trio.Event()
+    http, hc = config.http, ready.hc
     async with open_service(config) as control:
         control.loader = loader
-        files = config_relative(config, config.storage.folder)
-        storage = LocalStorage(files, control.pipeline, attrs.asdict(config.printer.profile))
+        storage = LocalStorage(ready.files, control.pipeline,
+                               attrs.asdict(config.printer.profile))
         await trio.to_thread.run_sync(storage.remove_stale_temps)  # left by a crash or kill
         async with trio.open_nursery() as nursery:
-            api = Api(control, keys, storage, nursery, _version(),
-                      stable_uuid(state), anonymous=http.allow_anonymous)
-            hc = HypercornConfig()
-            hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host
-                       else f"{http.host}:{http.port}"]
-            hc.graceful_timeout = HTTP_GRACE
-            hc.accesslog = None
-            hc.errorlog = logging.getLogger("printpipe.http.server")
+            api = Api(control, ready.keys, storage, nursery, version(),
+                      stable_uuid(ready.state), anonymous=http.allow_anonymous)
             stopped = trio.Event()
             http_done = trio.Event()
 
@@ -132,25 +165,25 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
                 finally:
                     http_done.set()
 
-            urls = await nursery.start(run_http)
+            try:
+                urls = await nursery.start(run_http)
+            except OSError as exc:  # taken since check_listen looked
+                raise listen_error(exc, config) from None
             register_live(api, config_relative)
             log.info("HTTP API on %s", ", ".join(urls))
             print(f"printpipe: serving the API on {', '.join(urls)}", file=out)
             out.flush()
-            if handle_signals:
-                nursery.start_soon(_stop_on_signals, stop)
-            control.history = history = PrintHistory(state)
+            control.history = history = PrintHistory(ready.state)
             await nursery.start(record_prints, control, history)
             if connect:
-                nursery.start_soon(_connect, control)
-            task_status.started(Serving(urls, key, api, stop.set))
+                nursery.start_soon(keep_connected, control)
+            task_status.started(Serving(urls, ready.key, api, stop.set))
             await stop.wait()
             close_streams(api)
             stopped.set()
             with trio.move_on_after(hc.graceful_timeout + 1):
                 await http_done.wait()
-            nursery.cancel_scope.cancel()  # analyses and the signal watcher
-    return 0
+            nursery.cancel_scope.cancel()  # analyses and the connection keeper
 
 
 async def record_prints(control: Control, history: PrintHistory, *,
@@ -179,7 +212,8 @@ async def record_prints(control: Control, history: PrintHistory, *,
 _ENDS = (Event.PRINT_DONE, Event.PRINT_FAILED)
 
 
-def _version() -> str:
+def version() -> str:
+    """printpipe's version, as installed."""
     from importlib.metadata import PackageNotFoundError, version
     try:
         return version("printpipe")
@@ -187,19 +221,14 @@ def _version() -> str:
         return "0.1.0+source"
 
 
-async def _connect(control: Control) -> None:
-    try:
-        await control.connect()
-    except HostError as exc:
-        log.error("could not connect to the printer: %s (POST /api/connection to retry)", exc)
-
-
 async def _stop_on_signals(stop: trio.Event) -> None:
+    """The first SIGINT/SIGTERM starts the orderly stop; a second one quits at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.warning("%s: shutting down", signal.Signals(signum).name)
+            if stop.is_set():
+                quit_now()
+            log.warning("%s: shutting down (again to quit at once)", signal.Signals(signum).name)
             stop.set()
-            return
 
 
 def run_serve(config: HostConfig, loader: Callable[[], HostConfig]) -> int:

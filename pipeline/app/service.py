@@ -6,11 +6,14 @@ publishes to one EventBus, and the edges drive it all through the `Control` that
 
 Startup is published once the subscribers listen; leaving `open_service` disconnects the
 printer in order, publishes Shutdown (the last event) and gives running system commands their
-grace period. A printer link that fails ends the session, never the service.
+grace period. A printer link that fails ends the session, never the service. Every print's
+start and end (done, failed, cancelled) is logged with its file and duration.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -21,13 +24,17 @@ from pipeline.app.control import Control
 from pipeline.app.mqtt.bridge import MqttService
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
-from pipeline.fanout.bus import EventBus
+from pipeline.fanout.bus import BusEvent, EventBus, Subscription
 from pipeline.fanout.subscriptions import check_custom_events
 from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES
 
 #: Seconds the orderly disconnect at shutdown may take.
 DISCONNECT_GRACE = 15.0
+
+print_log = logging.getLogger("printpipe.print")
+_PRINT_EVENTS = frozenset({Event.PRINT_STARTED, Event.PRINT_DONE, Event.PRINT_FAILED,
+                           Event.PRINT_CANCELLED})
 
 
 @asynccontextmanager
@@ -42,6 +49,8 @@ async def open_service(config: HostConfig, *,
         control = Control(config, pipeline, bus, nursery, builtins)
         check_custom_events(config.events, control.custom_events())
         await nursery.start(control.runner.run)
+        # subscribed before Startup, so Shutdown reaches it however soon it comes
+        nursery.start_soon(_log_prints, bus.subscribe("printlog", events=_PRINT_EVENTS, size=64))
         mqtt = MqttService(control, nursery)
         mqtt.start(config.mqtt)
         control.reloader.live("mqtt", mqtt.reconfigure)
@@ -54,3 +63,33 @@ async def open_service(config: HostConfig, *,
                 with trio.move_on_after(DISCONNECT_GRACE):
                     await control.disconnect()
                 bus.publish(Event.SHUTDOWN)
+
+
+async def _log_prints(sub: Subscription) -> None:
+    """One log line for each print's start and end, until the bus closes after Shutdown."""
+    async for ev in sub:
+        log_print(ev)
+
+
+def log_print(ev: BusEvent) -> None:
+    p = ev.payload
+    took = p.get("time")
+    after = f" after {duration(took)}" if isinstance(took, int | float) else ""
+    name = p.get("path") or p.get("name")
+    if ev.name == Event.PRINT_STARTED:
+        print_log.info("print started: %s", name)
+    elif ev.name == Event.PRINT_DONE:
+        print_log.info("print done: %s in %s", name, duration(took or 0))
+    elif ev.name == Event.PRINT_CANCELLED:
+        print_log.warning("print cancelled: %s%s", name, after)
+    elif ev.name == Event.PRINT_FAILED:  # (Shutdown reaches every subscriber too)
+        print_log.error("print failed: %s%s: %s", name, after, p.get("error") or p.get("reason"))
+
+
+def duration(seconds: float | None) -> str:
+    """"1:02:03" or "02:03"; "--:--" when unknown."""
+    if seconds is None or math.isinf(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"

@@ -203,6 +203,11 @@ class SerialSpec:
     log_position_on_cancel: bool = flag(False)
     abort_heatup_on_cancel: bool = flag(True)
     trust_m73: bool = flag(True)
+    #: Trace every line to and from the printer to serial.log in the state folder (as
+    #: OctoPrint's serial.log), for debugging a printer; rotated at log_size bytes, one older
+    #: file (serial.log.1) kept. It costs speed: leave it off for printing.
+    log: bool = flag(False)
+    log_size: int = integer(2 * 1024 * 1024, at_least(4096))
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ from pipeline.gcode import NO_TAGS
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.scripts import ScriptSet
 from pipeline.link.serial import SerialLink
+from pipeline.link.trace import SerialTrace, TracingTransport
 from pipeline.link.transport import BAUD_CANDIDATES, SerialTransport, candidate_ports, open_port
 from pipeline.link.virtual import VirtualPrinterHandle, serve_virtual_printer
 from pipeline.phases import Phase
@@ -48,6 +49,8 @@ def load_scripts(config: HostConfig) -> ScriptSet:
 
 #: Seconds an orderly disconnect waits for the queue (and beforePrinterDisconnected) to drain.
 DISCONNECT_DRAIN = 10.0
+#: Seconds without a byte from the printer after which that drain gives up.
+DISCONNECT_SILENCE = 3.0  # Marlin says busy or reports temperatures every 2 s
 
 @attrs.define(eq=False)
 class Printer:
@@ -148,8 +151,22 @@ class Printer:
         if core.operational and not self.link.closed.is_set():
             core.fire(Event.DISCONNECTING)
             core.scripts.run("beforePrinterDisconnected")
-            await self.wait_idle(DISCONNECT_DRAIN)
+            await self._drain()
         self.nursery.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        """Wait until the queue is acknowledged: DISCONNECT_DRAIN seconds at most, and at most
+        DISCONNECT_SILENCE seconds without a byte from the printer (one that stopped
+        answering would otherwise hold every stop, Ctrl-C's and systemd's, for the whole drain)."""
+        core, link = self.core, self.link
+        with trio.move_on_after(DISCONNECT_DRAIN):
+            while not (core.idle or core.failed or link.closed.is_set()):
+                with trio.move_on_after(DISCONNECT_SILENCE) as silent:
+                    await link.wait_changed()
+                if silent.cancelled_caught:
+                    log.warning("the printer did not answer for %g s: disconnecting without "
+                                "waiting for what is still queued", DISCONNECT_SILENCE)
+                    return
 
 
 async def _probe(port: str, baudrate: int,
@@ -217,15 +234,17 @@ async def open_printer(config: HostConfig, pipeline: Pipeline, *,
                        connect_timeout: float | None = None,
                        listeners: Iterable[Listener] = (),
                        offsets: Mapping[str, float] = MappingProxyType({}),
+                       serial_log: str | None = None,
                        ) -> AsyncIterator[Printer]:
     """Connect to the configured printer and yield a ready Printer (state Operational).
-    `offsets` are the runtime temperature offsets, owned by the caller.
+    `offsets` are the runtime temperature offsets, owned by the caller; with `serial_log`
+    every line in and out is traced to that file (link/trace.py).
 
     Raises LinkBroken when the port cannot be opened or the printer does not answer.
     """
     try:
         async with _printer_nursery(config, pipeline, connect_timeout, listeners,
-                                    offsets) as printer:
+                                    offsets, serial_log) as printer:
             yield printer
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
@@ -244,7 +263,7 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 @asynccontextmanager
 async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeout: float | None,
                            listeners: Iterable[Listener], offsets: Mapping[str, float],
-                           ) -> AsyncIterator[Printer]:
+                           serial_log: str | None) -> AsyncIterator[Printer]:
     async with trio.open_nursery() as nursery:
         core = HostCore(config, pipeline, clock=trio.lowlevel.current_clock().current_time,
                         scripts=load_scripts(config), offsets=offsets)
@@ -268,6 +287,10 @@ async def _printer_nursery(config: HostConfig, pipeline: Pipeline, connect_timeo
             transport = await open_port(factory_port(pipeline, config), baudrate,
                                         exclusive=config.serial.exclusive,
                                         hangup_on_close=config.serial.hangup_on_close)
+        if serial_log is not None:
+            trace = SerialTrace(serial_log, config.serial.log_size)
+            trace.note(f"Connected to {transport.port}")
+            transport = TracingTransport(transport, trace)
         link = SerialLink(core, transport)
         core.connect()
         await nursery.start(link.run)

@@ -39,7 +39,7 @@ class SerialTransport:
     """An open port. `receive_some` returns b"" only at EOF; errors raise LinkBroken."""
 
     def __init__(self, stream: PosixSerialStream, port: str) -> None:
-        self._stream = stream
+        self.stream = stream
         self.port = port
         self._fd = stream.fd
         self.closed = False
@@ -106,7 +106,7 @@ class SerialTransport:
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._stream.aclose()
+            await self.stream.aclose()
 
 
 async def open_port(port: str, baudrate: int, *, exclusive: bool = True,
@@ -122,5 +122,21 @@ async def open_port(port: str, baudrate: int, *, exclusive: bool = True,
             await stream.set_hangup(False)
     except (OSError, termios.error) as exc:
         await stream.aclose()
-        raise LinkBroken(f"cannot open port: {exc}", port=port) from exc
+        raise LinkBroken(f"cannot open port: {_open_problem(exc)}", port=port) from exc
     return SerialTransport(stream, port)
+
+
+#: What to do about the usual reasons a port does not open.
+_NEXT_STEP = {
+    errno.ENOENT: "no such device: is the printer plugged in and switched on? "
+                  "(ls /dev/serial/by-id/ lists what is connected)",
+    errno.EACCES: "permission denied: add the user to the dialout group "
+                  "(sudo usermod -aG dialout $USER, then log in again)",
+    errno.EBUSY: "the port is in use by another program (OctoPrint?)",
+    errno.EAGAIN: "the port is locked by another program (OctoPrint?)",  # its exclusive lock
+}
+
+
+def _open_problem(exc: BaseException) -> str:
+    err = exc.errno if isinstance(exc, OSError) else None
+    return _NEXT_STEP.get(err, str(exc)) if err is not None else str(exc)

@@ -10,7 +10,6 @@ serve call returns. `run_standalone` serves forever (re-plugging after an unplug
 
 from __future__ import annotations
 
-import errno
 import functools
 import math
 import os
@@ -21,6 +20,7 @@ import typing
 import attrs
 import trio
 
+from pipeline.errors import HostError
 from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
 from pipeline.virtual.marlin import make_firmware
 
@@ -56,12 +56,18 @@ class VirtualPrinterHandle:
 
 
 def _make_link(link: str, target: str) -> None:
-    """Point the symlink `link` at `target`, replacing an old symlink (never a real file)."""
-    if os.path.islink(link):
-        os.unlink(link)
-    elif os.path.exists(link):
-        raise FileExistsError(errno.EEXIST, "not a symlink, refusing to replace", link)
-    os.symlink(target, link)
+    """Point the symlink `link` at `target`, replacing an old symlink (never a real file).
+    Raises HostError naming the path and the reason when it cannot."""
+    if os.path.exists(link) and not os.path.islink(link):
+        raise HostError(f"cannot make the link {link}: something that is not a symlink is "
+                        "there (only symlinks are replaced); choose another --link path")
+    try:
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(target, link)
+    except OSError as exc:
+        raise HostError(f"cannot make the link {link}: {exc.strerror or exc}; choose a "
+                        "--link path in a folder you can write") from None
 
 
 def _remove_link(link: str, target: str) -> None:

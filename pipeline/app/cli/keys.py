@@ -1,9 +1,12 @@
-"""`printpipe keys list|approve TOKEN|deny TOKEN|revoke APP`: the person's side of the appkeys flow.
+"""`printpipe keys list|approve TOKEN|deny TOKEN|revoke APP|show`: the person's side of the
+appkeys flow, and the service's own key.
 
 An application (Home Assistant, a slicer) asks the running host for a key; the request waits
 until someone approves or denies it here, in another process, through the same `keys.json` in
 the state folder. Only `pipeline.appkeys` touches that file. Keys are printed redacted, never in
-full; tokens are printed in full because people type them (a unique 6-character prefix will do).
+full (but `show` prints the service's key for giving it to a slicer); tokens are printed in
+full because people type them (a unique 6-character prefix will do). Run as root (sudo) on the
+service's state folder, the store keeps its files owned by the folder's owner (app/keys.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class KeysAction(enum.Enum):
     APPROVE = "approve"
     DENY = "deny"
     REVOKE = "revoke"
+    SHOW = "show"
 
 
 _TAKES_ARG = {KeysAction.APPROVE: "TOKEN", KeysAction.DENY: "TOKEN", KeysAction.REVOKE: "APP"}
@@ -29,17 +33,21 @@ _TAKES_ARG = {KeysAction.APPROVE: "TOKEN", KeysAction.DENY: "TOKEN", KeysAction.
 
 def add_keys_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the `keys` subcommand to `sub` (the result of `parser.add_subparsers()`)."""
-    p = sub.add_parser("keys", help="list, approve, deny or revoke application API keys")
-    p.add_argument("-c", "--config", help="YAML config (its state folder)")
+    p = sub.add_parser("keys", help="list, approve, deny or revoke application API keys; "
+                                    "show the API key")
+    p.add_argument("-c", "--config", help="YAML config, for its state folder (default: the "
+                                          "installed /etc/printpipe/printer.yaml if there is "
+                                          "one, else the built-in defaults)")
     p.add_argument("action", choices=[a.value for a in KeysAction],
-                   help="list requests and keys, approve or deny a request, revoke a key")
+                   help="list requests and keys, approve or deny a request, revoke a key, "
+                        "show the service's API key in full")
     p.add_argument("arg", nargs="?",
                    help="the request TOKEN (approve, deny) or the APP name or key prefix (revoke)")
     return p
 
 
 def run_keys(action: str, arg: str | None, state_folder: str, out: TextIO | None = None,
-             err: TextIO | None = None) -> int:
+             err: TextIO | None = None, *, configured_key: str | None = None) -> int:
     """Run one `printpipe keys` action on the key store in `state_folder`.
 
     Returns:
@@ -65,6 +73,14 @@ def run_keys(action: str, arg: str | None, state_folder: str, out: TextIO | None
     try:
         if which is KeysAction.LIST:
             _list(store, out)
+            print(f"(key store: {store.path})", file=out)
+        elif which is KeysAction.SHOW:
+            master = configured_key or store.master()
+            if master is None:
+                print(f"printpipe keys: no API key in {store.path} yet: `printpipe serve` makes "
+                      "one at its first start", file=err)
+                return 1
+            print(master, file=out)
         elif which is KeysAction.APPROVE:
             granted = store.approve(str(arg))
             print(f"approved {granted.app!r}: key {redact(granted.key)} "

@@ -3,21 +3,24 @@
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
 (print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
 (print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
-pty link for any host), `check` (validate a config, report every problem). Each command
-returns an exit code; errors are printed as one clear line naming who is at fault, never as a
-traceback.
+pty link for any host), `check` (validate a config, report every problem), `serve` and
+`keys`. Each command returns an exit code (2 for a config error, 1 for the rest, 130 after
+Ctrl-C); errors are printed as one clear line naming who is at fault, never as a traceback.
+Logging: logs.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
+from pipeline.app.cli.interrupts import Interrupts, run_interruptible
+from pipeline.app.startup import INTERRUPTED
 from pipeline.config.reader import HostConfig, default_config, load_config_file
 from pipeline.errors import ConfigError, ConfigErrors, HostError
 from pipeline.session.states import PrinterState
@@ -31,9 +34,18 @@ def load(path: str | None) -> HostConfig:
 
 
 async def _send(config: HostConfig, commands: Sequence[str],
-                timeout: float) -> int:  # noqa: ASYNC109 (printpipe send --timeout)
+                timeout: float,  # noqa: ASYNC109 (printpipe send --timeout)
+                interrupts: Interrupts) -> int:
     from pipeline.app.service import open_service
+    from pipeline.events.names import Event
     async with open_service(config) as control:
+        def stop_now() -> None:
+            control.abandon()
+            interrupts.stop()
+
+        interrupts.on_first = stop_now
+        suppressed = control.subscribe("cli-send", events=frozenset({Event.COMMAND_SUPPRESSED}),
+                                       size=len(commands) + 16)
         await control.connect()
         control.on_line(lambda line: print(f"Recv: {line}", flush=True))
         for c in commands:
@@ -44,106 +56,163 @@ async def _send(config: HostConfig, commands: Sequence[str],
         if status.state in (PrinterState.ERROR, PrinterState.CLOSED_WITH_ERROR):
             print(f"printpipe: printer error: {status.error}", file=sys.stderr)
             return 1
+        not_sent = []
+        while True:
+            try:
+                not_sent.append(suppressed.receive_nowait().payload["message"])
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        for message in not_sent:
+            print(f"printpipe: {message}", file=sys.stderr)
         if not done:
             print(f"printpipe: no answer within {timeout:g} s", file=sys.stderr)
             return 1
-    return 0
+    return 1 if not_sent else 0
 
 
-async def _virtual(config: HostConfig, link: str, record: str | None) -> int:
+async def _virtual(config: HostConfig, link: str, record: str | None,
+                   interrupts: Interrupts) -> int:
     from pipeline.link.virtual import run_standalone
     from pipeline.virtual.spec import FirmwareSpec
     await run_standalone(FirmwareSpec.configured(config), link, record=record)
     return 0
 
 
+#: The config `printpipe keys` uses without -c when tools/install.sh installed one: the
+#: service's, so approvals reach the key store the service reads.
+INSTALLED_CONFIG = "/etc/printpipe/printer.yaml"
+
+_DESCRIPTION = """printpipe: a 3D printer host for a printer on a USB serial port, with an
+OctoPrint-compatible API for slicers and Home Assistant."""
+_EPILOG = """examples:
+  printpipe print cube.gcode                  print on the built-in virtual printer
+  printpipe print -c printer.yaml cube.gcode  print on the printer printer.yaml describes
+  printpipe recover -c printer.yaml           resume the print a power cut interrupted
+  printpipe send -c printer.yaml M115         ask the printer for its firmware
+  printpipe check -c printer.yaml             check a config
+  sudo printpipe keys list                    application keys of the installed service
+
+Without -c the built-in virtual printer is used (keys: the installed service's config,
+/etc/printpipe/printer.yaml, when there is one). Run `printpipe COMMAND --help` for a
+command's options."""
+_CONFIG_HELP = "the YAML config (default: the built-in virtual printer)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="printpipe", description=__doc__.split("\n")[0])
+    from pipeline.app.serve import version
+    parser = argparse.ArgumentParser(prog="printpipe", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"printpipe {version()} (Python {sys.version.split()[0]})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("send", help="connect, send G-code through the pipeline, show replies")
-    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
-    p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("print", help="print a G-code file with a progress bar")
-    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("file", help="the G-code file")
     p = sub.add_parser("recover", help="resume the print a crash or power cut interrupted")
-    p.add_argument("-c", "--config", help="YAML config (default: the built-in virtual printer)")
-    p = sub.add_parser("render", help="print the lines a G-code script renders to")
-    p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p = sub.add_parser("send", help="send G-code commands and show the printer's replies")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
+    p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
+    p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    from pipeline.app.cli.keys import add_keys_parser
+    add_keys_parser(sub)
+    p = sub.add_parser("check", help="check a config: report every problem, show the pipeline")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p = sub.add_parser("render", help="show the lines a G-code script renders to")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("--context", help="JSON object merged over the script context")
     p.add_argument("name", help="the script, e.g. afterPrintCancelled")
-    p = sub.add_parser("virtual", help="serve the virtual printer on a pty for any host")
+    p = sub.add_parser("virtual", help="serve the virtual printer on a pty, for any host")
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
     p.add_argument("--link", dest="link_path", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
-    p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
-    p.add_argument("-c", "--config", help="YAML config (default: built-in defaults)")
-    from pipeline.app.cli.keys import add_keys_parser
-    add_keys_parser(sub)
-    p = sub.add_parser("check", help="validate a config: report every problem, show the pipeline")
-    p.add_argument("-c", "--config", help="YAML config (default: the built-in defaults)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # what subscriptions ran, and their output, is always worth showing
-        logging.getLogger("printpipe.subscriptions").setLevel(logging.INFO)
+    from pipeline.app.cli.logs import setup_logging
+    setup_logging(verbose=args.verbose, service=args.command == "serve")
     try:
-        if args.command == "check":  # loads the config itself, to report every problem
-            from pipeline.app.cli.check import run_check
-            return run_check(args.config)
-        config = load(args.config)
-        if args.command == "serve":
-            from pipeline.app.serve import run_serve
-            return run_serve(config, lambda: load(args.config))
-        if args.command == "keys":
-            from pipeline.app.cli.keys import run_keys
-            from pipeline.app.serve import state_folder
-            return run_keys(args.action, args.arg, state_folder(config))
-        if args.command == "send":
-            return trio.run(_send, config, args.gcode, args.timeout)
-        if args.command == "print":
-            from pipeline.app.cli.printing import run_print
-            return trio.run(run_print, config, args.file)
-        if args.command == "recover":
-            from pipeline.app.cli.printing import run_recover
-            return trio.run(run_recover, config)
-        if args.command == "render":
-            from pipeline.app.cli.render import run_render
-            return run_render(config, args.name, args.context)
-        if args.command == "virtual":
-            return trio.run(_virtual, config, args.link_path, args.record)
-    except ConfigErrors as exc:
+        return _run(args)
+    except BaseException as exc:  # noqa: BLE001 (every ending becomes an exit code and a line)
+        return _ending(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":  # loads the config itself, to report every problem
+        from pipeline.app.cli.check import run_check
+        return run_check(args.config)
+    if args.command == "keys":
+        from pipeline.app.cli.keys import run_keys
+        from pipeline.app.paths import state_folder
+        path = args.config
+        if path is None and os.path.exists(INSTALLED_CONFIG):
+            path = INSTALLED_CONFIG
+            if not os.access(path, os.R_OK):
+                print(f"printpipe keys: the installed service's keys ({path}) need root: "
+                      f"sudo printpipe keys {args.action}", file=sys.stderr)
+                return 1
+        config = load(path)
+        return run_keys(args.action, args.arg, state_folder(config),
+                        configured_key=config.http.api_key)
+    config = load(args.config)
+    if args.command == "serve":
+        from pipeline.app.serve import run_serve
+        return run_serve(config, lambda: load(args.config))
+    if args.command == "send":
+        return trio.run(run_interruptible, partial(_send, config, args.gcode, args.timeout))
+    if args.command == "print":
+        from pipeline.app.cli.printing import run_print
+        return trio.run(run_interruptible, partial(run_print, config, args.file))
+    if args.command == "recover":
+        from pipeline.app.cli.printing import run_recover
+        return trio.run(run_interruptible, partial(run_recover, config))
+    if args.command == "render":
+        from pipeline.app.cli.render import run_render
+        return run_render(config, args.name, args.context)
+    if args.command == "virtual":
+        code = trio.run(run_interruptible,
+                        partial(_virtual, config, args.link_path, args.record))
+        print("virtual printer stopped", flush=True)
+        return 0 if code == INTERRUPTED else code
+    return 2
+
+
+def _ending(exc: BaseException) -> int:
+    """The exit code for what ended a command, after one line on stderr saying why."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        if len(leaves) != 1:
+            raise exc
+        exc = leaves[0]
+    if isinstance(exc, ConfigErrors):
         for err in exc.errors:
             print(f"config error: {err}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    if isinstance(exc, ConfigError):
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except HostError as exc:
+    if isinstance(exc, HostError):
         print(f"printpipe: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `printpipe send M115 | head -1`: the reader went away
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(exc, BrokenPipeError):  # `printpipe send M115 | head -1`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except BaseExceptionGroup as group:  # a lone error trio wrapped on the way out
-        inner = group.exceptions[0] if len(group.exceptions) == 1 else None
-        if isinstance(inner, BrokenPipeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 141
-        if isinstance(inner, HostError):
-            print(f"printpipe: {inner}", file=sys.stderr)
-            return 1
-        raise
-    return 2
+    raise exc
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,8 +87,10 @@ async def connection_get(request: Request) -> Response:
     status = api.control.status()
     connected = status.connected
     return JSONResponse({
-        # OctoPrint says "Closed" here while its printer state says "Offline"
-        "current": {"state": status.state.value if connected else "Closed",
+        # OctoPrint says "Closed" here while its printer state says "Offline"; a service that
+        # waits for its printer says what for ("Closed: waiting for /dev/ttyACM0 ...")
+        "current": {"state": (status.state.value if connected else "Closed")
+                             + (f": {status.waiting}" if status.waiting else ""),
                     "port": p.port if connected else None,
                     "baudrate": (p.baudrate or 115200) if connected else None,
                     "printerProfile": _profile_id(request)},
