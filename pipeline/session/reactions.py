@@ -125,6 +125,9 @@ class EngineReactions:
         interval = self._serial.timeouts.temperature_autoreport
         if ev.all.get("AUTOREPORT_TEMP") and interval > 0:
             self._enqueue(f"M155 S{interval}", "comm.set_autoreport_temperature_interval")
+        # the heaters at once: Marlin's first autoreport (and the first poll) is an interval
+        # away, and clients show no heater until one was reported
+        self._enqueue("M105", "comm.on_connected", cmd_type="temperature_poll")
 
     def _on_action(self, ev: ee.ActionCommand) -> None:
         self._jobs.action(ev.name)
