@@ -14,11 +14,11 @@ from http_fixtures import serve_for_test
 from mqtt_fixtures import free_port
 from sample_prints import file_lines, write_sample
 
-from pipeline.app.control import JobStatus, Status
 from pipeline.app.mqtt.client import TrioMqtt
 from pipeline.app.mqtt.commands import Reply, gcode_lines, job_action, reply_message
 from pipeline.app.mqtt.discovery import discovery_messages, node_id
 from pipeline.app.mqtt.topics import Changes, Message, availability, event_message
+from pipeline.app.status import JobStatus, Status
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import ConfigErrors
 from pipeline.session.filejob import JobFile

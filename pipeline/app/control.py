@@ -23,6 +23,7 @@ import trio
 from pipeline.app.paths import state_folder
 from pipeline.app.recovery import Recovery
 from pipeline.app.reload import Reloader, ReloadReport
+from pipeline.app.status import JobStatus, Selection, Status
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
 from pipeline.errors import CommandRefused, ConfigError, HostError
@@ -41,7 +42,6 @@ from pipeline.hooks.host_phases import (
 from pipeline.hooks.registry import build_pipeline
 from pipeline.link.printer import Printer, load_scripts, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
-from pipeline.session.filejob import JobFile
 from pipeline.session.jobs import JobResult, JobStateError, Outcome
 from pipeline.session.rules import shown_line
 from pipeline.session.states import PrinterState
@@ -52,52 +52,6 @@ log = logging.getLogger("printpipe.service")
 RESTART_WAIT = 30.0
 #: The largest runtime temperature offset, either way (°C): OctoPrint's limit.
 MAX_TEMPERATURE_OFFSET = 50.0
-
-
-@attrs.frozen
-class Selection:
-    """The file selected for printing: `path` as events and the API show it, `disk` on disk."""
-
-    name: str
-    path: str
-    disk: str
-    size: int
-    origin: str = "local"
-    user: str | None = None     # who selected it (the job's user until someone starts it)
-
-    def payload(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "origin": self.origin}
-
-
-@attrs.frozen
-class JobStatus:
-    file: JobFile
-    progress: float             # 0..1
-    filepos: int                # bytes of the file consumed
-    lines: int                  # file lines handed to the printer
-    elapsed: float              # seconds, pauses excluded; frozen once the job has a result
-    time_left: float | None
-    active: bool                # still in a job state (not done, cancelled or failed)
-    result: JobResult | None = None  # how it ended, once it has
-
-
-@attrs.frozen
-class Status:
-    """The printer as the edges show it, read at one moment."""
-
-    state: PrinterState
-    connected: bool             # a printer session is open
-    error: str | None
-    temperatures: Mapping[str, Mapping[str, float | None]]  # tool0.., bed, chamber (+ offset)
-    job: JobStatus | None
-    selected: Selection | None
-    plugins: Mapping[str, Any]  # printer.additional_state_data, by stage id
-    #: Why there is no printer session yet ("waiting for /dev/ttyACM0"), from `printpipe serve`.
-    waiting: str | None = None
-
-    @property
-    def printing(self) -> bool:
-        return self.job is not None and self.job.active
 
 
 class Control:

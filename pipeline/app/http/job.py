@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.app.control import Status
 from pipeline.app.http.bodies import command, done, field
 from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.files import files_of
 from pipeline.app.http.printer import printer_state
 from pipeline.app.http.support import BadRequest, read_json
+from pipeline.app.status import Status
 from pipeline.files.storage import StorageError
 from pipeline.session.jobs import JobStateError, Outcome
 

@@ -34,13 +34,13 @@ import trio
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from pipeline.app.control import Status
 from pipeline.app.http.context import Api, peer_address
 from pipeline.app.http.job import job_of, progress_of
 from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
 from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
 from pipeline.app.http.support import BadRequest, parse_json_object
+from pipeline.app.status import Status
 from pipeline.events.names import Event
 from pipeline.fanout.bus import Subscription
 
