@@ -24,7 +24,7 @@ from pipeline.virtual.pair import expected_commands, sample_gcode
 
 GCODE = sample_gcode(400, seed=7)
 EARLIER = sample_gcode(120, seed=8)
-LONG = sample_gcode(1500, seed=9)
+LONG = sample_gcode(1000, seed=9)
 
 
 @attrs.frozen

@@ -26,6 +26,10 @@ TEXT = "G28\nG90\nM82\nG1 Z0.3 F1200\n" + "".join(
     f"G1 X{i} Y{i} E{i * 0.1:.1f} F1800\n" for i in range(1, 41))
 
 
+#: the virtual printer heats ten times faster (the recovery prologue waits for its targets)
+FAST_HEAT = "virtual:\n  heat_rate: 400\n"
+
+
 def accepted(srv) -> list[str]:
     return list(srv.service.session.virtual.firmware.accepted)
 
@@ -63,7 +67,7 @@ async def wait_until(predicate, timeout: float = 15.0) -> None:
 async def test_recover_resumes_after_the_journal_line_with_the_prologue_first(tmp_path):
     disk = stored_job(tmp_path)
     write_journal(tmp_path, disk, line=14)
-    async with serve_for_test(tmp_path) as srv:
+    async with serve_for_test(tmp_path, FAST_HEAT) as srv:  # the prologue heats to 200/50
         shown = (await srv.client.get("/api/job")).json()
         assert shown["recovery"] == {
             "file": {"name": "job.gcode", "path": "job.gcode", "origin": "local",
@@ -176,7 +180,7 @@ async def test_print_interrupted_is_published_at_start_with_the_journal(tmp_path
 
 
 async def test_a_print_keeps_its_journal_while_it_runs_and_a_cancel_clears_it(tmp_path):
-    text = "G28\nG1 Z0.2 F1200\n" + "G1 X1 E0.1\nG1 X2 E0.2\n" * 5 + "G4 P4000\nG1 X9\n"
+    text = "G28\nG1 Z0.2 F1200\n" + "G1 X1 E0.1\nG1 X2 E0.2\n" * 5 + "G4 P2000\nG1 X9\n"
     stored_job(tmp_path, text)
     journal = tmp_path / "state" / "journal.json"
     async with serve_for_test(tmp_path) as srv:

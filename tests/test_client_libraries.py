@@ -22,6 +22,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIRST = sample_gcode(150, seed=11)
 SECOND = sample_gcode(250, seed=12)
 SLOW = "virtual:\n  faults:\n    ok_delay: 0.002\n"
+#: temperatures autoreported every second, so HA's first seconds after connect (a report
+#: from the connect, then an autoreport) are watched in 1.3 s instead of 2.5
+HA = SLOW + "serial:\n  timeouts:\n    temperature_autoreport: 1\n"
+HA_WINDOW = "1.3"
 
 
 async def call(fn, *args, **kwargs):
@@ -80,7 +84,7 @@ async def test_octorest_connects_uploads_selects_starts_and_reads_the_job(tmp_pa
 
 async def home_assistant(url: str, scenario: str) -> list[dict]:
     done = await trio.run_process(
-        [sys.executable, os.path.join(HERE, "ha_client.py"), url, KEY, scenario],
+        [sys.executable, os.path.join(HERE, "ha_client.py"), url, KEY, scenario, HA_WINDOW],
         capture_stdout=True, capture_stderr=True, check=False)
     lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line]
     assert done.returncode == 0, (lines, done.stderr.decode()[-2000:])
@@ -88,7 +92,7 @@ async def home_assistant(url: str, scenario: str) -> list[dict]:
 
 
 async def test_home_assistant_with_pyoctoprintapi(tmp_path):
-    async with serve_for_test(tmp_path, SLOW, connect=False) as srv:
+    async with serve_for_test(tmp_path, HA, connect=False) as srv:
         steps = await home_assistant(srv.url, "setup")
         assert [s["step"] for s in steps] == ["app keys enabled", "server", "discovery",
                                               "webcam", "tracking"]

@@ -419,8 +419,23 @@ async def pause_then_resume(svc: Service, printer: Printer, rec: Recorder) -> No
     printer.core.jobs.resume()
 
 
+#: Runs several tests read (each reads the recorded events only, never the service): one run
+#: per module and worker instead of one per test.
+_RUNS: dict[str, tuple[Recorder, dict[str, Any]]] = {}
+
+
+async def shared_run(name: str, tmp_path, **kwargs: Any) -> tuple[Recorder, dict[str, Any]]:
+    if name not in _RUNS:
+        _RUNS[name] = await run_print(tmp_path, **kwargs)
+    return _RUNS[name]
+
+
+async def paused_run(tmp_path) -> tuple[Recorder, dict[str, Any]]:
+    return await shared_run("paused", tmp_path, dwell_ms=400, during=pause_then_resume)
+
+
 async def test_print_paused_and_resumed(tmp_path):
-    rec, facts = await run_print(tmp_path, dwell_ms=400, during=pause_then_resume)
+    rec, facts = await paused_run(tmp_path)
     assert facts["result"].outcome is Outcome.DONE
     names = rec.names()
     paused = check_payload(rec.one("PrintPaused"), known_extra=PRINT_PAUSED_EXTRA)
@@ -448,8 +463,8 @@ async def cancel(svc: Service, printer: Printer, rec: Recorder) -> None:
 
 
 async def cancelled_run(tmp_path) -> tuple[Recorder, dict[str, Any]]:
-    return await run_print(tmp_path, serial="  log_position_on_cancel: true\n", dwell_ms=400,
-                           during=cancel)
+    return await shared_run("cancelled", tmp_path, serial="  log_position_on_cancel: true\n",
+                            dwell_ms=400, during=cancel)
 
 
 async def test_print_cancelling_cancelled_and_failed(tmp_path):
@@ -722,7 +737,7 @@ async def test_print_failed_has_only_catalogue_keys(tmp_path):
 
 
 async def test_print_paused_has_only_catalogue_keys(tmp_path):
-    rec, _ = await run_print(tmp_path, dwell_ms=400, during=pause_then_resume)
+    rec, _ = await paused_run(tmp_path)
     check_payload(rec.one("PrintPaused"))
 
 
