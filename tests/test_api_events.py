@@ -189,16 +189,19 @@ async def test_event_streams_end_cleanly_at_shutdown(tmp_path):
             await read_events(r, got)  # raises if the body is cut mid-chunk
             ended.set()
         nursery.start_soon(reader)
-        await trio.sleep(0.2)
+        await wait_streams(srv, 1)
         srv.serving.stop()
         with trio.fail_after(5):
             await ended.wait()
     assert ended.is_set()
 
 
-#: `printpipe serve` with the write deadline out of reach, so only the shutdown can drop a client.
+#: `printpipe serve` with the write deadline out of reach, so only the shutdown can drop a
+#: client, and the shutdown's HTTP grace (serve.HTTP_GRACE, 2 s) shorter: the abort after it
+#: is what is tested, not its length.
 SERVE_WITHOUT_WRITE_DEADLINE = ("import sys; from pipeline.app.http import server; "
                                 "server.WRITE_DEADLINE = 600.0; "
+                                "from pipeline.app import serve; serve.HTTP_GRACE = 0.5; "
                                 "from pipeline.app.cli.main import main; sys.exit(main())")
 
 
@@ -304,7 +307,7 @@ def test_sigterm_stops_printpipe_serve_with_a_stalled_client_connected(tmp_path)
             assert proc.wait(20) == 0
             took = time.monotonic() - start
         err = proc.stderr.read()
-    assert took < 8  # the HTTP grace (2 s), the disconnect, the Shutdown subscriptions
+    assert took < 6.5  # the HTTP grace (0.5 s), the disconnect, the Shutdown subscriptions
     assert f"aborting 1 HTTP connection(s) still open at shutdown: {name[5:]}" in err
     assert any("for Shutdown:" in line and "exited with 0" in line  # the log says it ran
                for line in err.splitlines())

@@ -15,6 +15,8 @@ from http_fixtures import serve_for_test
 from mqtt_fixtures import make_ca, start_mosquitto, watching
 from sample_prints import file_lines, write_sample
 
+from pipeline.app.mqtt import bridge as mqtt_bridge
+from pipeline.app.mqtt import client as mqtt_client
 from pipeline.session.jobs import Outcome
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
@@ -147,7 +149,8 @@ async def test_no_discovery_and_no_commands_unless_asked(tmp_path, broker):
             serve_for_test(tmp_path, mqtt_yaml(broker.port)) as srv:
         await watch.wait_for(BASE + "state")
         watch.publish(BASE + "command/gcode", b"M117 not for you")
-        await trio.sleep(1.0)
+        await watch.wait_for(BASE + "command/gcode")  # the broker passed it on (to "#" too)
+        await trio.sleep(0.5)  # what a subscribed bridge takes to queue and send it
         accepted = list(srv.service.session.virtual.firmware.accepted)
     assert not [t for t in watch.topics() if t.startswith("homeassistant/")]
     assert "M117 not for you" not in accepted
@@ -198,7 +201,7 @@ async def test_commands_in_go_through_the_pipeline_and_refusals_are_answered(tmp
 
 async def test_job_commands_pause_resume_and_cancel_a_print(tmp_path, broker):
     path = tmp_path / "job.gcode"  # dwells long enough to act on while they run
-    path.write_text("G4 S2\nG1 X10\nG4 S4\nG1 X20\nG4 S4\n")
+    path.write_text("G4 P500\nG1 X10\nG4 S1\nG1 X20\nG4 S1\n")
     async with watching(broker.port, BASE + "#") as watch, \
             serve_for_test(tmp_path, mqtt_yaml(broker.port, "  commands: true\n")) as srv:
         await watch.wait_for(BASE + "state")  # subscribed: it subscribes before publishing
@@ -219,9 +222,16 @@ def metric(text: str, name: str) -> float:
                 if line.startswith(f"printpipe_{name} "))
 
 
+async def metrics_of(srv) -> str:
+    return str((await srv.client.get("/metrics")).text)
+
+
 async def test_a_broker_stopped_and_restarted_mid_print_loses_messages_not_the_print(
-        tmp_path, broker):
-    text = sample_gcode(200) + "M104 S200\nG4 S6\n" + sample_gcode(200, seed=2)
+        tmp_path, broker, monkeypatch):
+    # reconnect and poll faster than in production: the broker is down for a moment only
+    monkeypatch.setattr(mqtt_client, "BACKOFF", (0.1, 0.4))
+    monkeypatch.setattr(mqtt_bridge, "STATUS_INTERVAL", 0.2)
+    text = sample_gcode(200) + "M104 S200\nG4 P2000\n" + sample_gcode(200, seed=2)
     path = tmp_path / "long.gcode"
     path.write_text(text)
     expected = expected_commands(text)
@@ -233,8 +243,16 @@ async def test_a_broker_stopped_and_restarted_mid_print_loses_messages_not_the_p
         await control.start()
         await watch.wait_for(BASE + "event/PrintStarted")
         broker.stop()
-        await trio.sleep(2)  # heating up: temperature messages to lose
+        with trio.fail_after(10):  # heating up: temperature messages to lose
+            while not (metric(m := await metrics_of(srv), "mqtt_connected") == 0
+                       and metric(m, "mqtt_messages_dropped_total") > 0):
+                await trio.sleep(0.05)
         broker.start()
+        with trio.fail_after(10):  # both clients back before the print ends
+            while not (watch.mqtt.connected
+                       and metric(await metrics_of(srv), "mqtt_connected") == 1):
+                await trio.sleep(0.05)
+        assert control.status().printing  # back mid-print: PrintDone is still to come
         result = await control.wait_job_end(60)
         assert result is not None and result.outcome is Outcome.DONE
         accepted = list(control.session.virtual.firmware.accepted)
@@ -273,7 +291,9 @@ async def test_tls_refuses_a_broker_its_ca_did_not_sign(tmp_path, caplog):
         make_ca(other)
         yaml = mqtt_yaml(broker.tls_port, f"  tls:\n    ca_file: {other}/ca.crt\n")
         async with watching(broker.port) as watch, serve_for_test(tmp_path, yaml) as srv:
-            await trio.sleep(1.5)
+            with trio.fail_after(10):
+                while "CERTIFICATE_VERIFY_FAILED" not in caplog.text:
+                    await trio.sleep(0.02)
             assert not watch.on(BASE + "mqtt")
             metrics = (await srv.client.get("/metrics")).text
         assert metric(metrics, "mqtt_connected") == 0
