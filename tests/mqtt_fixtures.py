@@ -2,8 +2,9 @@
 loopback port with a generated config, optionally with a TLS listener whose CA is made here
 with the openssl CLI; and a subscriber that is printpipe's own trio-driven paho client.
 
-A machine without mosquitto fails these tests with a message saying how to install it: they
-are never skipped silently.
+A machine without mosquitto skips these tests with a reason saying how to install it (so the
+README's test command passes on a fresh machine), unless PRINTPIPE_REQUIRE_MQTT is set: then
+they fail. `.ci/run` installs the package and sets it.
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ class Mosquitto:
 
 def start_mosquitto(tmp_path, *, tls: bool = False) -> Mosquitto:
     if not os.path.exists(MOSQUITTO):
-        pytest.fail("mosquitto is not installed: `apt-get install mosquitto` (.ci/run installs "
-                    "it); the MQTT tests need a real broker")
+        reason = ("mosquitto is not installed: `apt-get install mosquitto` (.ci/run installs "
+                  "it); the MQTT tests need a real broker")
+        if os.environ.get("PRINTPIPE_REQUIRE_MQTT"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     folder = tmp_path / "mosquitto"
     folder.mkdir()
     broker = Mosquitto(str(folder), free_port())
