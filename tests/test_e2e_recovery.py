@@ -59,12 +59,13 @@ def bench(tmp_path, request) -> Iterator[dict[str, object]]:
         + getattr(request, "param", ""))
     cfg = tmp_path / "host.yaml"
     cfg.write_text(f"printer:\n  port: {link}\nstorage:\n  folder: {tmp_path}/files\n"
-                   f"  state: {tmp_path}/state\nhttp:\n  host: 127.0.0.1\n  port: 0\n"
-                   f"  api_key: {KEY}\n")
+                   f"  state: {tmp_path}/state\n  journal_interval: 0.2\nhttp:\n"
+                   f"  host: 127.0.0.1\n  port: 0\n  api_key: {KEY}\n")
     job = tmp_path / "job.gcode"
-    # long enough (about 3 s) that the journal, written about once a second, is seen past
-    # the first layer change well before the print ends, even on a loaded machine
-    job.write_text(job_text(600))
+    # long enough (about 1.3 s) that the journal, written every 0.2 s here (it polls every
+    # 0.25 s; once a second by default), is seen past the first layer change well before the
+    # print ends, even on a loaded machine
+    job.write_text(job_text(300))
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "virtual", "-c",
                              str(tmp_path / "virtual.yaml"), "--link", str(link), "--record",
                              str(record)], cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -15,6 +15,7 @@ import trio
 from conftest import load_yaml
 from http_fixtures import KEY
 
+from pipeline.app import autoconnect
 from pipeline.app.serve import serve
 from pipeline.link.virtual import serve_virtual_printer
 from pipeline.virtual.spec import FirmwareSpec
@@ -51,7 +52,17 @@ async def connection_state(client: httpx.AsyncClient) -> str:
     return response.json()["current"]["state"]
 
 
-async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(tmp_path):
+async def state_becomes(client: httpx.AsyncClient, check, timeout: float = 10.0) -> str:
+    """The connection state once check(state) held; fails after `timeout`."""
+    with trio.fail_after(timeout):
+        while not check(state := await connection_state(client)):
+            await trio.sleep(0.05)
+    return state
+
+
+async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr(autoconnect, "PORT_POLL", 0.1)   # looks at the port 5 times as often
     link = str(tmp_path / "ttyACM0")
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(partial(serve, config(tmp_path, link), out=io.StringIO(),
@@ -60,8 +71,9 @@ async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(t
         connected = control.bus.subscribe("test", events=["Connected", "Disconnected"])
         async with httpx.AsyncClient(base_url=serving.url,
                                      headers={"X-Api-Key": KEY}) as client:
-            await trio.sleep(3.0)   # the printer is switched on 3 s after the start
             waiting = f"Closed: waiting for {link} (switch the printer on, or plug it in)"
+            await state_becomes(client, lambda state: state == waiting)
+            await trio.sleep(0.5)   # the printer is switched on a while after the start
             assert await connection_state(client) == waiting
             printer = await nursery.start(partial(serve_virtual_printer, FirmwareSpec(),
                                                   link=link))
@@ -70,15 +82,14 @@ async def test_a_port_that_appears_later_is_connected_and_again_after_a_replug(t
 
             await printer.disconnect()          # unplugged: the device node goes away
             await wait_for(lambda: not control.connected, 5.0)
-            await trio.sleep(1.0)
-            assert "waiting for" in await connection_state(client)
+            await state_becomes(client, lambda state: "waiting for" in state, 5.0)
             await nursery.start(partial(serve_virtual_printer, FirmwareSpec(), link=link))
             assert await wait_for(lambda: control.operational, 5.0) < 5.0
 
             # a disconnect asked for through the API stays a disconnect
             response = await client.post("/api/connection", json={"command": "disconnect"})
             assert response.status_code == 204
-            await trio.sleep(1.5)
+            await trio.sleep(0.5)   # 5 looks at the port, which is there
             assert not control.connected
             assert await connection_state(client) == "Closed"
             assert drain(connected) == ["Connected", "Disconnected"] * 2

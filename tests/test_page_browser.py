@@ -91,25 +91,37 @@ def printpipe_serve(tmp_path, port: int = 0, anonymous: bool = False) -> Iterato
         assert proc.wait(timeout=30) == 0, log.read_text()
 
 
-@contextlib.contextmanager
-def chromium(tmp_path) -> Iterator:
-    """A page in a fresh Chromium profile, confirm() dialogs accepted, script errors kept."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One Chromium for the module (launching it costs a second or more); each test has its
+    own context in it, a fresh profile of its own (storage and cookies are not shared)."""
+    if _missing():
+        pytest.skip(_missing())
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1100, "height": 900})
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(WAIT)
-            page.errors = []
-            page.on("pageerror", lambda e: page.errors.append(str(e)))
-            page.urls = []
-            page.on("request", lambda r: page.urls.append(r.url))
-            page.on("dialog", lambda d: d.accept())
-            yield page
+            yield launched
         finally:
-            context.close()
+            launched.close()
+
+
+@contextlib.contextmanager
+def chromium(browser) -> Iterator:
+    """A page in a fresh Chromium profile (a new context of the module's browser), confirm()
+    dialogs accepted, script errors kept."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.urls = []
+        page.on("request", lambda r: page.urls.append(r.url))
+        page.on("dialog", lambda d: d.accept())
+        yield page
+    finally:
+        context.close()
 
 
 def state_is(page, text: str) -> None:
@@ -167,12 +179,12 @@ def served(tmp_path_factory) -> Iterator[str]:
         yield url
 
 
-def test_the_page_shows_and_drives_a_print(tmp_path, served):
+def test_the_page_shows_and_drives_a_print(tmp_path, served, browser):
     url = served
     shot = os.environ.get("PRINTPIPE_SCREENSHOT") or str(tmp_path / "status-page.png")
     first, second = tmp_path / "first.gcode", gcode(1500)
     first.write_bytes(gcode(200))
-    with chromium(tmp_path) as page:
+    with chromium(browser) as page:
         page.goto(f"{url}/#apikey={KEY}")
         state_is(page, "Operational")
         assert page.url == url + "/"     # the key left the address bar ...
@@ -269,9 +281,9 @@ def test_the_page_shows_and_drives_a_print(tmp_path, served):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served):
+def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served, browser):
     url = served
-    with chromium(tmp_path) as page:
+    with chromium(browser) as page:
         page.goto(url + "/")                   # no key at all: the field asks for it
         page.wait_for_selector("#key-form:not([hidden])")
         assert "needs its API key" in page.inner_text("#key-message")
@@ -293,8 +305,8 @@ def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served)
         assert page.errors == []
 
 
-def test_the_event_stream_comes_back_after_a_restart(tmp_path):
-    with chromium(tmp_path) as page:
+def test_the_event_stream_comes_back_after_a_restart(tmp_path, browser):
+    with chromium(browser) as page:
         with printpipe_serve(tmp_path) as url:
             page.goto(f"{url}/#apikey={KEY}")
             page.wait_for_selector("#link-state:text('Live')")
@@ -307,12 +319,12 @@ def test_the_event_stream_comes_back_after_a_restart(tmp_path):
             logged(page, "Home")
 
 
-def test_without_keys_the_page_works_under_the_anonymous_rules(tmp_path):
+def test_without_keys_the_page_works_under_the_anonymous_rules(tmp_path, browser):
     """No key asked; an upload (multipart) and a target (JSON) pass the guards that refuse
     what another site's page could send."""
     file = tmp_path / "cube.gcode"
     file.write_bytes(gcode(5))
-    with printpipe_serve(tmp_path, anonymous=True) as url, chromium(tmp_path) as page:
+    with printpipe_serve(tmp_path, anonymous=True) as url, chromium(browser) as page:
         page.goto(url + "/")
         state_is(page, "Operational")
         page.wait_for_selector("#link-state:text('Live')")

@@ -138,6 +138,10 @@ class TimeoutSpec:
     #: How long a cancel waits for the printer to acknowledge the lines in flight before it
     #: gives up on them (so a cancel ends whatever the link does).
     cancel: float = number(5.0)
+    #: How long a stop (Ctrl-C's cancel of `printpipe print`, a disconnect's drain) waits
+    #: without a byte from the printer before it lets the printer go (Marlin says busy or
+    #: reports temperatures every 2 s while it works).
+    silence: float = number(3.0, positive)
 
 
 @attrs.frozen

@@ -133,6 +133,9 @@ class StorageSpec:
 
     folder: str = text("~/.printpipe/files")
     state: str = text("~/.printpipe/state")
+    #: Seconds between writes of the print journal (<state>/journal.json) while a print runs
+    #: and changes; a layer change is written at once.
+    journal_interval: float = number(1.0, positive)
 
 
 @attrs.frozen

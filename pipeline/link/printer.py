@@ -49,8 +49,6 @@ def load_scripts(config: HostConfig) -> ScriptSet:
 
 #: Seconds an orderly disconnect waits for the queue (and beforePrinterDisconnected) to drain.
 DISCONNECT_DRAIN = 10.0
-#: Seconds without a byte from the printer after which that drain gives up.
-DISCONNECT_SILENCE = 3.0  # Marlin says busy or reports temperatures every 2 s
 
 @attrs.define(eq=False)
 class Printer:
@@ -156,16 +154,17 @@ class Printer:
 
     async def _drain(self) -> None:
         """Wait until the queue is acknowledged: DISCONNECT_DRAIN seconds at most, and at most
-        DISCONNECT_SILENCE seconds without a byte from the printer (one that stopped
+        `serial.timeouts.silence` seconds without a byte from the printer (one that stopped
         answering would otherwise hold every stop, Ctrl-C's and systemd's, for the whole drain)."""
         core, link = self.core, self.link
+        silence = core.config.serial.timeouts.silence
         with trio.move_on_after(DISCONNECT_DRAIN):
             while not (core.idle or core.failed or link.closed.is_set()):
-                with trio.move_on_after(DISCONNECT_SILENCE) as silent:
+                with trio.move_on_after(silence) as silent:
                     await link.wait_changed()
                 if silent.cancelled_caught:
                     log.warning("the printer did not answer for %g s: disconnecting without "
-                                "waiting for what is still queued", DISCONNECT_SILENCE)
+                                "waiting for what is still queued", silence)
                     return
 
 

@@ -102,7 +102,8 @@ class HostCore:
             scripts=self.scripts, pipeline=pipeline, engine=self.engine,
             on_line=self._line_received)
         #: The crash journal's view of the print: fed every written command while active.
-        self.journal = PrintJournal(self.jobs, self.engine, self.tracker)
+        self.journal = PrintJournal(self.jobs, self.engine, self.tracker,
+                                    interval=config.storage.journal_interval)
         self._special = self.rules.special
         self._emergency = self.rules.emergency
         self._sent_watch = self.tracker.tracked | {"M73"}

@@ -296,7 +296,8 @@ class PrintJournal:
     """Follows one print for the journal: the commands written since the last poll, and the
     machine state after the last acknowledged one."""
 
-    def __init__(self, jobs: JobView, engine: AckView, tracker: Tracker) -> None:
+    def __init__(self, jobs: JobView, engine: AckView, tracker: Tracker, *,
+                 interval: float = 1.0) -> None:
         self._jobs = jobs
         self._engine = engine
         self._tracker = tracker
@@ -310,7 +311,8 @@ class PrintJournal:
         self.state = MachineState()
         self.filepos: int | None = None
         self.line: int | None = None
-        self.policy = JournalPolicy()
+        self.interval = interval  # storage.journal_interval
+        self.policy = JournalPolicy(interval)
 
     def begin(self, file: FileIdentity, resume: Journal | None = None) -> None:
         """A print starts, from what the session knows now, or a recovered one continues
@@ -321,7 +323,7 @@ class PrintJournal:
         self.file, self.active = file, self.enabled
         self.filepos = resume.filepos if resume else None
         self.line = resume.line if resume else None
-        self.policy = JournalPolicy()
+        self.policy = JournalPolicy(self.interval)
 
     def catch_up(self) -> None:
         """Apply what was acknowledged since the last call (see the module's docstring)."""

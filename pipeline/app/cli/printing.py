@@ -1,8 +1,9 @@
 """`printpipe print`: print one file on the configured printer with a live progress bar on a
 terminal (plain progress lines otherwise), with the heaters while they heat and the time left
 measured from the print's own rate. Ctrl-C cancels the print cleanly; a printer that does not
-send a byte for CANCEL_SILENCE seconds while cancelling is let go (one that answers gets the
-time the cancel takes: its heaters are switched off), and a second Ctrl-C quits. It runs
+send a byte for `serial.timeouts.silence` seconds (3) while cancelling is let go (one that
+answers gets the time the cancel takes: its heaters are switched off), and a second Ctrl-C
+quits. It runs
 the whole service (events and subscriptions included): Startup before the print, Shutdown
 after it.
 A missing file or one that is not G-code text exits 2 before anything starts.
@@ -28,10 +29,6 @@ from pipeline.config.reader import HostConfig
 from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError, Outcome
 
-#: Seconds without a byte from the printer, while a Ctrl-C cancels the print, after which the
-#: link is closed without waiting (a printer that stopped answering never confirms the cancel;
-#: Marlin says busy or reports temperatures every 2 s while it works).
-CANCEL_SILENCE = 3.0
 #: A heater this far (°C) under its target is heating.
 HEATING_MARGIN = 2.0
 #: Time left is measured from the print's own progress once it has moved this far (a
@@ -105,12 +102,13 @@ async def _report(control: Control, out: TextIO, tty: bool) -> None:
         out.flush()
 
 
-async def _until_silent(control: Control, scope: trio.CancelScope) -> None:
-    """Cancel `scope` once the printer has sent no line for CANCEL_SILENCE seconds."""
+async def _until_silent(control: Control, scope: trio.CancelScope, silence: float) -> None:
+    """Cancel `scope` once the printer has sent no line for `silence` seconds (a printer that
+    stopped answering never confirms the cancel)."""
     heard = [trio.Event()]
     control.on_line(lambda _line: heard[0].set())
     while True:
-        with trio.move_on_after(CANCEL_SILENCE) as silent:
+        with trio.move_on_after(silence) as silent:
             await heard[0].wait()
         if silent.cancelled_caught:
             scope.cancel()
@@ -168,13 +166,14 @@ async def run_recover(config: HostConfig, interrupts: Interrupts, *,
 async def _follow(control: Control, out: TextIO, name: str, interrupts: Interrupts) -> int:
     """Show the running print's progress until it ends; its exit code. Ctrl-C cancels it."""
     tty = out.isatty()
+    silence = control.config.serial.timeouts.silence
     waiting = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         def cancel_print() -> None:
             out.write("\ncancelling the print (Ctrl-C again to quit at once)...\n")
             with contextlib.suppress(JobStateError):  # nothing left to cancel
                 control.cancel()
-            nursery.start_soon(_until_silent, control, waiting)
+            nursery.start_soon(_until_silent, control, waiting, silence)
 
         interrupts.on_first = cancel_print
         nursery.start_soon(_report, control, out, tty)
@@ -183,7 +182,7 @@ async def _follow(control: Control, out: TextIO, name: str, interrupts: Interrup
         nursery.cancel_scope.cancel()
     if waiting.cancelled_caught:
         control.abandon()
-        print(f"\nprintpipe: the printer sent nothing for {CANCEL_SILENCE:g} s while "
+        print(f"\nprintpipe: the printer sent nothing for {silence:g} s while "
               "cancelling: disconnected without waiting for it to confirm the cancel",
               file=sys.stderr)
         return INTERRUPTED
