@@ -80,5 +80,8 @@ def test_printpipe_print_runs_startup_and_shutdown_subscriptions(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = run_cli("print", "-c", str(cfg), str(sample), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert log.read_text().splitlines() == ["startup", "done s.gcode", "shutdown"]
+    lines = log.read_text().splitlines()
+    # system commands run concurrently: Startup's may finish after a short print's PrintDone;
+    # Shutdown's runs once the others are done
+    assert sorted(lines[:2]) == ["done s.gcode", "startup"] and lines[2:] == ["shutdown"]
     assert "exited with 0" in proc.stderr  # subscription results are logged
