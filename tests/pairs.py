@@ -11,6 +11,7 @@ from conftest import load_yaml
 from pipeline.config.schema import FaultSpec
 from pipeline.hooks.registry import build_pipeline
 from pipeline.hooks.scripts import ScriptSet
+from pipeline.protocol.engine import HostProtocol
 from pipeline.session.filejob import FileJob, JobFile
 from pipeline.virtual.pair import Pair
 from stages import BUILTIN_STAGES
@@ -63,3 +64,11 @@ def states(p: Pair, since: int = 0) -> list[str]:
     before an action gives the states that action caused)."""
     return [payload["state_id"] for name, payload in p.events[since:]
             if name == "PrinterStateChanged"]
+
+
+def feed(e: HostProtocol, *lines: str, now: float = 1.0) -> list:
+    """Every event the engine `e` makes of `lines` (each one reply line from the printer)."""
+    events: list = []
+    for line in lines:
+        events += e.receive_data(line.encode() + b"\n", now)
+    return events

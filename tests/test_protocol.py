@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from pairs import feed
 
 from pipeline.config.reader import (
     ChecksumMode,
@@ -53,13 +54,6 @@ def connected(*, hook=None, **serial) -> HostProtocol:
     assert ee.StateChanged(LinkState.CONNECTING, LinkState.OPERATIONAL) in events
     assert e.state is LinkState.OPERATIONAL
     return e
-
-
-def feed(e: HostProtocol, *lines: str, now: float = 1.0) -> list:
-    events: list = []
-    for line in lines:
-        events += e.receive_data(line.encode() + b"\n", now)
-    return events
 
 
 def of(events, kind) -> list:

@@ -5,6 +5,7 @@ explicit `now` values: one case per rule (window sizes, `ok N`, resends, RX byte
 from __future__ import annotations
 
 import pytest
+from pairs import feed
 
 from pipeline.config.reader import MaxTimeoutsSpec, SerialSpec, TimeoutSpec
 from pipeline.gcode import Command, frame
@@ -29,13 +30,6 @@ def connected(answer: str = ADVANCED, **serial) -> HostProtocol:
     feed(e, "FIRMWARE_NAME:Marlin 2.1.2 PROTOCOL_VERSION:1.0", now=0.0)
     e.printing = True
     return e
-
-
-def feed(e: HostProtocol, *lines: str, now: float = 1.0) -> list:
-    events: list = []
-    for line in lines:
-        events += e.receive_data(line.encode() + b"\n", now)
-    return events
 
 
 def send(e: HostProtocol, line: str, now: float = 1.0) -> bytes:
