@@ -27,7 +27,7 @@ from pipeline.phases import Phase
 from pipeline.protocol.engine import HostProtocol
 from pipeline.protocol.events import LinkState
 from pipeline.session.filejob import file_line
-from pipeline.session.guard import HEATERS, WireGuard
+from pipeline.session.guard import Refused, WireGuard
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
 from pipeline.session.reactions import EngineReactions
@@ -198,10 +198,14 @@ class HostCore:
             cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
         if not (self.operational or cmd.gcode in self._emergency):
             return False
-        problem = self.guard.refusal(cmd.line, cmd.gcode)
-        if problem is not None:
-            self._refuse(cmd, problem)  # as it enters; the wire checks again after the phases
-            return False
+        if cmd.gcode is not None or not cmd.line.startswith("@"):
+            try:  # read as the firmware will, as it enters; the wire checks again
+                cmd = self.guard.entering(cmd)
+            except Refused as exc:
+                self._refuse(cmd, str(exc))
+                return False
+            if not (self.operational or cmd.gcode in self._emergency):
+                return False
         queued = False
         for c in self._queuing(cmd):
             if self.queues.put(c, part_of_job=part_of_job):
@@ -305,8 +309,7 @@ class HostCore:
         now = self.clock()
         p = self.pipeline
         written = self._written
-        guard = self.guard
-        short, guarded = guard.short_line, HEATERS
+        canonical = self.guard.canonical
         while engine.credit > 0:
             if engine.resending:
                 r = engine.next_resend(now)
@@ -326,13 +329,14 @@ class HostCore:
                 if not cmds:
                     continue
                 cmd = cmds[0]
-            line = cmd.line  # the guard's own first tests, inline: a plain move skips the call
-            if (len(line) > short or not line.isprintable() or "n" in line or "N" in line
-                    or cmd.gcode in guarded):
-                problem = guard.refusal(line, cmd.gcode)
-                if problem is not None:
-                    self._refuse(cmd, problem)
-                    continue
+            line = cmd.line
+            try:  # the wire gets exactly the line the guard read and checked
+                wire = canonical(line, cmd.gcode)
+            except Refused as exc:
+                self._refuse(cmd, str(exc))
+                continue
+            if wire is not line:
+                cmd = Command.parse(wire, cmd_type=cmd.cmd_type, tags=cmd.tags)
             if cmd.gcode == "M155":
                 self.tracker.sending(cmd)
             out += engine.send(cmd, now)
