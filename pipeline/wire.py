@@ -88,9 +88,9 @@ def read(line: str) -> Reading:
     _printable(line)
     s = line.split(";", 1)[0].strip(" ")  # the firmware's reader drops a comment
     if s[:1] in ("N", "n") and s[1:2] in _SIGNED:  # a line number: the firmware skips it
-        number, sep, s = s.partition(" ")
+        skipped, sep, s = s.partition(" ")
         if not sep:
-            raise Refused(f"nothing follows the line number {number!r}")
+            raise Refused(f"nothing follows the line number {skipped!r}")
         s = s.lstrip(" ")
     if not s:
         raise Refused("it is empty")
