@@ -37,6 +37,8 @@ TEXT_COMMANDS = frozenset({
     "M810", "M811", "M812", "M813", "M814", "M815", "M816", "M817", "M818", "M819",
     "M291", "M550", "M551", "M587", "M588", "M589",
 })
+#: Marlin's G-code macros: `M810 G28|G1 X10` stores commands the firmware runs at `M810`.
+MACROS = frozenset(f"M{n}" for n in range(810, 820))
 #: Commands a fast test never passes: texts, and everything the guard reads value by value.
 SLOW = TEXT_COMMANDS | frozenset({
     "M42", "M43", "M104", "M109", "M140", "M141", "M143", "M145", "M190", "M191", "M303",
@@ -136,20 +138,22 @@ def read(line: str) -> Reading:
             raise Refused(f"unexpected {c!r} at {j + 1} of {_short(line)!r}")
         if upper in words:
             raise Refused(f"{upper} is given twice: firmwares differ on which one counts")
-        j = _skip_spaces(s, j + 1)
+        after = j + 1
+        j = _skip_spaces(s, after)
         if j < n and (s[j] in _DIGITS or s[j] in "-+."):
             values, texts, j = _numbers(s, j, upper)
             words[upper] = values
             parts.append(upper + ":".join(texts))
-        else:
-            m = _NON_FINITE.match(s, j)
-            if m is not None:
-                raise Refused(f"{upper + m.group(0)[:4]!r} is not a finite number")
-            if j < n and s[j] != " ":
-                raise Refused(f"{upper}{_short(s[j:].split(' ', 1)[0])} is not a number: put "
-                              "a space between words")
-            words[upper] = None
-            parts.append(upper)
+            continue
+        m = _NON_FINITE.match(s, j)
+        if m is not None:
+            raise Refused(f"{upper + m.group(0)[:4]!r} is not a finite number")
+        if after < n and s[after] != " ":
+            raise Refused(f"{upper}{_short(s[after:].split(' ', 1)[0])} is not a number: put "
+                          "a space between words")
+        words[upper] = None
+        parts.append(upper)
+        j = after
     return Reading(code, words, None, " ".join(parts))
 
 
@@ -189,7 +193,10 @@ def _numbers(s: str, j: int, letter: str) -> tuple[Values, list[str], int]:
             j += 1
             continue
         if j < len(s) and s[j] != " " and not s[j].isalpha():
-            raise Refused(f"{letter}{_short(s[m.start():].split(' ', 1)[0])} is not a number")
+            if s[j] in _DIGITS or s[j] in "-+.":
+                raise Refused(f"{letter}{_short(s[m.start():].split(' ', 1)[0])} is not a "
+                              "number")
+            raise Refused(f"unexpected {s[j]!r} after {letter}{_short(s[m.start():j])}")
         return tuple(values), texts, j
 
 
@@ -200,10 +207,9 @@ def _text_command(code: str, base: str, rest: str) -> Reading:
             raise Refused(f"the text of {code} holds {why} ({bad!r})")
     if not text.isascii():
         text = "".join(c if c < "\x7f" else "?" for c in text)
-    if "M810" <= base <= "M819" and len(base) == 4 and text:
+    if base in MACROS and text:
         # a macro: each of its commands is what the firmware will run later
-        inner = [read(part).canonical for part in text.split("|")]
-        text = "|".join(inner)
+        text = "|".join(read(part).canonical for part in text.split("|"))
     return Reading(code, {}, text, f"{code} {text}" if text else code)
 
 

@@ -108,6 +108,10 @@ class HostCore:
         self._emergency = self.rules.emergency
         self._sent_watch = self.tracker.tracked | {"M73"}
         self._oob = bytearray()
+        self._canonical = self.guard.canonical
+        #: The last file line the guard read on its way in: a string is immutable, so the same
+        #: object reaching the wire needs no second reading (a stage's new text gets one).
+        self._checked = ""
         self._written: list[Command] = []
         self._cancel_until = INF  # a cancel gives up on unanswered lines at this time
         # With no queuing/queued stages a plain file line needs no phase work at all.
@@ -283,8 +287,18 @@ class HostCore:
                     jobs.file_done()
                     return self._next_command()
                 return None
+            line = cmd.line
+            try:  # read as the firmware will, as it enters: the rules see what it runs
+                checked = self._canonical(line, cmd.gcode)
+            except Refused as exc:
+                self._refuse(cmd, str(exc))  # fails the print with the file's line
+                src = jobs.source
+                continue
+            if checked is not line:
+                cmd = Command.parse(checked, tags=cmd.tags)
+            self._checked = checked  # the wire need not read this very string again
             if self._plain and cmd.gcode not in self._special and cmd.gcode is not None:
-                return cmd  # the hot path: nothing to run, nothing to check
+                return cmd  # the hot path: nothing to run
             cmds = self._queuing(cmd)
             if not cmds:
                 src = jobs.source  # the command may have paused the job
@@ -309,7 +323,7 @@ class HostCore:
         now = self.clock()
         p = self.pipeline
         written = self._written
-        canonical = self.guard.canonical
+        canonical = self._canonical
         while engine.credit > 0:
             if engine.resending:
                 r = engine.next_resend(now)
@@ -330,13 +344,14 @@ class HostCore:
                     continue
                 cmd = cmds[0]
             line = cmd.line
-            try:  # the wire gets exactly the line the guard read and checked
-                wire = canonical(line, cmd.gcode)
-            except Refused as exc:
-                self._refuse(cmd, str(exc))
-                continue
-            if wire is not line:
-                cmd = Command.parse(wire, cmd_type=cmd.cmd_type, tags=cmd.tags)
+            if line is not self._checked:  # a file line the guard read as it entered
+                try:  # the wire gets exactly the line the guard read and checked
+                    wire = canonical(line, cmd.gcode)
+                except Refused as exc:
+                    self._refuse(cmd, str(exc))
+                    continue
+                if wire is not line:
+                    cmd = Command.parse(wire, cmd_type=cmd.cmd_type, tags=cmd.tags)
             if cmd.gcode == "M155":
                 self.tracker.sending(cmd)
             out += engine.send(cmd, now)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pipeline.config.schema import ProfileSpec, SerialSpec
 from pipeline.gcode import Command
-from pipeline.wire import TEXT_COMMANDS, Reading, Refused, fast, read
+from pipeline.wire import MACROS, TEXT_COMMANDS, Reading, Refused, fast, read
 
 __all__ = ["FRAMING", "HEATERS", "TEXT_COMMANDS", "Refused", "WireGuard"]
 
@@ -93,6 +93,10 @@ class WireGuard:
         base = code.partition(".")[0]
         if base == "M118":
             _check_echo(reading.text or "")
+            return
+        if base in MACROS:
+            for part in (reading.text or "").split("|") if reading.text else ():
+                self._check(read(part))
             return
         if base == "M42" and "I" in words:
             raise Refused("M42 I drives a pin the firmware protects (a heater's, a fan's)")
