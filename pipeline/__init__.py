@@ -2,6 +2,7 @@
 layer imports only the layers below it (tests/test_layering.py enforces it).
 
     errors, gcode, phases   values everything shares (pure)
+    wire                    G-code read as the firmware reads it; its canonical form (pure)
     events/                 event names and placeholders (pure)
     config/                 YAML text -> frozen specs (pure)
     protocol/               the sans-IO serial protocol engine (pure)

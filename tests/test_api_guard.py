@@ -100,7 +100,8 @@ async def test_a_printed_file_asking_for_too_much_fails_with_the_line(tmp_path):
 
 def test_the_record_of_a_standalone_printer_never_shows_an_unsafe_line(tmp_path):
     """`printpipe virtual --record` in its own process; `printpipe print` of a file that asks
-    for a hotend over its limit, an infinite move and an injected line: the print fails at
+    for a hotend over its limit (respelled as Marlin would still read it), an infinite move
+    and an injected line: the print fails at
     the first with its line, and the record holds none of them."""
     import os
     import subprocess
@@ -113,7 +114,7 @@ def test_the_record_of_a_standalone_printer_never_shows_an_unsafe_line(tmp_path)
     cfg = tmp_path / "host.yaml"
     cfg.write_text(f"printer:\n  port: {link}\n")
     gcode = tmp_path / "bad.gcode"
-    gcode.write_text("G28\nM140 S60\nG1 X10\nM104 S400\nG1 Xinf\nM117 a\rM104 S280\nG1 X20\n")
+    gcode.write_text("G28\nM140 S60\nG1 X10\nm104 s 0400\nG1 Xinf\nM117 a\rM104 S280\nG1 X20\n")
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "virtual", "--link",
                              str(link), "--record", str(record)], cwd=ROOT,
                             stdout=subprocess.DEVNULL)
@@ -132,4 +133,5 @@ def test_the_record_of_a_standalone_printer_never_shows_an_unsafe_line(tmp_path)
     assert [x for x in lines if x in ("G28", "M140 S60", "G1 X10", "G1 X20")] == [
         "G28", "M140 S60", "G1 X10"]  # the file stopped at its line 4
     assert not any("inf" in x or "400" in x or "280" in x for x in lines)
+    assert not any(x.lower().startswith("m104 s4") for x in lines)
     assert lines.index("M140 S0") > lines.index("G1 X10")  # afterPrintCancelled: heaters off

@@ -50,7 +50,7 @@ async def test_scripts_reach_the_printer_at_their_places(tmp_path):
         assert await printer.wait_until(lambda: printer.core.state is S.PAUSED, 15, poll=0.01)
         pos = jobs.pause_record["position"]
         assert fw.accepted[-8:-6] == ["M400", "M114"]         # capture, then afterPrintPaused
-        assert fw.accepted[-6:] == ["G91", "M83", "G1 Z+5 E-5 F4500", "M82", "G90", "G1 X0 Y0"]
+        assert fw.accepted[-6:] == ["G91", "M83", "G1 Z5 E-5 F4500", "M82", "G90", "G1 X0 Y0"]
         jobs.resume()
         assert await printer.wait_until(lambda: job.line_no >= 304, 15, poll=0.01)
         acc = fw.accepted

@@ -112,7 +112,7 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] == "stages":
         return "stages"
-    if len(parts) == 1 or parts[1] in ("errors", "gcode", "phases"):
+    if len(parts) == 1 or parts[1] in ("errors", "gcode", "phases", "wire"):
         return "core"
     return parts[1]
 

@@ -27,7 +27,7 @@ from pipeline.phases import Phase
 from pipeline.protocol.engine import HostProtocol
 from pipeline.protocol.events import LinkState
 from pipeline.session.filejob import file_line
-from pipeline.session.guard import HEATERS, WireGuard
+from pipeline.session.guard import Refused, WireGuard
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues
 from pipeline.session.reactions import EngineReactions
@@ -108,6 +108,10 @@ class HostCore:
         self._emergency = self.rules.emergency
         self._sent_watch = self.tracker.tracked | {"M73"}
         self._oob = bytearray()
+        self._canonical = self.guard.canonical
+        #: The last file line the guard read on its way in: a string is immutable, so the same
+        #: object reaching the wire needs no second reading (a stage's new text gets one).
+        self._checked = ""
         self._written: list[Command] = []
         self._cancel_until = INF  # a cancel gives up on unanswered lines at this time
         # With no queuing/queued stages a plain file line needs no phase work at all.
@@ -198,10 +202,14 @@ class HostCore:
             cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
         if not (self.operational or cmd.gcode in self._emergency):
             return False
-        problem = self.guard.refusal(cmd.line, cmd.gcode)
-        if problem is not None:
-            self._refuse(cmd, problem)  # as it enters; the wire checks again after the phases
-            return False
+        if cmd.gcode is not None or not cmd.line.startswith("@"):
+            try:  # read as the firmware will, as it enters; the wire checks again
+                cmd = self.guard.entering(cmd)
+            except Refused as exc:
+                self._refuse(cmd, str(exc))
+                return False
+            if not (self.operational or cmd.gcode in self._emergency):
+                return False
         queued = False
         for c in self._queuing(cmd):
             if self.queues.put(c, part_of_job=part_of_job):
@@ -279,8 +287,18 @@ class HostCore:
                     jobs.file_done()
                     return self._next_command()
                 return None
+            line = cmd.line
+            try:  # read as the firmware will, as it enters: the rules see what it runs
+                checked = self._canonical(line, cmd.gcode)
+            except Refused as exc:
+                self._refuse(cmd, str(exc))  # fails the print with the file's line
+                src = jobs.source
+                continue
+            if checked is not line:
+                cmd = Command.parse(checked, tags=cmd.tags)
+            self._checked = checked  # the wire need not read this very string again
             if self._plain and cmd.gcode not in self._special and cmd.gcode is not None:
-                return cmd  # the hot path: nothing to run, nothing to check
+                return cmd  # the hot path: nothing to run
             cmds = self._queuing(cmd)
             if not cmds:
                 src = jobs.source  # the command may have paused the job
@@ -305,8 +323,7 @@ class HostCore:
         now = self.clock()
         p = self.pipeline
         written = self._written
-        guard = self.guard
-        short, guarded = guard.short_line, HEATERS
+        canonical = self._canonical
         while engine.credit > 0:
             if engine.resending:
                 r = engine.next_resend(now)
@@ -326,13 +343,15 @@ class HostCore:
                 if not cmds:
                     continue
                 cmd = cmds[0]
-            line = cmd.line  # the guard's own first tests, inline: a plain move skips the call
-            if (len(line) > short or not line.isprintable() or "n" in line or "N" in line
-                    or cmd.gcode in guarded):
-                problem = guard.refusal(line, cmd.gcode)
-                if problem is not None:
-                    self._refuse(cmd, problem)
+            line = cmd.line
+            if line is not self._checked:  # a file line the guard read as it entered
+                try:  # the wire gets exactly the line the guard read and checked
+                    wire = canonical(line, cmd.gcode)
+                except Refused as exc:
+                    self._refuse(cmd, str(exc))
                     continue
+                if wire is not line:
+                    cmd = Command.parse(wire, cmd_type=cmd.cmd_type, tags=cmd.tags)
             if cmd.gcode == "M155":
                 self.tracker.sending(cmd)
             out += engine.send(cmd, now)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import attrs
 
 from pipeline.gcode import Command, strip_comment
+from pipeline.wire import Refused, fast, read
 
 CHUNK = 64 * 1024
 LOW_WATER = 512  # lines left before the streamer should read another chunk
@@ -129,8 +130,14 @@ class FileJob:
                 self.on_hungry()
             self.line_no += 1
             pos = min(self.pos, self.file.size)
-            return Command.parse(text, tags=frozenset(
-                (_SOURCE_FILE, f"filepos:{pos}", f"fileline:{self.text_line}")))
+            tags = frozenset((_SOURCE_FILE, f"filepos:{pos}", f"fileline:{self.text_line}"))
+            cmd = Command.parse(text, tags=tags)
+            if fast(text, cmd.gcode):
+                return cmd
+            try:  # the rules see the command the firmware will run (g01 is G1, m0 is M0)
+                return Command.parse(read(text).canonical, tags=tags)
+            except Refused:
+                return cmd  # the wire refuses it with the reason, and the print fails there
         self._i = i
         return None
 
