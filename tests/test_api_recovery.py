@@ -80,11 +80,11 @@ async def test_recover_resumes_after_the_journal_line_with_the_prologue_first(tm
         done = srv.events(["PrintDone"])
         await done.wait_for("PrintDone")
         acc = [x for x in accepted(srv) if not x.startswith(("M105", "M113", "M155"))]
-        start = acc.index("M140 S50.0")
+        start = acc.index("M140 S50")
         assert acc[start:start + 15] == [
-            "M140 S50.0", "M104 T0 S200.0", "M190 S50.0", "M109 T0 S200.0", "G91",
-            "G1 Z2 F600", "G90", "G92 Z2.3", "G28 X Y", "G1 X10.0 Y10.0 F3000", "G1 Z0.3 F600",
-            "M82", "G92 E1.0", "M107", "G1 F1800.0"]
+            "M140 S50", "M104 T0 S200", "M190 S50", "M109 T0 S200", "G91",
+            "G1 Z2 F600", "G90", "G92 Z2.3", "G28 X Y", "G1 X10 Y10 F3000", "G1 Z0.3 F600",
+            "M82", "G92 E1", "M107", "G1 F1800"]
         rest = [x for x in acc[start + 15:] if x.startswith("G1 X")]
         assert rest == [f"G1 X{i} Y{i} E{i * 0.1:.1f} F1800" for i in range(11, 41)]
         assert "G1 X10 Y10 E1.0 F1800" not in acc  # line 14 was acknowledged: not again
@@ -130,7 +130,7 @@ async def test_recover_while_printing_answers_409(tmp_path):
         await srv.client.post("/api/files/local/job.gcode", json={"command": "select",
                                                                    "print": True})
         write_journal(tmp_path, disk)
-        srv.service.recovery.load()
+        await srv.service.recovery.load()
         r = await srv.client.post("/api/job", json={"command": "recover"})
         assert (r.status_code, r.json()["error"]) == (409, "a print is already running")
         await srv.client.post("/api/job", json={"command": "cancel"})
@@ -139,7 +139,8 @@ async def test_recover_while_printing_answers_409(tmp_path):
 async def test_a_corrupt_journal_is_reported_in_one_line_and_set_aside(tmp_path, caplog):
     (tmp_path / "state").mkdir()
     for bad, why in ((b"{\"file\": {\"na", "is not JSON"),
-                     (b"{\"version\": 1}", "the print journal is not valid (missing 'file')"),
+                     (b"{\"version\": 1}", "journal.json: time, filepos, line, file, state "
+                                           "are missing"),
                      (b"\xff\xfe[]", "is not JSON")):
         (tmp_path / "state" / "journal.json").write_bytes(bad)
         caplog.clear()

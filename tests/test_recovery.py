@@ -121,21 +121,21 @@ def render(j: Journal, extruders: int = 1) -> list[str]:
 
 def test_the_bundled_prologue_heats_homes_x_y_and_restores_z_e_fan_and_feed_rate():
     assert render(journal()) == [
-        "M140 S60.0", "M104 T0 S210.0", "M190 S60.0", "M109 T0 S210.0",
+        "M140 S60", "M104 T0 S210", "M190 S60", "M109 T0 S210",
         "G91", "G1 Z2 F600", "G90", "G92 Z2.6",      # lift, then say where Z is: never homed
         "G28 X Y",
-        "G1 X10.0 Y20.0 F3000", "G1 Z0.6 F600",
-        "M82", "G92 E12.5", "M106 S255", "G1 F1800.0"]
+        "G1 X10 Y20 F3000", "G1 Z0.6 F600",
+        "M82", "G92 E12.5", "M106 S255", "G1 F1800"]
 
 
 def test_the_prologue_with_relative_e_no_bed_no_fan_and_two_tools():
     j = journal(relative_e=True, bed=None, fan=0, tool=1, hotends={0: 0.0, 1: 215.0},
                 x=None, z=0.30000000000000004)
     lines = render(j, extruders=2)
-    assert lines[:3] == ["M104 T1 S215.0", "M109 T1 S215.0", "T1"]  # tool 0 is off: left so
+    assert lines[:3] == ["M104 T1 S215", "M109 T1 S215", "T1"]  # tool 0 is off: left so
     assert "G92 Z2.3" in lines and "G1 Z0.3 F600" in lines      # rounded, never 0.300000..04
     assert not any(x.startswith("G1 X") for x in lines)           # X unknown: no move to it
-    assert lines[-4:] == ["M83", "G92 E0", "M107", "G1 F1800.0"]
+    assert lines[-4:] == ["M83", "G92 E0", "M107", "G1 F1800"]
 
 
 def test_a_configured_prologue_replaces_the_bundled_one():
