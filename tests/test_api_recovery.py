@@ -139,8 +139,7 @@ async def test_recover_while_printing_answers_409(tmp_path):
 async def test_a_corrupt_journal_is_reported_in_one_line_and_set_aside(tmp_path, caplog):
     (tmp_path / "state").mkdir()
     for bad, why in ((b"{\"file\": {\"na", "is not JSON"),
-                     (b"{\"version\": 1}", "journal.json: time, filepos, line, file, state "
-                                           "are missing"),
+                     (b"{\"version\": 1}", "time, filepos, line, file, state are missing"),
                      (b"\xff\xfe[]", "is not JSON")):
         (tmp_path / "state" / "journal.json").write_bytes(bad)
         caplog.clear()

@@ -24,7 +24,13 @@ import trio
 from pipeline.config.schema import ProfileSpec
 from pipeline.events.names import Event
 from pipeline.files.journal import JournalFile, JournalUnreadable, apply, serve_journal
-from pipeline.files.journalcheck import JournalRefused, check_offset, check_record, place
+from pipeline.files.journalcheck import (
+    JournalElsewhere,
+    JournalRefused,
+    check_offset,
+    check_record,
+    place,
+)
 from pipeline.link.printer import Printer
 from pipeline.session.jobs import JobStateError
 from pipeline.session.recovery import FileIdentity, Journal, JournalError, PrintJournal
@@ -63,8 +69,11 @@ class Recovery:
             try:
                 check_record(data, profile)
             except JournalRefused as exc:
-                raise JournalRefused(f"{self.file.path}: {exc}") from None
+                raise type(exc)(f"{self.file.path}: {exc}") from None
             journal = await self._checked(Journal.from_json(data), storage)
+        except JournalElsewhere as exc:
+            log.error("%s; not offered (kept for that command)", exc)
+            return None
         except (JournalUnreadable, JournalError, JournalRefused) as exc:
             self._set_aside(str(exc))
             return None
@@ -87,7 +96,7 @@ class Recovery:
                 if self.changed(placed) is None:
                     check_offset(real, journal.filepos, journal.line, f.path)
             except JournalRefused as exc:
-                raise JournalRefused(f"{self.file.path}: {exc}") from None
+                raise type(exc)(f"{self.file.path}: {exc}") from None
             except OSError as exc:
                 raise JournalRefused(f"{self.file.path}: file.disk {f.disk!r} cannot be "
                                      f"read: {exc.strerror or exc}") from None

@@ -47,6 +47,11 @@ class JournalRefused(HostError):
     """A journal that must not be used: one line naming the field and the problem."""
 
 
+class JournalElsewhere(JournalRefused):
+    """The journal's file lies outside the storage folder (a `printpipe print` of a file
+    elsewhere): only the user may name it (`printpipe recover FILE`), so it is kept."""
+
+
 def _show(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else f"{text[:32]}... ({len(text)} characters)"
@@ -178,8 +183,10 @@ def place(disk: str, storage: str, named: str | None = None) -> str:
     if os.path.normpath(disk).startswith(root + os.sep):
         raise JournalRefused(f"file.disk {disk!r} leads out of the storage folder {root} "
                              f"through a link (to {real})")
-    hint = f" (name it to resume it: printpipe recover {disk})" if named is None else ""
-    raise JournalRefused(f"file.disk {disk!r} is outside the storage folder {root}{hint}")
+    if named is not None:
+        raise JournalRefused(f"file.disk {disk!r} is not {named}, the file named to resume")
+    raise JournalElsewhere(f"file.disk {disk!r} is outside the storage folder {root} (if "
+                           f"that is the file you printed: printpipe recover {disk})")
 
 
 def check_offset(real: str, filepos: int, line: int, shown: str) -> None:
