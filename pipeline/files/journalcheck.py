@@ -86,11 +86,11 @@ def _optional(where: str, v: Any, low: float, high: float, what: str) -> None:
         _number(where, v, low, high, what)
 
 
-def _count(where: str, v: Any, high: float = MAX_COUNT, what: str = "") -> int:
+def _count(where: str, v: Any, high: int = MAX_COUNT) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise JournalRefused(f"{where} {_show(v)} is not a whole number")
     if not 0 <= v <= high:
-        raise JournalRefused(f"{where} {_show(v)} is outside {what or f'0..{high:.0f}'}")
+        raise JournalRefused(f"{where} {_show(v)} is outside 0..{high}")
     return v
 
 
@@ -122,12 +122,12 @@ def check_record(data: Any, profile: ProfileSpec) -> None:
         raise JournalRefused(f"file.origin {_show(f['origin'])} is not 'local'")
     size = _count("file.size", f["size"])
     _count("file.mtime_ns", f["mtime_ns"], 2**63)
-    filepos = _count("filepos", top["filepos"], size,
-                     f"the file's {size} bytes (it lies past the end of {f['path']})")
-    _count("line", top["line"], filepos, f"1..{filepos} (the lines that end by filepos "
-                                         f"{filepos})")
-    if top["line"] < 1:
-        raise JournalRefused("line 0 is not a line of the file")
+    filepos = _count("filepos", top["filepos"])
+    if filepos > size:
+        raise JournalRefused(f"filepos {filepos} is past the end of {f['path']} ({size} bytes)")
+    line = _count("line", top["line"])
+    if not 1 <= line <= filepos:  # every line ends in at least one byte
+        raise JournalRefused(f"line {line} cannot end by filepos {filepos}")
     _check_state(_fields("state", top["state"], _STATE), profile)
 
 
@@ -150,7 +150,8 @@ def _check_state(s: Mapping[str, Any], profile: ProfileSpec) -> None:
     _count("state.fan", s["fan"], 255)
     tools = profile.extruders
     has = f"a tool of this printer (printer.profile.extruders: {tools})"
-    _count("state.tool", s["tool"], tools - 1, has)
+    if _count("state.tool", s["tool"]) >= tools:
+        raise JournalRefused(f"state.tool {s['tool']} is not {has}")
     hotends = s["hotends"]
     if not isinstance(hotends, dict):
         raise JournalRefused(f"state.hotends {_show(hotends)} is not an object")
