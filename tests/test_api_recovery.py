@@ -124,6 +124,32 @@ async def test_recover_is_refused_when_the_file_changed_or_there_is_nothing(tmp_
         assert accepted(srv).count("G28 X Y") == 0  # nothing was sent
 
 
+async def test_recover_with_a_prologue_the_guard_refuses_sends_nothing_and_answers_why(
+        tmp_path):
+    """An overridden beforePrintRecovered with a target over the hotend limit: 409 naming the
+    command, nothing of the prologue or the file reaches the printer, the journal stays."""
+    disk = stored_job(tmp_path)
+    write_journal(tmp_path, disk)
+    prologue = ("scripts:\n  gcode:\n    beforePrintRecovered: |\n      M140 S{{ recovery.bed }}\n"
+                "      M104 S999\n      G92 Z{{ recovery.z }}\n")
+    async with serve_for_test(tmp_path, prologue) as srv:
+        before = accepted(srv)
+        r = await srv.client.post("/api/job", json={"command": "recover"})
+        assert r.status_code == 409
+        assert r.json()["error"].startswith(
+            "cannot recover the print of job.gcode: script beforePrintRecovered: its command 2 "
+            "of 3, 'M104 S999', is refused: ")
+        assert r.json()["error"].endswith("; nothing was sent")
+        job = (await srv.client.get("/api/job")).json()
+        assert job["state"] == "Operational" and job["recovery"]["line"] == 14  # kept
+        await srv.client.post("/api/printer/command", json={"command": "M400"})
+        await wait_until(lambda: accepted(srv)[-1:] == ["M400"])  # the link went on
+        sent = [x for x in accepted(srv)[len(before):]
+                if not x.startswith(("M105", "M113", "M155", "M400"))]
+        assert sent == []
+        assert (tmp_path / "state" / "journal.json").exists()
+
+
 async def test_recover_while_printing_answers_409(tmp_path):
     disk = stored_job(tmp_path, TEXT + "G4 P3000\n")
     async with serve_for_test(tmp_path) as srv:
