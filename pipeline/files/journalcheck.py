@@ -181,7 +181,8 @@ def place(disk: str, storage: str, named: str | None = None) -> str:
         return real
     if named is not None and real == os.path.realpath(named):
         return real
-    if os.path.normpath(disk).startswith(root + os.sep):
+    written = os.path.normpath(disk)
+    if any(written.startswith(r + os.sep) for r in (root, os.path.abspath(storage))):
         raise JournalRefused(f"file.disk {disk!r} leads out of the storage folder {root} "
                              f"through a link (to {real})")
     if named is not None:

@@ -160,18 +160,17 @@ class JobControl:
     # ---- start and finish ------------------------------------------------------------------
     def start(self, job: FileJob, *, recovery: dict[str, Any] | None = None) -> None:
         """Start printing `job`. With `recovery` (session/recovery.py's `recovery_context`)
-        the job continues an interrupted print: beforePrintRecovered runs instead of
-        beforePrintStarted, with the recorded values as `recovery`. That prologue runs whole
-        or not at all: when it does not render or the guard refuses one of its commands,
-        JobStateError says which and why, and nothing is queued or started."""
+        it continues an interrupted print: beforePrintRecovered instead of beforePrintStarted,
+        whole or not at all (it does not render or the guard refuses a command: JobStateError
+        says why, and nothing is queued or started)."""
         state = self._states.state
         if state is not S.OPERATIONAL:
             raise JobStateError(f"cannot start a print while {state.value}")
         prologue: list[Command] = []
         if recovery is not None:
-            context = {"event": job.file.payload(), "recovery": recovery}
             try:
-                prologue = self._check_script(Moment.BEFORE_PRINT_RECOVERED.value, context)
+                prologue = self._check_script(Moment.BEFORE_PRINT_RECOVERED.value, {
+                    "event": job.file.payload(), "recovery": recovery})
             except ScriptError as exc:
                 why = " ".join(str(exc).splitlines())
                 raise JobStateError(f"cannot recover the print of {job.file.path}: {why}; "
