@@ -80,11 +80,11 @@ async def test_recover_resumes_after_the_journal_line_with_the_prologue_first(tm
         done = srv.events(["PrintDone"])
         await done.wait_for("PrintDone")
         acc = [x for x in accepted(srv) if not x.startswith(("M105", "M113", "M155"))]
-        start = acc.index("M140 S50.0")
+        start = acc.index("M140 S50")
         assert acc[start:start + 15] == [
-            "M140 S50.0", "M104 T0 S200.0", "M190 S50.0", "M109 T0 S200.0", "G91",
-            "G1 Z2 F600", "G90", "G92 Z2.3", "G28 X Y", "G1 X10.0 Y10.0 F3000", "G1 Z0.3 F600",
-            "M82", "G92 E1.0", "M107", "G1 F1800.0"]
+            "M140 S50", "M104 T0 S200", "M190 S50", "M109 T0 S200", "G91",
+            "G1 Z2 F600", "G90", "G92 Z2.3", "G28 X Y", "G1 X10 Y10 F3000", "G1 Z0.3 F600",
+            "M82", "G92 E1", "M107", "G1 F1800"]
         rest = [x for x in acc[start + 15:] if x.startswith("G1 X")]
         assert rest == [f"G1 X{i} Y{i} E{i * 0.1:.1f} F1800" for i in range(11, 41)]
         assert "G1 X10 Y10 E1.0 F1800" not in acc  # line 14 was acknowledged: not again
@@ -124,13 +124,39 @@ async def test_recover_is_refused_when_the_file_changed_or_there_is_nothing(tmp_
         assert accepted(srv).count("G28 X Y") == 0  # nothing was sent
 
 
+async def test_recover_with_a_prologue_the_guard_refuses_sends_nothing_and_answers_why(
+        tmp_path):
+    """An overridden beforePrintRecovered with a target over the hotend limit: 409 naming the
+    command, nothing of the prologue or the file reaches the printer, the journal stays."""
+    disk = stored_job(tmp_path)
+    write_journal(tmp_path, disk)
+    prologue = ("scripts:\n  gcode:\n    beforePrintRecovered: |\n      M140 S{{ recovery.bed }}\n"
+                "      M104 S999\n      G92 Z{{ recovery.z }}\n")
+    async with serve_for_test(tmp_path, prologue) as srv:
+        before = accepted(srv)
+        r = await srv.client.post("/api/job", json={"command": "recover"})
+        assert r.status_code == 409
+        assert r.json()["error"].startswith(
+            "cannot recover the print of job.gcode: script beforePrintRecovered: its command 2 "
+            "of 3, 'M104 S999', is refused: ")
+        assert r.json()["error"].endswith("; nothing was sent")
+        job = (await srv.client.get("/api/job")).json()
+        assert job["state"] == "Operational" and job["recovery"]["line"] == 14  # kept
+        await srv.client.post("/api/printer/command", json={"command": "M400"})
+        await wait_until(lambda: accepted(srv)[-1:] == ["M400"])  # the link went on
+        sent = [x for x in accepted(srv)[len(before):]
+                if not x.startswith(("M105", "M113", "M155", "M400"))]
+        assert sent == []
+        assert (tmp_path / "state" / "journal.json").exists()
+
+
 async def test_recover_while_printing_answers_409(tmp_path):
     disk = stored_job(tmp_path, TEXT + "G4 P3000\n")
     async with serve_for_test(tmp_path) as srv:
         await srv.client.post("/api/files/local/job.gcode", json={"command": "select",
                                                                    "print": True})
         write_journal(tmp_path, disk)
-        srv.service.recovery.load()
+        await srv.service.recovery.load()
         r = await srv.client.post("/api/job", json={"command": "recover"})
         assert (r.status_code, r.json()["error"]) == (409, "a print is already running")
         await srv.client.post("/api/job", json={"command": "cancel"})
@@ -139,7 +165,7 @@ async def test_recover_while_printing_answers_409(tmp_path):
 async def test_a_corrupt_journal_is_reported_in_one_line_and_set_aside(tmp_path, caplog):
     (tmp_path / "state").mkdir()
     for bad, why in ((b"{\"file\": {\"na", "is not JSON"),
-                     (b"{\"version\": 1}", "the print journal is not valid (missing 'file')"),
+                     (b"{\"version\": 1}", "time, filepos, line, file, state are missing"),
                      (b"\xff\xfe[]", "is not JSON")):
         (tmp_path / "state" / "journal.json").write_bytes(bad)
         caplog.clear()

@@ -142,7 +142,8 @@ def test_kill_9_of_printpipe_print_then_printpipe_recover(bench):
                              str(bench["cfg"]), str(bench["job"])], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     journal = kill_mid_print(proc, bench)
-    out = run_cli("recover", "-c", str(bench["cfg"]))
+    # the file lies outside the storage folder: resumed only when the user names it
+    out = run_cli("recover", "-c", str(bench["cfg"]), str(bench["job"]))
     assert out.returncode == 0, out.stderr
     assert "a print was interrupted: job.gcode at line" in out.stderr
     assert out.stdout.startswith("recovering job.gcode\n") and "done: job.gcode" in out.stdout
@@ -232,3 +233,36 @@ def test_printpipe_recover_refuses_a_changed_file_and_a_corrupt_journal_in_one_l
          f"JSON (Expecting value: line 1 column 24 (char 23)); set aside as {aside}; nothing "
          "can be recovered from it"),
         f"printpipe: there is no interrupted print to recover (no journal in {tmp_path}/state)"]
+
+
+def test_printpipe_recover_exits_1_with_the_reason_for_a_failing_prologue_or_hostile_journal(
+        tmp_path):
+    """A prologue that does not render: exit 1 with the script's line, nothing started, the
+    journal kept for a fixed script. A journal whose offset is mid-line: exit 1 with that one
+    line, the journal set aside."""
+    files = tmp_path / "files"
+    files.mkdir()
+    job = files / "job.gcode"
+    job.write_text(job_text(20))
+    cfg = tmp_path / "host.yaml"
+    cfg.write_text(f"storage:\n  state: {tmp_path}/state\n  folder: {files}\nscripts:\n  gcode:\n"
+                   "    beforePrintRecovered: |\n      M104 S{{ recovery.hotends[0] }}\n"
+                   "      G92 Z{{ recovery.z + recovery.nothing }}\n")
+    st, text = job.stat(), job.read_text()
+    filepos = len("".join(text.splitlines(True)[:15]))
+    state = {"x": 5.0, "y": 5.0, "z": 0.3, "e": 0.2, "f": 1800.0, "relative_axes": False,
+             "relative_e": False, "fan": 0, "tool": 0, "hotends": {0: 200.0}, "bed": 60.0}
+    from pipeline.session.recovery import FileIdentity
+    journal = tmp_path / "state" / "journal.json"
+    journal.parent.mkdir()
+    prologue_fails = "cannot recover the print of job.gcode: script beforePrintRecovered:2: "
+    mid_line = f"{journal}: filepos {filepos - 2} is not at the start of a line of job.gcode"
+    for pos, why, kept in ((filepos, prologue_fails, True), (filepos - 2, mid_line, False)):
+        journal.write_text(json.dumps(Journal(FileIdentity(
+            str(job), "job.gcode", "job.gcode", st.st_size, st.st_mtime_ns), pos, 15, state,
+            0.0).to_json()))
+        out = run_cli("recover", "-c", str(cfg))
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert why in out.stderr, out.stderr
+        assert "recovering" not in out.stdout and journal.exists() is kept
+    assert next(journal.parent.glob("journal.json.bad-*"))  # the hostile one, set aside

@@ -121,21 +121,21 @@ def render(j: Journal, extruders: int = 1) -> list[str]:
 
 def test_the_bundled_prologue_heats_homes_x_y_and_restores_z_e_fan_and_feed_rate():
     assert render(journal()) == [
-        "M140 S60.0", "M104 T0 S210.0", "M190 S60.0", "M109 T0 S210.0",
+        "M140 S60", "M104 T0 S210", "M190 S60", "M109 T0 S210",
         "G91", "G1 Z2 F600", "G90", "G92 Z2.6",      # lift, then say where Z is: never homed
         "G28 X Y",
-        "G1 X10.0 Y20.0 F3000", "G1 Z0.6 F600",
-        "M82", "G92 E12.5", "M106 S255", "G1 F1800.0"]
+        "G1 X10 Y20 F3000", "G1 Z0.6 F600",
+        "M82", "G92 E12.5", "M106 S255", "G1 F1800"]
 
 
 def test_the_prologue_with_relative_e_no_bed_no_fan_and_two_tools():
     j = journal(relative_e=True, bed=None, fan=0, tool=1, hotends={0: 0.0, 1: 215.0},
                 x=None, z=0.30000000000000004)
     lines = render(j, extruders=2)
-    assert lines[:3] == ["M104 T1 S215.0", "M109 T1 S215.0", "T1"]  # tool 0 is off: left so
+    assert lines[:3] == ["M104 T1 S215", "M109 T1 S215", "T1"]  # tool 0 is off: left so
     assert "G92 Z2.3" in lines and "G1 Z0.3 F600" in lines      # rounded, never 0.300000..04
     assert not any(x.startswith("G1 X") for x in lines)           # X unknown: no move to it
-    assert lines[-4:] == ["M83", "G92 E0", "M107", "G1 F1800.0"]
+    assert lines[-4:] == ["M83", "G92 E0", "M107", "G1 F1800"]
 
 
 def test_a_configured_prologue_replaces_the_bundled_one():
@@ -307,3 +307,59 @@ def test_on_a_session_the_journal_matches_the_file_up_to_the_acknowledged_line(y
             p.run_until(p.step)  # a wait in the firmware: let the clock move
     assert len(set(seen)) > 10
     assert in_flight == (4 if yaml else 1)
+
+
+# ---- all or nothing ----------------------------------------------------------------------
+
+def recovered_pair(prologue: str | None) -> tuple[Any, list[bytes], list[str]]:
+    """A connected Pair whose beforePrintRecovered is `prologue` (None: the bundled one);
+    returns it with what was on its wire and its events so far."""
+    scripts = ScriptSet.load(None, {} if prologue is None else
+                             {"beforePrintRecovered": prologue})
+    p = pair(scripts=scripts)
+    wire, events = list(p.wire), p.event_names()
+    return p, wire, events
+
+
+@pytest.mark.parametrize(("prologue", "why"), [
+    # a line the guard refuses, from an overridden script
+    ("M140 S{{ recovery.bed }}\nM104 S999\nG92 Z{{ recovery.z }}",
+     "script beforePrintRecovered: its command 2 of 3, 'M104 S999', is refused: "),
+    # a script that fails to render at its second line
+    ("M140 S{{ recovery.bed }}\nG92 Z{{ recovery.nothing.here }}",
+     "script beforePrintRecovered:2: "),
+])
+def test_a_prologue_that_fails_sends_nothing_and_says_why(prologue, why):
+    from pairs import file_job
+
+    from pipeline.session.jobs import JobStateError
+    p, wire, events = recovered_pair(prologue)
+    with pytest.raises(JobStateError) as exc:
+        p.core.jobs.start(file_job("G1 X1 E1\nG1 X2 E2\n"), recovery=recovery_context(journal()))
+    message = str(exc.value)
+    assert message.startswith(f"cannot recover the print of test.gcode: {why}"), message
+    assert message.endswith("; nothing was sent") and "\n" not in message
+    while p.step():
+        pass
+    assert p.wire == wire and p.event_names() == events         # not a byte, not an event
+    assert p.core.state.value == "Operational" and p.core.jobs.job is None
+    assert not p.core.jobs.active and p.core.journal.file is None
+
+
+def test_the_bundled_prologue_goes_out_whole_then_the_file():
+    """The control for the test above: the same Pair and start, a prologue that passes."""
+    from pairs import file_job
+    p, _, _ = recovered_pair(None)
+    before = len(p.fw.accepted)
+    p.core.jobs.start(file_job("G1 X1 E1\nG1 X2 E2\n"), recovery=recovery_context(journal()))
+    p.run_until(lambda: p.core.jobs.result is not None and not p.core.jobs.active)
+    accepted = [x for x in p.fw.accepted[before:] if not x.startswith(("M105", "M110", "M113"))]
+    assert accepted == [*render(journal()), "G1 X1 E1", "G1 X2 E2", "M400"]
+
+
+def test_prologue_numbers_are_plain_decimals_and_non_finite_ones_are_refused():
+    lines = render(journal(x=0.00001, y=123456.78901, e=1e16, f=1e-7))
+    assert "G1 X0 Y123456.789 F3000" in lines and "G92 E10000000000000000" in lines
+    assert lines[-1] == "G1 F0" and not any("e+" in x or "e-" in x for x in lines)
+    with pytest.raises(JournalError, match="inf, not a finite number"):
+        recovery_context(journal(z=math.inf))

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline.app.paths import state_folder
+from pipeline.app.paths import config_relative, state_folder
 from pipeline.app.recovery import Recovery
 from pipeline.app.reload import Reloader, ReloadReport
 from pipeline.app.status import JobStatus, Selection, Status
@@ -75,7 +75,9 @@ class Control:
         #: What a reconnecting service is waiting for, shown in the status (None: nothing).
         self.waiting: str | None = None
         #: The crash journal: the interrupted print found at start, the session's writer.
-        self.recovery = Recovery(state_folder(config), self.publish)
+        self.recovery = Recovery(state_folder(config), self.publish, lambda: (
+            config_relative(self.config, self.config.storage.folder),
+            self.config.printer.profile))
         #: The print history (`printpipe serve` keeps one in the state folder).
         self.history: PrintHistory | None = None
         #: More statistics for /metrics, by source (the MQTT bridge): each returns

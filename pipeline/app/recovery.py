@@ -1,7 +1,12 @@
 """The crash journal at the edges: the interrupted print found when the service starts (logged,
-published as PrintInterrupted, shown by GET /api/job), the checks before it is resumed (the
-file must be the one that was printing), and the writer task of each printer session.
-`Control` (app/control.py) drives it; the edges reach it only through Control.
+published as PrintInterrupted, shown by GET /api/job), the checks before it is resumed, and
+the writer task of each printer session. `Control` (app/control.py) drives it; the edges
+reach it only through Control.
+
+A journal is trusted only once files/journalcheck.py passed it (fields, ranges for the
+profile, the file inside the storage folder, the offset at a line start): one that fails is
+reported in one line and set aside, at start and again before it is resumed. One whose file
+is gone or changed since stays, shown with that problem, and cannot be resumed.
 """
 
 from __future__ import annotations
@@ -13,10 +18,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
+from pipeline.config.schema import ProfileSpec
 from pipeline.events.names import Event
 from pipeline.files.journal import JournalFile, JournalUnreadable, apply, serve_journal
+from pipeline.files.journalcheck import (
+    JournalElsewhere,
+    JournalRefused,
+    check_offset,
+    check_record,
+    place,
+)
 from pipeline.link.printer import Printer
 from pipeline.session.jobs import JobStateError
 from pipeline.session.recovery import FileIdentity, Journal, JournalError, PrintJournal
@@ -29,27 +43,39 @@ def _when(wall: float) -> str:
     return local.isoformat(sep=" ", timespec="seconds")
 
 
+#: (the storage folder, the printer's profile): what a journal is checked against.
+Bounds = Callable[[], tuple[str, ProfileSpec]]
+
+
 class Recovery:
-    def __init__(self, folder: str, publish: Callable[[Event, dict[str, Any]], None]) -> None:
+    def __init__(self, folder: str, publish: Callable[[Event, dict[str, Any]], None],
+                 bounds: Bounds) -> None:
         self.file = JournalFile(folder)
         #: The print a crash interrupted, read at start; None once resumed or discarded.
         self.interrupted: Journal | None = None
+        #: A file outside the storage folder the user named (`printpipe recover FILE`).
+        self.named: str | None = None
         self._publish = publish
+        self._bounds = bounds
 
-    def load(self) -> Journal | None:
+    async def load(self) -> Journal | None:
         """Read the journal an interrupted print left; log it and publish PrintInterrupted.
-        One that cannot be read is reported in one line and set aside."""
+        One that cannot be read or trusted is reported in one line and set aside."""
         try:
             data = self.file.read()
             if data is None:
                 return None
-            journal = Journal.from_json(data)
-        except (JournalUnreadable, JournalError) as exc:
+            storage, profile = self._bounds()
             try:
-                aside = f"set aside as {self.file.set_aside()}"
-            except OSError as err:
-                aside = f"could not set it aside: {err.strerror or err}"
-            log.error("%s; %s; nothing can be recovered from it", exc, aside)
+                check_record(data, profile)
+            except JournalRefused as exc:
+                raise type(exc)(f"{self.file.path}: {exc}") from None
+            journal = await self._checked(Journal.from_json(data), storage)
+        except JournalElsewhere as exc:
+            log.error("%s; not offered (kept for that command)", exc)
+            return None
+        except (JournalUnreadable, JournalError, JournalRefused) as exc:
+            self._set_aside(str(exc))
             return None
         self.interrupted = journal
         problem = self.problem(journal)
@@ -59,13 +85,41 @@ class Recovery:
         self._publish(Event.PRINT_INTERRUPTED, journal.payload())
         return journal
 
+    async def _checked(self, journal: Journal, storage: str) -> Journal:
+        """`journal` with its file's real path, once that lies inside `storage` (or is the
+        named file) and, unless the file changed since, the offset starts its line."""
+        def check() -> Journal:
+            f = journal.file
+            try:
+                real = place(f.disk, storage, self.named)
+                placed = attrs.evolve(journal, file=attrs.evolve(f, disk=real))
+                if self.changed(placed) is None:
+                    check_offset(real, journal.filepos, journal.line, f.path)
+            except JournalRefused as exc:
+                raise type(exc)(f"{self.file.path}: {exc}") from None
+            except OSError as exc:
+                raise JournalRefused(f"{self.file.path}: file.disk {f.disk!r} cannot be "
+                                     f"read: {exc.strerror or exc}") from None
+            return placed
+
+        return await trio.to_thread.run_sync(check)
+
+    def _set_aside(self, why: str) -> None:
+        try:
+            aside = f"set aside as {self.file.set_aside()}"
+        except OSError as err:
+            aside = f"could not set it aside: {err.strerror or err}"
+        log.error("%s; %s; nothing can be recovered from it", why, aside)
+
     @staticmethod
     def problem(journal: Journal) -> str | None:
         """Why `journal` cannot be resumed, or None: nothing printed in Z yet, or its file
         is gone or changed (size or modification time) since."""
-        problem = journal.problem()
-        if problem is not None:
-            return problem
+        return journal.problem() or Recovery.changed(journal)
+
+    @staticmethod
+    def changed(journal: Journal) -> str | None:
+        """Why the journal's file is not the one that was printing, or None."""
         f = journal.file
         try:
             st = os.stat(f.disk)
@@ -79,12 +133,19 @@ class Recovery:
                     f"(at {_when(st.st_mtime_ns / 1e9)})")
         return None
 
-    def take(self) -> Journal:
-        """The journal to resume; JobStateError with the reason when there is none to."""
+    async def take(self) -> Journal:
+        """The journal to resume, checked again; JobStateError with the reason when there
+        is none to (one that fails the checks now is set aside)."""
         journal = self.interrupted
         if journal is None:
             raise JobStateError(f"there is no interrupted print to recover (no journal in "
                                 f"{self.file.folder})")
+        try:
+            journal = await self._checked(journal, self._bounds()[0])
+        except JournalRefused as exc:
+            self.interrupted = None
+            self._set_aside(str(exc))
+            raise JobStateError(str(exc)) from None
         problem = self.problem(journal)
         if problem is not None:
             raise JobStateError(problem)
@@ -93,7 +154,7 @@ class Recovery:
     async def resume(self, printer: Printer, user: str | None) -> FileIdentity:
         """Start the interrupted print on `printer`: beforePrintRecovered, then the file
         from its first line not acknowledged. Returns the file."""
-        journal = self.take()
+        journal = await self.take()
         f = journal.file
         await printer.start_print(f.disk, name=f.name, display_path=f.path, user=user,
                                   resume=journal)

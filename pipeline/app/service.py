@@ -40,9 +40,11 @@ _PRINT_EVENTS = frozenset({Event.PRINT_STARTED, Event.PRINT_DONE, Event.PRINT_FA
 @asynccontextmanager
 async def open_service(config: HostConfig, *,
                        builtins: Mapping[str, ModuleType] = BUILTIN_STAGES,
-                       ) -> AsyncIterator[Control]:
+                       recover_file: str | None = None) -> AsyncIterator[Control]:
     """Build the pipeline, start the subscribers, publish Startup; on the way out disconnect,
-    publish Shutdown and let system commands finish within the grace period."""
+    publish Shutdown and let system commands finish within the grace period. `recover_file`
+    is a file outside the storage folder whose interrupted print may be resumed (the user
+    named it: `printpipe recover FILE`)."""
     pipeline = build_pipeline(config.pipeline, builtins)
     bus = EventBus(clock=trio.current_time)
     async with trio.open_nursery() as nursery:
@@ -55,7 +57,8 @@ async def open_service(config: HostConfig, *,
         mqtt.start(config.mqtt)
         control.reloader.live("mqtt", mqtt.reconfigure)
         bus.publish(Event.STARTUP)
-        control.recovery.load()  # an interrupted print: logged, PrintInterrupted
+        control.recovery.named = recover_file
+        await control.recovery.load()  # an interrupted print: logged, PrintInterrupted
         try:
             yield control
         finally:

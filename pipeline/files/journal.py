@@ -26,7 +26,7 @@ log = logging.getLogger("printpipe.journal")
 
 NAME = "journal.json"
 #: A journal is a few hundred bytes; anything much larger is not one.
-MAX_SIZE = 64 * 1024
+MAX_SIZE = 16 * 1024
 #: How often the writer task asks the session whether a write is due (seconds).
 POLL = 0.25
 
@@ -69,6 +69,9 @@ class JournalFile:
             raise JournalUnreadable(f"the print journal {self.path} is over {MAX_SIZE} bytes")
         try:
             data = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise JournalUnreadable(f"the print journal {self.path} nests too deep to be "
+                                    "one") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise JournalUnreadable(f"the print journal {self.path} is not JSON ({exc})") from None
         if not isinstance(data, dict):

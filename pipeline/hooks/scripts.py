@@ -96,6 +96,14 @@ BUNDLED: dict[str, str] = {
 _SNIPPET = "@snippet:"
 
 
+class Plain(float):
+    """A number a script prints as a plain decimal (`G92 Z0.3`), never as `1e+20`."""
+
+    def __str__(self) -> str:
+        text = f"{self:.5f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+
+
 class _BadValue(Exception):
     """What an expression printed must not be sent (the render fails at its line)."""
 

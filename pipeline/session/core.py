@@ -91,7 +91,10 @@ class HostCore:
                                     tracker=self.tracker, sink=self, fire=self.fire)
         self.jobs = JobControl(states=self.states, sink=self, fire=self.fire, clock=clock,
                                serial=s, pipeline=pipeline, engine=self.engine,
-                               tracker=self.tracker, run_script=self.scripts.run)
+                               tracker=self.tracker, run_script=self.scripts.run,
+                               check_script=lambda name, context: self.scripts.checked(
+                                   name, context, self.refusal),
+                               queue_script=self.scripts.queue)
         self.rules = CommandRules(serial=s, profile=profile, tracker=self.tracker,
                                   offsets=offsets, jobs=self.jobs, scripts=self.scripts,
                                   lane=self, fire=self.fire, pipeline=pipeline,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import attrs
 
 from pipeline.config.schema import SerialSpec
-from pipeline.errors import HostError
+from pipeline.errors import HostError, ScriptError
 from pipeline.events.names import Event
 from pipeline.gcode import Command
 from pipeline.hooks.chain import Pipeline
@@ -76,7 +76,9 @@ class JobControl:
     def __init__(self, *, states: PrinterStates, sink: CommandSink, fire: Publish,
                  clock: Callable[[], float], serial: SerialSpec, pipeline: Pipeline,
                  engine: EngineView, tracker: Tracker,
-                 run_script: Callable[[str, dict[str, Any]], object]) -> None:
+                 run_script: Callable[[str, dict[str, Any]], object],
+                 check_script: Callable[[str, dict[str, Any]], list[Command]],
+                 queue_script: Callable[[str, list[Command], Any], None]) -> None:
         self._states = states
         self._sink = sink
         self._fire = fire
@@ -86,6 +88,9 @@ class JobControl:
         self._engine = engine
         self._tracker = tracker
         self._run_script = run_script
+        #: Render a script whole and check every command (ScriptError), queue it after.
+        self._check_script = check_script
+        self._queue_script = queue_script
         self.job: FileJob | None = None
         #: The file the session pulls lines from: the job while it prints, else None.
         self.source: FileJob | None = None
@@ -155,11 +160,21 @@ class JobControl:
     # ---- start and finish ------------------------------------------------------------------
     def start(self, job: FileJob, *, recovery: dict[str, Any] | None = None) -> None:
         """Start printing `job`. With `recovery` (session/recovery.py's `recovery_context`)
-        the job continues an interrupted print: beforePrintRecovered runs instead of
-        beforePrintStarted, with the recorded values as `recovery`."""
+        it continues an interrupted print: beforePrintRecovered instead of beforePrintStarted,
+        whole or not at all (it does not render or the guard refuses a command: JobStateError
+        says why, and nothing is queued or started)."""
         state = self._states.state
         if state is not S.OPERATIONAL:
             raise JobStateError(f"cannot start a print while {state.value}")
+        prologue: list[Command] = []
+        if recovery is not None:
+            try:
+                prologue = self._check_script(Moment.BEFORE_PRINT_RECOVERED.value, {
+                    "event": job.file.payload(), "recovery": recovery})
+            except ScriptError as exc:
+                why = " ".join(str(exc).splitlines())
+                raise JobStateError(f"cannot recover the print of {job.file.path}: {why}; "
+                                    "nothing was sent") from None
         self.job, self.result = job, None
         self.estimator = None
         for _, factory in self._pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, "local"):
@@ -177,8 +192,7 @@ class JobControl:
         if recovery is None:
             self._moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
         else:
-            self._moment(Moment.BEFORE_PRINT_RECOVERED,
-                         {"event": self.payload(), "recovery": recovery})
+            self._queue_script(Moment.BEFORE_PRINT_RECOVERED.value, prologue, self.payload())
         self._sink.add_marker(self._to_printing)
 
     def _to_printing(self) -> None:

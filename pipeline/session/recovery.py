@@ -26,6 +26,7 @@ import attrs
 
 from pipeline.errors import HostError
 from pipeline.gcode import Command, param_value, tool_number
+from pipeline.hooks.scripts import Plain
 from pipeline.session.filejob import file_line, file_position
 from pipeline.session.tracking import Tracker
 
@@ -267,11 +268,14 @@ def _dict(v: Any) -> dict[str, Any]:
 
 
 def recovery_context(journal: Journal) -> dict[str, Any]:
-    """The `recovery` variable of the beforePrintRecovered script."""
+    """The `recovery` variable of the beforePrintRecovered script: numbers rounded to 4
+    places and printed plain. JournalError for a number that is not finite."""
     s, f = journal.state, journal.file
 
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(v, 4)
+    def r(v: float | None) -> Plain | None:
+        if v is not None and not math.isfinite(v):
+            raise JournalError(f"the print journal holds {v!r}, not a finite number")
+        return None if v is None else Plain(round(v, 4))
 
     return {"file": {"name": f.name, "path": f.path, "origin": f.origin, "size": f.size},
             "line": journal.line, "filepos": journal.filepos,

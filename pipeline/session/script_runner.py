@@ -10,7 +10,7 @@ nothing and is logged with its name and line. Pure: no IO, no trio.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.config.schema import ProfileSpec
@@ -111,6 +111,20 @@ class ScriptRunner:
                 + [Command.parse(line, tags=tags) for line in lines]
                 + [c._replace(tags=c.tags | tags) for c in adds.postfix])
 
+    def checked(self, name: str, extra: Mapping[str, Any] | None,
+                refusal: Callable[[str], str | None], *,
+                trigger: str = "trigger:comm.send_gcode_script") -> list[Command]:
+        """The commands `name` stands for now, every one of them passing `refusal` (the
+        session's guard), or ScriptError naming the command refused and why. Nothing is
+        queued: a script that must run whole or not at all (the recovery prologue)."""
+        cmds = self.render(name, extra, trigger)
+        for i, cmd in enumerate(cmds, 1):
+            problem = refusal(cmd.line)
+            if problem is not None:
+                raise ScriptError(f"its command {i} of {len(cmds)}, {cmd.line!r}, is refused: "
+                                  f"{problem}", script=name)
+        return cmds
+
     def run(self, name: str, extra: Mapping[str, Any] | None = None, *,
             trigger: str = "trigger:comm.send_gcode_script") -> bool:
         """Render and queue `name`; False (and nothing queued) when it failed to render."""
@@ -119,15 +133,18 @@ class ScriptRunner:
         except ScriptError as exc:
             log.error("G-code script not sent: %s", exc)
             return False
+        self.queue(name, cmds, (extra or {}).get("event"))
+        return True
+
+    def queue(self, name: str, cmds: list[Command], payload: Any) -> None:
+        """Queue rendered commands as part of the job, between the script's events."""
         sink, fire = self._sink, self._fire
-        payload = (extra or {}).get("event")
         if name not in QUIET:
             sink.add_marker(lambda: fire(event_name(name, "Running"), payload))
         for cmd in cmds:
             sink.enqueue(cmd, part_of_job=True)
         if name not in QUIET:
             sink.add_marker(lambda: fire(event_name(name, "Finished"), payload))
-        return True
 
     def tool_change(self, cmd: Command, old: int, new: int) -> list[Command]:
         """[beforeToolChange lines, T<n>, afterToolChange lines] (seed 000)."""

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the G-code file")
     p = sub.add_parser("recover", help="resume the print a crash or power cut interrupted")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("file", nargs="?", help="the interrupted print's file, when it lies outside "
+                   "the storage folder (a `printpipe print` of it)")
     p = sub.add_parser("send", help="send G-code commands and show the printer's replies")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
@@ -171,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         return trio.run(run_interruptible, partial(run_print, config, args.file))
     if args.command == "recover":
         from pipeline.app.cli.printing import run_recover
-        return trio.run(run_interruptible, partial(run_recover, config))
+        return trio.run(run_interruptible, partial(run_recover, config, args.file))
     if args.command == "render":
         from pipeline.app.cli.render import run_render
         return run_render(config, args.name, args.context)

@@ -142,11 +142,13 @@ async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
         return await _follow(control, out, file.name, interrupts)
 
 
-async def run_recover(config: HostConfig, interrupts: Interrupts, *,
+async def run_recover(config: HostConfig, file: str | None, interrupts: Interrupts, *,
                       out: TextIO = sys.stdout) -> int:
-    """`printpipe recover`: resume the print a crash interrupted (exit 1, with the reason,
-    when there is none or its file changed), then follow it as `printpipe print` does."""
-    async with open_service(config) as control:
+    """`printpipe recover [FILE]`: resume the print a crash interrupted (exit 1, with the
+    reason, when there is none, its journal is refused, its file changed or its prologue
+    cannot run), then follow it as `printpipe print` does. FILE: the print's file, when it
+    lies outside the storage folder."""
+    async with open_service(config, recover_file=file) as control:
         if control.interrupted_print() is None:
             print(f"printpipe: there is no interrupted print to recover (no journal in "
                   f"{control.recovery.file.folder})", file=sys.stderr)
