@@ -29,7 +29,7 @@ HOT = ["m104 s400", "M104 S 400", "M104S400", "M0104 S400", "M 104 S400", "M104 
        "M117 one\u2028M104 S400", "M117 one\x85M104 S400", "M117 one\x0bM104 S400"]
 #: Safe respellings, and the canonical line the printer must get for each.
 SAFE = {"m117 hello": "M117 hello", "g1 x.5 y+2": "G1 X0.5 Y2", "G01 X010": "G1 X10",
-        "M104 S 0": "M104 S0", "m140s50": "M140 S50"}
+        "M106 S 0": "M106 S0", "m140s50": "M140 S50"}
 
 
 def audit(record: list[str]) -> None:
@@ -80,6 +80,7 @@ async def test_api_commands_targets_and_script_values(tmp_path):
         r = await post("/api/printer/command", json={"script": "heat", "context": {"t": 0}})
         assert r.status_code == 204
         await until_accepted(srv, "M140 S50")
+        await until_accepted(srv, "M104 S0")
         record = accepted(srv)
     assert [a for a in record if a in SAFE.values()] == list(SAFE.values())
     assert "G28" not in record
