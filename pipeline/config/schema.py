@@ -246,8 +246,9 @@ class MarlinModelSpec:
     buffer of `rx_buffer` bytes (one stays free, bytes beyond are lost), lines enter a command
     queue of `bufsize` slots and leave it when executed (a move takes `move_time` s through a
     planner of `planner` blocks); with `advanced_ok` oks read `ok N<line> P<planner free>
-    B<queue free>`. A line error flushes the RX buffer; a duplicate of the last line number is
-    dropped silently (Marlin 2.1.2+)."""
+    B<queue free>`. The serial port is read every `read_interval` s (Marlin's main loop reads
+    it between its other work; 0 = as each line arrives). A line error flushes the RX buffer; a
+    duplicate of the last line number is dropped silently (Marlin 2.1.2+)."""
 
     enabled: bool = flag(False)
     rx_buffer: int = integer(128, at_least(32))
@@ -256,6 +257,7 @@ class MarlinModelSpec:
     advanced_ok: bool = flag(True)
     baudrate: int = integer(250000, at_least(0))
     move_time: float = number(0.001, at_least(0))
+    read_interval: float = number(0.0005, at_least(0))
 
 
 @attrs.frozen
