@@ -164,9 +164,11 @@ async def test_standalone_virtual_printer_serves_another_process(tmp_path):
         await proc.wait()
 
 
-async def test_marlin_serial_model_over_the_pty_fills_the_window():
-    """Marlin's serial model on trio's clock (large time values) behind a real pty: the
-    window learns BUFSIZE 4 from the oks, the RX buffer never overflows, nothing is lost."""
+async def test_marlin_serial_model_over_the_pty_prints_exactly():
+    """Marlin's serial model on trio's clock (large time values) behind a real pty, 2%
+    corrupted lines: the host learns BUFSIZE 4 from the oks but keeps one line in flight
+    (auto on Marlin), the RX buffer never overflows, nothing is lost, no rest of a line
+    cut by a line error runs."""
     config = load_yaml(FAST + """  checksum: always
 virtual:
   marlin:
@@ -184,4 +186,5 @@ virtual:
         firmware = printer.virtual.firmware
         assert [a for a in firmware.accepted if a.startswith("G1 ")] == lines
         assert firmware.rx_lost == 0 and firmware.max_queue <= 4
+        assert firmware.fragments_run == 0 and engine.window == 1
         assert printer.core.statistics().resends >= 3

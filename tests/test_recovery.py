@@ -263,11 +263,12 @@ def test_an_ended_print_clears_its_journal_unless_it_was_interrupted(outcome, in
 
 
 @pytest.mark.parametrize("yaml", ["", "serial:\n  send_window: 4\n",
-                                  "virtual:\n  marlin:\n    enabled: true\n"])
+                                  ("virtual:\n  marlin:\n    enabled: true\n"
+                                   "serial:\n  send_window: 4\n")])
 def test_on_a_session_the_journal_matches_the_file_up_to_the_acknowledged_line(yaml):
-    """A whole print on the in-memory Pair, one line in flight and four (a fixed window, and
-    the one learned from the Marlin model's ADVANCED_OK): at every poll, the recorded state is
-    exactly what the file's lines up to the recorded one leave."""
+    """A whole print on the in-memory Pair, one line in flight and four (a fixed window, on
+    the plain model and on Marlin's, whose oks acknowledge up to a line number): at every
+    poll, the recorded state is exactly what the file's lines up to the recorded one leave."""
     text = sample_gcode(3000)
     p = pair(yaml)
     job = start(p, text)

@@ -1,6 +1,7 @@
 """The send window and the exact in-flight account, on the sans-IO engine with bytes and
-explicit `now` values: one case per rule (window sizes, `ok N`, resends, RX bytes, stale
-`start` lines, fragments, long-running holds, the lost-ok probe and its bounds)."""
+explicit `now` values: one case per rule (window sizes: ping-pong for Marlin, `ok N`, resends,
+RX bytes, stale `start` lines, fragments, long-running holds, the lost-ok probe and its
+bounds)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,24 @@ from pipeline.protocol.events import ErrorReason, LinkState
 
 HELLO = frame(0, "M110 N0")
 ADVANCED = "ok N0 P15 B3"  # Marlin's answer to the hello with ADVANCED_OK and BUFSIZE 4
+MARLIN = "Marlin 2.1.2"
+#: Klipper keeps the rest of a line after a line error (it asks for no resends): auto may open.
+KEEPS = "Klipper"
+#: A fixed window: every rule below (acks, resends, RX bytes, long-running) applies as for auto.
+WINDOW = {"send_window": 4}
 
 
 def engine(**serial) -> HostProtocol:
     return HostProtocol(SerialSpec(**serial))
 
 
-def connected(answer: str = ADVANCED, **serial) -> HostProtocol:
+def connected(answer: str = ADVANCED, firmware: str = MARLIN, **serial) -> HostProtocol:
     e = engine(**serial)
     e.connect(0)
     assert e.take_output() == HELLO
     feed(e, answer, now=0.0)
     assert e.state is LinkState.OPERATIONAL
-    feed(e, "FIRMWARE_NAME:Marlin 2.1.2 PROTOCOL_VERSION:1.0", now=0.0)
+    feed(e, f"FIRMWARE_NAME:{firmware} PROTOCOL_VERSION:1.0", now=0.0)
     e.printing = True
     return e
 
@@ -49,21 +55,36 @@ def pump(e: HostProtocol, now: float = 1.0) -> list[bytes]:
 
 # ---- the window's size -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("answer", "serial", "window"), [
-    (ADVANCED, {}, 4),                                   # auto: B3 + the line acknowledged
-    ("ok N0 P15 B7", {}, 8),
-    ("ok", {}, 1),                                       # no ADVANCED_OK: one line
-    ("ok", {"firmware_bufsize": 4}, 4),                  # ... unless the config says BUFSIZE
-    (ADVANCED, {"send_window": 1}, 1),                   # a number fixes it
-    (ADVANCED, {"send_window": 6}, 6),
+@pytest.mark.parametrize(("answer", "firmware", "serial", "window"), [
+    (ADVANCED, MARLIN, {}, 1),              # auto with Marlin: ping-pong (its RX flush cuts lines)
+    ("ok N0 P15 B7", MARLIN, {}, 1),
+    ("ok", MARLIN, {"firmware_bufsize": 4}, 1),
+    (ADVANCED, "Prusa-Firmware 3.13.0", {}, 1),
+    (ADVANCED, KEEPS, {}, 4),               # a firmware that keeps partial lines: B3 + the line
+    ("ok N0 P15 B7", KEEPS, {}, 8),
+    ("ok", KEEPS, {}, 1),                   # no ADVANCED_OK: one line
+    ("ok", KEEPS, {"firmware_bufsize": 4}, 4),  # ... unless the config says BUFSIZE
+    (ADVANCED, KEEPS, {"firmware_detection": False}, 1),  # not told: ping-pong
+    (ADVANCED, MARLIN, {"send_window": 1}, 1),            # a number fixes it
+    (ADVANCED, MARLIN, {"send_window": 6}, 6),
 ])
-def test_window_size(answer, serial, window):
-    e = connected(answer, **serial)
+def test_window_size(answer, firmware, serial, window):
+    e = connected(answer, firmware, **serial)
     assert e.window == window and e.credit == window
 
 
+def test_auto_stays_at_one_line_with_marlin_however_large_its_queue():
+    e = connected()
+    for i in range(1, 6):
+        assert e.window == 1 and e.credit == 1
+        send(e, f"G1 X{i}")
+        assert e.credit == 0, "no byte behind a line Marlin has not checked yet"
+        feed(e, f"ok N{i} P15 B3")
+    assert e.slots == 4 and e.acked_count == 5
+
+
 def test_queue_slots_are_learned_from_later_oks_too():
-    e = connected("ok")
+    e = connected("ok", KEEPS)
     assert e.window == 1
     send(e, "G1 X1")
     feed(e, "ok N1 P15 B3")
@@ -111,7 +132,7 @@ def test_an_ok_with_temperatures_acknowledges_up_to_the_m105():
 # ---- resends ------------------------------------------------------------------------------
 
 def test_a_resend_takes_the_lines_from_n_back_and_one_line_goes_out_at_a_time():
-    e = connected()
+    e = connected(**WINDOW)
     lines = fill(e, 4)
     feed(e, "Error:checksum mismatch, Last Line: 1", "Resend: 2")
     assert e.in_flight == 1, "line 1 still waits for its ok; 2..4 will be resent"
@@ -181,7 +202,7 @@ def test_lines_beyond_the_rx_buffer_wait_for_an_ok():
 
 @pytest.mark.parametrize(("answer", "window"), [(ADVANCED, 4), ("ok", 1)])
 def test_a_stale_start_never_makes_the_window_larger(answer, window):
-    e = engine()
+    e = engine(send_window=window)
     e.connect(0)
     e.take_output()
     feed(e, "start", now=0.0)
@@ -199,7 +220,7 @@ def test_a_stale_start_never_makes_the_window_larger(answer, window):
 
 @pytest.mark.parametrize("command", ["G28", "M109 S200", "G4 S5", "M400", "M600"])
 def test_long_running_commands_hold_the_window_at_one(command):
-    e = connected()
+    e = connected(**WINDOW)
     send(e, command)
     assert e.window == 1 and e.credit == 0
     feed(e, "ok N1 P15 B3", now=2.0)
@@ -321,7 +342,7 @@ def test_an_out_of_band_m108_is_acknowledged_by_its_own_ok_only():
 
 
 def test_abandon_in_flight_empties_the_account():
-    e = connected()
+    e = connected(**WINDOW)
     fill(e, 3)
     assert e.abandon_in_flight() == 3
     assert e.in_flight == 0 and e.in_flight_bytes == 0 and e.credit == 4

@@ -11,7 +11,7 @@ rss_peak_mb and exact (the printer received every file command exactly once, in 
     python tools/bench.py --lines 20000 --mqtt 127.0.0.1:1883   # the MQTT bridge on
     python tools/bench.py --lines 20000 --mqtt 127.0.0.1:1883 --mqtt-flood 2000  # + events/s
     python tools/bench.py --lines 20000 --marlin --window auto  # Marlin's serial model, real time
-    python tools/bench.py --simulated --lines 20000   # window 1 vs auto on the Marlin model,
+    python tools/bench.py --simulated --lines 20000   # window 1, auto and 4 on the Marlin model,
                                                       # in simulated time (the in-memory Pair)
 
 With --mqtt the figures add the bridge's counters during the print (mqtt_published,
@@ -215,7 +215,7 @@ def simulated_run(args: argparse.Namespace, text: str, window: str,
     expected = expected_commands(text)
     it = iter(expected)
     nxt = next(it, None)
-    exact = True
+    exact = not getattr(p.fw, "fragments_run", 0)  # a rest of a cut line ran: out of place
     for a in p.fw.accepted:
         if a == nxt:
             nxt = next(it, None)
@@ -225,13 +225,16 @@ def simulated_run(args: argparse.Namespace, text: str, window: str,
     return {"window": window, "lines": len(expected), "sim_s": round(took, 2),
             "lines_per_s": round(len(expected) / took, 1), "exact": exact and nxt is None,
             "rx_lost": getattr(p.fw, "rx_lost", None), "resends": e.resend_requests,
+            "fragments_run": getattr(p.fw, "fragments_run", None),
             "probes": e.probes_total,
             "pair_cpu_us_per_line": round((time.process_time() - c0) * 1e6 / len(expected), 1)}
 
 
 def simulated(args: argparse.Namespace) -> int:
     """Lines per second in simulated time on the Marlin model (the Pair's manual clock: no
-    host CPU in it), for window 1 and auto, clean and with faults; one JSON line each."""
+    host CPU in it), for window 1, auto and 4, clean and with faults; one JSON line each.
+    Window 4 is unsafe on Marlin (a line error's flush makes rests of lines run: not exact
+    with faults); the exit status is 1 only when window 1 or auto is not exact."""
     from pipeline.gcode import frame
     from pipeline.virtual.pair import expected_commands
 
@@ -246,12 +249,12 @@ def simulated(args: argparse.Namespace) -> int:
     named = (f"{corrupt:.1%} corrupt, {lost_ok:.1%} lost oks, "
              f"{args.lost_line:.1%} lost lines")
     ok = True
-    for window in ("1", "auto"):
+    for window in ("1", "auto", "4"):
         for name, faults in (("none", ""), (named, faulty)):
             r = simulated_run(args, text, window, faults)
             r["faults"] = name
             r["of_wire"] = round(r["lines_per_s"] / wire, 3)
-            ok = ok and r["exact"]
+            ok = ok and (r["exact"] or window == "4")
             print(json.dumps(r))
     return 0 if ok else 1
 

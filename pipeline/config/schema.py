@@ -162,8 +162,8 @@ def _window_check(value: int | str) -> str | None:
 #: Options that were renamed or retired: the reader answers with what to write instead.
 RETIRED: Mapping[str, str] = MappingProxyType({
     "serial.ok_window": "serial.ok_window was replaced by serial.send_window: write "
-                        "`send_window: auto` (the default: as many lines as the firmware "
-                        "reports room for) or a number of lines (1 is ping-pong)"})
+                        "`send_window: auto` (the default: what the firmware can take "
+                        "safely) or a number of lines (1 is ping-pong)"})
 
 
 @attrs.frozen
@@ -183,11 +183,14 @@ class SerialSpec:
     max_consecutive_timeouts: MaxTimeoutsSpec = subsection(MaxTimeoutsSpec)
     resend_history_size: int = integer(50, at_least(1))
     max_consecutive_resends: int = integer(10, at_least(1))
-    #: Lines in flight: "auto" (the firmware's command-queue slots, learned from ADVANCED_OK's
-    #: `B`, else `firmware_bufsize`, else 1) or a fixed number (1 is ping-pong); the
+    #: Lines in flight: "auto" (1, ping-pong, unless the firmware is known to keep the rest of
+    #: a line after a line error, as Klipper does: then its command-queue slots, learned from
+    #: ADVANCED_OK's `B`, else `firmware_bufsize`, else 1) or a fixed number (more than 1 is
+    #: unsafe with Marlin: its line-error flush can make the rest of a line run); the
     #: RX-buffer, error and long-running rules hold either way.
     send_window: int | str = option("auto", sy.Enum(["auto"]) | sy.Int(), check=_window_check)
-    #: The firmware's BUFSIZE when it does not report ADVANCED_OK (then auto stays at 1).
+    #: The firmware's BUFSIZE when it does not report ADVANCED_OK (used by auto only with a
+    #: firmware that keeps partial lines; else auto stays at 1).
     firmware_bufsize: int | None = optional_integer(at_least(1))
     #: The firmware's serial RX buffer in bytes: unacknowledged bytes beyond the line being
     #: processed stay below it.
@@ -246,8 +249,9 @@ class MarlinModelSpec:
     buffer of `rx_buffer` bytes (one stays free, bytes beyond are lost), lines enter a command
     queue of `bufsize` slots and leave it when executed (a move takes `move_time` s through a
     planner of `planner` blocks); with `advanced_ok` oks read `ok N<line> P<planner free>
-    B<queue free>`. A line error flushes the RX buffer; a duplicate of the last line number is
-    dropped silently (Marlin 2.1.2+)."""
+    B<queue free>`. The serial port is read every `read_interval` s (Marlin's main loop reads
+    it between its other work; 0 = as each line arrives). A line error flushes the RX buffer; a
+    duplicate of the last line number is dropped silently (Marlin 2.1.2+)."""
 
     enabled: bool = flag(False)
     rx_buffer: int = integer(128, at_least(32))
@@ -256,6 +260,7 @@ class MarlinModelSpec:
     advanced_ok: bool = flag(True)
     baudrate: int = integer(250000, at_least(0))
     move_time: float = number(0.001, at_least(0))
+    read_interval: float = number(0.0005, at_least(0))
 
 
 @attrs.frozen

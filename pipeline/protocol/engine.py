@@ -77,6 +77,8 @@ class HostProtocol(FlowControl):
         self.checksum_always = serial.checksum is ChecksumMode.ALWAYS
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
+        #: The firmware never throws away the rest of a line (see flow.py): auto may open.
+        self.keeps_partial_lines = False
         self.busy_active = self.long_running = self.heating = False
         #: The most recent command the printer acknowledged (acks come in order), never one
         #: of the engine's own lines (extra hellos, probes).
@@ -387,6 +389,9 @@ class HostProtocol(FlowControl):
             self.checksum_always = self.checksum_always or tweaks.checksum_always
             self.checksum_unknown = tweaks.checksum_unknown
             self.unknown_need_ack = tweaks.unknown_need_ack
+            if tweaks.keeps_partial_lines != self.keeps_partial_lines:
+                self.keeps_partial_lines = tweaks.keeps_partial_lines
+                self._update_limit()
         self._events.append(FirmwareInfo(name, info))
 
     def _end_cap_report(self) -> None:

@@ -1,10 +1,16 @@
 """Flow control for the protocol engine (a mixin of `HostProtocol`): the send window and the
 exact account of the lines in flight.
 
-- The window's limit: a fixed `serial.send_window`, or auto: the firmware's command-queue
-  slots learned from ADVANCED_OK's `B` (`firmware_bufsize` without ADVANCED_OK, else one
-  line); one line after any error until a run of clean acknowledgements, and while a
-  long-running command is in flight.
+- The window's limit: a fixed `serial.send_window`, or auto: one line (ping-pong) unless the
+  firmware is known to keep the rest of a line after a line error (Klipper), then its
+  command-queue slots learned from ADVANCED_OK's `B` (`firmware_bufsize` without ADVANCED_OK,
+  else one line); one line after any error until a run of clean acknowledgements, and while
+  a long-running command is in flight.
+
+  Why: Marlin's gcode_line_error() empties the RX buffer, so the rest of a line arriving then
+  is read unnumbered, unchecked, cut at its first `*`: from the command letter on it runs as
+  that command. No framing helps (that rest is what the numbered line runs; comments, escapes
+  and backspaces only make the reader keep less), and only an ok says a line was checked.
 - The RX rule: a framed line that would put more than `rx_buffer - 1` unacknowledged bytes
   behind the line being processed is held until an ok makes room.
 - Acknowledgements (window.py says which lines an ok covers), resends (the lines from N on
@@ -50,6 +56,7 @@ class FlowControl:
     probes_total: int
     slots: int
     advanced_ok: bool
+    keeps_partial_lines: bool
     printing: bool
     _fixed: int
     _limit: int
@@ -116,6 +123,8 @@ class FlowControl:
             self._limit = 1
         elif self._fixed:
             self._limit = self._fixed
+        elif not self.keeps_partial_lines:
+            self._limit = 1
         elif self.slots:
             self._limit = self.slots
         else:

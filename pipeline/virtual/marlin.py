@@ -11,8 +11,14 @@
   it is planned (at once while the planner has room). G4, G28, G29, M400 and the heat-and-wait
   commands first wait for the planned moves;
 - oks read `ok N<line> P<planner free> B<queue free>` with `advanced_ok`;
+- lines are read as Marlin's reader does (reader.py: comments, escapes, backspaces), and
+  only every `read_interval` s (the main loop reads the port between its other work), so
+  the bytes behind a line are often arriving when it is checked;
 - a line error flushes the RX buffer (what is still on the wire arrives afterwards) and asks
-  `Resend: N` then `ok`; a duplicate of the last line number is dropped without a word;
+  `Resend: N` then `ok`; a duplicate of the last line number is dropped without a word. The
+  rest of a line the flush cut is read as a line of its own, unnumbered and unchecked:
+  `fragments` counts such tails, `fragments_run` those Marlin's parser runs as a command
+  (`fragment_lines` and `fragment_commands` hold them as `accepted` does);
 - M108 and M112 act as their bytes arrive (Marlin's emergency parser);
 - replies cross the wire back at the same rate.
 
@@ -27,6 +33,7 @@ import re
 from collections import deque
 
 from pipeline.virtual.firmware import FirmwareSpec, LineError, VirtualFirmware
+from pipeline.virtual.reader import line_buffer, runs_as_command
 from pipeline.virtual.waits import Wait, WaitKind
 
 _EMERGENCY_RE = re.compile(rb"(?:^|\n)\s*(?:N\d+\s*)?(M108|M112)(?!\d)")
@@ -49,6 +56,8 @@ class MarlinFirmware(VirtualFirmware):
         self._move_time = m.move_time
         self._advanced = m.advanced_ok
         self._byte_time = 10.0 / m.baudrate if m.baudrate else 0.0
+        self._read_interval = m.read_interval       # the reader runs at multiples of this
+        self._cut = False                           # the next line read is the rest of a line
         self._rx_cap = m.rx_buffer - 1
         self._wire: deque[list[object]] = deque()  # [start, data, taken]: host -> printer
         self._tx_free = now
@@ -63,6 +72,10 @@ class MarlinFirmware(VirtualFirmware):
         self.max_rx = 0         # the most bytes the RX buffer held
         self.max_queue = 0      # the most lines the command queue held
         self.flushed = 0        # bytes discarded by line errors
+        self.fragments = 0      # rests of lines read as lines of their own
+        self.fragments_run = 0  # ... that Marlin's parser runs as a command
+        self.fragment_lines: list[str] = []     # every rest queued (cut at its `*`)
+        self.fragment_commands: list[str] = []  # ... those that run as a command
         self._t = now           # how far the simulation has run
         super().__init__(spec, now=now)
         self._drop_duplicates = True
@@ -143,13 +156,22 @@ class MarlinFirmware(VirtualFirmware):
         if len(self._cmdq) >= self._bufsize or self.killed:
             return math.inf
         if b"\n" in self._rx:
-            return -math.inf
+            return self._tick(self._t)
         for chunk in self._wire:
             data: bytes = chunk[1]  # type: ignore[assignment]
             i = data.find(b"\n", chunk[2])  # type: ignore[arg-type]
             if i >= 0:
-                return self._arrival(chunk, i)
+                return self._tick(self._arrival(chunk, i))
         return math.inf
+
+    def _tick(self, t: float) -> float:
+        """The reader's first run at or after `t`."""
+        every = self._read_interval
+        if not every:
+            return t
+        k = math.ceil(t / every)
+        tick = k * every
+        return tick if tick >= t else (k + 1) * every
 
     def _next_emergency(self) -> float:
         """When the next M108/M112 on the wire arrives (it acts before it is read)."""
@@ -205,11 +227,32 @@ class MarlinFirmware(VirtualFirmware):
             i = rx.find(b"\n")
             if i < 0:
                 break
-            raw = bytes(rx[:i]).replace(b"\r", b"").strip()
+            raw = bytes(rx[:i])
             del rx[:i + 1]
-            if raw:
-                self._handle(raw, t)
+            if b"\r" in raw:  # (Marlin ends a line at \r too)
+                for part in raw.split(b"\r"):
+                    self._take_line(part, t)
+            else:
+                self._take_line(raw, t)
         self._pump(t)
+
+    def _take_line(self, raw: bytes, t: float) -> None:
+        """One line as Marlin's reader keeps it: numbered lines are checked, an unnumbered
+        one goes to the queue as it is (counted when it is the rest of a cut line)."""
+        tail, self._cut = self._cut, False
+        line = line_buffer(raw).strip()
+        if not line:
+            return
+        if tail and line[0] != 78:  # b"N": the rest of a line, read without its number
+            self.fragments += 1
+            star = line.find(b"*")
+            text = (line[:star] if star >= 0 else line).strip().decode("latin-1")
+            if text:
+                self.fragment_lines.append(text)
+            if runs_as_command(line):
+                self.fragments_run += 1
+                self.fragment_commands.append(text)
+        self._handle(line, t)
 
     def _flush_out(self, t: float) -> None:
         """Replies written at `t` cross the wire back to the host."""
@@ -311,8 +354,11 @@ class MarlinFirmware(VirtualFirmware):
 
     def _line_error(self, err: LineError) -> None:
         """Marlin's gcode_line_error(): what waits in the RX buffer is thrown away."""
-        self.flushed += len(self._rx)
-        self._rx.clear()
+        rx = self._rx
+        self.flushed += len(rx)
+        if rx and rx[-1] != 10:
+            self._cut = True  # the flush ended mid-line: its rest arrives on its own
+        rx.clear()
         super()._line_error(err)
 
     def _boot(self, now: float) -> None:
