@@ -36,6 +36,7 @@ from pipeline.app.http.printer import (
     tool_values,
 )
 from pipeline.app.http.support import BadRequest, parse_json_object
+from pipeline.gcode import split_lines
 
 JSON = {"Content-Type": "application/json"}
 
@@ -413,7 +414,7 @@ def test_fuzz_command_parameters_are_bounded_and_as_python_fills_them(commands, 
     assert all(0 < len(line.encode()) <= 96 for line in lines)
     # what was accepted is exactly what Python's own %-formatting with a mapping makes of it
     filled = [c % params if params else c for c in commands]
-    assert lines == [line for c in filled for line in c.splitlines() if line.strip()]
+    assert lines == [line for c in filled for line in split_lines(c) if line.strip()]
 
 
 @FUZZ

@@ -22,7 +22,7 @@ from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import ScriptError
-from pipeline.gcode import strip_comment
+from pipeline.gcode import split_lines, strip_comment
 
 SCRIPT_NAMES = ("afterPrinterConnected", "beforePrinterDisconnected", "beforePrintStarted",
                 "afterPrintCancelled", "afterPrintDone", "afterPrintPaused",
@@ -268,7 +268,7 @@ class ScriptSet:
             text = template.render(**context)
         except Exception as exc:  # noqa: BLE001 (any template failure is the script's fault)
             raise _error(exc, name, self._names) from None
-        return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
+        return [c for c in (strip_comment(line) for line in split_lines(text)) if c]
 
     def lint(self, sample: Mapping[str, Any]) -> list[ScriptError]:
         """Render every script with strict undefined against `sample`; every problem."""

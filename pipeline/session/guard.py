@@ -31,7 +31,9 @@ TEXT_COMMANDS = frozenset({"M0", "M1", "M16", "M23", "M28", "M30", "M32", "M33",
                            "M118", "M928"})
 # A parameter word whose value is not a number a firmware should ever see: inf, nan.
 _NON_FINITE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]\s*[-+]?(?:inf|nan)", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, and Unicode's line and paragraph separators: no part of a
+# command, whatever the firmware would make of it (str.splitlines() cuts at \x85 and U+2028/9).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class WireGuard:

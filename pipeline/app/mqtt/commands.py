@@ -17,6 +17,7 @@ from pipeline.app.control import Control
 from pipeline.app.mqtt.topics import Message, Topics, stamped
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import HostError
+from pipeline.gcode import split_lines
 
 MQTT_TAGS = frozenset({"source:mqtt", "trigger:mqtt"})
 JOB_ACTIONS = ("start", "pause", "resume", "toggle", "cancel", "restart")
@@ -40,7 +41,7 @@ def _text(payload: bytes) -> str:
 
 def gcode_lines(payload: bytes) -> list[str]:
     """The commands of a gcode message: one per line, blank lines skipped."""
-    lines = [line.strip() for line in _text(payload).splitlines()]
+    lines = [line.strip() for line in split_lines(_text(payload))]
     lines = [line for line in lines if line]
     if not lines:
         raise ValueError("no command in the payload (one G-code command per line)")
