@@ -77,7 +77,8 @@ class TrioMqtt:
     time the broker accepted the connection; incoming messages wait in `inbox`."""
 
     def __init__(self, spec: MqttSpec, client_id: str, will: Message | None, *, limit: int,
-                 on_connect: Callable[[], None], inbox: int = INBOX) -> None:
+                 on_connect: Callable[[], None], inbox: int = INBOX,
+                 on_overflow: Callable[[Received], None] | None = None) -> None:
         self.spec = spec  # TLS file paths as given (the bridge makes them absolute)
         self.client_id = client_id
         self.limit = limit
@@ -88,6 +89,7 @@ class TrioMqtt:
         self._written = 0   # publishes of this connection paho reported done
         self._sent = 0      # publishes of this connection handed to paho
         self._on_connect = on_connect
+        self._on_overflow = on_overflow
         self._in_thread = False
         self._closing = False
         self._was_accepted = False  # the broker accepted the current connection
@@ -276,12 +278,14 @@ class TrioMqtt:
         self._written += 1
 
     def _message(self, client: Any, userdata: Any, message: Any) -> None:
+        received = Received(str(message.topic), bytes(message.payload), bool(message.retain))
         try:
-            self.inbox_send.send_nowait(Received(str(message.topic), bytes(message.payload),
-                                                 bool(message.retain)))
+            self.inbox_send.send_nowait(received)
         except trio.WouldBlock:
             log.warning("MQTT message on %s dropped: too many are still waiting",
                         message.topic)
+            if self._on_overflow is not None:
+                self._on_overflow(received)
 
     def _socket_closed(self, client: Any, userdata: Any, sock: Any) -> None:
         self.connected = False
