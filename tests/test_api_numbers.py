@@ -308,7 +308,7 @@ def test_tool_values_check_every_value_before_returning():
     (b'{"x": -2.5E+999}', ("-2.5E+999 is out of range (a number's size must stay below 1.8e308) "
                           "(field 'x')")),
     (b'{"x": ' + b"9" * 5000 + b"}", "(5000 digits; the limit is 308) (field 'x')"),
-    (b'{"d": ' + b"[" * 500 + b"NaN" + b"]" * 500 + b"}", "(field 'd" + "[0]" * 500 + "')"),
+    (b'{"d": ' + b"[" * 30 + b"NaN" + b"]" * 30 + b"}", "(field 'd" + "[0]" * 30 + "')"),
 ])
 def test_json_reader_refuses_numbers_that_are_not_finite(raw, message):
     with pytest.raises(BadRequest) as info:
