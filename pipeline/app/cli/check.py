@@ -84,7 +84,8 @@ def check_scripts(config: HostConfig) -> list[ConfigError]:
                                             p.heated_chamber, p.volume.width, p.volume.depth,
                                             p.volume.height, p.name))
     return [ConfigError(exc.message, path=f"script {exc.script}", line=exc.line)
-            for exc in ScriptSet.check_all(folder, config.scripts.gcode, sample)]
+            for exc in ScriptSet.check_all(folder, config.scripts.gcode, sample,
+                                           max_lines=config.scripts.max_lines)]
 
 
 # -- the success report ------------------------------------------------------------------------
