@@ -129,6 +129,7 @@ def test_the_record_of_a_standalone_printer_never_shows_an_unsafe_line(tmp_path)
         proc.wait(5)
     assert out.returncode == 1
     assert "line 4 of the file: target 400 °C is above the hotend limit of 300 °C" in out.stderr
+    assert os.stat(record).st_mode & 0o777 == 0o600  # the printer's traffic: its owner's only
     lines = record.read_text().splitlines()
     assert [x for x in lines if x in ("G28", "M140 S60", "G1 X10", "G1 X20")] == [
         "G28", "M140 S60", "G1 X10"]  # the file stopped at its line 4

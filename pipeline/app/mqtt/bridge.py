@@ -11,22 +11,19 @@ error inside the bridge is logged and the bridge starts over; it never reaches t
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import time
 
-import attrs
 import trio
 
 from pipeline.app.control import Control
-from pipeline.app.mqtt.client import INBOX, Received, TrioMqtt
+from pipeline.app.mqtt.client import INBOX, Received, TrioMqtt, resolved, tls_error
 from pipeline.app.mqtt.commands import Reply, refusal, reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.fanout.bus import BusEvent, Subscription
 
@@ -42,19 +39,6 @@ RESTART_DELAY = 5.0
 _STATUS_EVENTS = frozenset({Event.PRINTER_STATE_CHANGED, Event.PRINT_STARTED, Event.PRINT_DONE,
                             Event.PRINT_FAILED, Event.PRINT_CANCELLED, Event.PRINT_PAUSED,
                             Event.PRINT_RESUMED, Event.CONNECTED, Event.DISCONNECTED})
-
-
-def resolved(spec: MqttSpec, config_path: str) -> MqttSpec:
-    """`spec` with its TLS files relative to the config file's folder."""
-    folder = os.path.dirname(os.path.abspath(config_path))
-
-    def path(name: str | None) -> str | None:
-        return None if name is None else os.path.join(folder, os.path.expanduser(name))
-
-    t = spec.tls
-    return attrs.evolve(spec, tls=attrs.evolve(t, ca_file=path(t.ca_file),
-                                               cert_file=path(t.cert_file),
-                                               key_file=path(t.key_file)))
 
 
 def client_id_of(spec: MqttSpec) -> str:
@@ -80,9 +64,7 @@ class Bridge:
                             availability(self.spec, False), limit=self.spec.queue,
                             on_connect=self._on_connect, on_overflow=self._overflow)
         except (OSError, ssl.SSLError) as exc:
-            files = [f for f in (spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file) if f]
-            raise ConfigError(f"cannot use the TLS files {', '.join(files)}: {exc}", path=path,
-                              key="mqtt.tls") from exc
+            raise tls_error(spec, path, exc) from exc
 
     def restart(self) -> None:
         """A new connection and a clean slate after a failure; the counters carry on."""

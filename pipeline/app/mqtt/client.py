@@ -15,6 +15,7 @@ the message is dropped and counted. What lives here knows nothing of printers or
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pipeline.app.mqtt.topics import Message
 from pipeline.config.mqtt import MqttSpec, TlsSpec
+from pipeline.errors import ConfigError
 
 log = logging.getLogger("printpipe.mqtt")
 
@@ -55,6 +57,40 @@ class _Context(ssl.SSLContext):
         sock = super().wrap_socket(*args, **kwargs)
         self.opened.append(sock)
         return sock
+
+
+def resolved(spec: MqttSpec, config_path: str) -> MqttSpec:
+    """`spec` with its TLS files relative to the config file's folder."""
+    folder = os.path.dirname(os.path.abspath(config_path))
+
+    def path(name: str | None) -> str | None:
+        return None if name is None else os.path.join(folder, os.path.expanduser(name))
+
+    t = spec.tls
+    return attrs.evolve(spec, tls=attrs.evolve(t, ca_file=path(t.ca_file),
+                                               cert_file=path(t.cert_file),
+                                               key_file=path(t.key_file)))
+
+
+def tls_error(spec: MqttSpec, config_path: str, exc: Exception) -> ConfigError:
+    """The one-line error for TLS files (of the resolved `spec`) that cannot be used."""
+    t = spec.tls
+    files = [f for f in (t.ca_file, t.cert_file, t.key_file) if f]
+    return ConfigError(f"cannot use the TLS files {', '.join(files)}: {exc}", path=config_path,
+                       key="mqtt.tls")
+
+
+def tls_problem(spec: MqttSpec, config_path: str) -> ConfigError | None:
+    """Why the TLS files of `spec` cannot be used (they are read, as at the start), or None."""
+    spec = resolved(spec, config_path)
+    if not spec.tls.active:
+        return None
+    try:
+        for sock in tls_context(spec.tls).opened:
+            sock.close()
+    except (OSError, ssl.SSLError) as exc:
+        return tls_error(spec, config_path, exc)
+    return None
 
 
 def tls_context(tls: TlsSpec) -> _Context:
