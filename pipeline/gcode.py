@@ -100,6 +100,26 @@ def strip_comment(line: str) -> str:
     return line[:i].strip()
 
 
+#: What str.splitlines() splits at besides \n and \r. A G-code line ends at \n, \r\n or \r only:
+#: any of these inside a command stays there, where the wire guard refuses it.
+OTHER_LINE_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+#: Any line break a text may hold: \n, \r and OTHER_LINE_BREAKS.
+LINE_BREAK = re.compile("[\n\r" + OTHER_LINE_BREAKS + "]")
+
+
+def split_lines(text: str) -> list[str]:
+    r"""`text` cut at \n, \r\n and \r only (str.splitlines() also cuts at \v, \f, \x1c-\x1e,
+    \x85, U+2028 and U+2029, which would make one command two); no empty last line."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def param_value(line: str, letter: str) -> float | None:
     """The number after parameter `letter` in `line` (case-insensitive), or None."""
     m = _PARAM_RES[letter.upper()].search(line)

@@ -421,11 +421,20 @@ def test_cli_list_on_an_empty_folder_names_the_key_store(folder):
         0, f"no pending requests\nno application keys\n(key store: {keys_file(folder)})\n", "")
 
 
-def test_cli_show_prints_the_service_key_in_full(folder):
+def test_cli_show_prints_the_service_key_in_full_on_a_terminal(folder):
     code, out, err = run("show", None, folder)
     assert (code, out) == (1, "") and "no API key" in err
     master, _ = KeyStore(folder).ensure_master()
-    assert run("show", None, folder) == (0, master + "\n", "")
+    code, out, err = run("show", None, folder)  # not a terminal (tests/test_check_secrets.py)
+    assert (code, out) == (0, redact(master) + "\n") and "on a terminal only" in err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    assert run_keys("show", None, folder, out, io.StringIO()) == 0
+    assert out.getvalue() == master + "\n"
     assert run_keys("show", None, folder, io.StringIO(), io.StringIO(),
                     configured_key="k" * 20) == 0
 
@@ -509,6 +518,6 @@ def test_cli_keys_without_c_use_the_installed_services_config(tmp_path, monkeypa
     monkeypatch.setattr(cli, "INSTALLED_CONFIG", str(installed))
     master, _ = KeyStore(str(state)).ensure_master()
     assert cli.main(["keys", "show"]) == 0
-    assert capsys.readouterr().out == master + "\n"
+    assert capsys.readouterr().out == redact(master) + "\n"  # not a terminal
     assert cli.main(["keys", "list"]) == 0
     assert f"(key store: {state}/keys.json)" in capsys.readouterr().out

@@ -205,8 +205,10 @@ def test_gcode_payloads(payload, expected):
     (b'{"command": "cancel"}', "cancel"), (b'{"command": "pause"}', "toggle"),
     (b'{"command": "pause", "action": "resume"}', "resume"),
     (b'{"command": "pause", "action": "cancel"}', "action"),
-    (b"{nope", "not valid JSON"), (b"[]", "unknown job command"), (b'{"command": 1}', "command"),
+    (b"{nope", "malformed JSON"), (b"[]", "unknown job command"), (b'{"command": 1}', "command"),
     (b"jump", "unknown job command 'jump'"), (b"\xc3", "not UTF-8"),
+    (b'{"command": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    (b'{"command": "\\udfff"}', "lone surrogate"),
 ])
 def test_job_payloads(payload, expected):
     if expected in ("pause", "cancel", "start", "toggle", "resume"):

@@ -9,7 +9,6 @@ runs), Shutdown is published last.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -26,11 +25,18 @@ import trio
 from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore
 from pipeline.app.paths import config_relative, state_folder
-from pipeline.app.startup import announce_key, check_listen, check_writable, listen_error, quit_now
+from pipeline.app.startup import (
+    announce_key,
+    check_listen,
+    check_writable,
+    listen_error,
+    quit_now,
+    refuse_problems,
+)
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.files.history import Outcome, PrintHistory, PrintRecord
+from pipeline.hooks.registry import build_pipeline
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
@@ -57,13 +63,6 @@ def stable_uuid(folder: str) -> str:
         with open(path, "w", encoding="ascii") as f:
             f.write(value + "\n")
         return value
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @attrs.define(eq=False)
@@ -93,13 +92,14 @@ class Prepared:
 
 def prepare(config: HostConfig, out: TextIO) -> Prepared:
     """Check what would otherwise fail half-way through the start with a traceback (the
-    listening address, the folders) and make sure there is a key. Raises HostError (exit 1)
-    or ConfigError (exit 2) with one line naming the problem and the next step."""
+    config's problems as `printpipe check` finds them, the listening address, the folders)
+    and make sure there is a key. Raises HostError (exit 1) or ConfigError(s) (exit 2) with
+    one line per problem naming it and the next step."""
     from hypercorn.config import Config as HypercornConfig
+
+    from stages import BUILTIN_STAGES
+    refuse_problems(config, build_pipeline(config.pipeline, BUILTIN_STAGES))
     http = config.http
-    if http.allow_anonymous and not _loopback(http.host):
-        raise ConfigError(f"http.allow_anonymous needs a loopback host, not {http.host!r}: "
-                          "anyone on the network could drive the printer", path=config.path)
     hc = HypercornConfig()
     hc.bind = [f"[{http.host}]:{http.port}" if ":" in http.host else f"{http.host}:{http.port}"]
     hc.graceful_timeout = HTTP_GRACE

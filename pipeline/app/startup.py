@@ -1,8 +1,10 @@
 """What `printpipe serve` checks before it starts anything, so that each way a start can fail is
 one line naming the problem and the next step instead of a traceback half-way through: the
-address to listen on (a port another program holds, a host that is not this machine's), the
-storage and state folders (missing rights), and the first-start key message (never the whole
-key into the journal). Also `quit_now`, the second Ctrl-C of every command.
+config's own problems that loading cannot see (`config_problems`, which `printpipe check`
+asks too, so check passes exactly what serve starts with), the address to listen on (a port
+another program holds, a host that is not this machine's), the storage and state folders
+(missing rights), and the first-start key message (never the whole key anywhere but a
+terminal). Also `quit_now`, the second Ctrl-C of every command.
 
 Config mistakes raise ConfigError (the command exits 2, and the unit's
 RestartPreventExitStatus=2 stops systemd from retrying a config that cannot work); the rest
@@ -12,6 +14,7 @@ raise HostError (exit 1: systemd retries, the program holding the port may go aw
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import sys
@@ -19,8 +22,12 @@ import tempfile
 from typing import TYPE_CHECKING, TextIO
 
 from pipeline.app.keys import redact
+from pipeline.app.mqtt.client import tls_problem
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError, HostError
+from pipeline.errors import ConfigError, ConfigErrors, HostError
+from pipeline.fanout.subscriptions import check_custom_events
+from pipeline.hooks.chain import Pipeline
+from pipeline.hooks.host_phases import custom_event_names
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
@@ -28,6 +35,41 @@ if TYPE_CHECKING:
 #: The exit code of a command stopped by a second Ctrl-C (as the shell's for SIGINT).
 INTERRUPTED = 130
 _HOSTS_HINT = "use 0.0.0.0 to serve every network, or 127.0.0.1 for this machine only"
+
+
+def config_problems(config: HostConfig, pipeline: Pipeline) -> list[ConfigError]:
+    """Every reason `serve` refuses a config that loaded and whose `pipeline` was built: the
+    API without keys on a non-loopback host, subscriptions to custom events no stage
+    registers, MQTT TLS files that cannot be used."""
+    problems: list[ConfigError] = []
+    http = config.http
+    if http.allow_anonymous and not is_loopback(http.host):
+        problems.append(ConfigError(
+            f"http.allow_anonymous needs a loopback host, not {http.host!r}: anyone on the "
+            "network could drive the printer", path=config.path, key="http.allow_anonymous"))
+    try:
+        check_custom_events(config.events, custom_event_names(pipeline))
+    except ConfigErrors as exc:
+        problems.extend(exc.errors)
+    if config.mqtt is not None:
+        tls = tls_problem(config.mqtt, config.path)
+        if tls is not None:
+            problems.append(tls)
+    return problems
+
+
+def refuse_problems(config: HostConfig, pipeline: Pipeline) -> None:
+    """Raise ConfigErrors with config_problems(), if there are any."""
+    problems = config_problems(config, pipeline)
+    if problems:
+        raise ConfigErrors(problems)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def listen_error(exc: OSError, config: HostConfig) -> HostError:
@@ -81,20 +123,13 @@ def _user() -> str:
         return str(os.geteuid())
 
 
-def under_journald() -> bool:
-    """Whether our output goes to the systemd journal (systemd sets JOURNAL_STREAM)."""
-    return bool(os.environ.get("JOURNAL_STREAM"))
-
-
 def announce_key(key: str, created: bool, configured: bool, path: str, out: TextIO) -> None:
-    """Say which API key clients use. A generated key is shown in full once on a console, but
-    never written to the journal (it stays on the SD card for anyone who reads logs)."""
-    if created and not under_journald():
-        print(f"printpipe: a new API key was generated and stored in {path} (0600):\n"
-              f"    {key}\nGive it to your slicer as the OctoPrint API key.", file=out)
-    elif created:
+    """Say which API key clients use, redacted: the whole key is shown by `printpipe keys
+    show` on a terminal only, never in a log, the journal or a file output went to."""
+    if created:
         print(f"printpipe: a new API key {redact(key)} was generated and stored in {path} "
-              "(0600); `sudo printpipe keys show` prints it", file=out)
+              "(0600); `sudo printpipe keys show` prints it: give it to your slicer as the "
+              "OctoPrint API key", file=out)
     else:
         source = "http.api_key" if configured else path
         print(f"printpipe: API key {redact(key)} (from {source})", file=out)

@@ -58,6 +58,7 @@ from pipeline.config.sections import (
     read_events,
 )
 from pipeline.errors import ConfigError, ConfigErrors
+from pipeline.gcode import split_lines
 from pipeline.phases import NOT_PHASES, PHASE_BY_NAME, Phase
 
 __all__ = [
@@ -142,7 +143,7 @@ def _syntax_message(exc: MarkedYAMLError) -> str:
 
 def _is_blank_document(text: str) -> bool:
     return all(not s or s.startswith("#") or s in ("---", "...")
-               for s in (line.strip() for line in text.splitlines()))
+               for s in (line.strip() for line in split_lines(text)))
 
 
 class _Reader:

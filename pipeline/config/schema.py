@@ -282,6 +282,9 @@ class ScriptsSpec:
     gcode: Mapping[str, str] = option(
         MappingProxyType({}), sy.EmptyDict() | sy.MapPattern(sy.Str(), sy.Str()),
         convert=frozen_map, hash=False)
+    #: The most lines one script may render to (comments and blank lines included), and the
+    #: longest range() it may loop over: a render past it fails and sends nothing.
+    max_lines: int = integer(1000, at_least(1))
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from pipeline.gcode import Command, strip_comment
+from pipeline.gcode import Command, split_lines, strip_comment
 from pipeline.hooks.chain import BoundStage, Pipeline
 from pipeline.phases import Phase
 
@@ -33,7 +33,7 @@ def _lines(part: Any, st: BoundStage, tags: frozenset[str]) -> list[Command]:
     if part is None:
         return []
     if isinstance(part, str):
-        part = part.split("\n")
+        part = split_lines(part)
     if not isinstance(part, (list, tuple)):
         raise TypeError(f"prefix/postfix must be a str or a list, not {type(part).__name__}")
     out = []

@@ -6,13 +6,18 @@ resolved relative to the including template's folder (a leading `/` makes it abs
 Undefined values chain (`pause_position.x` on a missing position is undefined, not an error)
 and the `none` test is true for None and undefined, so `{% if x is not none %}` guards work
 whatever is missing; but printing None, an undefined or an empty value is an error, so a
-script can never put `G1 X` or `G1 XNone` on the wire. Every error is a ScriptError naming
-the script (or snippet) and its line. No trio; the only IO is reading the scripts folder.
+script can never put `G1 X` or `G1 XNone` on the wire. A render is bounded, whatever its
+context says: at most `scripts.max_lines` lines of output (comments and blank lines
+included), `range()` no longer than that, and no text or number grown past MAX_TEXT by `*` or
+`**`. Every error is a ScriptError naming the script (or snippet) and its line. No trio; the
+only IO is reading the scripts folder.
 """
 
 from __future__ import annotations
 
+import operator
 import pathlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,8 +26,16 @@ from jinja2 import nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 
+from pipeline.config.schema import ScriptsSpec
 from pipeline.errors import ScriptError
-from pipeline.gcode import strip_comment
+from pipeline.gcode import split_lines, strip_comment
+
+#: The most lines a script renders to (`scripts.max_lines`'s default), and the most characters
+#: a rendered line has on average (the output is cut off at max_lines times this).
+MAX_LINES: int = ScriptsSpec().max_lines
+LINE_CHARS = 256
+#: The longest text or list `*` may make, and the most bits of a number `**` may make.
+MAX_TEXT = 65536
 
 SCRIPT_NAMES = ("afterPrinterConnected", "beforePrinterDisconnected", "beforePrintStarted",
                 "afterPrintCancelled", "afterPrintDone", "afterPrintPaused",
@@ -153,7 +166,43 @@ class _Loader(jinja2.BaseLoader):
         return self.sources[template], template, lambda: True
 
 
+class _TooLarge(Exception):
+    """A render that would grow past its bounds (the render fails at its line)."""
+
+
 class _Env(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, *args: Any, max_lines: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_lines = max_lines
+        self.globals["range"] = self._range
+
+    def _range(self, *args: int) -> range:
+        """range(), no longer than a script may be."""
+        r = range(*args)
+        try:
+            n = len(r)
+        except OverflowError:  # more items than an index holds
+            n = sys.maxsize
+        if n > self.max_lines:
+            many = n if n < sys.maxsize else "countless"
+            raise _TooLarge(f"range() of {many} items: a script renders at most "
+                            f"{self.max_lines} lines (scripts.max_lines)")
+        return r
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "**":
+            if (isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+                    and right * abs(left).bit_length() > MAX_TEXT):
+                raise _TooLarge(f"{left} ** {right} is too large a number")
+            return left ** right
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                    and len(seq) * times > MAX_TEXT:
+                raise _TooLarge(f"* would make {len(seq) * times} items (at most {MAX_TEXT})")
+        return operator.mul(left, right)
+
     def join_path(self, template: str, parent: str) -> str:
         if not template.startswith(_SNIPPET):
             return template
@@ -165,9 +214,10 @@ class _Env(SandboxedEnvironment):
         return f"{base}/{name}".lstrip("/")
 
 
-def _environment(sources: Mapping[str, str], *, strict: bool) -> _Env:
-    env = _Env(loader=_Loader(dict(sources)), trim_blocks=True, lstrip_blocks=True,
-               keep_trailing_newline=True, autoescape=False,
+def _environment(sources: Mapping[str, str], *, strict: bool,
+                 max_lines: int = MAX_LINES) -> _Env:
+    env = _Env(max_lines=max_lines, loader=_Loader(dict(sources)), trim_blocks=True,
+               lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
                undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined,
                finalize=_finalize, extensions=[SnippetTag, "jinja2.ext.do",
                                                "jinja2.ext.loopcontrols"])
@@ -202,10 +252,11 @@ def _error(exc: BaseException, script: str, names: set[str]) -> ScriptError:
 class ScriptSet:
     """Every available script and snippet, compiled."""
 
-    def __init__(self, sources: Mapping[str, str]) -> None:
+    def __init__(self, sources: Mapping[str, str], *, max_lines: int = MAX_LINES) -> None:
         self._sources = dict(sources)
         self._names = set(self._sources)
-        self._env = _environment(self._sources, strict=False)
+        self.max_lines = max_lines
+        self._env = _environment(self._sources, strict=False, max_lines=max_lines)
         self._templates: dict[str, jinja2.Template] = {}
 
     @classmethod
@@ -227,9 +278,9 @@ class ScriptSet:
 
     @classmethod
     def load(cls, folder: str | None, inline: Mapping[str, str], *,
-             bundled: Mapping[str, str] = BUNDLED) -> ScriptSet:
+             bundled: Mapping[str, str] = BUNDLED, max_lines: int = MAX_LINES) -> ScriptSet:
         """Load and compile everything; the first compile error is raised."""
-        scripts = cls(cls.sources(folder, inline, bundled))
+        scripts = cls(cls.sources(folder, inline, bundled), max_lines=max_lines)
         problems = scripts.compile_all()
         if problems:
             raise problems[0]
@@ -237,9 +288,10 @@ class ScriptSet:
 
     @classmethod
     def check_all(cls, folder: str | None, inline: Mapping[str, str],
-                  sample: Mapping[str, Any] | None = None) -> list[ScriptError]:
+                  sample: Mapping[str, Any] | None = None, *,
+                  max_lines: int = MAX_LINES) -> list[ScriptError]:
         """Every problem: compile errors, then strict renders against a sample context."""
-        scripts = cls(cls.sources(folder, inline))
+        scripts = cls(cls.sources(folder, inline), max_lines=max_lines)
         problems = scripts.compile_all()
         seen = {str(p) for p in problems}
         for p in scripts.lint(sample if sample is not None else sample_context()):
@@ -272,15 +324,27 @@ class ScriptSet:
 
     def _render(self, template: jinja2.Template, name: str,
                 context: Mapping[str, Any]) -> list[str]:
-        try:
-            text = template.render(**context)
+        limit = self.max_lines
+        size = lines = 0
+        pieces: list[str] = []
+        try:  # piece by piece: a render past its bounds stops there, not at its end
+            for piece in template.generate(**context):
+                lines += piece.count("\n")
+                size += len(piece)
+                if lines > limit or size > limit * LINE_CHARS:
+                    raise ScriptError(f"it renders more than {limit} lines (scripts.max_lines)"
+                                      if lines > limit else f"it renders more than "
+                                      f"{limit * LINE_CHARS} characters", script=name)
+                pieces.append(piece)
+        except ScriptError:
+            raise
         except Exception as exc:  # noqa: BLE001 (any template failure is the script's fault)
             raise _error(exc, name, self._names) from None
-        return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
+        return [c for c in (strip_comment(line) for line in split_lines("".join(pieces))) if c]
 
     def lint(self, sample: Mapping[str, Any]) -> list[ScriptError]:
         """Render every script with strict undefined against `sample`; every problem."""
-        env = _environment(self._sources, strict=True)
+        env = _environment(self._sources, strict=True, max_lines=self.max_lines)
         problems = []
         for name in self.names():
             try:

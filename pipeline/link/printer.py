@@ -44,7 +44,7 @@ def load_scripts(config: HostConfig) -> ScriptSet:
     folder = config.scripts.folder
     if folder and not os.path.isabs(folder) and os.path.exists(config.path):
         folder = os.path.join(os.path.dirname(os.path.abspath(config.path)), folder)
-    return ScriptSet.load(folder, config.scripts.gcode)
+    return ScriptSet.load(folder, config.scripts.gcode, max_lines=config.scripts.max_lines)
 
 
 #: Seconds an orderly disconnect waits for the queue (and beforePrinterDisconnected) to drain.

@@ -4,19 +4,43 @@ kept), for debugging a printer.
 
 Only a session with the trace on pays for it: `TracingTransport` replaces the transport then,
 and the plain one has no check on its hot path. The file is written by the logging module's
-rotating handler, a blocking write per line: that is why the trace is off by default.
+rotating handler, a blocking write per line: that is why the trace is off by default. It holds
+all the printer's traffic, so it is its owner's only (0600), as is every other file here that
+records traffic (`private_file`: the virtual printer's record too).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import typing
 from logging.handlers import RotatingFileHandler
+from typing import Any
 
 from pipeline.link.transport import SerialTransport
 
 #: A partial line longer than this is written as it is (a printer sending garbage).
 _MAX_PARTIAL = 4096
+
+
+def private_file(path: str, mode: str, **kwargs: Any) -> io.TextIOWrapper:
+    """`open(path, mode)` (text, "w" or "a") for its owner only: created 0600, and an existing
+    file (made before, or under another umask) set to 0600 too."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return typing.cast(io.TextIOWrapper, open(fd, mode, **kwargs))
+
+
+class _PrivateRotatingHandler(RotatingFileHandler):
+    def _open(self) -> io.TextIOWrapper:  # each file it opens, the first and those after a rollover
+        return private_file(self.baseFilename, self.mode, encoding=self.encoding,
+                            errors=self.errors)
 
 
 class SerialTrace:
@@ -25,8 +49,8 @@ class SerialTrace:
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path = path
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        self._handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=1,
-                                            encoding="utf-8")
+        self._handler = _PrivateRotatingHandler(path, maxBytes=max_bytes, backupCount=1,
+                                                encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
         # a logger of its own, outside the tree: nothing else writes to or from it
         self._log = logging.Logger("printpipe.serial")  # noqa: LOG001 (one per trace file)

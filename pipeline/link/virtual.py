@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from pipeline.errors import HostError
+from pipeline.link.trace import private_file
 from pipeline.virtual.firmware import FirmwareSpec, VirtualFirmware
 from pipeline.virtual.marlin import make_firmware
 
@@ -173,7 +174,8 @@ async def run_standalone(spec: FirmwareSpec, link: str, *, record: str | None = 
     """
     # A plain file on purpose: opened once before any task runs, closed in the finally below,
     # and _record's small appends must still flush while it is being cancelled.
-    sink = open(record, "w", buffering=1 << 16) if record else None  # noqa: SIM115, ASYNC230
+    # It is the printer's traffic: its owner's only (0600).
+    sink = private_file(record, "w", buffering=1 << 16) if record else None
     try:
         while True:
             async with trio.open_nursery() as nursery:

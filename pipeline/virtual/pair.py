@@ -121,8 +121,8 @@ def sample_gcode(lines: int, *, seed: int = 0) -> str:
 
 def expected_commands(text: str) -> list[str]:
     """The commands a host must deliver for `text`: comments and blank lines stripped."""
-    from pipeline.gcode import strip_comment
-    return [c for c in (strip_comment(line) for line in text.splitlines()) if c]
+    from pipeline.gcode import split_lines, strip_comment
+    return [c for c in (strip_comment(line) for line in split_lines(text)) if c]
 
 
 def noop_stage(comm_instance: object, phase: str, cmd: str, cmd_type: str | None,

@@ -58,11 +58,14 @@ def _check(path: str | None) -> tuple[HostConfig | None, list[ConfigError]]:
                                       stage_phases=stage_phases())
     except ConfigErrors as exc:
         return None, list(exc.errors)
+    from pipeline.app.startup import config_problems
     problems: list[ConfigError] = []
     try:
-        build_pipeline(config.pipeline, BUILTIN_STAGES)
+        pipeline = build_pipeline(config.pipeline, BUILTIN_STAGES)
     except ConfigErrors as exc:
         problems.extend(exc.errors)
+    else:
+        problems.extend(config_problems(config, pipeline))  # what serve refuses, too
     problems.extend(check_scripts(config))
     # Build errors come in run order (entries sorted by order/id): report them by line.
     problems.sort(key=lambda e: (e.path, e.line or 0))
@@ -84,7 +87,8 @@ def check_scripts(config: HostConfig) -> list[ConfigError]:
                                             p.heated_chamber, p.volume.width, p.volume.depth,
                                             p.volume.height, p.name))
     return [ConfigError(exc.message, path=f"script {exc.script}", line=exc.line)
-            for exc in ScriptSet.check_all(folder, config.scripts.gcode, sample)]
+            for exc in ScriptSet.check_all(folder, config.scripts.gcode, sample,
+                                           max_lines=config.scripts.max_lines)]
 
 
 # -- the success report ------------------------------------------------------------------------

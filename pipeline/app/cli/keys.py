@@ -4,7 +4,8 @@ appkeys flow, and the service's own key.
 An application (Home Assistant, a slicer) asks the running host for a key; the request waits
 until someone approves or denies it here, in another process, through the same `keys.json` in
 the state folder. Only `pipeline.appkeys` touches that file. Keys are printed redacted, never in
-full (but `show` prints the service's key for giving it to a slicer); tokens are printed in
+full (but `show` prints the service's key for giving it to a slicer, on a terminal only:
+redacted into a file or a pipe); tokens are printed in
 full because people type them (a unique 6-character prefix will do). Run as root (sudo) on the
 service's state folder, the store keeps its files owned by the folder's owner (app/keys.py).
 """
@@ -40,7 +41,7 @@ def add_keys_parser(sub: Any) -> argparse.ArgumentParser:
                                           "one, else the built-in defaults)")
     p.add_argument("action", choices=[a.value for a in KeysAction],
                    help="list requests and keys, approve or deny a request, revoke a key, "
-                        "show the service's API key in full")
+                        "show the service's API key in full (on a terminal; redacted otherwise)")
     p.add_argument("arg", nargs="?",
                    help="the request TOKEN (approve, deny) or the APP name or key prefix (revoke)")
     return p
@@ -80,7 +81,14 @@ def run_keys(action: str, arg: str | None, state_folder: str, out: TextIO | None
                 print(f"printpipe keys: no API key in {store.path} yet: `printpipe serve` makes "
                       "one at its first start", file=err)
                 return 1
-            print(master, file=out)
+            if out.isatty():
+                print(master, file=out)
+            else:  # a file or a pipe keeps it, a log may show it: only a terminal sees it
+                print(redact(master), file=out)
+                where = ("the config's http.api_key" if configured_key
+                         else f"in {store.path}, mode 0600")
+                print("printpipe keys: the key is shown in full on a terminal only (it is "
+                      f"{where})", file=err)
         elif which is KeysAction.APPROVE:
             granted = store.approve(str(arg))
             print(f"approved {granted.app!r}: key {redact(granted.key)} "

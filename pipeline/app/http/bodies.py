@@ -15,6 +15,7 @@ import attrs
 from starlette.responses import Response
 
 from pipeline.app.http.support import BadRequest
+from pipeline.gcode import LINE_BREAK, split_lines
 
 #: What the commands of one request may come to with their parameters filled in: as much as
 #: a JSON body may hold (read_json's limit), so parameters never make a request larger.
@@ -135,10 +136,45 @@ def parameters(body: dict[str, Any]) -> dict[str, str]:
             text = value if isinstance(value, str) else str(value)
         except ValueError:  # an integer past int-to-text's digit limit
             raise BadRequest(f"parameter {name!r} is too long a number") from None
-        if "\n" in text or "\r" in text:
-            raise BadRequest(f"parameter {name!r} holds a line break")
+        _refuse_line_break(text, f"parameter {name!r}")
         texts[name] = text
     return texts
+
+
+def script_context(body: dict[str, Any]) -> dict[str, Any]:
+    """What a script request adds to the script's context: the body's `context` object, and
+    its `parameters` (OctoPrint's name for them) as `parameters`. No text anywhere in them, key
+    or value, may hold a line break of any kind: a value printed into a command could
+    otherwise add a line (BadRequest naming where it is)."""
+    context = field(body, "context", dict, required=False, default={})
+    params = field(body, "parameters", dict, required=False, default=None)
+    _check_texts(context, "context")
+    if params is not None:
+        _check_texts(params, "parameters")
+        context = {**context, "parameters": params}
+    return dict(context)
+
+
+def _check_texts(value: Any, name: str) -> None:
+    """Every string in `value` (nested objects and lists too) without line breaks."""
+    stack: list[tuple[str, Any]] = [(name, value)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, str):
+            _refuse_line_break(node, where)
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                _refuse_line_break(key, f"a key of {where}")
+                stack.append((f"{where}.{key}", item))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(node))
+
+
+def _refuse_line_break(text: str, where: str) -> None:
+    m = LINE_BREAK.search(text)
+    if m is not None:
+        raise BadRequest(f"{where} holds a line break (U+{ord(m.group()):04X}): a value "
+                         "may not add a command")
 
 
 def command_lines(commands: list[str], params: Mapping[str, str], limit: int) -> list[str]:
@@ -153,7 +189,7 @@ def command_lines(commands: list[str], params: Mapping[str, str], limit: int) ->
         if params:
             cmd = _fill(cmd, params, budget, n)
         budget -= len(cmd)
-        for line in cmd.splitlines():
+        for line in split_lines(cmd):
             if not line.strip():
                 continue
             size = len(line.encode())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -27,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.app.http.context import Api, api_of, identity_of
-from pipeline.app.http.support import BadRequest, read_json, receive_upload
+from pipeline.app.http.support import BadRequest, parse_json, read_json, receive_upload
 from pipeline.events.names import Event
 from pipeline.files.history import folder_prints
 from pipeline.files.index import AnalysisQueue, Entry, MetadataStore
@@ -232,11 +231,10 @@ async def _add_upload(request: Request, api: Api, filename: str | None, temp: st
     select, want_print = _flag(fields.get("select"), "select"), _flag(fields.get("print"), "print")
     userdata = None
     if "userdata" in fields:
-        try:
-            userdata = json.loads(fields["userdata"])
-            json.dumps(userdata, allow_nan=False)  # listings answer it: NaN, 1e400 are not JSON
-        except ValueError:
-            raise BadRequest("'userdata' is not valid JSON") from None
+        try:  # listings answer it: NaN, 1e400, deep nesting, lone surrogates are refused
+            userdata = parse_json(fields["userdata"])
+        except BadRequest as exc:
+            raise BadRequest(f"'userdata': {exc.message}") from None
     with storage_errors():
         parent = storage.sanitize_path(fields.get("path", ""))  # as foldername: may be made
         name = storage.sanitize(filename)

@@ -39,8 +39,8 @@ def register_live(api: Api, folder_of: Callable[[HostConfig, str], str]) -> None
             return
         key, created = api.keys.ensure_master()
         if created:
-            log.warning("http.api_key was removed: a new API key was generated and stored in "
-                        "%s: %s", api.keys.path, key)
+            log.warning("http.api_key was removed: a new API key %s was generated and stored "
+                        "in %s; `sudo printpipe keys show` prints it", redact(key), api.keys.path)
         else:
             log.warning("reload: the API key is now %s", redact(key))
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.app.control import MAX_TEMPERATURE_OFFSET, Control
-from pipeline.app.http.bodies import Range, command_lines, finite, parameters
+from pipeline.app.http.bodies import Range, command_lines, finite, parameters, script_context
 from pipeline.app.http.bodies import command as _command
 from pipeline.app.http.bodies import done as _done
 from pipeline.app.http.bodies import field as _field
@@ -166,7 +166,7 @@ async def printer_command(request: Request) -> Response:
     control = _operational(request)
     if "script" in body:
         name = _field(body, "script", str)
-        context = _field(body, "context", dict, required=False, default={})
+        context = script_context(body)
         try:
             control.run_script(name, context, trigger="trigger:api")
         except LookupError as exc:

@@ -330,12 +330,25 @@ async def read_json(request: Request, max_size: int = 1024 * 1024) -> dict[str, 
 
 #: The most digits a JSON integer may have: every number must fit a float.
 MAX_INT_DIGITS = 308
+#: The deepest nesting of arrays and objects a JSON body may have (what reads or writes it
+#: again, recursively, must never run out of stack).
+MAX_DEPTH = 32
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """`raw` as a JSON object whose numbers are all finite floats or ints: NaN, Infinity,
-    numbers beyond a double (1e400) and integers past Python's digit limit are refused, naming
-    the field they stood in, so nothing behind an endpoint ever sees an infinity."""
+def parse_json_object(raw: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """`raw` as a JSON object, checked as parse_json checks it."""
+    value = parse_json(raw, max_depth)
+    if not isinstance(value, dict):
+        raise BadRequest(f"expected a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def parse_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """`raw` as JSON whose numbers are all finite floats or ints: NaN, Infinity, numbers beyond
+    a double (1e400) and integers past Python's digit limit are refused, naming the field they
+    stood in, so nothing behind an endpoint ever sees an infinity; so are arrays and objects
+    nested deeper than `max_depth` and text holding a lone surrogate (`"\ud800"`: no UTF-8
+    writes it). Every problem is a BadRequest naming it."""
     refused: list[tuple[object, str]] = []  # a marker left where the number was, the problem
 
     def refuse(problem: str) -> object:
@@ -367,13 +380,39 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("malformed JSON: not UTF-8") from None
     except RecursionError:
-        raise BadRequest("malformed JSON: nested too deeply") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"expected a JSON object, got {_json_kind(value)}")
+        raise BadRequest(f"JSON nested too deeply (at most {max_depth} levels)") from None
+    _check_tree(value, max_depth)
     if refused:
         marker, problem = refused[0]
         raise BadRequest(f"{problem} (field {_path_to(value, marker)!r})")
     return value
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Nesting at most `max_depth` deep, no lone surrogate in a key or a string. Not
+    recursive: the parser accepts nesting deeper than Python's stack would."""
+    stack: list[tuple[int, Any]] = [(0, value)]
+    while stack:
+        depth, node = stack.pop()
+        if isinstance(node, str):
+            _no_surrogate(node)
+        elif isinstance(node, (dict, list)):
+            if depth >= max_depth:
+                raise BadRequest(f"JSON nested too deeply (at most {max_depth} levels)")
+            if isinstance(node, dict):
+                for key in node:
+                    _no_surrogate(key)
+                node = node.values()
+            stack.extend((depth + 1, item) for item in node)
+
+
+def _no_surrogate(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(f"JSON text holds a lone surrogate (\\u{ord(text[exc.start]):04x}"
+                             "): not a character") from None
 
 
 def _cut(text: str, limit: int = 20) -> str:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from pipeline.app.http.bodies import script_context
 from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, json_error, read_json
 from pipeline.app.keys import KeyRequestLimit, KeyStoreError, PollResult
@@ -36,9 +37,7 @@ async def render_script(request: Request) -> Response:
     api = api_of(request)
     name = request.path_params["name"]
     body = await read_json(request) if await request.body() else {}
-    context = body.get("context", {})
-    if not isinstance(context, dict):
-        raise BadRequest("context must be a JSON object")
+    context = script_context(body)
     try:
         lines = api.control.render_script(name, context)
     except ScriptError as exc:

@@ -11,22 +11,19 @@ error inside the bridge is logged and the bridge starts over; it never reaches t
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import time
 
-import attrs
 import trio
 
 from pipeline.app.control import Control
-from pipeline.app.mqtt.client import TrioMqtt
-from pipeline.app.mqtt.commands import reply_message, run_command
+from pipeline.app.mqtt.client import INBOX, Received, TrioMqtt, resolved, tls_error
+from pipeline.app.mqtt.commands import Reply, refusal, reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.reader import HostConfig
-from pipeline.errors import ConfigError
 from pipeline.events.names import Event
 from pipeline.fanout.bus import BusEvent, Subscription
 
@@ -42,19 +39,6 @@ RESTART_DELAY = 5.0
 _STATUS_EVENTS = frozenset({Event.PRINTER_STATE_CHANGED, Event.PRINT_STARTED, Event.PRINT_DONE,
                             Event.PRINT_FAILED, Event.PRINT_CANCELLED, Event.PRINT_PAUSED,
                             Event.PRINT_RESUMED, Event.CONNECTED, Event.DISCONNECTED})
-
-
-def resolved(spec: MqttSpec, config_path: str) -> MqttSpec:
-    """`spec` with its TLS files relative to the config file's folder."""
-    folder = os.path.dirname(os.path.abspath(config_path))
-
-    def path(name: str | None) -> str | None:
-        return None if name is None else os.path.join(folder, os.path.expanduser(name))
-
-    t = spec.tls
-    return attrs.evolve(spec, tls=attrs.evolve(t, ca_file=path(t.ca_file),
-                                               cert_file=path(t.cert_file),
-                                               key_file=path(t.key_file)))
 
 
 def client_id_of(spec: MqttSpec) -> str:
@@ -78,11 +62,9 @@ class Bridge:
         try:
             return TrioMqtt(spec, self.client_id,
                             availability(self.spec, False), limit=self.spec.queue,
-                            on_connect=self._on_connect)
+                            on_connect=self._on_connect, on_overflow=self._overflow)
         except (OSError, ssl.SSLError) as exc:
-            files = [f for f in (spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file) if f]
-            raise ConfigError(f"cannot use the TLS files {', '.join(files)}: {exc}", path=path,
-                              key="mqtt.tls") from exc
+            raise tls_error(spec, path, exc) from exc
 
     def restart(self) -> None:
         """A new connection and a clean slate after a failure; the counters carry on."""
@@ -160,10 +142,30 @@ class Bridge:
 
     async def _commands(self) -> None:
         async for msg in self.mqtt.inbox:
-            reply = await run_command(self.control, self.topics, msg.topic, msg.payload)
-            if not reply.ok:
-                log.warning("MQTT command on %s refused: %s", msg.topic, reply.message)
-            self.publish(reply_message(self.spec, msg.topic, msg.payload, reply, time.time()))
+            if not msg.payload:  # how MQTT clears a retained message (ours too): no command
+                continue
+            problem = refusal(msg.payload, msg.retain)
+            if msg.retain:
+                self.publish(Message(msg.topic, b"", retain=True, qos=self.spec.qos))
+            try:
+                reply = (Reply(False, problem) if problem is not None else
+                         await run_command(self.control, self.topics, msg.topic, msg.payload))
+            except Exception:  # a bug: the command still gets its answer, the bridge goes on
+                log.exception("MQTT command on %s failed", msg.topic)
+                reply = Reply(False, "internal error (logged)")
+            self.answer(msg.topic, msg.payload, reply)
+
+    def answer(self, topic: str, payload: bytes, reply: Reply) -> None:
+        """Publish the reply to the command `payload` on `topic`."""
+        if not reply.ok:
+            log.warning("MQTT command on %s refused: %s", topic, reply.message)
+        self.publish(reply_message(self.spec, topic, payload, reply, time.time()))
+
+    def _overflow(self, msg: Received) -> None:
+        """A command that found the inbox full: answered, never run."""
+        if msg.payload:
+            self.answer(msg.topic, msg.payload, Reply(False, f"{INBOX} commands are still "
+                                                             "waiting: this one was not run"))
 
 
 def open_bridge(control: Control, spec: MqttSpec) -> Bridge:

@@ -15,6 +15,7 @@ the message is dropped and counted. What lives here knows nothing of printers or
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pipeline.app.mqtt.topics import Message
 from pipeline.config.mqtt import MqttSpec, TlsSpec
+from pipeline.errors import ConfigError
 
 log = logging.getLogger("printpipe.mqtt")
 
@@ -57,6 +59,40 @@ class _Context(ssl.SSLContext):
         return sock
 
 
+def resolved(spec: MqttSpec, config_path: str) -> MqttSpec:
+    """`spec` with its TLS files relative to the config file's folder."""
+    folder = os.path.dirname(os.path.abspath(config_path))
+
+    def path(name: str | None) -> str | None:
+        return None if name is None else os.path.join(folder, os.path.expanduser(name))
+
+    t = spec.tls
+    return attrs.evolve(spec, tls=attrs.evolve(t, ca_file=path(t.ca_file),
+                                               cert_file=path(t.cert_file),
+                                               key_file=path(t.key_file)))
+
+
+def tls_error(spec: MqttSpec, config_path: str, exc: Exception) -> ConfigError:
+    """The one-line error for TLS files (of the resolved `spec`) that cannot be used."""
+    t = spec.tls
+    files = [f for f in (t.ca_file, t.cert_file, t.key_file) if f]
+    return ConfigError(f"cannot use the TLS files {', '.join(files)}: {exc}", path=config_path,
+                       key="mqtt.tls")
+
+
+def tls_problem(spec: MqttSpec, config_path: str) -> ConfigError | None:
+    """Why the TLS files of `spec` cannot be used (they are read, as at the start), or None."""
+    spec = resolved(spec, config_path)
+    if not spec.tls.active:
+        return None
+    try:
+        for sock in tls_context(spec.tls).opened:
+            sock.close()
+    except (OSError, ssl.SSLError) as exc:
+        return tls_error(spec, config_path, exc)
+    return None
+
+
 def tls_context(tls: TlsSpec) -> _Context:
     """Verify the broker against `ca_file` (the system's CAs without one); present the client
     certificate when one is given. Raises OSError / ssl.SSLError for a file it cannot use."""
@@ -77,7 +113,8 @@ class TrioMqtt:
     time the broker accepted the connection; incoming messages wait in `inbox`."""
 
     def __init__(self, spec: MqttSpec, client_id: str, will: Message | None, *, limit: int,
-                 on_connect: Callable[[], None], inbox: int = INBOX) -> None:
+                 on_connect: Callable[[], None], inbox: int = INBOX,
+                 on_overflow: Callable[[Received], None] | None = None) -> None:
         self.spec = spec  # TLS file paths as given (the bridge makes them absolute)
         self.client_id = client_id
         self.limit = limit
@@ -88,6 +125,7 @@ class TrioMqtt:
         self._written = 0   # publishes of this connection paho reported done
         self._sent = 0      # publishes of this connection handed to paho
         self._on_connect = on_connect
+        self._on_overflow = on_overflow
         self._in_thread = False
         self._closing = False
         self._was_accepted = False  # the broker accepted the current connection
@@ -276,12 +314,14 @@ class TrioMqtt:
         self._written += 1
 
     def _message(self, client: Any, userdata: Any, message: Any) -> None:
+        received = Received(str(message.topic), bytes(message.payload), bool(message.retain))
         try:
-            self.inbox_send.send_nowait(Received(str(message.topic), bytes(message.payload),
-                                                 bool(message.retain)))
+            self.inbox_send.send_nowait(received)
         except trio.WouldBlock:
             log.warning("MQTT message on %s dropped: too many are still waiting",
                         message.topic)
+            if self._on_overflow is not None:
+                self._on_overflow(received)
 
     def _socket_closed(self, client: Any, userdata: Any, sock: Any) -> None:
         self.connected = False

@@ -3,26 +3,34 @@ through the pipeline tagged `source:mqtt`, under the API's safety rules) and `<b
 (start, pause, resume, toggle, cancel, restart). Every command is answered on
 `<base>command/reply` with whether it was done and, if not, the one-line reason.
 
-Parsing is pure; `run_command` drives the printer only through `Control`. A bad payload is a
-refused command, never an exception out of here.
+A command is a message published now: a retained one (the broker hands it to every new
+subscription, so after each reconnect) is never run, only answered, and the bridge clears it.
+Payloads are bounded in size and JSON nesting. Parsing is pure; `run_command` drives the
+printer only through `Control`. A bad payload is a refused command, never an exception out of
+here.
 """
 
 from __future__ import annotations
 
-import json
-
 import attrs
 
 from pipeline.app.control import Control
+from pipeline.app.http.support import BadRequest, parse_json
 from pipeline.app.mqtt.topics import Message, Topics, stamped
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import HostError
+from pipeline.gcode import split_lines
 
 MQTT_TAGS = frozenset({"source:mqtt", "trigger:mqtt"})
 JOB_ACTIONS = ("start", "pause", "resume", "toggle", "cancel", "restart")
 #: The most commands one gcode message may carry, and bytes of the command echoed in a reply.
 MAX_LINES = 100
 ECHO = 200
+#: The largest command payload (bytes) and the deepest JSON nesting of a job command.
+MAX_PAYLOAD = 16 * 1024
+MAX_DEPTH = 4
+RETAINED = ("a retained command is never run (it would run again at every reconnect); it was "
+            "cleared: publish commands without the retain flag")
 
 
 @attrs.frozen
@@ -40,7 +48,7 @@ def _text(payload: bytes) -> str:
 
 def gcode_lines(payload: bytes) -> list[str]:
     """The commands of a gcode message: one per line, blank lines skipped."""
-    lines = [line.strip() for line in _text(payload).splitlines()]
+    lines = [line.strip() for line in split_lines(_text(payload))]
     lines = [line for line in lines if line]
     if not lines:
         raise ValueError("no command in the payload (one G-code command per line)")
@@ -56,9 +64,9 @@ def job_action(payload: bytes) -> str:
     word = text.lower()
     if text.startswith("{"):
         try:
-            body = json.loads(text)
-        except ValueError:
-            raise ValueError("the payload is not valid JSON") from None
+            body = parse_json(text, MAX_DEPTH)
+        except BadRequest as exc:  # malformed, nested too deeply, a lone surrogate
+            raise ValueError(exc.message) from None
         command = body.get("command") if isinstance(body, dict) else None
         if not isinstance(command, str):
             raise ValueError('a JSON job command needs "command" (a string)')
@@ -70,6 +78,15 @@ def job_action(payload: bytes) -> str:
     if word not in JOB_ACTIONS:
         raise ValueError(f"unknown job command {word[:40]!r} ({', '.join(JOB_ACTIONS)})")
     return word
+
+
+def refusal(payload: bytes, retained: bool) -> str | None:
+    """Why a message must not run whatever it says, or None."""
+    if retained:
+        return RETAINED
+    if len(payload) > MAX_PAYLOAD:
+        return f"the payload is {len(payload)} bytes: a command may have {MAX_PAYLOAD}"
+    return None
 
 
 async def run_command(control: Control, topics: Topics, topic: str, payload: bytes) -> Reply:
