@@ -53,9 +53,6 @@ log = logging.getLogger("printpipe.serve")
 #: reading included); the stop as a whole is bounded by this, the printer's disconnect
 #: (SIGNAL_GRACE, then the link's LAST_ACT) and the subscriptions' `events.shutdown_grace`.
 HTTP_GRACE = 2.0
-#: Seconds the printer gets to stop in order after a signal (the print's cancel, the heaters
-#: off, beforePrinterDisconnected); at the same time as the HTTP server's stop.
-SIGNAL_GRACE = 3.0
 
 
 def stable_uuid(folder: str) -> str:
@@ -157,7 +154,7 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
     from pipeline.app.http.live import register_live
     from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
-    from pipeline.app.service import open_service
+    from pipeline.app.service import SIGNAL_GRACE, open_service
     from pipeline.files.storage import LocalStorage
 
     http, hc = config.http, ready.hc
