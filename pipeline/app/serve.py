@@ -165,7 +165,8 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
                                attrs.asdict(config.printer.profile))
         await trio.to_thread.run_sync(storage.remove_stale_temps)  # left by a crash or kill
         async with trio.open_nursery() as nursery:
-            analyses = cast(trio.Nursery, Supervisor(nursery))  # Api only calls start_soon
+            # (Api only calls its nursery's start_soon)
+            analyses = cast(trio.Nursery, Supervisor(nursery, "a file analysis"))
             api = Api(control, ready.keys, storage, analyses, version(),
                       stable_uuid(ready.state), anonymous=http.allow_anonymous)
             app = build_app(api, http.body_limit)

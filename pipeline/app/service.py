@@ -62,16 +62,16 @@ async def open_service(config: HostConfig, *,
     bus = EventBus(clock=trio.current_time)
     async with trio.open_nursery() as printer:  # the printer's tasks, and nothing else
         async with trio.open_nursery() as nursery:
-            services = Supervisor(nursery, restart=True)
             control = Control(config, pipeline, bus, printer, builtins,
-                              services=Supervisor(nursery))
+                              services=Supervisor(nursery, "a system command"))
             check_custom_events(config.events, control.custom_events())
             await nursery.start(partial(supervised, "the event subscriptions",
                                         control.runner.run, started=True))
             # subscribed before Startup, so Shutdown reaches it however soon it comes
             nursery.start_soon(supervised, "the print log", _log_prints,
                                bus.subscribe("printlog", events=_PRINT_EVENTS, size=64))
-            mqtt = MqttService(control, services)  # type: ignore[arg-type]  # supervised
+            bridges = Supervisor(nursery, "the MQTT bridge", restart=True)
+            mqtt = MqttService(control, bridges)  # type: ignore[arg-type]  # supervised
             mqtt.start(config.mqtt)
             control.reloader.live("mqtt", mqtt.reconfigure)
             bus.publish(Event.STARTUP)

@@ -88,22 +88,24 @@ async def supervised(name: str, fn: Callable[..., Awaitable[object]], *args: Any
 
 
 class Supervisor:
-    """A nursery whose tasks run `supervised` (named after their function)."""
+    """A nursery whose tasks run `supervised`, as `name` (else named after their function)."""
 
-    def __init__(self, nursery: trio.Nursery, *, restart: bool = False) -> None:
+    def __init__(self, nursery: trio.Nursery, name: str | None = None, *,
+                 restart: bool = False) -> None:
         self.nursery = nursery
+        self.name = name
         self.restart = restart
         self.cancel_scope = nursery.cancel_scope
 
     def start_soon(self, fn: Callable[..., Awaitable[object]], *args: Any,
                    name: str | None = None) -> None:
-        self.nursery.start_soon(_named(supervised, name or _name(fn), fn, *args,
+        self.nursery.start_soon(_named(supervised, name or self.name or _name(fn), fn, *args,
                                        restart=self.restart))
 
     async def start(self, fn: Callable[..., Awaitable[object]], *args: Any,
                     name: str | None = None) -> Any:
-        return await self.nursery.start(_named(supervised, name or _name(fn), fn, *args,
-                                               restart=self.restart, started=True))
+        return await self.nursery.start(_named(supervised, name or self.name or _name(fn), fn,
+                                               *args, restart=self.restart, started=True))
 
 
 def _name(fn: Callable[..., Any]) -> str:
