@@ -151,3 +151,25 @@ def test_a_printer_that_stopped_answering_holds_the_exit_no_longer(bench, second
     assert code == (130 if second else 0)
     assert took < (2.5 if second else 5.0)
     assert bench["journal"].exists()
+
+
+async def test_the_heaters_go_off_even_when_after_print_cancelled_no_longer_does_it(tmp_path):
+    """In process: the stop of a shutdown with an afterPrintCancelled that only parks."""
+    from http_fixtures import serve_for_test
+    from sample_prints import file_lines, write_sample
+    path, expected = write_sample(tmp_path, 6000)
+    async with serve_for_test(tmp_path, "scripts:\n  gcode:\n    afterPrintCancelled: G1 X0\n"
+                              ) as srv:
+        control = srv.service
+        control.select(path, "job.gcode")
+        await control.start()
+        printer = control.session
+        await printer.wait_until(lambda: printer.core.jobs.job.line_no > 500, 20, poll=0.01)
+        assert control.stop_for_exit()
+        result = await control.wait_job_end(10)
+        accepted = list(printer.virtual.firmware.accepted)
+    assert result is not None and result.interrupted          # the journal is kept
+    taken = file_lines(accepted, expected)
+    assert taken == expected[:len(taken)] and len(taken) < len(expected) // 2
+    last = max(i for i, line in enumerate(accepted) if line in set(expected))
+    assert {"M104 T0 S0", "M140 S0", "G1 X0"} <= set(accepted[last + 1:])
