@@ -96,6 +96,7 @@ class Control:
         self._nursery = nursery
         self._services = services or nursery
         self._keeper = trio.CancelScope()
+        self._exiting = False  # the service is going down: no print starts or resumes
         self._printer: Printer | None = None
         self._stop: trio.Event | None = None
         self._ended: trio.Event | None = None
@@ -143,7 +144,9 @@ class Control:
     def _core(self) -> HostCore | None:
         return self._printer.core if self._printer is not None else None
 
-    def _ready(self) -> Printer:
+    def _ready(self, *, starting: bool = False) -> Printer:
+        if starting and self._exiting:
+            raise JobStateError("printpipe is shutting down")
         printer = self._printer
         if printer is None:
             raise JobStateError("the printer is not connected")
@@ -224,7 +227,7 @@ class Control:
         """The service is going down: a running print stops at once (the cancel path, the
         heaters off, the journal kept for `printpipe recover`); False when none runs."""
         self._keeper.cancel()
-        self.wanted = False
+        self.wanted, self._exiting = False, True
         return self._printer is not None and self._printer.stop_for_exit()
 
     async def shutdown(self, grace: float) -> None:
@@ -299,7 +302,7 @@ class Control:
         sel = self.selected
         if sel is None:
             raise JobStateError("no file is selected")
-        printer = self._ready()
+        printer = self._ready(starting=True)
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
@@ -309,7 +312,7 @@ class Control:
     async def recover(self, user: str | None = None) -> None:
         """Resume the print a crash interrupted (app/recovery.py); JobStateError with the
         reason when there is none, its file changed, or the printer is not ready."""
-        printer = self._ready()
+        printer = self._ready(starting=True)
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         f = await self.recovery.resume(printer, user)
@@ -320,7 +323,7 @@ class Control:
         self._ready().core.jobs.pause()
 
     def resume(self) -> None:
-        self._ready().core.jobs.resume()
+        self._ready(starting=True).core.jobs.resume()
 
     def toggle_pause(self) -> None:
         jobs = self._ready().core.jobs
