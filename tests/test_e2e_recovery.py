@@ -74,7 +74,7 @@ def bench(tmp_path, request) -> Iterator[dict[str, object]]:
     try:
         wait_for(lambda: os.path.exists(link), "the virtual printer's link")
         yield {"cfg": cfg, "record": record, "job": job, "journal": tmp_path / "state" /
-               "journal.json"}
+               "journal.json", "printer": proc}
     finally:
         proc.terminate()
         proc.wait(5)

@@ -211,6 +211,20 @@ def test_the_journal_holds_the_last_acknowledged_line_not_the_last_sent():
     assert not pj.trail                         # what is applied is let go
 
 
+def test_file_lines_acknowledged_before_a_command_of_the_host_count():
+    """The last acknowledged command is the heaters-off of a shutdown (or a temperature
+    poll): the file lines before it were acknowledged too; it itself is not applied."""
+    pj, engine, _ = following()
+    cmds = [file_cmd("G1 Z0.2 E1", 1, 10), file_cmd("M104 S210", 2, 20),
+            file_cmd("G1 X5 E2", 3, 30)]
+    off = Command.parse("M104 T0 S0", tags=frozenset({"trigger:exit"}))
+    pj.trail.extend([*cmds, off])
+    engine.last_acked = off
+    _, data = pj.poll(0.0, 100.0)
+    assert (data["line"], data["filepos"], data["state"]["x"]) == (3, 30, 5.0)
+    assert data["state"]["hotends"] == {"0": 210.0}  # (JSON keys)
+
+
 def test_a_journal_nobody_polls_records_nothing():
     """A session without the service's writer (the CLI's tools, the Pair) keeps no trail."""
     p = pair()
@@ -249,6 +263,7 @@ def test_the_prologue_itself_never_enters_the_recorded_state():
     (Outcome.CANCELLED, False, "clear"),
     (Outcome.ERROR, False, "clear"),     # the file's own line was refused: no use resuming it
     (Outcome.ERROR, True, "write"),      # the link or the printer went away: keep it
+    (Outcome.CANCELLED, True, "write"),  # stopped because the host stops: keep it too
 ])
 def test_an_ended_print_clears_its_journal_unless_it_was_interrupted(outcome, interrupted,
                                                                     expected):

@@ -1,8 +1,9 @@
 """The control surface: the one object the edges (HTTP API, CLI, event subscriptions) drive
-the printer through. It opens and closes the printer session (a task of the service's
-nursery), owns the file selection and the runtime temperature offsets (both outlive a
-session), starts, pauses, resumes and cancels prints, queues commands and scripts, and
-answers the printer's state as frozen snapshots.
+the printer through. It opens and closes the printer session (a task of the printer's own
+nursery: nothing but the printer runs there), stops it when the service stops, owns the
+file selection and the runtime temperature offsets (both outlive a session), starts, pauses,
+resumes and cancels prints, queues commands and scripts, and answers the printer's state as
+frozen snapshots.
 
 Anything queued through it wakes the serial link by itself (the host core does). A request
 the printer's state does not allow raises JobStateError (the HTTP API answers 409).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +25,7 @@ from pipeline.app.paths import config_relative, state_folder
 from pipeline.app.recovery import Recovery
 from pipeline.app.reload import Reloader, ReloadReport
 from pipeline.app.status import JobStatus, Selection, Status
+from pipeline.app.supervise import Supervisor
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
 from pipeline.errors import CommandRefused, ConfigError, HostError
@@ -41,6 +43,7 @@ from pipeline.hooks.host_phases import (
 )
 from pipeline.hooks.registry import build_pipeline
 from pipeline.link.printer import Printer, load_scripts, open_printer
+from pipeline.link.serial import LAST_ACT
 from pipeline.session.core import HostCore, SessionStatistics
 from pipeline.session.jobs import JobResult, JobStateError, Outcome
 from pipeline.session.rules import shown_line
@@ -56,7 +59,10 @@ MAX_TEMPERATURE_OFFSET = 50.0
 
 class Control:
     def __init__(self, config: HostConfig, pipeline: Pipeline, bus: EventBus,
-                 nursery: trio.Nursery, builtins: Mapping[str, ModuleType]) -> None:
+                 nursery: trio.Nursery, builtins: Mapping[str, ModuleType], *,
+                 services: trio.Nursery | Supervisor | None = None) -> None:
+        """`nursery` holds the printer's tasks (sessions, the connection keeper); `services`
+        the rest (system commands), supervised."""
         self.config = config
         self.pipeline = pipeline
         self.bus = bus
@@ -90,6 +96,9 @@ class Control:
         self.reloader.live("events", lambda old, new: self.runner.update(new.events))
         self._builtins = builtins
         self._nursery = nursery
+        self._services = services or nursery
+        self._keeper = trio.CancelScope()
+        self._exiting = False  # the service is going down: no print starts or resumes
         self._printer: Printer | None = None
         self._stop: trio.Event | None = None
         self._ended: trio.Event | None = None
@@ -137,7 +146,9 @@ class Control:
     def _core(self) -> HostCore | None:
         return self._printer.core if self._printer is not None else None
 
-    def _ready(self) -> Printer:
+    def _ready(self, *, starting: bool = False) -> Printer:
+        if starting and self._exiting:
+            raise JobStateError("printpipe is shutting down")
         printer = self._printer
         if printer is None:
             raise JobStateError("the printer is not connected")
@@ -206,6 +217,38 @@ class Control:
             self.deselect()  # as OctoPrint: a closed connection has no file selected
             ended.set()
 
+    def keep_connected(self, keeper: Callable[[Control], Awaitable[object]]) -> None:
+        """Run the connection keeper (app/autoconnect.py) among the printer's tasks, until
+        the service shuts down."""
+        async def keep() -> None:
+            with self._keeper:
+                await keeper(self)
+        self._nursery.start_soon(keep)
+
+    def stop_for_exit(self) -> bool:
+        """The service is going down: a running print stops at once (the cancel path, the
+        heaters off, the journal kept for `printpipe recover`); False when none runs."""
+        self._keeper.cancel()
+        self.wanted, self._exiting = False, True
+        return self._printer is not None and self._printer.stop_for_exit()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop a running print (stop_for_exit), then disconnect in order; what is left after
+        `grace` seconds is cut (the link's last act still gets the heaters off)."""
+        self.stop_for_exit()
+        with trio.move_on_after(grace):
+            await self.disconnect()
+        if self._printer is not None:
+            log.warning("the printer did not finish its stop within %g s: disconnecting", grace)
+            await self.cut(LAST_ACT + 1)
+
+    async def cut(self, bound: float) -> None:
+        """Close the link at once (`abandon`): its last act still switches the heaters off of
+        a print running; wait for that, `bound` seconds at most."""
+        self.abandon()
+        with trio.move_on_after(bound):
+            await self.wait_session_end()
+
     async def disconnect(self) -> None:
         """Orderly: beforePrinterDisconnected runs, the queue drains (bounded), link closes."""
         self.wanted = False
@@ -261,7 +304,7 @@ class Control:
         sel = self.selected
         if sel is None:
             raise JobStateError("no file is selected")
-        printer = self._ready()
+        printer = self._ready(starting=True)
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         await printer.start_print(sel.disk, name=sel.name, display_path=sel.path, user=user)
@@ -271,7 +314,7 @@ class Control:
     async def recover(self, user: str | None = None) -> None:
         """Resume the print a crash interrupted (app/recovery.py); JobStateError with the
         reason when there is none, its file changed, or the printer is not ready."""
-        printer = self._ready()
+        printer = self._ready(starting=True)
         if printer.core.jobs.active:
             raise JobStateError("a print is already running")
         f = await self.recovery.resume(printer, user)
@@ -282,7 +325,7 @@ class Control:
         self._ready().core.jobs.pause()
 
     def resume(self) -> None:
-        self._ready().core.jobs.resume()
+        self._ready(starting=True).core.jobs.resume()
 
     def toggle_pause(self) -> None:
         jobs = self._ready().core.jobs
@@ -395,7 +438,7 @@ class Control:
         none has that action, SystemCommandFailed when it fails."""
         for cmd in self.system_commands():
             if cmd.action == action:
-                await run_system_command(cmd, self._nursery)
+                await run_system_command(cmd, self._services)  # type: ignore[arg-type]
                 return
         raise LookupError(f"no system command {action!r}")
 

@@ -1,10 +1,18 @@
-"""`printpipe serve`: the whole service in one trio nursery: the printer session (connected at
-start and kept connected: autoconnect.py), events and subscriptions, and the HTTP API
-(http/server.py). What can stop a start is checked first, each as one line (startup.py).
-SIGINT/SIGTERM shut down in order (a second one quits at once): event streams end cleanly,
+"""`printpipe serve`: the whole service: the printer session (connected at start and kept
+connected: autoconnect.py) in the printer's own nursery, and beside it, each supervised
+(supervise.py: a failure is logged in one line and the task starts again, the printer prints
+on), events and subscriptions, the print history, file analyses and the HTTP API
+(http/server.py; restarted on the port it had). What can stop a start is checked first, each
+as one line (startup.py).
+
+SIGINT/SIGTERM shut down in order, within about SIGNAL_GRACE + LAST_ACT seconds whatever the
+printer does: a running print stops at once (no more file lines; the cancel path with the
+heaters off; the journal kept, so `printpipe recover` resumes it), event streams end cleanly,
 the HTTP server stops (open connections get HTTP_GRACE seconds, then are aborted, so a client
-that stopped reading cannot hold the stop), the printer disconnects (beforePrinterDisconnected
-runs), Shutdown is published last.
+that stopped reading cannot hold the stop) while the printer disconnects
+(beforePrinterDisconnected runs; SIGNAL_GRACE seconds at most, then the link is cut and its
+last act sends the heaters off), Shutdown is published last. A second signal quits at once,
+after the link's last act (the heaters off, LAST_ACT seconds at most).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 import attrs
 import trio
@@ -33,10 +41,12 @@ from pipeline.app.startup import (
     quit_now,
     refuse_problems,
 )
+from pipeline.app.supervise import Supervisor, supervised
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
 from pipeline.files.history import Outcome, PrintHistory, PrintRecord
 from pipeline.hooks.registry import build_pipeline
+from pipeline.link.serial import LAST_ACT
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
@@ -47,7 +57,7 @@ log = logging.getLogger("printpipe.serve")
 
 #: Seconds open HTTP connections get at shutdown before they are aborted (a client that stopped
 #: reading included); the stop as a whole is bounded by this, the printer's disconnect
-#: (service.DISCONNECT_GRACE) and the subscriptions' `events.shutdown_grace`.
+#: (SIGNAL_GRACE, then the link's LAST_ACT) and the subscriptions' `events.shutdown_grace`.
 HTTP_GRACE = 2.0
 
 
@@ -126,64 +136,76 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
     out = out or sys.stdout
     ready = prepare(config, out)
     stop = trio.Event()
+    controls: list[Control] = []  # the service's, once it runs (for a second signal)
     async with trio.open_nursery() as signals:
         if handle_signals:  # for the whole run: a second signal quits during the stop too
-            signals.start_soon(_stop_on_signals, stop)
-        await _serve(config, ready, loader, out, connect, stop, task_status)
+            signals.start_soon(_stop_on_signals, stop, controls)
+        await _serve(config, ready, loader, out, connect, stop, task_status, controls)
         signals.cancel_scope.cancel()
     return 0
 
 
 async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostConfig] | None,
                  out: TextIO, connect: bool, stop: trio.Event,
-                 task_status: trio.TaskStatus[Serving]) -> None:
+                 task_status: trio.TaskStatus[Serving], controls: list[Control]) -> None:
     from pipeline.app.autoconnect import keep_connected
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
     from pipeline.app.http.live import register_live
     from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
-    from pipeline.app.service import open_service
+    from pipeline.app.service import SIGNAL_GRACE, open_service
     from pipeline.files.storage import LocalStorage
 
     http, hc = config.http, ready.hc
     async with open_service(config) as control:
+        controls.append(control)
         control.loader = loader
         storage = LocalStorage(ready.files, control.pipeline,
                                attrs.asdict(config.printer.profile))
         await trio.to_thread.run_sync(storage.remove_stale_temps)  # left by a crash or kill
         async with trio.open_nursery() as nursery:
-            api = Api(control, ready.keys, storage, nursery, version(),
+            # (Api only calls its nursery's start_soon)
+            analyses = cast(trio.Nursery, Supervisor(nursery, "a file analysis"))
+            api = Api(control, ready.keys, storage, analyses, version(),
                       stable_uuid(ready.state), anonymous=http.allow_anonymous)
+            app = build_app(api, http.body_limit)
             stopped = trio.Event()
             http_done = trio.Event()
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await serve_http(build_app(api, http.body_limit), hc,
-                                     shutdown_trigger=stopped.wait, task_status=task_status)
-                finally:
-                    http_done.set()
+                if not stopped.is_set():  # (a restart while stopping serves nothing)
+                    await serve_http(app, hc, shutdown_trigger=stopped.wait,
+                                     task_status=task_status)
+                http_done.set()
 
             try:
-                urls = await nursery.start(run_http)
+                urls = await nursery.start(partial(supervised, "the HTTP server", run_http,
+                                                   started=True))
             except OSError as exc:  # taken since check_listen looked
                 raise listen_error(exc, config) from None
+            # a restart binds the ports this start got (port 0 included)
+            hc.bind = [url.removeprefix("http://") for url in urls]
             register_live(api, config_relative)
             log.info("HTTP API on %s", ", ".join(urls))
             print(f"printpipe: serving the API on {', '.join(urls)}", file=out)
             out.flush()
             control.history = history = PrintHistory(ready.state)
-            await nursery.start(record_prints, control, history)
+            await nursery.start(partial(supervised, "the print history", record_prints,
+                                        control, history, started=True))
             if connect:
-                nursery.start_soon(keep_connected, control)
+                control.keep_connected(keep_connected)
             task_status.started(Serving(urls, ready.key, api, stop.set))
             await stop.wait()
+            if control.stop_for_exit():  # first: not one more file line
+                log.warning("the print is stopped; `printpipe recover` resumes it")
             close_streams(api)
             stopped.set()
-            with trio.move_on_after(hc.graceful_timeout + 1):
-                await http_done.wait()
-            nursery.cancel_scope.cancel()  # analyses and the connection keeper
+            async with trio.open_nursery() as stopping:  # the printer and HTTP at once
+                stopping.start_soon(control.shutdown, SIGNAL_GRACE)
+                with trio.move_on_after(hc.graceful_timeout + 1):
+                    await http_done.wait()
+            nursery.cancel_scope.cancel()  # analyses
 
 
 async def record_prints(control: Control, history: PrintHistory, *,
@@ -221,11 +243,14 @@ def version() -> str:
         return "0.1.0+source"
 
 
-async def _stop_on_signals(stop: trio.Event) -> None:
-    """The first SIGINT/SIGTERM starts the orderly stop; a second one quits at once."""
+async def _stop_on_signals(stop: trio.Event, controls: list[Control]) -> None:
+    """The first SIGINT/SIGTERM starts the orderly stop; a second one quits at once, after
+    the heaters-off of a print still running (the link's last act)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if stop.is_set():
+                for control in controls:
+                    await control.cut(LAST_ACT + 0.5)
                 quit_now()
             log.warning("%s: shutting down (again to quit at once)", signal.Signals(signum).name)
             stop.set()

@@ -1,13 +1,19 @@
-"""The service: what `printpipe print`, `printpipe send` and `printpipe serve` run. One nursery
-holds the event bus's subscribers (config subscriptions, HTTP event streams, the MQTT bridge
-when the config has `mqtt:`) and the printer session when one is connected; everything
+"""The service: what `printpipe print`, `printpipe send` and `printpipe serve` run. Two
+nurseries: the printer's (its session, link, journal writer and connection keeper: nothing
+else runs there) and, inside it, the services' (the event bus's subscribers: config
+subscriptions, the print log, the MQTT bridge when the config has `mqtt:`; system commands;
+`serve` adds the HTTP server). Every service task runs supervised (supervise.py): its failure
+is logged in one line and it starts again, and never ends the printer's tasks. Everything
 publishes to one EventBus, and the edges drive it all through the `Control` that
 `open_service` yields.
 
-Startup is published once the subscribers listen; leaving `open_service` disconnects the
-printer in order, publishes Shutdown (the last event) and gives running system commands their
-grace period. A printer link that fails ends the session, never the service. Every print's
-start and end (done, failed, cancelled) is logged with its file and duration.
+Startup is published once the subscribers listen; leaving `open_service` stops a running print
+(the cancel path, heaters off, journal kept: Control.shutdown), disconnects the printer in
+order, publishes Shutdown (the last event) and gives running system commands their grace
+period. A printer link that fails ends the session, never the service. Should the process go
+down with a print running anyway (an exception, a second signal), the link's last act stops
+the file and switches the heaters off (link/serial.py). Every print's start and end (done,
+failed, cancelled) is logged with its file and duration.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from types import ModuleType
 
 import trio
 
 from pipeline.app.control import Control
 from pipeline.app.mqtt.bridge import MqttService
+from pipeline.app.supervise import Supervisor, supervised
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
 from pipeline.fanout.bus import BusEvent, EventBus, Subscription
@@ -29,8 +37,15 @@ from pipeline.fanout.subscriptions import check_custom_events
 from pipeline.hooks.registry import build_pipeline
 from stages import BUILTIN_STAGES
 
-#: Seconds the orderly disconnect at shutdown may take.
+#: Seconds the orderly disconnect at shutdown may take (a print running is stopped first);
+#: EXIT_GRACE when the service goes down by an exception. Then the link is cut, and its last
+#: act gets the heaters off (link/serial.py's LAST_ACT).
 DISCONNECT_GRACE = 15.0
+EXIT_GRACE = 3.0
+#: Seconds the printer gets to stop in order after SIGTERM (or serve's SIGINT): the print's
+#: cancel, the heaters off, beforePrinterDisconnected. Then the link is cut (its last act:
+#: LAST_ACT seconds at most), so the process ends within about 5 s whatever the printer does.
+SIGNAL_GRACE = 3.0
 
 print_log = logging.getLogger("printpipe.print")
 _PRINT_EVENTS = frozenset({Event.PRINT_STARTED, Event.PRINT_DONE, Event.PRINT_FAILED,
@@ -47,25 +62,32 @@ async def open_service(config: HostConfig, *,
     named it: `printpipe recover FILE`)."""
     pipeline = build_pipeline(config.pipeline, builtins)
     bus = EventBus(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        control = Control(config, pipeline, bus, nursery, builtins)
-        check_custom_events(config.events, control.custom_events())
-        await nursery.start(control.runner.run)
-        # subscribed before Startup, so Shutdown reaches it however soon it comes
-        nursery.start_soon(_log_prints, bus.subscribe("printlog", events=_PRINT_EVENTS, size=64))
-        mqtt = MqttService(control, nursery)
-        mqtt.start(config.mqtt)
-        control.reloader.live("mqtt", mqtt.reconfigure)
-        bus.publish(Event.STARTUP)
-        control.recovery.named = recover_file
-        await control.recovery.load()  # an interrupted print: logged, PrintInterrupted
-        try:
-            yield control
-        finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(DISCONNECT_GRACE):
-                    await control.disconnect()
-                bus.publish(Event.SHUTDOWN)
+    async with trio.open_nursery() as printer:  # the printer's tasks, and nothing else
+        async with trio.open_nursery() as nursery:
+            control = Control(config, pipeline, bus, printer, builtins,
+                              services=Supervisor(nursery, "a system command"))
+            check_custom_events(config.events, control.custom_events())
+            await nursery.start(partial(supervised, "the event subscriptions",
+                                        control.runner.run, started=True))
+            # subscribed before Startup, so Shutdown reaches it however soon it comes
+            nursery.start_soon(supervised, "the print log", _log_prints,
+                               bus.subscribe("printlog", events=_PRINT_EVENTS, size=64))
+            bridges = Supervisor(nursery, "the MQTT bridge", restart=True)
+            mqtt = MqttService(control, bridges)  # type: ignore[arg-type]  # supervised
+            mqtt.start(config.mqtt)
+            control.reloader.live("mqtt", mqtt.reconfigure)
+            bus.publish(Event.STARTUP)
+            control.recovery.named = recover_file
+            await control.recovery.load()  # an interrupted print: logged, PrintInterrupted
+            grace = EXIT_GRACE  # going down by an exception (or a cancel): be quick
+            try:
+                yield control
+                grace = DISCONNECT_GRACE
+            finally:
+                with trio.CancelScope(shield=True):
+                    await control.shutdown(grace)
+                    bus.publish(Event.SHUTDOWN)
+        printer.cancel_scope.cancel()  # the connection keeper
 
 
 async def _log_prints(sub: Subscription) -> None:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: The exit code of a command stopped by a second Ctrl-C (as the shell's for SIGINT).
 INTERRUPTED = 130
+#: The exit code of `printpipe print` and `recover` stopped by SIGTERM (as the shell's).
+TERMINATED = 143
 _HOSTS_HINT = "use 0.0.0.0 to serve every network, or 127.0.0.1 for this machine only"
 
 

@@ -209,6 +209,10 @@ class SerialSpec:
     log_position_on_pause: bool = flag(True)
     log_position_on_cancel: bool = flag(False)
     abort_heatup_on_cancel: bool = flag(True)
+    #: When printpipe stops with a print running (SIGTERM, a crash, a second Ctrl-C), its
+    #: last act switches every heater off (M104 S0 per tool, M140 S0, M141 S0), whatever the
+    #: afterPrintCancelled script says. Off only for a printer where that is wrong.
+    heaters_off_on_exit: bool = flag(True)
     trust_m73: bool = flag(True)
     #: Trace every line to and from the printer to serial.log in the state folder (as
     #: OctoPrint's serial.log), for debugging a printer; rotated at log_size bytes, one older

@@ -94,12 +94,16 @@ class SubscriptionRunner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, then handle events until the bus closes after Shutdown."""
         sub = self._sub = self.bus.subscribe("subscriptions", events=self._by_event, size=1024)
-        async with trio.open_nursery() as commands:
-            task_status.started()
-            async for ev in sub:
-                self.handle(ev, commands)
-            # Shutdown was delivered and the bus closed: let running commands finish, bounded.
-            commands.cancel_scope.deadline = trio.current_time() + self.spec.shutdown_grace
+        try:
+            async with trio.open_nursery() as commands:
+                task_status.started()
+                async for ev in sub:
+                    self.handle(ev, commands)
+                # Shutdown was delivered and the bus closed: let running commands finish,
+                # bounded.
+                commands.cancel_scope.deadline = trio.current_time() + self.spec.shutdown_grace
+        finally:
+            sub.close()  # (after a failure: a restart subscribes again)
 
     def handle(self, ev: BusEvent, commands: trio.Nursery) -> None:
         subs = self._by_event.get(ev.name)

@@ -141,12 +141,19 @@ class Printer:
                               poll=0.05)
         return jobs.result
 
+    def stop_for_exit(self) -> bool:
+        """The host stops with a print running: the file stops at once, the cancel path runs
+        with the heaters off and the journal kept (SerialLink.stop_for_exit). False when no
+        print runs."""
+        return self.link.stop_for_exit()
+
     async def orderly_disconnect(self) -> None:
-        """Disconnecting on purpose: beforePrinterDisconnected runs and the queue drains
-        (for DISCONNECT_DRAIN seconds at most), then the link closes. Not used when the link
-        failed."""
+        """Disconnecting on purpose: a running print stops first (`stop_for_exit`), then
+        beforePrinterDisconnected runs and the queue drains (for DISCONNECT_DRAIN seconds at
+        most), then the link closes. Not used when the link failed."""
         core = self.core
         if core.operational and not self.link.closed.is_set():
+            self.stop_for_exit()
             core.fire(Event.DISCONNECTING)
             core.scripts.run("beforePrinterDisconnected")
             await self._drain()

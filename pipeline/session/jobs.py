@@ -106,6 +106,7 @@ class JobControl:
         self._paused_total = 0.0
         self._last_filepos: int | None = None
         self._error: str | None = None  # why a print that is being cancelled failed
+        self._keep_journal = False  # a cancel because the host stops: the print can resume
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -285,14 +286,17 @@ class JobControl:
 
     # ---- cancel and failure ----------------------------------------------------------------------
     def cancel(self, *, firmware_error: str | None = None, capture: bool | None = None,
-               error: str | None = None) -> None:
+               error: str | None = None, shutdown: bool = False) -> None:
         """Cancel the print. With `error` the print fails for that reason instead (a line
         the printer must not get): it stops the same way, afterPrintCancelled included (its
-        bundled default switches the heaters off), and ends as an error."""
+        bundled default switches the heaters off), and ends as an error. With `shutdown` the
+        host is stopping: the result is `interrupted`, so the crash journal is kept for
+        `printpipe recover`."""
         state = self._states.state
         if not self.active or state is S.CANCELLING:
             raise JobStateError(f"nothing to cancel while {state.value}")
         self._error = error
+        self._keep_journal = shutdown
         extra = {"firmwareError": firmware_error} if firmware_error else {}
         self._acked_filepos()  # remembered before the capture's commands are acknowledged
         self._fire(Event.PRINT_CANCELLING, self.payload(**extra))
@@ -312,7 +316,8 @@ class JobControl:
         t = self.elapsed()
         pos = self._acked_filepos()
         error = self._error
-        self.result = JobResult(Outcome.ERROR if error else Outcome.CANCELLED, t, pos, error)
+        self.result = JobResult(Outcome.ERROR if error else Outcome.CANCELLED, t, pos, error,
+                                interrupted=self._keep_journal)
         extra = {"time": t, "fileposition": pos,
                  "progress": self.job.progress if self.job else None,
                  "position": (self.cancel_record or {}).get("position")}

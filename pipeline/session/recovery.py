@@ -330,15 +330,21 @@ class PrintJournal:
         self.policy = JournalPolicy(self.interval)
 
     def catch_up(self) -> None:
-        """Apply what was acknowledged since the last call (see the module's docstring)."""
+        """Apply what was acknowledged since the last call (see the module's docstring), up
+        to the newest file line among it: when the last acknowledged command is not a file
+        line (a temperature poll, a cancel's commands), the file lines before it count too."""
         last = self._engine.last_acked
         trail = self.trail
-        if last is not None and file_position(last) is not None:
+        if last is not None:
             for i in range(len(trail) - 1, -1, -1):
                 if trail[i] is last:
-                    self._apply(i + 1)
-                    self.filepos, self.line = file_position(last), file_line(last)
-                    return
+                    for j in range(i, -1, -1):
+                        pos = file_position(trail[j])
+                        if pos is not None:
+                            self.filepos, self.line = pos, file_line(trail[j])
+                            self._apply(j + 1)
+                            return
+                    break
         if len(trail) > TRAIL_LIMIT:  # never expected: bound the memory anyway
             self._apply(len(trail) - TRAIL_KEEP)
 

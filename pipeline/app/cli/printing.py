@@ -3,7 +3,9 @@ terminal (plain progress lines otherwise), with the heaters while they heat and 
 measured from the print's own rate. Ctrl-C cancels the print cleanly; a printer that does not
 send a byte for `serial.timeouts.silence` seconds (3) while cancelling is let go (one that
 answers gets the time the cancel takes: its heaters are switched off), and a second Ctrl-C
-quits. It runs
+quits (after the heaters-off of a print still running, a second at most). SIGTERM (a
+shutdown) stops the print at once for `printpipe recover` (no more file lines, the cancel path
+with the heaters off, the journal kept) and exits 143 within about 5 s. It runs
 the whole service (events and subscriptions included): Startup before the print, Shutdown
 after it.
 A missing file or one that is not G-code text exits 2 before anything starts.
@@ -23,9 +25,10 @@ import trio
 
 from pipeline.app.cli.interrupts import Interrupts
 from pipeline.app.control import Control
-from pipeline.app.service import duration, open_service
-from pipeline.app.startup import INTERRUPTED
+from pipeline.app.service import SIGNAL_GRACE, duration, open_service
+from pipeline.app.startup import INTERRUPTED, TERMINATED
 from pipeline.config.reader import HostConfig
+from pipeline.link.serial import LAST_ACT
 from pipeline.session.filejob import SNIFF, not_gcode
 from pipeline.session.jobs import JobStateError, Outcome
 
@@ -136,6 +139,7 @@ async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
         return 2
     async with open_service(config) as control:
         interrupts.on_first = partial(_stop_now, control, interrupts, out)
+        interrupts.last_words = partial(control.cut, LAST_ACT + 0.5)
         await control.connect()
         control.select(str(await file.absolute()), file.name)
         await control.start(user="cli")
@@ -154,6 +158,7 @@ async def run_recover(config: HostConfig, file: str | None, interrupts: Interrup
                   f"{control.recovery.file.folder})", file=sys.stderr)
             return 1
         interrupts.on_first = partial(_stop_now, control, interrupts, out)
+        interrupts.last_words = partial(control.cut, LAST_ACT + 0.5)
         await control.connect()
         try:
             await control.recover()
@@ -177,11 +182,22 @@ async def _follow(control: Control, out: TextIO, name: str, interrupts: Interrup
                 control.cancel()
             nursery.start_soon(_until_silent, control, waiting, silence)
 
+        def stop_print() -> None:  # SIGTERM: a shutdown
+            out.write("\nSIGTERM: stopping the print; `printpipe recover` resumes it\n")
+            control.stop_for_exit()
+            waiting.cancel()
+
         interrupts.on_first = cancel_print
+        interrupts.on_term = stop_print
         nursery.start_soon(_report, control, out, tty)
         with waiting:
             result = await control.wait_job_end()
         nursery.cancel_scope.cancel()
+    if interrupts.terminated:
+        await control.shutdown(SIGNAL_GRACE)
+        print("printpipe: stopped by SIGTERM; the journal is kept: `printpipe recover` "
+              "resumes the print", file=sys.stderr)
+        return TERMINATED
     if waiting.cancelled_caught:
         control.abandon()
         print(f"\nprintpipe: the printer sent nothing for {silence:g} s while "
