@@ -64,14 +64,15 @@ def term_mid_print(proc: subprocess.Popen[str], bench) -> tuple[float, int, floa
     return t2, n2, (n2 - n1) / (t2 - t1)
 
 
-def check_stopped_then_recovered(bench, taken_at_signal: int, rate: float) -> None:
+def check_stopped_then_recovered(bench, taken_at_signal: int, rate: float,
+                                 *named: str) -> None:
     """The record: file lines up to the stop (at most one second's worth after the signal),
     then only the stop's lines (heaters off among them), then after `printpipe recover` the
     prologue and the file from exactly the first line the printer had not taken."""
     text = bench["job"].read_text()
     commands = file_commands(text)
     journal = Journal.from_json(json.loads(bench["journal"].read_text()))
-    out = run_cli("recover", "-c", str(bench["cfg"]))
+    out = run_cli("recover", "-c", str(bench["cfg"]), *named)
     assert out.returncode == 0, out.stderr
     time.sleep(0.2)  # the printer process writes its record every 50 ms
     prologue = ScriptSet.load(None, {}).render("beforePrintRecovered", {
@@ -122,7 +123,7 @@ def test_sigterm_of_printpipe_print_mid_print_exits_143_and_recover_resumes(benc
                 proc.kill()
     assert took < 5.0
     time.sleep(0.2)
-    check_stopped_then_recovered(bench, taken, rate)
+    check_stopped_then_recovered(bench, taken, rate, str(bench["job"]))  # outside storage: named
 
 
 @pytest.mark.parametrize("second", [False, True], ids=["one-sigterm", "two-sigterms"])
