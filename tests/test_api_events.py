@@ -241,8 +241,13 @@ def serve_process(tmp_path, *, code: str | None = None):
                 if "serving the API on" in lines[-1]:
                     break
             url = lines[-1].rsplit(" ", 1)[-1].strip()
-            key = next(line.strip() for line in lines
-                       if len(line.strip()) == 43)  # the generated key
+            # the generated key is never printed in full: read it where it is kept
+            keys = tmp_path / "state" / "keys.json"
+            for _ in range(100):
+                if keys.exists():
+                    break
+                time.sleep(0.05)
+            key = json.loads(keys.read_text())["master"]
             for _ in range(100):
                 r = httpx.get(f"{url}/api/printer", headers={"X-Api-Key": key})
                 if r.status_code == 200:
