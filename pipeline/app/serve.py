@@ -161,7 +161,9 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
                     await serve_http(build_app(api, http.body_limit), hc,
-                                     shutdown_trigger=stopped.wait, task_status=task_status)
+                                     shutdown_trigger=stopped.wait,
+                                     concurrency=http.max_concurrent_requests,
+                                     task_status=task_status)
                 finally:
                     http_done.set()
 
