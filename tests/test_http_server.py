@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx
 import pytest
 import trio
 from http_fixtures import read_until_reset
@@ -89,23 +90,30 @@ async def endless(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
 
 
-async def test_shutdown_aborts_what_is_still_open_after_the_grace(monkeypatch, caplog):
-    monkeypatch.setattr(http_server, "WRITE_DEADLINE", 4.0)  # not what ends it here
+async def start_server(nursery, app, stop: trio.Event, done: trio.Event,
+                       graceful: float = 0.5) -> tuple[str, int]:
+    """serve_http(app) on 127.0.0.1 in `nursery` until `stop`; `done` once it returned."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.5
-    stop, done = trio.Event(), trio.Event()
+    config.graceful_timeout = graceful
 
     async def run(task_status) -> None:
-        await serve_http(endless, config, shutdown_trigger=stop.wait, task_status=task_status)
+        await serve_http(app, config, shutdown_trigger=stop.wait, task_status=task_status)
         done.set()
 
+    urls = await nursery.start(run)
+    host, port = urls[0].rsplit("//", 1)[1].split(":")
+    return host, int(port)
+
+
+async def test_shutdown_aborts_what_is_still_open_after_the_grace(monkeypatch, caplog):
+    monkeypatch.setattr(http_server, "WRITE_DEADLINE", 4.0)  # not what ends it here
+    stop, done = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(run)
-        host, port = urls[0].rsplit("//", 1)[1].split(":")
+        address = await start_server(nursery, endless, stop, done)
         client = trio.socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL)
-        await client.connect((host, int(port)))
+        await client.connect(address)
         await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await trio.sleep(0.3)  # the app fills the buffers and blocks in a shielded write
         stop.set()
@@ -117,3 +125,33 @@ async def test_shutdown_aborts_what_is_still_open_after_the_grace(monkeypatch, c
     with pytest.raises(ConnectionResetError):
         await read_until_reset(client)
     client.close()
+
+
+async def failing(scope, receive, send) -> None:
+    """An ASGI app that fails on /early before answering and on /late half-way through."""
+    if scope["path"] == "/late":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"half", "more_body": True})
+    if scope["path"] != "/fine":
+        raise RuntimeError(f"broken at {scope['path']}\nsecond line")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_an_app_exception_stays_in_its_request_and_is_one_line(caplog):
+    stop, done = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        host, port = await start_server(nursery, failing, stop, done)
+        base = f"http://{host}:{port}"
+        for _ in range(2):
+            assert (await client.get(f"{base}/early")).status_code == 500
+            with pytest.raises(httpx.RemoteProtocolError):  # ended mid-body: no valid answer
+                await client.get(f"{base}/late")
+            r = await client.get(f"{base}/fine")
+            assert (r.status_code, r.text) == (200, "ok")
+        stop.set()
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert [r.getMessage() for r in failures] == [
+        "HTTP GET /early failed: RuntimeError: broken at /early second line",
+        "HTTP GET /late failed: RuntimeError: broken at /late second line"] * 2
+    assert all(r.exc_info is None for r in caplog.records)

@@ -157,6 +157,15 @@ def exactly_once_in_order(record: str, gcode_path: str) -> bool:
     return nxt is None
 
 
+def wait_for_link(link: str, timeout: float = 10.0) -> None:
+    """Until `printpipe virtual` made its pty's symlink `link`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(link):
+        if time.monotonic() > deadline:
+            raise SystemExit("the virtual printer did not start")
+        time.sleep(0.02)
+
+
 def run_once(args: argparse.Namespace, gcode_path: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         link, record = os.path.join(tmp, "printer"), os.path.join(tmp, "record.txt")
@@ -167,11 +176,7 @@ def run_once(args: argparse.Namespace, gcode_path: str) -> dict[str, Any]:
                                  "--link", link, "--record", record], cwd=ROOT,
                                 stdout=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(link):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the virtual printer did not start")
-                time.sleep(0.02)
+            wait_for_link(link)
             config = load_config(host_yaml(args, link), "bench.yaml",
                                  stage_schemas=stage_schemas(), stage_phases=stage_phases())
             figures = trio.run(host_run, config, gcode_path, args.mqtt_flood)

@@ -176,6 +176,7 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 if not stopped.is_set():  # (a restart while stopping serves nothing)
                     await serve_http(app, hc, shutdown_trigger=stopped.wait,
+                                     concurrency=http.max_concurrent_requests,
                                      task_status=task_status)
                 http_done.set()
 

@@ -124,6 +124,10 @@ class HttpSpec:
     #: when serving without keys, or whenever names are given (defeats DNS rebinding).
     host_names: tuple[str, ...] = option((), sy.EmptyList() | sy.Seq(sy.Str()),
                                          convert=_host_names, item_check=_host_name)
+    #: Requests handled at once (a connection's turn: from reading a request to the start of
+    #: its answer); one client gets at most half of them. Others wait their turn, and get
+    #: 503 with Retry-After after waiting a second: the printer's link keeps its share.
+    max_concurrent_requests: int = integer(4, at_least(1))
 
 
 @attrs.frozen

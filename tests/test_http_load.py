@@ -1,0 +1,37 @@
+"""The print keeps its priority under REST load: tools/loadtest.py's short variant (50
+keep-alive clients for 2.5 s against `printpipe serve` printing on the virtual printer, each
+in a process of its own). Compared within the run: the printer's lines/s under load against
+its unloaded rate before and after; every request is answered 200 or refused 503 with
+Retry-After. Before the turns (server.py) the print fell to under a tenth of its rate.
+
+Not yet part of the default run (PRINTPIPE_LOAD_TEST=1 runs it): on a machine whose cores
+other work takes, the fraction still swings between 0.2 and 0.75, so it would be flaky."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+#: The share of its unloaded lines/s the print keeps at least (the load test's acceptance is
+#: 0.8 with 200 clients for 20 s; see the README's figures).
+KEPT = 0.5
+
+
+@pytest.mark.skipif(not os.environ.get("PRINTPIPE_LOAD_TEST"),
+                    reason="not robust yet on a loaded machine: PRINTPIPE_LOAD_TEST=1 runs it")
+def test_the_print_keeps_its_rate_under_rest_load_and_every_request_is_answered():
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "loadtest.py"), "--clients", "50",
+         "--seconds", "2.5", "--warmup", "1", "--settle", "0.5", "--lines", "60000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert figures["other"] == 0, figures           # only 200s and 503s with Retry-After
+    assert figures["answered"] > 0, figures
+    assert figures["file_left"], figures            # the print ran during the whole load
+    assert figures["fraction"] >= KEPT, figures
