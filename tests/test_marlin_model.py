@@ -303,10 +303,16 @@ def test_cancel_ends_within_seconds_when_the_printer_stops_answering():
     assert p.core.state is S.OPERATIONAL and not p.core.failed
 
 
-def test_the_end_of_a_print_never_waits_forever_for_lines_in_flight():
-    """The final M400's ok is lost and the printer goes deaf: the probes back off, then the
-    link fails naming the line that went unanswered, and the job ends."""
-    p = pair(MARLIN)
+@pytest.mark.parametrize(("yaml", "why", "within"), [
+    ("serial:\n  timeouts:\n    ok_ceiling: 40\n", "kept talking", 60.0),
+    ("serial:\n  timeouts:\n    temperature_autoreport: 0\n", "probes unanswered", 60.0),
+], ids=["talking", "silent"])
+def test_the_end_of_a_print_never_waits_forever_for_lines_in_flight(yaml, why, within):
+    """The final M400's ok is lost and the printer goes deaf: silent, the probes back off
+    and the link fails; still sending temperature reports, it fails at
+    `serial.timeouts.ok_ceiling`. Either way the message names the line that went
+    unanswered, and the job ends."""
+    p = pair(MARLIN + yaml)
     lose_ok_of(p, "M400")
     handle = p.fw._handle
 
@@ -319,7 +325,8 @@ def test_the_end_of_a_print_never_waits_forever_for_lines_in_flight():
     result = p.core.jobs.result
     assert result.outcome is Outcome.ERROR and p.core.failed
     assert "acknowledged nothing since line" in result.error and "(M400)" in result.error
-    assert took < 60.0
+    assert why in result.error
+    assert took < within
 
 
 # ---- random fault mixes ------------------------------------------------
@@ -346,7 +353,7 @@ def test_random_faults_deliver_exactly_once_in_order(faults, window):
     engine = p.core.engine
 
     def invariants() -> None:
-        entries = [e for e in engine._inflight.entries if e[1].cmd_type is not INTERNAL]
+        entries = [e for e in engine.window.inflight.entries if e[1].cmd_type is not INTERNAL]
         assert len(entries) <= 4
         if entries:
             assert sum(e[2] for e in entries) - entries[0][2] <= 127
