@@ -7,6 +7,7 @@ commands, cancel on a dead link, and a hypothesis run of random fault mixes."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -19,6 +20,7 @@ from pipeline.gcode import frame
 from pipeline.protocol.window import INTERNAL
 from pipeline.session.jobs import Outcome
 from pipeline.session.states import PrinterState as S
+from pipeline.virtual.firmware import LineError
 from pipeline.virtual.marlin import MarlinFirmware
 from pipeline.virtual.pair import Pair, expected_commands, sample_gcode
 from pipeline.virtual.reader import line_buffer, runs_as_command
@@ -246,6 +248,45 @@ def lose_line(p: Pair, text: str) -> None:
     fw._handle = losing  # type: ignore[method-assign]
 
 
+def cut_resent(p: Pair, rate: float, seed: int = 0) -> list[int]:
+    """A line behind a bad one arrives after the flush just as the resent line waits in the
+    RX buffer: with probability `rate` (once per line number) the resent line is destroyed
+    by that line's error and flush before it is read. Returns the numbers cut."""
+    fw = p.fw
+    assert isinstance(fw, MarlinFirmware)
+    take = fw._take_line
+    rnd = random.Random(seed)
+    seen: set[int] = set()
+    cut: list[int] = []
+
+    def taking(raw: bytes, t: float) -> None:
+        line = raw.strip()
+        if line[:1] == b"N" and b" " in line:
+            n = int(line[1:line.index(b" ")])
+            if n in seen and n == fw._last_n + 1 and n not in cut and rnd.random() < rate:
+                cut.append(n)
+                fw._line_error(LineError.LINE_NUMBER)  # a late line's error: flushed
+                return
+            seen.add(n)
+        take(raw, t)
+
+    fw._take_line = taking  # type: ignore[method-assign]
+    return cut
+
+
+def test_a_resent_line_destroyed_by_a_flush_costs_no_probe():
+    """With a window on Marlin, every first resend of a line is destroyed by the flush of a
+    late line behind the bad one: the repeated `Resend:` is honoured at once, the print is
+    exact and no probe (no deadline) is needed."""
+    text = sample_gcode(2000, seed=1)
+    p = pair(MARLIN + "serial:\n  send_window: 4\n", faults=FaultSpec(seed=3, corrupt_rate=0.01))
+    cut = cut_resent(p, 1.0)
+    run_print(p, text)
+    assert len(cut) >= 10 and p.core.jobs.result.outcome is Outcome.DONE
+    assert delivered(without_fragments(p.fw), expected_commands(text))
+    assert p.core.engine.probes_total == 0
+
+
 TEXT = "G28\nG1 Z0.3\n" + "".join(f"G1 X{i} Y{i} E0.1\n" for i in range(1, 60))
 LAST = "G1 X59 Y59 E0.1"
 
@@ -342,14 +383,16 @@ SAMPLE = sample_gcode(300, seed=5)
 
 @settings(max_examples=25, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(FAULTS, WINDOWS)
-def test_random_faults_deliver_exactly_once_in_order(faults, window):
+@given(FAULTS, WINDOWS, st.sampled_from([0.0, 0.3, 1.0]))
+def test_random_faults_deliver_exactly_once_in_order(faults, window, cut):
     """Whatever the mix, every file command arrives once, in order; the host never has more
     lines unacknowledged than the queue has slots, nor more bytes behind the line being
-    processed than the RX buffer holds (probes aside), and the RX buffer never overflows.
-    With the default no rest of a cut line runs; with a window on Marlin they may (and only
-    they come on top of the file's commands)."""
+    processed than the RX buffer holds (probes aside), and the RX buffer never overflows;
+    also when late lines' flushes destroy resent lines (`cut`). With the default no rest of
+    a cut line runs; with a window on Marlin they may (and only they come on top of the
+    file's commands)."""
     p = pair(MARLIN + f"serial:\n  send_window: {window}\n", faults=faults)
+    cut_resent(p, cut, faults.seed)
     engine = p.core.engine
 
     def invariants() -> None:

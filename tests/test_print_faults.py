@@ -68,7 +68,7 @@ def print_exactly_once(p: Pair, lines: int) -> Stalls:
     return stalls
 
 
-# Distinct periods, so each stall shows which rule ended it: the lost-ok probe (0.1 s, the
+# Distinct periods, so each stall shows which rule ended it: the lost-ok probe (0.05 s, the
 # shortest ok deadline: the plain model answers at once), the busy period once busy lines came
 # (4 s), the resend-without-ok detection (0.25 s).
 # (No temperature reports: a report ends a resend-without-ok wait early, by its own rule.)
@@ -80,7 +80,7 @@ TIMEOUTS = """serial:
     temperature: 1000
     temperature_autoreport: 0
 """
-PROBE, BUSY, RESEND_OK = 0.1, 4.0, 0.25
+PROBE, BUSY, RESEND_OK = 0.05, 4.0, 0.25
 
 FAULT_MIXES = {
     "corrupt-lost_ok-busy": FaultSpec(seed=4, corrupt_rate=0.01, lost_ok_rate=0.001,
@@ -120,7 +120,7 @@ LINES = [f"G1 X{i}" for i in range(300)]
     "serial:\n  timeouts:\n    communication: 1\n    temperature_autoreport: 0\n",
 ], ids=["default", "communication-7s", "no-autoreport"])
 def test_lost_ok_is_recovered_by_a_probe(yaml):
-    """Each lost ok stalls the link for the shortest ok deadline (0.1 s: the printer answers
+    """Each lost ok stalls the link for the shortest ok deadline (0.05 s: the printer answers
     at once), whatever the communication timeout; then one numbered M105 goes out, the
     printer answers it, and that answer acknowledges the line whose ok was lost too."""
     p = pair(yaml, faults=FaultSpec(seed=2, lost_ok_rate=0.02))

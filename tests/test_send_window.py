@@ -271,8 +271,8 @@ def test_a_lost_ok_is_probed_with_the_next_line_number():
     e = connected()
     fill(e, 2, now=1.0)
     feed(e, "ok N1 P15 B3", now=1.0)  # line 2's ok is lost
-    assert e.deadline == pytest.approx(1.1), "at least 0.1 s, four times the recent latency"
-    assert not e.handle_timeout(1.1)
+    assert e.deadline == pytest.approx(1.05), "at least 0.05 s, four times the recent latency"
+    assert not e.handle_timeout(1.05)
     assert e.take_output() == frame(3, "M105")
     feed(e, "ok T:20.0 /0.0", now=1.6)  # line 2 had arrived: the probe's answer covers both
     assert e.in_flight == 0 and e.last_acked == Command.parse("G1 X2")
@@ -316,7 +316,7 @@ def test_probes_back_off_and_the_link_fails_with_a_clear_message():
         t = d
         assert not e.handle_timeout(t)
         assert e.take_output() == frame(n, "M105")
-    assert waits == [0.1, 0.5, 0.5]
+    assert waits == [0.05, 0.5, 0.5]
     events = e.handle_timeout(e.deadline)
     failure = next(x for x in events if isinstance(x, ee.LinkFailed))
     assert failure.reason is ErrorReason.TIMEOUT

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pipeline.config.schema import SerialSpec, TimeoutSpec
 
 INF = float("inf")
-MIN_OK_TIMEOUT = 0.1  # the shortest wait for an ok before the first probe
+MIN_OK_TIMEOUT = 0.05  # the shortest wait for an ok before the first probe
 BACKOFF = 0.5         # ... and before each later one while the printer is silent
 
 
@@ -211,10 +211,8 @@ class Deadlines:
         self.consecutive += 1
         if limit and self.consecutive > limit:
             return Timeout.SILENT
-        if in_flight:
-            return Timeout.PROBE
         self.comm = now + self.period
-        return Timeout.TICKLE
+        return Timeout.PROBE if in_flight else Timeout.TICKLE
 
     def _talking(self, again: float) -> float:
         """The next deadline while the printer keeps talking: the next probe, or the
