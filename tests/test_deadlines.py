@@ -52,12 +52,12 @@ def test_busy_lines_apply_from_the_first_one(command):
     assert e.deadline <= 4.0 + 1e-9
     tick(e, 2.5, t=1.0)
     feed(e, "echo:busy: processing", now=2.5)
-    assert e.deadline == pytest.approx(5.5) and e.probes_total == 0
+    assert e.deadline == pytest.approx(5.5) and e.deadlines.probes_total == 0
     tick(e, 5.4, t=2.5)
-    assert e.probes_total == 0
+    assert e.deadlines.probes_total == 0
     feed(e, "echo:busy: processing", now=4.5)  # ... the ok of `command` after this is lost
     tick(e, 8.5, t=4.5)
-    assert e.probes_total == 1, "probed within 4 s of the last busy line"
+    assert e.deadlines.probes_total == 1, "probed within 4 s of the last busy line"
     assert e.deadlines.probe_time < 4.5 + 4.0
     feed(e, "ok T:20.0 /0.0", now=8.5)
     assert e.in_flight == 0 and e.last_acked == Command.parse(command)
@@ -71,9 +71,9 @@ def test_heatup_reports_apply_from_the_first_one():
     for t in range(2, 21):
         feed(e, f"T:{t * 10}.0 /210.0 B:20.0 /0.0 W:?", now=float(t))
         assert not e.handle_timeout(float(t))
-    assert e.deadline <= 24.0 and e.probes_total == 0
+    assert e.deadline <= 24.0 and e.deadlines.probes_total == 0
     tick(e, 24.0, t=20.0)
-    assert e.probes_total == 1
+    assert e.deadlines.probes_total == 1
 
 
 def test_a_long_move_with_temperature_reports_only_keeps_the_print():
@@ -88,7 +88,7 @@ def test_a_long_move_with_temperature_reports_only_keeps_the_print():
         events += tick(e, float(t), t=t - 1.0)
         feed(e, TEMPS, now=float(t))
     assert not any(isinstance(x, ee.LinkFailed) for x in events)
-    assert e.state is LinkState.OPERATIONAL and e.probes_total <= 2
+    assert e.state is LinkState.OPERATIONAL and e.deadlines.probes_total <= 2
     feed(e, "ok N1 P15 B3", "ok T:20.0 /0.0", "ok T:20.0 /0.0", now=13.5)  # and the probes'
     assert e.in_flight == 0 and e.last_acked == Command.parse("G1 X200 F100")
 
@@ -143,7 +143,7 @@ def test_a_lost_plain_ok_costs_a_fixed_window_one_line_for_a_second_at_most():
             feed(e, reply, now=t)
         fw.take(e.take_output())  # a sync goes out at once
         history.append((t, e.in_flight - len(fw.queue)))  # lines counted but not pending
-    assert not e.handle_timeout(t) and e.probes_total == 0
+    assert not e.handle_timeout(t) and e.deadlines.probes_total == 0
     phantom = [t for t, extra in history if extra]
     assert phantom, "the lost ok left a line counted"
     assert phantom[-1] - phantom[0] <= SYNC_INTERVAL + 0.1

@@ -91,7 +91,7 @@ virtual:
         assert [a for a in printer.virtual.firmware.accepted if a.startswith("G1 ")] == lines
         assert printer.core.operational
         assert printer.core.statistics().timeouts >= 1  # the lost ok (exact counts: Pair)
-        assert printer.core.engine.probes_total >= 1
+        assert printer.core.engine.deadlines.probes_total >= 1
         assert trio.current_time() - started >= 0.05  # recovered at the deadline, not before
 
 

@@ -180,7 +180,7 @@ def test_the_default_runs_no_fragment_and_prints_exactly_with_corrupted_lines():
     p = pair(MARLIN, faults=FaultSpec(seed=3, corrupt_rate=0.01, lost_ok_rate=0.001))
     took = run_print(p, text)
     assert p.core.jobs.result.outcome is Outcome.DONE
-    assert p.core.engine.resend_requests >= 150, "the faults did happen"
+    assert p.core.engine.resends.requests >= 150, "the faults did happen"
     assert p.fw.fragments == 0 and p.fw.fragments_run == 0
     assert delivered(p.fw.accepted, expected)
     assert p.fw.rx_lost == 0 and p.fw.max_queue <= 1
@@ -284,7 +284,7 @@ def test_a_resent_line_destroyed_by_a_flush_costs_no_probe():
     run_print(p, text)
     assert len(cut) >= 10 and p.core.jobs.result.outcome is Outcome.DONE
     assert delivered(without_fragments(p.fw), expected_commands(text))
-    assert p.core.engine.probes_total == 0
+    assert p.core.engine.deadlines.probes_total == 0
 
 
 TEXT = "G28\nG1 Z0.3\n" + "".join(f"G1 X{i} Y{i} E0.1\n" for i in range(1, 60))
@@ -314,7 +314,7 @@ def test_long_running_commands_never_trigger_a_probe(busy_lines):
     run_print(p, text)
     assert p.core.jobs.result.outcome is Outcome.DONE
     assert delivered(p.fw.accepted, expected_commands(text))
-    assert p.core.engine.probes_total == 0
+    assert p.core.engine.deadlines.probes_total == 0
 
 
 @pytest.mark.parametrize("command", ["G28", "M400", "M109 S200"])
@@ -326,7 +326,7 @@ def test_a_lost_ok_of_a_long_running_command_is_recovered_with_autoreport_on(com
     run_print(p, text, limit=60.0)
     assert p.core.jobs.result.outcome is Outcome.DONE
     assert delivered(p.fw.accepted, expected_commands(text))
-    assert p.core.engine.probes_total >= 1
+    assert p.core.engine.deadlines.probes_total >= 1
 
 
 def test_cancel_ends_within_seconds_when_the_printer_stops_answering():

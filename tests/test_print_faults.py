@@ -104,7 +104,7 @@ def test_20000_lines_exact_under_faults(faults):
     lengths = stalls.lengths()
     assert set(lengths) <= {PROBE, BUSY, RESEND_OK}
     assert lengths[PROBE] + lengths[BUSY] == stalls.timeouts >= 10
-    assert p.core.engine.probes_total == stalls.timeouts
+    assert p.core.engine.deadlines.probes_total == stalls.timeouts
     if faults.resend_without_ok:
         assert 0 < lengths[RESEND_OK] <= resends
     else:
@@ -130,7 +130,7 @@ def test_lost_ok_is_recovered_by_a_probe(yaml):
     stalls.run_until(lambda: p.core.idle)
     assert [a for a in p.fw.accepted if a.startswith("G1 ")] == LINES  # none lost, none twice
     assert p.core.operational and p.core.engine.in_flight == 0
-    assert len(stalls.found) == stalls.timeouts == p.core.engine.probes_total >= 3
+    assert len(stalls.found) == stalls.timeouts == p.core.engine.deadlines.probes_total >= 3
     for _, length, accepted in stalls.found:
         assert length == pytest.approx(PROBE)
         assert accepted[0] == "M105"  # the probe, never a line again

@@ -238,7 +238,7 @@ def test_numbered_line_count_and_stats():
     for i in range(5):
         send(e, f"G1 X{i}")
         feed(e, "ok")
-    assert e.current_line == 6 and e.sent_count == 5 and e.acked_count == 5
+    assert e.current_line == 6 and e.sent_count == 5 and e.window.acked_count == 5
     assert e.last_acked == Command.parse("G1 X4")
 
 
@@ -585,7 +585,7 @@ def test_ok_with_temperatures_acks_and_reports():
     e = connected()
     send(e, "M105")
     events = feed(e, "ok T:210.0 /210.0 B:60.0 /60.0")
-    assert e.credit == 1 and e.acked_count == 1
+    assert e.credit == 1 and e.window.acked_count == 1
     assert of(events, ee.Temperatures) == [
         ee.Temperatures({"T": (210.0, 210.0), "B": (60.0, 60.0)})]
 
@@ -859,7 +859,7 @@ def test_hook_rewriting_to_ok_acknowledges():
     e = connected(hook=lambda line: "ok" if line == "ack" else line)
     send(e, "G1 X1")
     assert not feed(e, "ack")
-    assert e.credit == 1 and e.acked_count == 1
+    assert e.credit == 1 and e.window.acked_count == 1
 
 
 def test_hook_sees_every_line_including_ok():

@@ -80,7 +80,7 @@ def test_auto_stays_at_one_line_with_marlin_however_large_its_queue():
         send(e, f"G1 X{i}")
         assert e.credit == 0, "no byte behind a line Marlin has not checked yet"
         feed(e, f"ok N{i} P15 B3")
-    assert e.window.slots == 4 and e.acked_count == 5
+    assert e.window.slots == 4 and e.window.acked_count == 5
 
 
 def test_queue_slots_are_learned_from_later_oks_too():
@@ -97,7 +97,7 @@ def test_ok_n_acknowledges_every_line_up_to_n():
     e = connected()
     fill(e, 4)
     feed(e, "ok N3 P15 B1")  # the oks of lines 1 and 2 were lost
-    assert e.in_flight == 1 and e.acked_count == 3
+    assert e.in_flight == 1 and e.window.acked_count == 3
     assert e.last_acked == Command.parse("G1 X3")
     feed(e, "ok N4 P15 B3")
     assert e.in_flight == 0 and e.last_acked == Command.parse("G1 X4")
@@ -110,7 +110,7 @@ def test_an_ok_for_no_line_in_flight_acknowledges_nothing(stray):
     e = connected()
     fill(e, 3)
     feed(e, stray)
-    assert e.in_flight == 3 and e.acked_count == 0
+    assert e.in_flight == 3 and e.window.acked_count == 0
 
 
 def test_an_unnumbered_line_is_acknowledged_by_an_ok_without_number():
@@ -138,7 +138,7 @@ def test_a_resend_takes_the_lines_from_n_back_and_one_line_goes_out_at_a_time():
     assert e.in_flight == 1, "line 1 still waits for its ok; 2..4 will be resent"
     assert pump(e) == [], "the resend's own ok first"
     feed(e, "ok")  # the resend's ok: acknowledges no line
-    assert e.in_flight == 1 and e.acked_count == 0
+    assert e.in_flight == 1 and e.window.acked_count == 0
     assert e.window.limit == 1 and pump(e) == []  # line 1 still in flight: no room
     feed(e, "ok N1 P15 B3")
     assert pump(e) == [lines[1]]
@@ -148,7 +148,7 @@ def test_a_resend_takes_the_lines_from_n_back_and_one_line_goes_out_at_a_time():
     assert e.window.limit == 4, "a clean run: the window opens again"
     assert pump(e) == [lines[3]]
     feed(e, "ok N4 P15 B3")
-    assert e.in_flight == 0 and e.acked_count == 4 and not e.resending
+    assert e.in_flight == 0 and e.window.acked_count == 4 and not e.resending
 
 
 LINE_ERROR = "Error:Line Number is not Last Line Number+1, Last Line: 0"
@@ -165,7 +165,7 @@ def test_repeats_before_the_line_goes_out_again_change_nothing():
     for n in (1, 2, 3):
         feed(e, f"ok N{n} P15 B3")
         assert pump(e) == ([lines[n]] if n < 3 else [])
-    assert e.in_flight == 0 and e.acked_count == 3 and e.resend_requests == 3
+    assert e.in_flight == 0 and e.window.acked_count == 3 and e.resends.requests == 3
 
 
 def test_a_resent_line_cut_by_a_flush_is_resent_at_once():
@@ -178,13 +178,13 @@ def test_a_resent_line_cut_by_a_flush_is_resent_at_once():
     assert pump(e) == [lines[0]]
     feed(e, LINE_ERROR, "Resend: 1", "ok")
     assert pump(e) == [lines[0]], "sent again at once"
-    assert e.in_flight == 1 and e.probes_total == 0
+    assert e.in_flight == 1 and e.deadlines.probes_total == 0
     feed(e, "ok N1 P15 B3")
     assert pump(e) == [lines[1]]
     feed(e, "ok N2 P15 B3")
     assert pump(e) == [lines[2]]
     feed(e, "ok N3 P15 B3")
-    assert e.in_flight == 0 and e.acked_count == 3 and not e.resending
+    assert e.in_flight == 0 and e.window.acked_count == 3 and not e.resending
 
 
 def test_a_probe_answered_by_a_resend_is_honoured():
@@ -202,7 +202,7 @@ def test_a_probe_answered_by_a_resend_is_honoured():
     feed(e, "ok N1 P15 B3", now=1.3)
     assert pump(e, 1.3) == [lines[1]]
     feed(e, "ok N2 P15 B3", now=1.4)
-    assert e.in_flight == 0 and e.acked_count == 2 and e.probes_total == 1
+    assert e.in_flight == 0 and e.window.acked_count == 2 and e.deadlines.probes_total == 1
 
 
 def test_fragment_ok_while_a_resend_is_pending_acknowledges_nothing():
@@ -210,7 +210,7 @@ def test_fragment_ok_while_a_resend_is_pending_acknowledges_nothing():
     fill(e, 3)
     feed(e, "Error:checksum mismatch, Last Line: 0", "Resend: 1", "ok")
     feed(e, 'echo:Unknown command: "1.5 Y2*99"', "ok P15 B3")  # a fragment's answer
-    assert e.resending and e.in_flight == 0 and e.acked_count == 0
+    assert e.resending and e.in_flight == 0 and e.window.acked_count == 0
 
 
 def test_resend_without_ok_detect_gives_up_waiting_for_it():
@@ -276,7 +276,7 @@ def test_a_lost_ok_is_probed_with_the_next_line_number():
     assert e.take_output() == frame(3, "M105")
     feed(e, "ok T:20.0 /0.0", now=1.6)  # line 2 had arrived: the probe's answer covers both
     assert e.in_flight == 0 and e.last_acked == Command.parse("G1 X2")
-    assert e.probes_total == 1
+    assert e.deadlines.probes_total == 1
 
 
 def test_a_lost_line_is_resent_after_the_probe():
@@ -290,7 +290,7 @@ def test_a_lost_line_is_resent_after_the_probe():
     feed(e, "ok N1 P15 B3", now=1.7)
     assert pump(e, 1.7) == [frame(2, "M105")]
     feed(e, "ok T:20.0 /0.0", now=1.8)
-    assert e.in_flight == 0 and e.acked_count == 2
+    assert e.in_flight == 0 and e.window.acked_count == 2
 
 
 def test_a_line_held_for_rx_room_is_the_probe():
@@ -329,7 +329,7 @@ def test_busy_lines_postpone_the_probe():
     for t in range(2, 60, 2):
         feed(e, "echo:busy: processing", now=float(t))
         assert not e.handle_timeout(float(t) + 0.9)
-    assert e.probes_total == 0
+    assert e.deadlines.probes_total == 0
 
 
 @pytest.mark.parametrize(("command", "earliest"), [("G4 S5", 36.0), ("M109 S200", 30.0),
@@ -341,7 +341,7 @@ def test_long_running_commands_get_the_long_deadline(command, earliest):
     send(e, command, now=1.0)
     assert e.deadline >= earliest - 1e-9
     e.handle_timeout(earliest - 0.01)
-    assert e.probes_total == 0
+    assert e.deadlines.probes_total == 0
 
 
 def test_a_heatup_reporting_its_wait_is_never_probed():
@@ -350,7 +350,7 @@ def test_a_heatup_reporting_its_wait_is_never_probed():
     for t in range(2, 200):
         feed(e, f"T:{t / 2:.1f} /210.0 B:20.0 /0.0 W:?", now=float(t))
         e.handle_timeout(float(t))
-    assert e.probes_total == 0 and e.window.heating
+    assert e.deadlines.probes_total == 0 and e.window.heating
 
 
 def test_a_lost_ok_of_a_long_command_is_probed_despite_autoreport_lines():
@@ -358,11 +358,11 @@ def test_a_lost_ok_of_a_long_command_is_probed_despite_autoreport_lines():
     feed(e, "Cap:AUTOREPORT_TEMP:1", "ok", now=0.5)
     send(e, "M400", now=1.0)
     t = 1.0
-    while e.probes_total == 0 and t < 120:
+    while e.deadlines.probes_total == 0 and t < 120:
         t += 1.0
         feed(e, " T:20.0 /0.0 B:20.0 /0.0 @:0", now=t)
         e.handle_timeout(t)
-    assert e.probes_total == 1 and t <= 32
+    assert e.deadlines.probes_total == 1 and t <= 32
     feed(e, "ok T:20.0 /0.0", now=t)
     assert e.in_flight == 0 and e.last_acked == Command.parse("M400")
 

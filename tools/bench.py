@@ -227,9 +227,9 @@ def simulated_run(args: argparse.Namespace, text: str, window: str,
     e = p.core.engine
     return {"window": window, "lines": len(expected), "sim_s": round(took, 2),
             "lines_per_s": round(len(expected) / took, 1), "exact": exact and nxt is None,
-            "rx_lost": getattr(p.fw, "rx_lost", None), "resends": e.resend_requests,
+            "rx_lost": getattr(p.fw, "rx_lost", None), "resends": e.resends.requests,
             "fragments_run": getattr(p.fw, "fragments_run", None),
-            "probes": e.probes_total,
+            "probes": e.deadlines.probes_total,
             "pair_cpu_us_per_line": round((time.process_time() - c0) * 1e6 / len(expected), 1)}
 
 

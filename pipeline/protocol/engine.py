@@ -115,23 +115,6 @@ class HostProtocol:
         return self.window.last_acked
 
     @property
-    def acked_count(self) -> int:
-        return self.window.acked_count
-
-    @property
-    def resend_requests(self) -> int:
-        """Resend requests the firmware made (for /metrics)."""
-        return self.resends.requests
-
-    @property
-    def probes_total(self) -> int:
-        return self.deadlines.probes_total
-
-    @property
-    def timeouts_total(self) -> int:
-        return self.deadlines.timeouts_total
-
-    @property
     def deadline(self) -> float:
         """The time at which `handle_timeout` must be called if nothing arrives before.
         Any line in flight has an ok deadline (OctoPrint applies one only while printing;
@@ -435,16 +418,8 @@ class HostProtocol:
                 self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
                            "connected and alive?", m112=False)
                 return
-            n, cmd, _, sent = entries[0]
-            what = f"line {n} ({cmd.line})" if n >= 0 else cmd.line
-            if verdict is Timeout.SILENT:
-                why = (f"{self.deadlines.probes} probes unanswered: is it still connected "
-                       "and alive?")
-            else:
-                why = ("it kept talking but said nothing of it for "
-                       f"serial.timeouts.ok_ceiling ({self.serial.timeouts.ok_ceiling:g} s)")
-            self._fail(ErrorReason.TIMEOUT, f"The printer acknowledged nothing since {what} "
-                       f"was sent {now - sent:.1f} s ago, {why}", m112=False)
+            self._fail(ErrorReason.TIMEOUT, self.deadlines.dead_message(
+                verdict, entries[0], now), m112=False)
 
     # ---- receiving --------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> Sequence[EngineEvent]:

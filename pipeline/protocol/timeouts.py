@@ -25,6 +25,7 @@ import enum
 from collections.abc import Mapping
 
 from pipeline.config.schema import SerialSpec, TimeoutSpec
+from pipeline.protocol.window import Entry
 
 INF = float("inf")
 MIN_OK_TIMEOUT = 0.05  # the shortest wait for an ok before the first probe
@@ -236,3 +237,15 @@ class Deadlines:
         wait = now + BACKOFF * (1 << min(max(self.probes - 2, 0), 2))  # 0.5, 0.5, 1, 2, 2 s
         if self.ok < wait:
             self.ok = wait
+
+    def dead_message(self, verdict: Timeout, oldest: Entry, now: float) -> str:
+        """Why the link is declared dead, naming the line that went unanswered."""
+        n, cmd, _, sent = oldest
+        what = f"line {n} ({cmd.line})" if n >= 0 else cmd.line
+        if verdict is Timeout.SILENT:
+            why = f"{self.probes} probes unanswered: is it still connected and alive?"
+        else:
+            why = ("it kept talking but said nothing of it for serial.timeouts.ok_ceiling "
+                   f"({self._timeouts.ok_ceiling:g} s)")
+        ago = now - sent
+        return f"The printer acknowledged nothing since {what} was sent {ago:.1f} s ago, {why}"
