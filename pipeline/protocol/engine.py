@@ -527,11 +527,13 @@ class HostProtocol:
     def _on_numbered_ok(self, n: int, b: bytes | str | None, now: float) -> None:
         """`ok N<n> P.. B..`: every line up to n; without N, the oldest unnumbered line."""
         w = self.window
-        self.resends.ok_arrived()
+        if self.resends.awaiting_ok:
+            self.resends.ok_arrived()
         if b is not None and b != w.last_b:  # (it rarely changes: parsed only then)
             w.learn(b)
         if n >= 0:
-            w.numbered_ok()
+            if not w.advanced_ok:
+                w.numbered_ok()
             entries = w.inflight.entries
             count = 1 if entries and entries[0][0] == n else w.inflight.through_number(n)
         else:
@@ -563,7 +565,7 @@ class HostProtocol:
             held = w.release_held()
             if held is not None:
                 self._out += self._admit(held[0], held[1], held[2], now)
-        elif w.sync_due(now):
+        elif w.syncing and w.sync_due(now):
             self._sync(now)
         if self.reader.report.in_cap_report:
             self._end_cap_report()

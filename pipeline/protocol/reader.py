@@ -34,18 +34,15 @@ class Reply(enum.Enum):
 
 
 class ReplyReader:
-    __slots__ = ("_pending_error", "buffer", "hook", "report")
+    __slots__ = ("_pending_error", "buffer", "hook", "plain", "report")
 
     def __init__(self, hook: Callable[[str], str | None] | None = None) -> None:
         self.buffer = bytearray()  # a partial line
         self.hook = hook           # the `received` hook: may rewrite or drop a line
         self.report = FirmwareReport()
         self._pending_error: str | None = None
-
-    @property
-    def plain(self) -> bool:
-        """A bare `ok` may be taken straight from the bytes: no hook, no error waiting."""
-        return self.hook is None and self._pending_error is None
+        #: A bare `ok` may be taken straight from the bytes: no hook, no error waiting.
+        self.plain = hook is None
 
     def lines(self, data: bytes) -> list[bytes]:
         """The whole lines `data` completes (line endings stripped); keeps the rest."""
@@ -69,15 +66,13 @@ class ReplyReader:
             line = hooked.strip() if hooked else ""
         return line
 
-    def reset(self) -> None:
-        self._pending_error = None
-
     def read(self, line: str) -> tuple[Reply, object]:
         """What `line` (decoded, not empty) is."""
         if replies.is_busy(line):
             return Reply.BUSY, None
         if self._pending_error is not None:
             text, self._pending_error = replies.join_error(self._pending_error, line), None
+            self.plain = self.hook is None
             return Reply.ERROR, text
         if replies.is_debug(line):
             action = replies.parse_action(line)
@@ -86,6 +81,7 @@ class ReplyReader:
         if err is not None:
             if replies.error_needs_next_line(err):
                 self._pending_error = err
+                self.plain = False
                 return Reply.PARTIAL, None
             return Reply.ERROR, err
         fields = replies.parse_ok(line)

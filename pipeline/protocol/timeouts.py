@@ -139,7 +139,8 @@ class Deadlines:
 
     def first_in_flight(self, now: float) -> None:
         """A line went out with nothing else in flight."""
-        self.ok = now + self._base()
+        base = 4.0 * self.latency  # (_base() inlined: every line at ping-pong comes here)
+        self.ok = now + (base if base > MIN_OK_TIMEOUT else MIN_OK_TIMEOUT)
         self.progress = now
 
     def out_of_band(self, now: float) -> None:

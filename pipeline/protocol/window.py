@@ -134,9 +134,9 @@ class SendWindow:
     """The account of the lines in flight and how many more may go."""
 
     __slots__ = ("_fixed", "_long_gcodes", "_next_sync", "_recover_from", "_recovering",
-                 "_sync", "acked_count", "advanced_ok", "bufsize", "heating", "held",
+                 "acked_count", "advanced_ok", "bufsize", "heating", "held",
                  "inflight", "keeps_partial_lines", "last_acked", "last_b", "limit",
-                 "long_running", "slots")
+                 "long_running", "slots", "syncing")
 
     def __init__(self, serial: SerialSpec) -> None:
         self.inflight = InFlight(serial.rx_buffer)
@@ -156,7 +156,7 @@ class SendWindow:
         #: of the engine's own lines (extra hellos, probes).
         self.last_acked: Command | None = None
         self.acked_count = 0
-        self._sync = False          # plain oks with more than one line: syncs are due
+        self.syncing = False        # plain oks with more than one line: syncs are due
         self._next_sync = SYNC_INTERVAL
         self.limit = 1
         self.update_limit()
@@ -187,7 +187,7 @@ class SendWindow:
         else:
             limit = self.bufsize or 1
         self.limit = limit
-        self._sync = (self._fixed or limit) > 1 and not self.advanced_ok
+        self.syncing = (self._fixed or limit) > 1 and not self.advanced_ok
 
     def learn(self, b: str | bytes) -> None:
         """ADVANCED_OK's `B` (free queue slots, the acknowledged line still in it)."""
@@ -225,7 +225,7 @@ class SendWindow:
 
     def sync_due(self, now: float) -> bool:
         """Time for a sync (see the module's text); the caller sends it at once."""
-        if not self._sync or now < self._next_sync or self.credit <= 0:
+        if not self.syncing or now < self._next_sync or self.credit <= 0:
             return False
         self._next_sync = now + SYNC_INTERVAL
         return not self.inflight.through_gcode("M105")
