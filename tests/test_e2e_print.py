@@ -43,8 +43,8 @@ async def test_print_is_exact_under_faults_that_need_no_timeout(tmp_path):
         assert result is not None and result.outcome is Outcome.DONE
         assert file_lines(printer.virtual.firmware.accepted, expected) == expected
         engine = printer.core.engine
-        assert engine.resend_requests > 20  # the faults really happened
-        assert engine.timeouts_total == 0   # and none of them needed a timeout
+        assert engine.resends.requests > 20  # the faults really happened
+        assert engine.deadlines.timeouts_total == 0   # and none of them needed a timeout
         assert printer.core.state is S.OPERATIONAL
 
 

@@ -201,7 +201,7 @@ def test_busy_protocol_is_answered_with_m113():
     p = pair(faults=FaultSpec(seed=1, busy_rate=1.0))
     p.send("G28")
     assert "M113 S2" in p.fw.accepted
-    assert p.core.engine.busy_active
+    assert p.core.engine.deadlines.busy_active
 
 
 def test_invalid_tool_reverts_and_is_reported():

@@ -68,16 +68,19 @@ def print_exactly_once(p: Pair, lines: int) -> Stalls:
     return stalls
 
 
-# Distinct periods, so each stall shows which rule ended it: the lost-ok probe (0.5 s, the
+# Distinct periods, so each stall shows which rule ended it: the lost-ok probe (0.05 s, the
 # shortest ok deadline: the plain model answers at once), the busy period once busy lines came
 # (4 s), the resend-without-ok detection (0.25 s).
+# (No temperature reports: a report ends a resend-without-ok wait early, by its own rule.)
 TIMEOUTS = """serial:
   timeouts:
     communication: 20
     communication_busy: 4
     resend_ok: 0.25
+    temperature: 1000
+    temperature_autoreport: 0
 """
-PROBE, BUSY, RESEND_OK = 0.5, 4.0, 0.25
+PROBE, BUSY, RESEND_OK = 0.05, 4.0, 0.25
 
 FAULT_MIXES = {
     "corrupt-lost_ok-busy": FaultSpec(seed=4, corrupt_rate=0.01, lost_ok_rate=0.001,
@@ -101,7 +104,7 @@ def test_20000_lines_exact_under_faults(faults):
     lengths = stalls.lengths()
     assert set(lengths) <= {PROBE, BUSY, RESEND_OK}
     assert lengths[PROBE] + lengths[BUSY] == stalls.timeouts >= 10
-    assert p.core.engine.probes_total == stalls.timeouts
+    assert p.core.engine.deadlines.probes_total == stalls.timeouts
     if faults.resend_without_ok:
         assert 0 < lengths[RESEND_OK] <= resends
     else:
@@ -117,7 +120,7 @@ LINES = [f"G1 X{i}" for i in range(300)]
     "serial:\n  timeouts:\n    communication: 1\n    temperature_autoreport: 0\n",
 ], ids=["default", "communication-7s", "no-autoreport"])
 def test_lost_ok_is_recovered_by_a_probe(yaml):
-    """Each lost ok stalls the link for the shortest ok deadline (0.5 s: the printer answers
+    """Each lost ok stalls the link for the shortest ok deadline (0.05 s: the printer answers
     at once), whatever the communication timeout; then one numbered M105 goes out, the
     printer answers it, and that answer acknowledges the line whose ok was lost too."""
     p = pair(yaml, faults=FaultSpec(seed=2, lost_ok_rate=0.02))
@@ -127,9 +130,9 @@ def test_lost_ok_is_recovered_by_a_probe(yaml):
     stalls.run_until(lambda: p.core.idle)
     assert [a for a in p.fw.accepted if a.startswith("G1 ")] == LINES  # none lost, none twice
     assert p.core.operational and p.core.engine.in_flight == 0
-    assert len(stalls.found) == stalls.timeouts == p.core.engine.probes_total >= 3
+    assert len(stalls.found) == stalls.timeouts == p.core.engine.deadlines.probes_total >= 3
     for _, length, accepted in stalls.found:
-        assert length == pytest.approx(0.5)
+        assert length == pytest.approx(PROBE)
         assert accepted[0] == "M105"  # the probe, never a line again
 
 
@@ -139,5 +142,5 @@ def test_lost_ok_while_printing_is_recovered_with_a_probe():
     stalls = print_exactly_once(p, 300)
     assert len(stalls.found) == stalls.timeouts >= 3
     for _, length, accepted in stalls.found:
-        assert length == pytest.approx(0.5)
+        assert length == pytest.approx(PROBE)
         assert accepted[0] == "M105"

@@ -238,7 +238,7 @@ def test_numbered_line_count_and_stats():
     for i in range(5):
         send(e, f"G1 X{i}")
         feed(e, "ok")
-    assert e.current_line == 6 and e.sent_count == 5 and e.acked_count == 5
+    assert e.current_line == 6 and e.sent_count == 5 and e.window.acked_count == 5
     assert e.last_acked == Command.parse("G1 X4")
 
 
@@ -445,9 +445,9 @@ def test_resent_long_running_command_is_long_running_again():
     e = printing()
     send(e, "G28")
     feed(e, CHECKSUM_ERROR, "Resend: 1", "ok")
-    assert not e.long_running
+    assert not e.window.long_running
     assert pump(e) == [frame(1, "G28")]
-    assert e.long_running
+    assert e.window.long_running
 
 
 # ---- timeouts --------------------------------------------------------------------------------
@@ -479,9 +479,9 @@ def test_heatup_with_temperature_reports_never_times_out():
     for t in range(2, 300):
         feed(e, f"T:{t / 2:.1f} /210.0 B:60.0 /60.0 W:?", now=float(t))
         assert e.deadline > t
-    assert e.heating
+    assert e.window.heating
     feed(e, "ok", now=300.0)
-    assert not e.heating and not e.long_running
+    assert not e.window.heating and not e.window.long_running
 
 
 def test_heatup_stays_heatup_until_its_own_ok_with_a_window():
@@ -490,18 +490,18 @@ def test_heatup_stays_heatup_until_its_own_ok_with_a_window():
     send(e, "M109 S210", now=1.0)
     send(e, "G28", now=1.0)
     feed(e, "ok", now=2.0)             # the M104's ok
-    assert e.heating and e.long_running
+    assert e.window.heating and e.window.long_running
     feed(e, "ok", now=100.0)           # the M109's
-    assert not e.heating and e.long_running
+    assert not e.window.heating and e.window.long_running
     feed(e, "ok", now=110.0)           # the G28's
-    assert not e.long_running
+    assert not e.window.long_running
 
 
 def test_busy_protocol_off_pushes_the_deadline_without_detection():
     e = printing(busy_protocol=False)
     send(e, "G1 X1", now=0.0)
     assert feed(e, "echo:busy: processing", now=20.0) == []
-    assert not e.busy_active and e.deadline == 50.0
+    assert not e.deadlines.busy_active and e.deadline == 50.0
 
 
 def test_busy_without_colon_is_a_normal_line():
@@ -585,7 +585,7 @@ def test_ok_with_temperatures_acks_and_reports():
     e = connected()
     send(e, "M105")
     events = feed(e, "ok T:210.0 /210.0 B:60.0 /60.0")
-    assert e.credit == 1 and e.acked_count == 1
+    assert e.credit == 1 and e.window.acked_count == 1
     assert of(events, ee.Temperatures) == [
         ee.Temperatures({"T": (210.0, 210.0), "B": (60.0, 60.0)})]
 
@@ -744,7 +744,7 @@ def test_start_while_operational_is_a_printer_reset(is_printing):
     events = feed(e, "start")
     assert of(events, ee.PrinterReset) == [ee.PrinterReset(idle=not is_printing)]
     assert e.current_line == 1 and e.in_flight == 0 and e.credit == 4
-    assert not e.long_running and not e.resending
+    assert not e.window.long_running and not e.resending
     assert feed(e, "busy: processing") == [ee.BusyDetected()], "M113 is gone after a reset"
 
 
@@ -859,7 +859,7 @@ def test_hook_rewriting_to_ok_acknowledges():
     e = connected(hook=lambda line: "ok" if line == "ack" else line)
     send(e, "G1 X1")
     assert not feed(e, "ack")
-    assert e.credit == 1 and e.acked_count == 1
+    assert e.credit == 1 and e.window.acked_count == 1
 
 
 def test_hook_sees_every_line_including_ok():

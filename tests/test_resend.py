@@ -101,48 +101,48 @@ def test_request_for_the_current_line(queued_first, verdict):
     assert not t.pending
 
 
-@pytest.mark.parametrize(("error", "ignored"), [
-    (LINE_NUMBER_ERROR, 3),               # Marlin's complaints about lines already in flight
-    ("expected line 1 got 3", 3),
-    (None, 3),                            # firmware that sends no error line (Teacup "rs N")
-    ("checksum mismatch, Last Line: 0", 0),  # a real new request: the resent line was corrupt
-])
-def test_stale_duplicates_are_ignored_up_to_the_lines_in_flight(error, ignored):
+def test_repeats_while_the_line_waits_in_the_queue_are_ignored():
+    """Lines 2..4 arrive after the flush and ask for line 1 again, whatever their error:
+    line 1 has not gone out again, every line from it on will."""
     t = tracker(range(1, 5))  # lines 1..4 in flight, current line 5
     assert t.request(1, 5, [1, 2, 3, 4]) is Verdict.ACCEPTED
-    verdicts = []
-    for _ in range(4):
+    for error in (LINE_NUMBER_ERROR, "checksum mismatch, Last Line: 0", None):
         if error is not None:
             t.note_error(error)
-        verdicts.append(t.request(1, 5, [2, 3, 4]))
-    assert verdicts.count(Verdict.IGNORED) == ignored
-    assert verdicts[ignored] is Verdict.ACCEPTED
+        assert t.request(1, 5, []) is Verdict.IGNORED
+        assert t.last_error is None, "each request consumes its error line"
+    assert [n for n, _ in drain(t)] == [1, 2, 3, 4]
 
 
-def test_each_request_consumes_its_error_line():
+def test_a_repeat_after_the_line_went_out_again_is_honoured():
+    """The flush a late line provoked may have destroyed the copy of line 1: honoured at
+    once (on today's code a duplicate budget ignored it, and the print waited for a probe)."""
     t = tracker(range(1, 5))
     t.request(1, 5, [1, 2, 3, 4])
+    assert t.take() == (1, "G1 X1")
     t.note_error(LINE_NUMBER_ERROR)
-    assert t.request(1, 5, [2, 3, 4]) is Verdict.IGNORED
-    assert t.last_error is None
-    t.note_error("checksum mismatch")
-    assert t.request(1, 5, [3, 4]) is Verdict.ACCEPTED
+    assert t.request(1, 5, [1]) is Verdict.ACCEPTED
+    assert [n for n, _ in drain(t)] == [1, 2, 3, 4]
 
 
-def test_unnumbered_lines_in_flight_do_not_count_as_duplicates():
-    t = tracker(range(1, 3))
-    assert t.request(1, 3, [-1, 1, -1, 2]) is Verdict.ACCEPTED
-    t.note_error(LINE_NUMBER_ERROR)
-    assert t.request(1, 3, []) is Verdict.IGNORED   # budget 1: line 2
-    t.note_error(LINE_NUMBER_ERROR)
-    assert t.request(1, 3, []) is Verdict.ACCEPTED
+def test_repeats_count_as_a_loop_only_beyond_the_lines_that_could_still_arrive():
+    t = tracker(range(1, 5), max_repeats=2)
+    t.request(1, 5, [-1, 1, 2, 3, 4])  # 3 numbered lines behind line 1 (unnumbered: none)
+    verdicts = []
+    for _ in range(5):
+        t.take()
+        verdicts.append(t.request(1, 5, [1]))
+    assert verdicts == [Verdict.ACCEPTED] * 4 + [Verdict.LOOP]
 
 
 @pytest.mark.parametrize("max_repeats", [1, 3, 10])
 def test_the_same_line_requested_again_and_again_is_a_loop(max_repeats):
     """OctoPrint: the first request starts the count at 0, each repeat adds 1, at >= max -> loop."""
     t = tracker(max_repeats=max_repeats)
-    verdicts = [t.request(2, 6, []) for _ in range(max_repeats + 1)]
+    verdicts = []
+    for _ in range(max_repeats + 1):
+        verdicts.append(t.request(2, 6, []))
+        drain(t)  # each time line 2 went out again
     assert verdicts[:-1] == [Verdict.ACCEPTED] * max_repeats
     assert verdicts[-1] is Verdict.LOOP
     assert t.requests == max_repeats + 1
@@ -150,29 +150,8 @@ def test_the_same_line_requested_again_and_again_is_a_loop(max_repeats):
 
 def test_a_different_line_resets_the_repeat_count():
     t = tracker(max_repeats=2)
-    assert [t.request(n, 6, []) for n in (2, 2, 3, 2, 2)] == [Verdict.ACCEPTED] * 5
-    assert t.request(2, 6, []) is Verdict.LOOP
-
-
-def test_requeue_puts_the_line_first():
-    t = tracker()
-    t.request(3, 6, [])
-    assert t.take() == (3, "G1 X3")
-    t.requeue(3)
-    assert [n for n, _ in drain(t)] == [3, 4, 5]
-
-
-def test_requeue_of_a_line_still_queued_does_not_duplicate_it():
-    t = tracker()
-    t.request(3, 6, [])
-    t.requeue(3)
-    t.requeue(4)
-    assert [n for n, _ in drain(t)] == [3, 4, 5]
-
-
-def test_requeue_outside_the_history_is_ignored():
-    t = tracker(range(1, 6), size=2)
-    t.requeue(1)
-    assert not t.pending
-    t.requeue(5)
-    assert drain(t) == [(5, "G1 X5")]
+    verdicts = []
+    for n in (2, 2, 3, 2, 2, 2):
+        verdicts.append(t.request(n, 6, []))
+        drain(t)
+    assert verdicts == [Verdict.ACCEPTED] * 5 + [Verdict.LOOP]

@@ -114,10 +114,13 @@ async def host_run(config: HostConfig, path: str, flood: float = 0.0) -> dict[st
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        stats = printer.core.statistics() if printer is not None else None
         figures = {"lines": job.line_no, "wall_s": round(wall, 3),
                    "lines_per_s": round(job.line_no / wall, 1),
                    "cpu_us_per_line": round(cpu * 1e6 / max(job.line_no, 1), 2),
-                   "outcome": result.outcome.value if result else None}
+                   "outcome": result.outcome.value if result else None,
+                   "probes": stats.probes if stats else None,
+                   "resends": stats.resends if stats else None}
         if config.mqtt is not None:
             m1 = _mqtt_counters(control)
             sent = m1["mqtt_messages_published_total"] - m0["mqtt_messages_published_total"]
@@ -229,9 +232,9 @@ def simulated_run(args: argparse.Namespace, text: str, window: str,
     e = p.core.engine
     return {"window": window, "lines": len(expected), "sim_s": round(took, 2),
             "lines_per_s": round(len(expected) / took, 1), "exact": exact and nxt is None,
-            "rx_lost": getattr(p.fw, "rx_lost", None), "resends": e.resend_requests,
+            "rx_lost": getattr(p.fw, "rx_lost", None), "resends": e.resends.requests,
             "fragments_run": getattr(p.fw, "fragments_run", None),
-            "probes": e.probes_total,
+            "probes": e.deadlines.probes_total,
             "pair_cpu_us_per_line": round((time.process_time() - c0) * 1e6 / len(expected), 1)}
 
 
@@ -305,6 +308,8 @@ def main() -> int:
     out = {k: statistics.median(r[k] for r in runs)
            for k in ("lines", "wall_s", "lines_per_s", "cpu_us_per_line", "rss_peak_mb")}
     out["exact"] = all(r["exact"] for r in runs)
+    out["probes"] = [r["probes"] for r in runs]
+    out["resends"] = [r["resends"] for r in runs]
     out["runs"] = len(runs)
     out["window"] = args.window
     out["noop_stages"] = args.noop_stages

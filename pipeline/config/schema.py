@@ -142,6 +142,11 @@ class TimeoutSpec:
     #: without a byte from the printer before it lets the printer go (Marlin says busy or
     #: reports temperatures every 2 s while it works).
     silence: float = number(3.0, positive)
+    #: How long the printer may keep talking (temperature reports, stray lines) while it
+    #: acknowledges nothing, says no `busy:` and reports no heat-up, before the link is
+    #: declared dead (one move may take long; a silent printer fails much sooner, after
+    #: `max_consecutive_timeouts` unanswered probes). 0: no limit.
+    ok_ceiling: float = number(900.0, at_least(0))
 
 
 @attrs.frozen

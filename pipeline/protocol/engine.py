@@ -1,11 +1,17 @@
 """The sans-IO protocol engine (h11's model): bytes in, events and bytes out, no IO, no trio.
 
-`HostProtocol` owns what the wire needs: line splitting, the handshake, line numbers and XOR
-checksums (OctoPrint's when-to-number rules), the resend history and resend bookkeeping, the
-send window (the exact account of the lines in flight is window.py's; the limit is here: the
-firmware's queue slots from ADVANCED_OK's `B`, the RX buffer's bytes, one line after an error
-and while a long-running command runs), the communication/busy/ok deadlines and the timeout
-rules with the lost-ok probe (timeouts.py), and the classification of every reply line.
+`HostProtocol` is the one place where the connection's state changes, read top to bottom:
+the handshake, line numbers and XOR checksums (OctoPrint's when-to-number rules), sending,
+receiving, the timeout rules and the emergency stop. It composes four parts, each the owner
+of its own state behind a narrow interface:
+
+- `SendWindow` (window.py): the lines in flight, what an ok acknowledges, the window's limit,
+  the line held for RX room, long-running flags, the last acknowledged command;
+- `ResendTracker` (resend.py): the history of numbered lines, the verdicts on `Resend: N`,
+  the lines queued to go out again and the resend's own ok;
+- `Deadlines` (timeouts.py): the communication and ok deadlines, the ok latency, busy mode,
+  and the probe policy (when a passed deadline means a probe, a tickle or a dead link);
+- `ReplyReader` (reader.py): bytes to lines, what each line is, the firmware report.
 
 It does not own queues, the pipeline or the print job (the session does) and never reads a
 clock: every call that needs time takes `now`. Plain `ok` lines are handled without allocating.
@@ -16,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from pipeline.config.schema import ChecksumMode, ProfileSpec, SerialSpec
+from pipeline.config.schema import ChecksumMode, ProfileSpec, ResendWithoutOk, SerialSpec
 from pipeline.errors import LocalProtocolError
 from pipeline.gcode import Command, encode_plain, frame, param_value
 from pipeline.protocol import replies
@@ -34,26 +40,26 @@ from pipeline.protocol.events import (
     PrinterReset,
     Received,
     StateChanged,
+    TickleRequested,
 )
-from pipeline.protocol.flow import FlowControl
-from pipeline.protocol.report import Content, FirmwareReport
+from pipeline.protocol.reader import Reply, ReplyReader
+from pipeline.protocol.report import Content
 from pipeline.protocol.resend import ResendTracker
 from pipeline.protocol.settings import HEATUP_GCODES, firmware_tweaks
-from pipeline.protocol.timeouts import apply_timeout, communication_period
-from pipeline.protocol.window import INTERNAL, InFlight
+from pipeline.protocol.timeouts import INF, Deadlines, Timeout
+from pipeline.protocol.window import INTERNAL, SendWindow
 
 __all__ = ["HEATUP_GCODES", "HostProtocol"]
 
-INF = float("inf")
-MAX_LINE = 4096  # a reply line longer than this is garbage (baud mismatch, reset noise)
 NO_EVENTS: Sequence[EngineEvent] = ()
 _M112 = Command.parse("M112")
 _BED_OFF = Command.parse("M140 S0")
+_PROBE = Command.parse("M105", cmd_type=INTERNAL)
 # `ok N<line> P<planner free> B<queue free>` (ADVANCED_OK), read straight from the bytes.
 _ADVANCED_OK = re.compile(rb"ok(?: N(\d+))?(?: P(\d+))?(?: B(\d+))? *")
 
 
-class HostProtocol(FlowControl):
+class HostProtocol:
     """The engine. Feed it bytes with `receive_data`, ask it to frame commands with `send`,
     call `handle_timeout` when `deadline` has passed, and write whatever `take_output` gives.
     It reads the config's values as they are: `serial`, and the `profile`'s heaters."""
@@ -63,7 +69,6 @@ class HostProtocol(FlowControl):
                  received_hook: Callable[[str], str | None] | None = None) -> None:
         self.serial, self.profile = serial, profile
         self.max_hellos = max_hellos  # hellos sent before the connection attempt fails
-        self.received_hook = received_hook
         self.state = LinkState.OFFLINE
         self.printing = False          # set by the session's job control: a print is active
         self.current_line = 1
@@ -72,45 +77,65 @@ class HostProtocol(FlowControl):
         self._checksum_requiring = frozenset(serial.checksum_requiring_commands)  # per line
         self._long_running = frozenset(serial.long_running_commands)
         self._flagged = self._long_running | HEATUP_GCODES | {"M155"}
-        self._report = FirmwareReport()
-        self.capabilities = self._report.capabilities  # the same dict, kept up to date
         self.checksum_always = serial.checksum is ChecksumMode.ALWAYS
         self.checksum_unknown = False  # Prusa: unknown commands are numbered too
         self.unknown_need_ack = False
-        #: The firmware never throws away the rest of a line (see flow.py): auto may open.
-        self.keeps_partial_lines = False
-        self.busy_active = self.long_running = self.heating = False
-        #: The most recent command the printer acknowledged (acks come in order), never one
-        #: of the engine's own lines (extra hellos, probes).
-        self.last_acked: Command | None = None
-        self.acked_count = self.sent_count = 0
-        self.probes_total = 0  # for /metrics
-        self._fixed = 0 if serial.send_window == "auto" else int(serial.send_window)
-        self.slots = 0          # the firmware's command-queue slots, from ADVANCED_OK's B
-        self.advanced_ok = False  # oks carry N/P/B
-        self._limit = 1
-        self._recovering = 0    # clean acks still needed at one line after an error
-        self._recover_from = 0  # ... of lines numbered from this one on
-        self._inflight = InFlight(serial.rx_buffer)
-        self._held: tuple[int, Command, bytes] | None = None  # framed, waiting for RX room
-        self._resend = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
-        self._expect_resend_ok = False
-        self._buf = bytearray()
+        self.sent_count = 0
+        # the parts
+        self.reader = ReplyReader(received_hook)
+        self.capabilities = self.reader.report.capabilities  # the same dict, kept up to date
+        self.window = SendWindow(serial)
+        self.resends = ResendTracker(serial.resend_history_size, serial.max_consecutive_resends)
+        self.deadlines = Deadlines(serial, self.capabilities)
         self._out = bytearray()
         self._events: list[EngineEvent] = []
-        self._pending_error: str | None = None
         self._hellos = 0
         self._hellos_out = 0  # hellos written since connect(): extras are answered later
-        self._temp_interval = serial.timeouts.temperature  # M155 S<n> (autoreport) sets it
-        self._update_period()
-        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
-        self._ok_floor = 0.0     # a G4 in flight: no probe before its wait is over
-        self._latency = 0.0      # recent ok latency (moving average)
-        self._last_b: bytes | str | None = None  # the last B an ok carried
-        self._probes = 0         # probes since the last acknowledgement
-        self._consecutive_timeouts = 0
-        self.timeouts_total = 0  # for /metrics
-        self._update_limit()
+
+    # ---- what the session reads (the parts are public, read-only to anyone else) ---------
+    @property
+    def credit(self) -> int:
+        """How many more lines may be sent before an ok comes back."""
+        return self.window.credit
+
+    @property
+    def in_flight(self) -> int:
+        """Lines written (or framed and held for RX room) and not yet acknowledged."""
+        return self.window.in_flight
+
+    @property
+    def resending(self) -> bool:
+        """True while history lines wait to be resent: no new line may go out."""
+        return self.resends.pending
+
+    @property
+    def last_acked(self) -> Command | None:
+        """The most recent command the printer acknowledged (never one of the engine's own
+        lines: extra hellos, probes)."""
+        return self.window.last_acked
+
+    @property
+    def deadline(self) -> float:
+        """The time at which `handle_timeout` must be called if nothing arrives before.
+        Any line in flight has an ok deadline (OctoPrint applies one only while printing;
+        a lost ok of an idle command then stalls forever when autoreport lines keep the
+        link "alive")."""
+        d = self.deadlines.next(bool(self.window.inflight.entries))
+        r = self.resends.ok_deadline
+        return r if r < d else d
+
+    @property
+    def has_output(self) -> bool:
+        """The engine has bytes of its own to write (see `take_output`)."""
+        return bool(self._out)
+
+    def take_output(self) -> bytes:
+        """Bytes the engine itself wants written (hellos, probes, held lines, emergency)."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
 
     def _set_state(self, new: LinkState) -> None:
         old, self.state = self.state, new
@@ -124,60 +149,19 @@ class HostProtocol(FlowControl):
         self._events = []
         return ev
 
-    # ---- deadlines and timeouts (the rules are in timeouts.py) ------------------------------
-    @property
-    def deadline(self) -> float:
-        """The time at which `handle_timeout` must be called if nothing arrives before."""
-        d = self._deadline
-        if self._resend_ok_deadline < d:
-            d = self._resend_ok_deadline
-        # OctoPrint applies the ok deadline only while printing; a lost ok of an idle command
-        # then stalls forever when autoreport lines keep the link "alive". Any line in flight
-        # gets it here (long-running ones a longer one, see _arm).
-        if self._inflight.entries and self._ok_deadline < d:
-            d = self._ok_deadline
-        return d
-
-    def _update_period(self) -> None:
-        """Call whenever busy mode or the temperature interval changes (the period is read
-        on every line, so it is kept, not computed)."""
-        self._period = communication_period(self.serial.timeouts, self.busy_active,
-                                            self._temp_interval)
-
-    def handle_timeout(self, now: float) -> Sequence[EngineEvent]:
-        """Apply the timeout rules if `deadline` has passed; returns the events."""
-        if now < self.deadline:
-            return NO_EVENTS
-        apply_timeout(self, now)
-        return self._take_events()
-
-    @property
-    def has_output(self) -> bool:
-        """The engine has bytes of its own to write (see `take_output`)."""
-        return bool(self._out)
-
-    def take_output(self) -> bytes:
-        """Bytes the engine itself wants written (hellos, emergency lines)."""
-        if not self._out:
-            return b""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    # ---- connecting ---------------------------------------------------------------------
+    # ---- connecting -------------------------------------------------------------------------
     def connect(self, now: float) -> None:
         """The port is open: start the handshake (the hello goes to `take_output`)."""
         self._set_state(LinkState.CONNECTING)
         self.current_line = 1
-        self._resend.clear()
-        self._forget_in_flight()
-        self.slots, self.advanced_ok, self._last_b = 0, False, None
+        self.resends.clear()
+        self.window.reset()
+        self.deadlines.forget()
         self._hellos_out = 0
-        self._update_limit()
         if not self.serial.wait_for_start:
             self._say_hello(now, counted=True)
         else:
-            self._deadline = now + self.serial.timeouts.detection * self.max_hellos
+            self.deadlines.comm = now + self.serial.timeouts.detection * self.max_hellos
 
     def _say_hello(self, now: float, *, counted: bool) -> None:
         if counted:
@@ -185,20 +169,60 @@ class HostProtocol(FlowControl):
         hello = Command.parse(self.serial.hello_command)
         self._out += frame(self._number(hello), hello.line)
         self._hellos_out += 1
-        self._deadline = now + self.serial.timeouts.detection
+        self.deadlines.comm = now + self.serial.timeouts.detection
 
+    def _on_connected(self, fields: replies.OkFields | None, now: float) -> None:
+        self._set_state(LinkState.OPERATIONAL)
+        w = self.window
+        w.forget()
+        # A `start` waiting when the port opened was answered with another hello: each hello
+        # beyond the one this ok answered gets its own ok later, so it counts as in flight.
+        hello = Command.parse(self.serial.hello_command, cmd_type=INTERNAL)
+        for _ in range(self._hellos_out - 1):
+            w.inflight.add(0, hello, len(frame(0, hello.line)), now)
+        self._hellos = self._hellos_out = 0
+        if fields is not None and fields.b is not None:
+            w.learn(str(fields.b))
+        d = self.deadlines
+        d.heard(now)
+        if w.inflight.entries:
+            d.first_in_flight(now)
+        self._events.append(Connected())
+
+    def _on_start(self, now: float) -> None:
+        if self.state is LinkState.CONNECTING:
+            self._say_hello(now, counted=False)
+        elif self.state is LinkState.OPERATIONAL:
+            self.window.forget()
+            self.resends.clear()
+            self.deadlines.forget()
+            self.deadlines.reset()
+            self.current_line = 1
+            self._events.append(PrinterReset(idle=not self.printing))
+
+    def _on_firmware_info(self, info: dict[str, str]) -> None:
+        self.firmware_info_received = True
+        name = self.firmware_name = replies.firmware_name(info)
+        if self.serial.firmware_detection:
+            tweaks = firmware_tweaks(name, self.serial.checksum)
+            self.checksum_always = self.checksum_always or tweaks.checksum_always
+            self.checksum_unknown = tweaks.checksum_unknown
+            self.unknown_need_ack = tweaks.unknown_need_ack
+            self.window.partial_lines(tweaks.keeps_partial_lines)
+        self._events.append(FirmwareInfo(name, info))
+
+    # ---- sending ---------------------------------------------------------------------------
     def _number(self, cmd: Command) -> int:
         """Take the next line number for `cmd` and record it (an M110's N sets the counter)."""
         if cmd.gcode == "M110":
             n = param_value(cmd.line, "N")
             self.current_line = int(n) if n is not None else 0
-            self._resend.clear()
+            self.resends.clear()
         n = self.current_line
-        self._resend.record(n, cmd.line)
+        self.resends.record(n, cmd.line)
         self.current_line = n + 1
         return n
 
-    # ---- sending ---------------------------------------------------------------------------
     def needs_number(self, cmd: Command) -> bool:
         g = cmd.gcode
         if g in self._checksum_requiring:
@@ -216,7 +240,7 @@ class HostProtocol(FlowControl):
                 n = self._number(cmd)
             else:  # _number() inlined: the hot path of every printed line
                 n = self.current_line
-                self._resend.record(n, cmd.line)
+                self.resends.record(n, cmd.line)
                 self.current_line = n + 1
             data = frame(n, cmd.line)
         else:
@@ -227,17 +251,103 @@ class HostProtocol(FlowControl):
             return self._admit(n, cmd, data, now)
         return data
 
+    def _admit(self, n: int, cmd: Command, data: bytes, now: float) -> bytes:
+        """Account for a line that waits for its ok (b"": held for RX room)."""
+        w = self.window
+        if not w.inflight.entries:
+            self.deadlines.first_in_flight(now)
+        out = w.admit(n, cmd, data, now)
+        if out and cmd.gcode in self._flagged:
+            self._flag(cmd, now)
+        return out
+
+    def _flag(self, cmd: Command, now: float) -> None:
+        """A long-running, heat-up or M155 command went out."""
+        g = cmd.gcode
+        d = self.deadlines
+        if g == "M155":
+            if self.capabilities.get("AUTOREPORT_TEMP"):
+                s = param_value(cmd.line, "S")  # autoreport: the communication timeout follows
+                d.temperature_interval(s or 0.0)
+            return
+        self.window.long_line(g in HEATUP_GCODES)
+        if g == "G4":
+            p, s = param_value(cmd.line, "P"), param_value(cmd.line, "S")
+            d.dwell(now, (p / 1000.0) if p is not None else (s or 0.0), True)
+        else:
+            d.arm(now, True)  # a long-running line in flight: the long deadline
+
+    def next_resend(self, now: float) -> tuple[bytes, Command] | None:
+        """The next history line to resend, verbatim with its number, if credit allows."""
+        r = self.resends
+        if self.window.credit <= 0 or not r.pending or r.awaiting_ok:
+            return None  # (the resend's own ok first: then no later ok can be taken for it)
+        n, line = r.take()
+        cmd = Command.parse(line)
+        self.sent_count += 1
+        return self._admit(n, cmd, frame(n, line), now), cmd
+
+    def _internal_m105(self) -> tuple[int, bytes]:
+        """The engine's own M105 (a probe or a sync), numbered as the next line."""
+        if self.serial.checksum is ChecksumMode.NEVER:
+            return -1, encode_plain(_PROBE.line)
+        n = self.current_line
+        self.resends.record(n, _PROBE.line)
+        self.current_line = n + 1
+        return n, frame(n, _PROBE.line)
+
+    def _probe(self, now: float) -> None:
+        """The oldest line's ok is overdue: send one numbered line beyond the window, the line
+        the printer expects next if every line in flight arrived: the line held for RX room
+        (numbered already), else the next line waiting to be resent, else `N<next> M105`.
+        If the earlier lines arrived, the printer acknowledges them with it; if not, it asks
+        for a resend. Never a line in flight again: Marlin 2.1.2+ drops a repeat of its last
+        line silently."""
+        w = self.window
+        held = w.take_held()
+        if held is not None:
+            n, cmd, data = held
+        elif self.resends.pending:
+            n, line = self.resends.take()
+            cmd = Command.parse(line)
+            data = frame(n, line)
+        else:
+            cmd = _PROBE
+            n, data = self._internal_m105()
+        w.inflight.add(n, cmd, len(data), now)
+        self._out += data
+        self.sent_count += 1
+        if cmd.gcode in self._flagged:
+            self._flag(cmd, now)
+        self.deadlines.probed(now, w.long_running)
+
+    def _sync(self, now: float) -> None:
+        """A sync (window.py): the engine's M105 as the next line of the window."""
+        n, data = self._internal_m105()
+        self.window.inflight.add(n, _PROBE, len(data), now)
+        self._out += data
+        self.sent_count += 1
+
     def send_out_of_band(self, cmd: Command, now: float | None = None) -> bytes:
         """An emergency-parser command (M108, M410): written at once, outside the window. The
         firmware acts on it as it arrives, and queues it too: its ok comes after those of
         the lines written before it."""
         data = encode_plain(cmd.line)
-        t = self._deadline - self._period if now is None else now
-        if not self._inflight.entries:  # else the ok deadline left by the last ok is stale
-            self._ok_deadline = t + self._period
-        self._inflight.add(-1, cmd, len(data), t)
+        d = self.deadlines
+        t = d.comm - d.period if now is None else now
+        if not self.window.inflight.entries:  # else the oldest line's deadline stands
+            d.out_of_band(t)
+        self.window.inflight.add(-1, cmd, len(data), t)
         return data
 
+    def abandon_in_flight(self) -> int:
+        """Give up on every line in flight (a cancel that must end although the printer does
+        not answer); returns how many there were. Late oks of them are ignored."""
+        self.resends.ok_arrived()
+        self.deadlines.forget()
+        return self.window.forget()
+
+    # ---- failing ----------------------------------------------------------------------------
     def _write_emergency(self) -> None:
         """Raw and numbered M112, then every heater off (numbered), outside the ok window."""
         out = self._out
@@ -268,8 +378,48 @@ class HostProtocol(FlowControl):
                 and reason not in (ErrorReason.CONNECTION, ErrorReason.TIMEOUT)):
             self._write_emergency()
         self._set_state(LinkState.ERROR)
-        self._deadline = self._ok_deadline = self._resend_ok_deadline = INF
+        self.deadlines.stop()
+        self.resends.ok_arrived()
         self._events.append(LinkFailed(reason, message))
+
+    # ---- timeouts -------------------------------------------------------------------------
+    def handle_timeout(self, now: float) -> Sequence[EngineEvent]:
+        """Apply the timeout rules (timeouts.py) if `deadline` has passed; returns the events."""
+        if now < self.deadline:
+            return NO_EVENTS
+        if self.resends.ok_deadline <= now:
+            self.resends.ok_arrived()  # the resend came without its ok: this silence proves it
+        elif self.state is LinkState.CONNECTING:
+            if self._hellos < self.max_hellos:
+                self._say_hello(now, counted=True)
+            else:
+                self._fail(ErrorReason.CONNECTION, "There was a timeout while trying to "
+                           "connect to the printer", m112=False)
+        elif self.state is not LinkState.OPERATIONAL:
+            self.deadlines.stop()
+        else:
+            self._timeout(now)
+        return self._take_events()
+
+    def _timeout(self, now: float) -> None:
+        w = self.window
+        entries = w.inflight.entries
+        most = self.serial.max_consecutive_timeouts  # per state, 0 = unlimited
+        limit = (most.long_running if w.long_running
+                 else most.printing if self.printing else most.idle)
+        verdict = self.deadlines.timeout(now, bool(entries), limit)
+        if verdict is Timeout.PROBE:
+            self._probe(now)
+        elif verdict is Timeout.TICKLE:
+            if self.printing:
+                self._events.append(TickleRequested())
+        elif verdict is not Timeout.NOTHING:
+            if not entries:
+                self._fail(ErrorReason.TIMEOUT, "Too many consecutive timeouts, printer still "
+                           "connected and alive?", m112=False)
+                return
+            self._fail(ErrorReason.TIMEOUT, self.deadlines.dead_message(
+                verdict, entries[0], now), m112=False)
 
     # ---- receiving --------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> Sequence[EngineEvent]:
@@ -277,170 +427,181 @@ class HostProtocol(FlowControl):
         if not data:
             self._fail(ErrorReason.CONNECTION, "the serial port closed (EOF)", m112=False)
             return self._take_events()
-        buf = self._buf
-        if not buf and data[-1:] == b"\n" and data.count(b"\n") == 1:
+        rd = self.reader
+        if not rd.buffer and data[-1:] == b"\n" and data.count(b"\n") == 1:
             self._line(data.rstrip(b"\r\n"), now)  # the common case: exactly one line
-            return self._take_events()
-        buf += data
-        while True:
-            i = buf.find(b"\n")
-            if i < 0:
-                if len(buf) > MAX_LINE:
-                    del buf[:]
-                break
-            raw = bytes(buf[:i]).rstrip(b"\r")
-            del buf[:i + 1]
-            self._line(raw, now)
+        else:
+            for raw in rd.lines(data):
+                self._line(raw, now)
         return self._take_events()
 
     def _line(self, raw: bytes, now: float) -> None:
-        if self.state is LinkState.ERROR:
-            return
-        if raw == b"ok":
-            if (self.received_hook is None and self.state is LinkState.OPERATIONAL
-                    and self._pending_error is None):
-                self._deadline = now + self._period
-                self._on_ok(now)
-                if self._report.in_cap_report:
-                    self._end_cap_report()
+        if self.state is not LinkState.OPERATIONAL:
+            if self.state is LinkState.ERROR:
                 return
-        elif (raw.startswith(b"ok ") and self.received_hook is None
-                and self.state is LinkState.OPERATIONAL and self._pending_error is None):
+        elif raw == b"ok":
+            if self.reader.plain:  # the hot path: the oldest line's ok
+                self._on_ok(now)
+                return
+        elif raw.startswith(b"ok ") and self.reader.plain:
             m = _ADVANCED_OK.fullmatch(raw)
             if m is not None:  # ok N<line> P<planner> B<queue>: the hot path with ADVANCED_OK
-                self._deadline = now + self._period
                 n, b = m.group(1), m.group(3)
-                self._on_advanced_ok(-1 if n is None else int(n), b, now)
-                if self._report.in_cap_report:
-                    self._end_cap_report()
+                self._on_numbered_ok(-1 if n is None else int(n), b, now)
                 return
-        line = raw.decode("utf-8", "replace").strip()
-        if self.received_hook is not None:
-            hooked = self.received_hook(line)
-            line = hooked.strip() if hooked else ""
+        rd = self.reader
+        line = rd.decode(raw)
         if not line:
             return
-        self._deadline = now + self._period
-        if not self._inflight.entries:
-            self._consecutive_timeouts = 0
-        self._classify(line, now)
-
-    def _classify(self, line: str, now: float) -> None:
+        d = self.deadlines
+        d.heard(now)
+        w = self.window
+        if not w.inflight.entries:
+            d.idle_line()
+        kind, value = rd.read(line)
+        if self.resends.awaiting_ok and not line.startswith("ok"):
+            self.resends.ok_arrived()  # a resend came without its ok: this line proves it
+        if kind is Reply.BUSY:
+            if d.busy(now, self.serial.busy_protocol and self.state is LinkState.OPERATIONAL):
+                self._events.append(BusyDetected())
+            return
         ev = self._events
-        if self._expect_resend_ok and not replies.is_ok(line):
-            self._no_resend_ok()  # a resend came without its ok: this line proves it won't come
-        if replies.is_busy(line):
-            self._alive(now)
-            if (not self.busy_active and self.serial.busy_protocol
-                    and self.state is LinkState.OPERATIONAL):
-                self.busy_active = True
-                self._update_period()
-                ev.append(BusyDetected())
-            return
-        fields = replies.parse_ok(line)
-        if fields is None or not fields.bare:  # a flow-control ok is no event, either path
-            ev.append(Received(line))
-        if self.heating and " W:" in line:
-            self._alive(now)  # Marlin's heat-up report: M109/M190 still waits
-        if self._pending_error is not None:
-            text, self._pending_error = replies.join_error(self._pending_error, line), None
-            self._on_error(text, now)
-            return
-        if replies.is_debug(line):
-            action = replies.parse_action(line)
-            if action is not None:
-                ev.append(ActionCommand(line, action[0], action[1]))
-            return
-        err = replies.error_text(line)
-        if err is not None:
-            if replies.error_needs_next_line(err):
-                self._pending_error = err
-            else:
-                self._on_error(err, now)
-            return
-        if fields is not None or replies.is_wait(line):
+        if kind is not Reply.OK or value is None or not value.bare:  # type: ignore[attr-defined]
+            ev.append(Received(line))  # (a flow-control ok is no event, either path)
+        if w.heating and " W:" in line:
+            d.alive(now)  # Marlin's heat-up report: M109/M190 still waits
+        if kind is Reply.OK:
+            fields: replies.OkFields | None = value  # type: ignore[assignment]
             if self.state is LinkState.CONNECTING:
-                self._on_connected(line, now)
+                self._on_connected(fields, now)
                 return
             if fields is None or (fields.n < 0 and fields.b is None and not fields.temperatures):
                 self._on_ok(now)  # "wait", or a plain "ok"
             elif fields.temperatures:  # M105's answer (numbered or not, never an N)
-                self._on_temperature_ok(fields.n, fields.b, now)
+                self._on_temperature_ok(fields, now)
             else:
-                self._on_advanced_ok(fields.n, None if fields.b is None else str(fields.b),
+                self._on_numbered_ok(fields.n, None if fields.b is None else str(fields.b),
                                      now)
             if replies.ok_is_consumed(line):
                 self._end_cap_report()
                 return
-        else:
-            n = replies.parse_resend(line)
-            if n is not None:
-                self._on_resend(n, now)
-                return
-        if self._report.in_cap_report and not replies.is_capability_line(line):
+        elif kind is Reply.RESEND:
+            self._on_resend(value, now)  # type: ignore[arg-type]
+            return
+        elif kind is Reply.ERROR:
+            self._on_error(value, now)  # type: ignore[arg-type]
+            return
+        elif kind is Reply.ACTION:
+            action: tuple[str, str] = value  # type: ignore[assignment]
+            ev.append(ActionCommand(line, action[0], action[1]))
+            return
+        elif kind is not Reply.CONTENT:
+            return
+        report = rd.report
+        if report.in_cap_report and not replies.is_capability_line(line):
             self._end_cap_report()
-        self._parse_content(line, now)
-
-    def _on_firmware_info(self, info: dict[str, str]) -> None:
-        self.firmware_info_received = True
-        name = self.firmware_name = replies.firmware_name(info)
-        if self.serial.firmware_detection:
-            tweaks = firmware_tweaks(name, self.serial.checksum)
-            self.checksum_always = self.checksum_always or tweaks.checksum_always
-            self.checksum_unknown = tweaks.checksum_unknown
-            self.unknown_need_ack = tweaks.unknown_need_ack
-            if tweaks.keeps_partial_lines != self.keeps_partial_lines:
-                self.keeps_partial_lines = tweaks.keeps_partial_lines
-                self._update_limit()
-        self._events.append(FirmwareInfo(name, info))
-
-    def _end_cap_report(self) -> None:
-        if self._report.end_cap_report():
-            self._events.append(CapabilityReport(dict(self.capabilities)))
-
-    def _parse_content(self, line: str, now: float) -> None:
-        kind = self._report.parse(line, self._events)
-        if kind is Content.FIRMWARE_INFO and not self.firmware_info_received:
-            self._on_firmware_info(self._report.info)
-        elif kind is Content.START:
+        content = report.parse(line, ev)
+        if content is Content.FIRMWARE_INFO and not self.firmware_info_received:
+            self._on_firmware_info(report.info)
+        elif content is Content.START:
             self._on_start(now)
 
-    def _on_connected(self, line: str, now: float) -> None:
-        self._set_state(LinkState.OPERATIONAL)
-        self._forget_in_flight()
-        # A `start` waiting when the port opened was answered with another hello: each hello
-        # beyond the one this ok answered gets its own ok later, so it counts as in flight.
-        hello = Command.parse(self.serial.hello_command, cmd_type=INTERNAL)
-        for _ in range(self._hellos_out - 1):
-            self._inflight.add(0, hello, len(frame(0, hello.line)), now)
-        self._hellos = self._hellos_out = 0
-        fields = replies.parse_ok(line)
-        if fields is not None and fields.b is not None:
-            self._learn(str(fields.b))
-        self._deadline = now + self._period
-        if self._inflight.entries:
-            self._arm(now)
-        self._events.append(Connected())
+    def _end_cap_report(self) -> None:
+        if self.reader.report.end_cap_report():
+            self._events.append(CapabilityReport(dict(self.capabilities)))
 
-    def _on_start(self, now: float) -> None:
-        if self.state is LinkState.CONNECTING:
-            self._say_hello(now, counted=False)
-        elif self.state is LinkState.OPERATIONAL:
-            self._forget_in_flight()
-            self._resend.clear()
-            self.current_line = 1
-            # the reset firmware forgot M113: the next busy line is "detected" (and answered) again
-            self.long_running = self.heating = self.busy_active = False
-            self._update_period()
-            self._update_limit()
-            self._events.append(PrinterReset(idle=not self.printing))
+    # ---- acknowledgements ----------------------------------------------------------------
+    def _on_ok(self, now: float) -> None:
+        """A plain `ok` (or `wait`): the resend's own ok, or the oldest line's."""
+        r = self.resends
+        if r.awaiting_ok:
+            r.ok_arrived()
+        else:
+            count = self.window.plain_ok()
+            if count:
+                self._ack(count, now)
+                return
+        self.deadlines.heard(now)
+        self._end_cap_report()
+
+    def _on_numbered_ok(self, n: int, b: bytes | str | None, now: float) -> None:
+        """`ok N<n> P.. B..`: every line up to n; without N, the oldest unnumbered line."""
+        w = self.window
+        if self.resends.awaiting_ok:
+            self.resends.ok_arrived()
+        if b is not None and b != w.last_b:  # (it rarely changes: parsed only then)
+            w.learn(b)
+        if n >= 0:
+            if not w.advanced_ok:
+                w.numbered_ok()
+            entries = w.inflight.entries
+            count = 1 if entries and entries[0][0] == n else w.inflight.through_number(n)
+        else:
+            count = w.inflight.through_unnumbered()
+        if count:
+            self._ack(count, now)
+            return
+        self.deadlines.heard(now)
+        self._end_cap_report()
+
+    def _on_temperature_ok(self, fields: replies.OkFields, now: float) -> None:
+        """`ok T:..`: M105's answer, in order: every line up to the M105 it answers."""
+        if fields.n >= 0:
+            self._on_numbered_ok(fields.n, None if fields.b is None else str(fields.b), now)
+            return
+        count = self.window.temperature_ok()
+        if count:
+            self._ack(count, now)
+
+    def _ack(self, count: int, now: float) -> None:
+        """The `count` oldest lines in flight are acknowledged."""
+        w = self.window
+        was_long = w.long_running
+        sent = w.ack(count, now)
+        self.deadlines.acked(now, sent, bool(w.inflight.entries), w.long_running, was_long)
+        if self.resends.active:
+            self.resends.on_ok()
+        if w.held is not None:
+            held = w.release_held()
+            if held is not None:
+                self._out += self._admit(held[0], held[1], held[2], now)
+        elif w.syncing and w.sync_due(now):
+            self._sync(now)
+        if self.reader.report.in_cap_report:
+            self._end_cap_report()
+
+    # ---- resends and errors ----------------------------------------------------------------
+    def _on_resend(self, n: int, now: float) -> None:
+        r = self.resends
+        if n >= 0:  # "Resend" without a number: nothing to resend, but the ok rules apply
+            w = self.window
+            verdict = r.request(n, self.current_line, w.inflight.numbers())
+            if verdict is ResendTracker.LOOP:
+                self._fail(ErrorReason.RESEND_LOOP, f"Printer keeps requesting line {n} again "
+                           "and again, communication stuck", m112=True)
+                return
+            if verdict is ResendTracker.NO_HISTORY and self.printing:
+                self._fail(ErrorReason.RESEND, f"Should resend line {n} but no sufficient "
+                           "history is available, can't resend", m112=True)
+                return
+            if verdict is ResendTracker.ACCEPTED:
+                w.resend_from(n)  # the lines from n on never reached the queue
+                self.deadlines.answered()
+                if w.inflight.entries:
+                    self.deadlines.arm(now, w.long_running)
+            w.recover(n)
+        mode = self.serial.resend_without_ok  # OctoPrint applies it to every Resend: line
+        if mode is not ResendWithoutOk.ALWAYS:
+            r.expect_ok(now + self.serial.timeouts.resend_ok
+                        if mode is ResendWithoutOk.DETECT else INF)
 
     def _on_error(self, text: str, now: float) -> None:
         kind = replies.classify_error(text)
         if kind is replies.ErrorClass.RECOVERABLE:
-            if self._inflight.entries:  # the line was taken as it was: simulate its ok
+            if self.window.inflight.entries:  # the line was taken as it was: simulate its ok
                 self._ack(1, now)
         elif kind is replies.ErrorClass.RESEND:
-            self._resend.note_error(text)
+            self.resends.note_error(text)
         elif kind not in (replies.ErrorClass.SD, replies.ErrorClass.UNKNOWN_COMMAND):
             self._events.append(FirmwareErrorLine(text, kind is replies.ErrorClass.FATAL))
+

@@ -1,8 +1,23 @@
-"""Resend bookkeeping for the protocol engine: the history of numbered lines and the rules for
-answering `Resend: N` (stale duplicates, leftovers after a reset, the repeat limit).
+"""The resend tracker, one of the engine's parts: the history of numbered lines, the verdicts
+on `Resend: N` and the lines queued to go out again, and whether the resend's own ok is still
+to come.
+
+The rules for a repeated `Resend: N`. After a line error Marlin empties its RX buffer: a line
+already behind the bad one on the wire arrives afterwards, is refused in turn and asks for N
+again, and each flush may destroy whatever else waits in the buffer.
+
+- While line N still waits in the queue (not written again yet) a repeat changes nothing: every
+  line from N on goes out again anyway.
+- Once N has been written again, a repeat is honoured at once: the flush that provoked it may
+  have destroyed the copy, and only a repeat says so. If the copy survived, the firmware takes
+  it and drops the second as a duplicate of its last line (older Marlin asks for N+1, which
+  the engine ignores: it is the next line anyway).
+- A repeat counts towards `max_consecutive_resends` only beyond the lines that could still
+  arrive: those that were in flight behind N when it was first asked for, each of which may
+  provoke one repeat.
 
 Pure data structure, no IO. The engine asks `request()` for a verdict and `take()` for the
-next line to resend; the ok window stays the engine's business.
+next line to resend; the send window stays the window's business.
 """
 
 from __future__ import annotations
@@ -11,10 +26,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable
 
-
-def _is_line_number_error(text: str) -> bool:
-    low = text.lower()
-    return "line number" in low or "expected line" in low
+INF = float("inf")
 
 
 class Verdict(enum.Enum):
@@ -38,9 +50,13 @@ class ResendTracker:
         self.active = False
         self._last_request: int | None = None
         self._repeats = 0
-        self._dup_budget = 0
+        self._stale = 0              # lines behind the requested one that may still arrive
         self.requests = 0            # every resend request seen (statistics)
         self.last_error: str | None = None
+        #: A `Resend:` came and its own ok has not yet: no line may take an ok before it.
+        self.awaiting_ok = False
+        #: When to stop waiting for that ok (`resend_without_ok: detect`), else inf.
+        self.ok_deadline = INF
 
     def record(self, n: int, line: str) -> None:
         """Remember numbered line `n` (numbers are consecutive between clears)."""
@@ -59,8 +75,9 @@ class ResendTracker:
         self.active = False
         self._last_request = None
         self._repeats = 0
-        self._dup_budget = 0
+        self._stale = 0
         self.last_error = None
+        self.ok_arrived()
 
     @property
     def pending(self) -> bool:
@@ -73,40 +90,52 @@ class ResendTracker:
         """The printer asked for line `n`; `current_line` is the next unused number;
         `inflight` the numbers of the lines still waiting for their ok (-1: unnumbered)."""
         self.requests += 1
-        error, self.last_error = self.last_error, None  # each request consumes its error line
-        if not self._queue and n == current_line:
+        self.last_error = None  # each request consumes its error line
+        queue = self._queue
+        if not queue and n == current_line:
             return Verdict.IGNORED  # it got line n-1 twice, or a leftover after a reset
-        if (n == self._last_request and self._dup_budget > 0
-                and (error is None or _is_line_number_error(error))):
-            self._dup_budget -= 1   # the firmware complaining about lines already in flight
-            return Verdict.IGNORED
         if n == self._last_request:
-            self._repeats += 1
-            if self._repeats >= self._max_repeats:
-                return Verdict.LOOP
+            if self._stale > 0:
+                self._stale -= 1    # a line that was behind n arrived after the flush
+            else:
+                self._repeats += 1
+                if self._repeats >= self._max_repeats:
+                    return Verdict.LOOP
+            if queue and queue[0] == n:
+                return Verdict.IGNORED  # n goes out again anyway: nothing was lost
         else:
             self._repeats = 0
-        self._last_request = n
         h = self._history
         if n > current_line or (n < current_line and (
                 not h or n < self._first or current_line != self._first + len(h))):
             return Verdict.NO_HISTORY
+        if n != self._last_request:
+            self._stale = sum(1 for x in inflight if x > n)
+        self._last_request = n
         self.active = True
         self._queue = deque(range(n, current_line))  # empty for n == current_line: all arrived
-        self._dup_budget = sum(1 for x in inflight if x > n)
         return Verdict.ACCEPTED
 
     def take(self) -> tuple[int, str]:
         n = self._queue.popleft()
         return n, self._history[n - self._first]
 
-    def requeue(self, n: int) -> None:
-        """Send line `n` again first (a timeout during an active resend)."""
-        if self._queue and n >= self._queue[0]:
-            return  # still queued: it goes out again anyway
-        if self._first <= n < self._first + len(self._history):
-            self._queue.appendleft(n)
+    def line(self, n: int) -> str | None:
+        """Line `n` as the history has it (None when it is not there)."""
+        i = n - self._first
+        return self._history[i] if 0 <= i < len(self._history) else None
 
     def on_ok(self) -> None:
         if self.active and not self._queue:
             self.active = False
+
+    # ---- the resend's own ok ------------------------------------------------------------
+    def expect_ok(self, deadline: float) -> None:
+        """A `Resend:` line: its own ok follows (by `deadline`, inf to wait for it)."""
+        self.awaiting_ok = True
+        self.ok_deadline = deadline
+
+    def ok_arrived(self) -> None:
+        """The resend's ok came, or something proved it will not."""
+        self.awaiting_ok = False
+        self.ok_deadline = INF

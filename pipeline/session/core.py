@@ -168,10 +168,10 @@ class HostCore:
 
     def statistics(self) -> SessionStatistics:
         e = self.engine
-        return SessionStatistics(e.sent_count, e.acked_count, e.resend_requests,
-                                 e.timeouts_total, len(self.queues.manual),
-                                 len(self.queues.job), e.in_flight, e.window,
-                                 e.probes_total)
+        return SessionStatistics(e.sent_count, e.window.acked_count, e.resends.requests,
+                                 e.deadlines.timeouts_total, len(self.queues.manual),
+                                 len(self.queues.job), e.in_flight, e.window.limit,
+                                 e.deadlines.probes_total)
 
     # ---- connecting -----------------------------------------------------------------------
     def connect(self) -> None:
@@ -391,9 +391,9 @@ class HostCore:
 
     def poll_temperature(self) -> None:
         """M105 now, unless the printer autoreports or is busy with a long command."""
-        e = self.engine
-        if (self.operational and not self.tracker.autoreport and not e.long_running
-                and not e.heating):
+        w = self.engine.window
+        if (self.operational and not self.tracker.autoreport and not w.long_running
+                and not w.heating):
             self.enqueue("M105", cmd_type="temperature_poll",
                          tags=frozenset({"trigger:comm.poll_temperature"}))
 

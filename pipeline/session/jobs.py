@@ -69,7 +69,9 @@ class EngineView(Protocol):
     """What job control reads and sets on the protocol engine."""
 
     printing: bool
-    last_acked: Command | None
+
+    @property
+    def last_acked(self) -> Command | None: ...
 
 
 class JobControl:

@@ -293,7 +293,8 @@ class JobView(Protocol):
 
 
 class AckView(Protocol):
-    last_acked: Command | None
+    @property
+    def last_acked(self) -> Command | None: ...
 
 
 class PrintJournal:
