@@ -45,7 +45,7 @@ EXIT_GRACE = 3.0
 #: Seconds the printer gets to stop in order after SIGTERM (or serve's SIGINT): the print's
 #: cancel, the heaters off, beforePrinterDisconnected. Then the link is cut (its last act:
 #: LAST_ACT seconds at most), so the process ends within about 5 s whatever the printer does.
-SIGNAL_GRACE = 3.0
+SIGNAL_GRACE = 2.0
 
 print_log = logging.getLogger("printpipe.print")
 _PRINT_EVENTS = frozenset({Event.PRINT_STARTED, Event.PRINT_DONE, Event.PRINT_FAILED,
