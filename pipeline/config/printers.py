@@ -274,7 +274,7 @@ def _conflicts(entries: list[Entry], configs: Mapping[str, HostConfig], main_por
         if own_port and own_port == main_port:
             at = entry.lines.get("http.port", entry.where)
             problems.append(ConfigError(
-                f"printer {entry.name!r}'s http.port {own_port} is the main http.port ({main}): "
+                f"printer {entry.name!r}: its http.port {own_port} is the main http.port ({main}): "
                 "give it another port, or none",
                 path=at.path, line=at.line, key=entry.prefix + "http.port"))
     return problems
