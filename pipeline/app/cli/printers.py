@@ -86,8 +86,8 @@ def run_add(path: str, name: str, port: str, baudrate: int | None, http_port: in
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"config error: {error}", file=sys.stderr)
-        print(f"printpipe printers add: nothing written ({target} would make the config "
-              "wrong)", file=sys.stderr)
+        print(f"printpipe printers add: nothing written: the config with {target} would not "
+              "load", file=sys.stderr)
         return 2
     try:
         _create_folder(str(folder), path)
