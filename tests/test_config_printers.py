@@ -6,6 +6,7 @@ single-printer config, which loads as it always did."""
 from __future__ import annotations
 
 import os
+import pathlib
 import textwrap
 
 import attrs
@@ -496,3 +497,17 @@ def test_service_config_is_frozen():
         config.path = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.printers["x"] = config.printers["ender"]  # type: ignore[index]
+
+
+def test_the_readmes_example_loads_as_it_says(tmp_path):
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Several printers"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n")]
+    config = service(example)
+    prusa, ender = config.printers.values()
+    assert [prusa.printer.port[:18], ender.printer.port[:18]] == ["/dev/serial/by-id/"] * 2
+    assert ender.serial.checksum is ChecksumMode.ALWAYS is prusa.serial.checksum
+    assert ender.serial.timeouts.communication == 60 and ender.http_port == 5001
+    assert (ender.storage.state, ender.mqtt_base) == ("/var/lib/printpipe/state/ender",
+                                                      "octoPrint/ender/")
+    assert prusa.storage.folder == ender.storage.folder == "/var/lib/printpipe/files"

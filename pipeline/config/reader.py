@@ -1,11 +1,13 @@
-"""YAML configuration text -> frozen HostConfig, with every problem reported as a ConfigError
-that names the file, the 1-based line and the key.
+"""YAML configuration text -> frozen HostConfig (one printer) or ServiceConfig (its printers),
+with every problem reported as a ConfigError that names the file, the 1-based line and the key.
 
 The document is parsed once with strictyaml (structure only), then walked section by section
-with the key tables of schema.py; each key, each pipeline entry and each stage's `with:`
-options are validated on their own, so one pass reports as many problems as it can. No raw YAML
-leaves this module. No trio, no IO (except the tiny `load_config_file` helper), and no import
-of `stages/`: built-in stage schemas and phases are passed in by the caller.
+with the key tables of schema.py (parts.py reads each section and the pipeline; printers.py
+each printer of `printers:` and of the printers.d drop-in files); each key, each pipeline entry
+and each stage's `with:` options are validated on their own, so one pass reports as many
+problems as it can. No raw YAML leaves this module. No trio, no IO (except the small file
+helpers: `read_text`, `read_dropins`), and no import of `stages/`: built-in stage schemas and
+phases are passed in by the caller.
 """
 
 from __future__ import annotations
