@@ -435,11 +435,14 @@ def test_drop_ins_alone_make_the_printers_without_a_built_in_one():
     ("printers:\n  a:\n    port: /dev/x\n", {"printers.d/b.yaml": "\n\nport: /dev/x\n"},
      [("printers.d/b.yaml:3: [port] printers 'a' and 'b' have the same port /dev/x ('a' at "
       "main.yaml:3)")]),
+    ("printer:\n  baudrate: 0\n  port: /dev/x\n", {"printers.d/b.yaml": "port: /dev/x\n"},
+     [("printers.d/b.yaml:1: [port] printers 'default' and 'b' have the same port /dev/x "
+      "('default' at main.yaml:3)")]),
     ("http:\n  port: 5000\n", {"printers.d/b.yaml": "http:\n  port: 5000\n"},
      [("printers.d/b.yaml:2: [http.port] printer 'b': its http.port 5000 is the main http.port "
       "(set at main.yaml:2)")]),
 ], ids=["name-in-both", "default-in-both", "value", "unknown-key", "list", "syntax",
-        "file-name", "port-across-files", "main-http-port"])
+        "file-name", "port-across-files", "port-of-printer-section", "main-http-port"])
 def test_drop_in_problems_name_their_file_and_line(text, dropins, expected):
     got = problems(text, dropins)
     assert len(got) == len(expected), got

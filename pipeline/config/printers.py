@@ -184,10 +184,11 @@ def read_entry(reader: EntryReader, name: str, node: sy.YAML, where: SourceLocat
                  MappingProxyType(lines))
 
 
-def single_entry(printer: PrinterSpec, where: SourceLocation) -> Entry:
+def single_entry(printer: PrinterSpec, where: SourceLocation,
+                 port_at: SourceLocation | None = None) -> Entry:
     """The printer of a `printer:` section (or the built-in one of a config naming none)."""
     return Entry(DEFAULT, where, "printer.", printer, MappingProxyType({}),
-                 MappingProxyType({"port": where}), keeps_state=True)
+                 MappingProxyType({"port": port_at or where}), keeps_state=True)
 
 
 @attrs.frozen

@@ -283,8 +283,12 @@ class _Reader(PartReader):
                        "printer: alone", lines[second], second)
             return found
         if "printer" in lines:
+            node = doc["printer"]
+            port_at = (SourceLocation(self.path, nodes.key_line(node, "port"))
+                       if node.is_mapping() and "port" in node.data else None)
             found.append(printers.single_entry(printer or PrinterSpec(),
-                                               SourceLocation(self.path, lines["printer"])))
+                                               SourceLocation(self.path, lines["printer"]),
+                                               port_at))
         elif "printers" in lines:
             found.extend(self.printers_section(doc["printers"], lines["printers"], shared))
         for path, text in dropins.items():
