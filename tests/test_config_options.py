@@ -112,7 +112,7 @@ def test_a_document_spelling_out_every_default_loads_as_the_defaults():
     defaults = default_config(stage_schemas())
     assert config == attrs.evolve(defaults, path="all.yaml",
                                   events=attrs.evolve(defaults.events, subscriptions=(loaded,)),
-                                  mqtt=MqttSpec())  # spelled out, so the bridge is on
+                                  mqtt=MqttSpec(), mqtt_base="octoPrint/")  # the bridge is on
 
 
 # --- nothing declares an option a second time ------------------------------------------------
@@ -181,5 +181,5 @@ def test_the_engine_and_the_virtual_printer_take_the_configured_values():
 
 
 def test_every_section_of_host_config_is_keyed_or_read_by_hand():
-    by_hand = {"path", "pipeline", "events"}
+    by_hand = {"path", "pipeline", "events", "name", "http_port", "mqtt_base"}  # printers.py
     assert {f.name for f in attrs.fields(HostConfig)} == set(KEYED) | by_hand

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from pipeline.app.cli.printers import run_add
 from pipeline.app.http.printer import OCTOPRINT_API_LEVEL
-from pipeline.config.reader import load_config_file
+from pipeline.config.reader import load_config_file, load_service_config_file
 from stages import stage_phases, stage_schemas
 
 INSTALL = os.path.join(ROOT, "tools", "install.sh")
 UNIT = "etc/systemd/system/printpipe.service"
 SYSUSERS = "etc/sysusers.d/printpipe.conf"
 CONFIG = "etc/printpipe/printer.yaml"
+DROPINS = "etc/printpipe/printers.d"
 AVAHI = "etc/avahi/services/printpipe.service"
 BIN = "usr/local/bin/printpipe"
 EVERY_FILE = {UNIT, SYSUSERS, CONFIG, AVAHI, BIN}
@@ -95,6 +97,28 @@ def test_the_config_serves_the_lan_and_keeps_its_state_in_var_lib(tmp_path: Path
     assert config.printer.port == "/dev/ttyACM0"
     assert config.storage.folder == "/var/lib/printpipe/files"
     assert config.storage.state == "/var/lib/printpipe/state"
+
+
+def test_the_printers_folder_is_made_for_the_service_to_read_and_printers_add_fills_it(
+        tmp_path: Path) -> None:
+    result = install(tmp_path)
+    folder = tmp_path / DROPINS
+    assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o2750
+    assert "(--root: not run) chgrp printpipe /etc/printpipe/printers.d" in result.stdout
+    help_text = subprocess.run(["bash", INSTALL, "--help"], capture_output=True, text=True,
+                               timeout=30, check=True).stdout
+    assert "printpipe printers add NAME --port /dev/serial/by-id/" in help_text
+    by_id = "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0"
+    assert run_add(str(tmp_path / CONFIG), "ender", by_id, None, 5001) == 0
+    assert stat.S_IMODE((folder / "ender.yaml").stat().st_mode) == 0o640
+    config = load_service_config_file(str(tmp_path / CONFIG), stage_schemas=stage_schemas(),
+                                      stage_phases=stage_phases())
+    assert [(n, c.printer.port, c.http_port) for n, c in config.printers.items()] == [
+        ("default", "/dev/ttyACM0", None), ("ender", by_id, 5001)]
+    assert config.printers["ender"].storage.state == "/var/lib/printpipe/state/ender"
+    install(tmp_path)                                # an upgrade keeps the printers
+    install(tmp_path, "--uninstall")                 # and so does an uninstall
+    assert (folder / "ender.yaml").exists()
 
 
 def avahi_services(path: Path) -> dict[str, tuple[str, dict[str, str]]]:

@@ -11,6 +11,11 @@
 #   /etc/sysusers.d/printpipe.conf            the `printpipe` system user, member of dialout
 #   /etc/printpipe/printer.yaml               the config: from configs/marlin-usb.yaml the first
 #                                             time, never overwritten afterwards
+#   /etc/printpipe/printers.d/                more printers, one NAME.yaml each (what goes under
+#                                             `printers: NAME:`); made empty, root:printpipe
+#                                             2750; `sudo printpipe printers add NAME --port
+#                                             /dev/serial/by-id/...` writes one (README,
+#                                             "Several printers")
 #   /etc/systemd/system/printpipe.service     the hardened unit (configs/printpipe.service);
 #                                             its StateDirectory= makes /var/lib/printpipe
 #   /etc/avahi/services/printpipe.service     announces _octoprint._tcp and _http._tcp on the
@@ -28,6 +33,8 @@ APT=1
 usage() {
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     echo "options: --root DIR, --uninstall, --no-apt (do not apt-get install what is missing)"
+    echo "More printers: sudo printpipe printers add NAME --port /dev/serial/by-id/... writes"
+    echo "/etc/printpipe/printers.d/NAME.yaml; sudo printpipe printers list shows them all."
 }
 
 while [ $# -gt 0 ]; do
@@ -46,6 +53,7 @@ VENV=/opt/printpipe/venv
 BIN=/usr/local/bin/printpipe
 SYSUSERS=/etc/sysusers.d/printpipe.conf
 CONFIG=/etc/printpipe/printer.yaml
+DROPINS=/etc/printpipe/printers.d
 UNIT=/etc/systemd/system/printpipe.service
 AVAHI=/etc/avahi/services/printpipe.service
 STATE=/var/lib/printpipe
@@ -70,7 +78,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
     rm -rf "$ROOT/opt/printpipe"
     run systemctl daemon-reload
     say "removed the service, the avahi announcement, the venv and the command"
-    say "kept the config ($CONFIG), the state and uploads ($STATE) and the printpipe user"
+    say "kept the config ($CONFIG, $DROPINS), the state and uploads ($STATE) and the printpipe user"
     exit 0
 fi
 
@@ -125,6 +133,11 @@ else
     say "wrote $CONFIG: set printer.port and the profile, then: sudo systemctl restart printpipe"
 fi
 run chgrp printpipe "$CONFIG"
+# The drop-in folder: the service reads it (group printpipe), root writes it; setgid, so the
+# files `printpipe printers add` writes there get the printpipe group too.
+mkdir -p "$ROOT$DROPINS"
+chmod 2750 "$ROOT$DROPINS"
+run chgrp printpipe "$DROPINS"
 
 # ---- the unit -----------------------------------------------------------------------------------
 mkdir -p "$ROOT$(dirname "$UNIT")"

@@ -1,32 +1,31 @@
-"""YAML configuration text -> frozen HostConfig, with every problem reported as a ConfigError
-that names the file, the 1-based line and the key.
+"""YAML configuration text -> frozen HostConfig (one printer) or ServiceConfig (its printers),
+with every problem reported as a ConfigError that names the file, the 1-based line and the key.
 
 The document is parsed once with strictyaml (structure only), then walked section by section
-with the key tables of schema.py; each key, each pipeline entry and each stage's `with:`
-options are validated on their own, so one pass reports as many problems as it can. No raw YAML
-leaves this module. No trio, no IO (except the tiny `load_config_file` helper), and no import
-of `stages/`: built-in stage schemas and phases are passed in by the caller.
+with the key tables of schema.py (parts.py reads each section and the pipeline; printers.py
+each printer of `printers:` and of the printers.d drop-in files); each key, each pipeline entry
+and each stage's `with:` options are validated on their own, so one pass reports as many
+problems as it can. No raw YAML leaves this module. No trio, no IO (except the small file
+helpers: `read_text`, `read_dropins`), and no import of `stages/`: built-in stage schemas and
+phases are passed in by the caller.
 """
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import strictyaml as sy
 from strictyaml import exceptions as sy_exc
 from strictyaml.ruamel.error import MarkedYAMLError
 
-from pipeline.config import nodes
-from pipeline.config.options import GCODE_WORD_RE, Field, Section
+from pipeline.config import nodes, printers
+from pipeline.config.options import GCODE_WORD_RE
+from pipeline.config.parts import PartReader
+from pipeline.config.printers import ServiceConfig
 from pipeline.config.schema import (  # the spec names are part of this module's API
-    ENTRY_VALIDATORS,
-    HANDLER_RE,
-    RETIRED,
     SECTIONS,
-    STAGE_ENTRY_KEYS,
-    STAGE_ID_RE,
     TOP_LEVEL_KEYS,
     ChecksumMode,
     ErrorHandling,
@@ -36,7 +35,6 @@ from pipeline.config.schema import (  # the spec names are part of this module's
     PrinterSpec,
     ProfileSpec,
     ResendWithoutOk,
-    ScriptsSpec,
     SerialSpec,
     SourceLocation,
     StageKind,
@@ -44,22 +42,17 @@ from pipeline.config.schema import (  # the spec names are part of this module's
     TimeoutSpec,
     VirtualSpec,
     VolumeSpec,
-    freeze_options,
-    sort_stages,
 )
 from pipeline.config.sections import (
     HTTP,
     MQTT,
     STORAGE,
-    EventsSpec,
     HostConfig,
-    HttpSpec,
-    StorageSpec,
     read_events,
 )
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.gcode import split_lines
-from pipeline.phases import NOT_PHASES, PHASE_BY_NAME, Phase
+from pipeline.phases import Phase
 
 __all__ = [
     "GCODE_WORD_RE",
@@ -73,6 +66,7 @@ __all__ = [
     "ProfileSpec",
     "ResendWithoutOk",
     "SerialSpec",
+    "ServiceConfig",
     "SourceLocation",
     "StageKind",
     "StageSpec",
@@ -82,34 +76,77 @@ __all__ = [
     "default_config",
     "load_config",
     "load_config_file",
+    "load_service_config",
+    "load_service_config_file",
+    "single_printer",
 ]
 
-_GENERIC_FOUND = {"found arbitrary text", "found an arbitrary integer", "found an arbitrary number"}
-_EMPTY_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 _SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE, "mqtt": MQTT}
 
 
-def load_config(text: str, path: str = "<config>", *,
-                stage_schemas: Mapping[str, sy.Validator],
-                stage_phases: Mapping[str, frozenset[Phase]] | None = None) -> HostConfig:
-    """Parse and validate a whole configuration document.
+def load_service_config(text: str, path: str = "<config>", *,
+                        stage_schemas: Mapping[str, sy.Validator],
+                        stage_phases: Mapping[str, frozenset[Phase]] | None = None,
+                        dropins: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Parse and validate a whole configuration document and its drop-in files (`dropins`:
+    the path of each printers.d/NAME.yaml -> its text, in the order to read them).
 
-    Raises ConfigErrors (always that type, holding one ConfigError per problem found).
+    Raises ConfigErrors (always that type, holding one ConfigError per problem found, each
+    naming the file it is in).
     """
     reader = _Reader(path, stage_schemas, stage_phases)
-    config = reader.read(text)
+    config = reader.read(text, dropins or {})
     if reader.errors:
         raise ConfigErrors(reader.errors)
     assert config is not None
     return config
 
 
+def load_service_config_file(path: str, *, stage_schemas: Mapping[str, sy.Validator],
+                             stage_phases: Mapping[str, frozenset[Phase]] | None = None
+                             ) -> ServiceConfig:
+    """Read `path` and the drop-in files of the printers.d folder beside it (NAME.yaml, in
+    name order; other files are ignored), and load them."""
+    text = read_text(path)
+    return load_service_config(text, path, stage_schemas=stage_schemas,
+                               stage_phases=stage_phases, dropins=read_dropins(path))
+
+
+def single_printer(config: ServiceConfig) -> HostConfig:
+    """The one printer of `config`; a ConfigErrors when it has several."""
+    if len(config.printers) == 1:
+        return next(iter(config.printers.values()))
+    where = list(config.origins.values())[1]
+    names = ", ".join(config.printers)
+    raise ConfigErrors([ConfigError(
+        f"the configuration has several printers ({names}) and this command drives one",
+        path=where.path, line=where.line)])
+
+
+def load_config(text: str, path: str = "<config>", *,
+                stage_schemas: Mapping[str, sy.Validator],
+                stage_phases: Mapping[str, frozenset[Phase]] | None = None) -> HostConfig:
+    """Parse and validate a configuration document of one printer (a `printer:` section, or
+    `printers:` naming one); no drop-in files are read.
+
+    Raises ConfigErrors (always that type, holding one ConfigError per problem found).
+    """
+    return single_printer(load_service_config(text, path, stage_schemas=stage_schemas,
+                                              stage_phases=stage_phases))
+
+
 def load_config_file(path: str, *, stage_schemas: Mapping[str, sy.Validator],
                      stage_phases: Mapping[str, frozenset[Phase]] | None = None) -> HostConfig:
     """Read `path` (UTF-8) and load it; an unreadable file is a ConfigErrors too."""
+    return load_config(read_text(path), path, stage_schemas=stage_schemas,
+                       stage_phases=stage_phases)
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of a config file; a ConfigErrors naming it when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except UnicodeDecodeError as exc:
         line = exc.object.count(b"\n", 0, exc.start) + 1
         raise ConfigErrors([ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
@@ -117,7 +154,35 @@ def load_config_file(path: str, *, stage_schemas: Mapping[str, sy.Validator],
     except OSError as exc:
         raise ConfigErrors([ConfigError(f"cannot read the configuration: "
                                         f"{exc.strerror or exc}", path=path)]) from exc
-    return load_config(text, path, stage_schemas=stage_schemas, stage_phases=stage_phases)
+
+
+def dropin_folder(path: str) -> pathlib.Path:
+    """The printers.d folder beside the config file `path`."""
+    return pathlib.Path(path).parent / printers.DROPIN_FOLDER
+
+
+def read_dropins(path: str) -> dict[str, str]:
+    """The drop-in files beside the config file `path`: each printers.d/*.yaml's path -> its
+    text, by name (hidden files and other names are left alone; no folder, none)."""
+    folder = dropin_folder(path)
+    try:
+        found = sorted(p for p in folder.iterdir()
+                       if p.name.endswith(".yaml") and not p.name.startswith(".") and p.is_file())
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read the printers folder: "
+                                        f"{exc.strerror or exc}", path=str(folder))]) from exc
+    texts: dict[str, str] = {}
+    problems: list[ConfigError] = []
+    for file in found:
+        try:
+            texts[str(file)] = read_text(str(file))
+        except ConfigErrors as exc:
+            problems.extend(exc.errors)
+    if problems:
+        raise ConfigErrors(problems)
+    return texts
 
 
 def default_config(stage_schemas: Mapping[str, sy.Validator] | None = None) -> HostConfig:
@@ -146,49 +211,12 @@ def _is_blank_document(text: str) -> bool:
                for s in (line.strip() for line in split_lines(text)))
 
 
-class _Reader:
-    """One pass over one document; collects ConfigErrors in `errors` (a nodes.Reporter)."""
+class _Reader(PartReader):
+    """One pass over one document (and its drop-in files); collects ConfigErrors in `errors`."""
 
-    def __init__(self, path: str, stage_schemas: Mapping[str, sy.Validator],
-                 stage_phases: Mapping[str, frozenset[Phase]] | None) -> None:
-        self.path = path
-        self.stage_schemas = stage_schemas
-        self.stage_phases = stage_phases or {}
-        self.errors: list[ConfigError] = []
-
-    def error(self, message: str, line: int | None, key: str | None) -> None:
-        self.errors.append(ConfigError(message, path=self.path, line=line, key=key))
-
-    # -- strictyaml errors -----------------------------------------------------------------
-
-    def yaml_error(self, exc: sy.YAMLValidationError, line: int | None, key: str | None,
-                   *, synthetic: bool = False, where: str = "") -> None:
-        """Convert a validation error; unless `synthetic`, locate it through its pointer."""
-        found = None
-        if not synthetic:
-            line, key, found = _locate(exc, line, key)
-        context = exc.context or ""
-        problem = exc.problem or ""
-        if context.startswith("when expecting "):
-            if problem in _GENERIC_FOUND and found is not None:
-                problem = f"found {found!r}"
-            message = f"expected {context[len('when expecting '):]}, {problem}"
-        else:
-            message = problem.replace("unexpected key not in schema", "unknown key")
-        self.error(f"{message} {where}" if where else message, line, key)
-
-    def validate(self, node: sy.YAML, validator: sy.Validator, line: int, key: str,
-                 where: str = "") -> bool:
-        try:
-            node.revalidate(validator)
-        except sy.YAMLValidationError as exc:
-            self.yaml_error(exc, line, key, where=where)
-            return False
-        return True
-
-    # -- document and sections -------------------------------------------------------------
-
-    def read(self, text: str) -> HostConfig | None:
+    def document(self, text: str, what: str) -> sy.YAML | None:
+        """The parsed document: a mapping, or blank (nodes.is_blank); None after errors
+        (`what` says what a document that is no mapping must be)."""
         bad = nodes.bad_characters(text)
         for line, message in bad:  # the parser would raise without a line (and strictyaml
             self.error(message, line, None)  # 1.7.3 then fails on the error itself)
@@ -204,251 +232,119 @@ class _Reader:
             self.error(message, line, key)
         if self.errors:
             return None
-        values: dict[str, Any] = {}
-        if doc.is_scalar():
-            if not _is_blank_document(text):
-                self.error("the configuration must be a mapping of sections ("
-                           + ", ".join(TOP_LEVEL_KEYS) + ")", 1, None)
-                return None
-        elif not doc.is_mapping():
-            self.error("the configuration must be a mapping of sections, not a list", 1, None)
-            return None
-        else:
-            for name in doc.as_marked_up():
-                line = nodes.key_line(doc, name)
-                if name not in TOP_LEVEL_KEYS:
-                    self.error(f"unknown section {name!r} ({nodes.close(name, TOP_LEVEL_KEYS)})",
-                               line, name)
-                elif name == "pipeline":
-                    values[name] = self.pipeline(doc[name], line)
-                elif name == "events":
-                    values[name] = read_events(self, doc[name], line)
-                else:
-                    table = _SERVICE_SECTIONS.get(name) or SECTIONS[name]
-                    values[name] = self.section(table, doc[name], line, name)
-        if self.errors:
-            return None
-        return HostConfig(self.path, values.get("printer") or PrinterSpec(),
-                          values.get("serial") or SerialSpec(),
-                          values.get("virtual") or VirtualSpec(),
-                          values.get("pipeline") or PipelineSpec(),
-                          values.get("scripts") or ScriptsSpec(),
-                          values.get("events") or EventsSpec(),
-                          values.get("http") or HttpSpec(), values.get("storage") or StorageSpec(),
-                          values.get("mqtt"))
-
-    def section(self, section: Section, node: sy.YAML, line: int, keypath: str) -> Any:
-        if nodes.is_blank(node):
-            return section.spec()
-        if not node.is_mapping():
-            self.error(f"{keypath} must be a mapping of settings", line, keypath)
-            return None
-        before = len(self.errors)
-        kwargs: dict[str, Any] = {}
-        for key in node.as_marked_up():
-            key_line = nodes.key_line(node, key)
-            where = f"{keypath}.{key}"
-            field = section.fields.get(key)
-            if field is None and where in RETIRED:
-                self.error(RETIRED[where], key_line, where)
-            elif field is None:
-                hint = nodes.close(key, list(section.fields))
-                self.error(f"unknown key {key!r} in {keypath} ({hint})", key_line, where)
-            elif isinstance(field, Section):
-                kwargs[key] = self.section(field, node[key], key_line, where)
-            else:
-                kwargs[key] = self.field(field, node[key], key_line, where)
-        if len(self.errors) > before:
-            return None
-        return section.spec(**kwargs)
-
-    def field(self, field: Field, node: sy.YAML, line: int, keypath: str) -> Any:
-        if not self.validate(node, field.validator, line, keypath):
-            return None
-        value = node.data
-        if field.item_check is not None and value:
-            seq = node.as_marked_up()
-            for i, item in enumerate(value):
-                problem = field.item_check(item)
-                if problem:
-                    self.error(problem, seq.lc.item(i)[0] + 1, f"{keypath}[{i}]")
-        if field.check is not None:
-            problem = field.check(value)
-            if problem:
-                self.error(f"{keypath.rsplit('.', 1)[-1]} {problem}", line, keypath)
-        return field.convert(value) if field.convert is not None else value
-
-    # -- pipeline --------------------------------------------------------------------------
-
-    def pipeline(self, node: sy.YAML, line: int) -> PipelineSpec | None:
-        if nodes.is_blank(node):
-            return PipelineSpec()
-        if not node.is_mapping():
-            self.error("pipeline must map phase names to lists of stages", line, "pipeline")
-            return None
-        stages: dict[Phase, tuple[StageSpec, ...]] = {}
-        seen: dict[Phase, int] = {}
-        for name in node.as_marked_up():
-            key_line = nodes.key_line(node, name)
-            keypath = f"pipeline.{name}"
-            phase = self.phase(name, key_line, keypath)
-            if phase is None:
-                continue
-            if phase in seen:
-                self.error(f"phase {phase.value} is declared twice (first on line {seen[phase]})",
-                           key_line, keypath)
-                continue
-            seen[phase] = key_line
-            entries = node[name]
-            if nodes.is_blank(entries):
-                continue
-            if not entries.is_sequence():
-                self.error(f"{phase.value} needs a list of stage entries (`- stage: ...`)",
-                           key_line, keypath)
-                continue
-            specs = self.entries(phase, entries, keypath)
-            if specs:
-                stages[phase] = sort_stages(specs)
-        return PipelineSpec(MappingProxyType(stages))
-
-    def phase(self, name: str, line: int, keypath: str) -> Phase | None:
-        short = name[len("octoprint."):] if name.startswith("octoprint.") else name
-        phase = PHASE_BY_NAME.get(short)
-        if phase is not None:
-            return phase
-        if short in NOT_PHASES:
-            self.error(f"{short} is not a printpipe phase: {NOT_PHASES[short]}", line, keypath)
-        else:
-            self.error(f"unknown phase {short!r} ({nodes.close(short, list(PHASE_BY_NAME))})",
-                       line, keypath)
+        if doc.is_mapping():
+            return doc
+        if doc.is_scalar() and _is_blank_document(text):
+            return sy.load("", sy.Any(), label=self.path)
+        self.error(what + ("" if doc.is_scalar() else ", not a list"), 1, None)
         return None
 
-    def entries(self, phase: Phase, node: sy.YAML, keypath: str) -> list[StageSpec]:
-        specs: list[StageSpec] = []
-        first_line: dict[str, int] = {}
-        seq = node.as_marked_up()
-        for i in range(len(seq)):
-            line = seq.lc.item(i)[0] + 1
-            spec = self.entry(phase, node[i], line, f"{keypath}[{i}]")
-            if spec is None:
-                continue
-            if spec.id in first_line:
-                self.error(f"duplicate stage id {spec.id!r} in {phase.value} (first on line "
-                           f"{first_line[spec.id]}); give one of them another `id:`",
-                           line, f"{keypath}[{i}].id")
-                continue
-            first_line[spec.id] = line
-            specs.append(spec)
-        return specs
-
-    def entry(self, phase: Phase, node: sy.YAML, line: int, keypath: str) -> StageSpec | None:
-        if not node.is_mapping():
-            self.error("a stage entry must be a mapping with `stage:` or `handler:`", line, keypath)
+    def read(self, text: str, dropins: Mapping[str, str]) -> ServiceConfig | None:
+        """The main document and the drop-in files (path -> text) as a ServiceConfig."""
+        doc = self.document(text, "the configuration must be a mapping of sections ("
+                            + ", ".join(TOP_LEVEL_KEYS) + ")")
+        if doc is None:
             return None
-        before = len(self.errors)
-        raw: dict[str, Any] = {}
+        values: dict[str, Any] = {}
         lines: dict[str, int] = {}
-        for key in node.as_marked_up():
-            lines[key] = key_line = nodes.key_line(node, key)
-            where = f"{keypath}.{key}"
-            if key not in STAGE_ENTRY_KEYS:
-                hint = nodes.close(key, STAGE_ENTRY_KEYS)
-                self.error(f"unknown key {key!r} in a stage entry ({hint})", key_line, where)
-            elif key == "with":
-                raw[key] = node[key]
-            elif self.validate(node[key], ENTRY_VALIDATORS[key], key_line, where):
-                raw[key] = node[key].data
-
-        if ("stage" in lines) == ("handler" in lines):
-            self.error("a stage entry needs exactly one of `stage:` (a built-in) or "
-                       "`handler:` (\"package.module:function\")", line, keypath)
+        for name in [] if nodes.is_blank(doc) else doc.as_marked_up():
+            lines[name] = line = nodes.key_line(doc, name)
+            if name not in TOP_LEVEL_KEYS:
+                self.error(f"unknown section {name!r} ({nodes.close(name, TOP_LEVEL_KEYS)})",
+                           line, name)
+            elif name == "pipeline":
+                values[name] = self.pipeline(doc[name], line)
+            elif name == "events":
+                values[name] = read_events(self, doc[name], line)
+            elif name != "printers":
+                table = _SERVICE_SECTIONS.get(name) or SECTIONS[name]
+                values[name] = self.section(table, doc[name], line, name)
+        if self.errors:
             return None
-        kind = StageKind.BUILTIN if "stage" in lines else StageKind.HANDLER
-        target: str | None = raw.get(kind.value)
-        options: Mapping[str, Any] = _EMPTY_OPTIONS
-        options_location = None
-        if "with" in lines:
-            options_location = SourceLocation(self.path, lines["with"])
-        if target is None:
-            pass  # its type error is already reported
-        elif kind is StageKind.HANDLER:
-            if not HANDLER_RE.fullmatch(target):
-                self.error(f"handler must look like \"package.module:function\", not {target!r}",
-                           lines["handler"], f"{keypath}.handler")
-            if "with" in lines:
-                self.error("`with:` options are only for built-in stages (a handler gets none)",
-                           lines["with"], f"{keypath}.with")
-        elif target not in self.stage_schemas:
-            known = ", ".join(sorted(self.stage_schemas)) or "none"
-            self.error(f"unknown built-in stage {target!r} (known stages: {known})",
-                       lines["stage"], f"{keypath}.stage")
+        shared = printers.Shared.of(values)
+        entries = self.all_printers(doc, lines, values.get("printer"), shared, dropins)
+        if self.errors:
+            return None
+        http = doc["http"] if "http" in lines and doc["http"].is_mapping() else None
+        http_at = (SourceLocation(self.path, nodes.key_line(http, "port"))
+                   if http is not None and "port" in http.data else None)
+        service, conflicts = printers.assemble(self.path, entries, shared, http_at)
+        self.errors.extend(conflicts)
+        return service
+
+    def all_printers(self, doc: sy.YAML, lines: Mapping[str, int], printer: PrinterSpec | None,
+                shared: printers.Shared, dropins: Mapping[str, str]) -> list[printers.Entry]:
+        """The printers: a `printer:` section's, the `printers:` section's, the drop-ins'."""
+        found: list[printers.Entry] = []
+        if "printer" in lines and "printers" in lines:
+            first, second = sorted(("printer", "printers"), key=lines.__getitem__)
+            self.error(f"both printer: and printers: are given ({first}: on line {lines[first]})"
+                       ": put the one printer's settings under printers: by its name, or use "
+                       "printer: alone", lines[second], second)
+            return found
+        if "printer" in lines:
+            node = doc["printer"]
+            port_at = (SourceLocation(self.path, nodes.key_line(node, "port"))
+                       if node.is_mapping() and "port" in node.data else None)
+            found.append(printers.single_entry(printer or PrinterSpec(),
+                                               SourceLocation(self.path, lines["printer"]),
+                                               port_at))
+        elif "printers" in lines:
+            found.extend(self.printers_section(doc["printers"], lines["printers"], shared))
+        for path, text in dropins.items():
+            entry = self.dropin(path, text, shared)
+            if entry is None:
+                continue
+            same = next((e for e in found if e.name == entry.name), None)
+            if same is not None:
+                self.error(f"printer {entry.name!r} is declared twice: at {same.where} and by "
+                           f"the file {path}", same.where.line, same.prefix[:-1])
+                continue
+            found.append(entry)
+        if found or self.errors:
+            return found
+        if "printers" not in lines:  # a config naming no printer: the built-in one
+            found.append(printers.single_entry(PrinterSpec(), SourceLocation(self.path, 1)))
         else:
-            supported = self.stage_phases.get(target)
-            if supported is not None and phase not in supported:
-                names = ", ".join(sorted(p.value for p in supported))
-                self.error(f"stage {target!r} cannot run in {phase.value} (it runs in: {names})",
-                           lines["stage"], f"{keypath}.stage")
-            options = self.options(target, raw.get("with"), lines.get("with", line),
-                                   f"{keypath}.with")
+            self.error(f"printers: names no printer (give each by its name under it, or in "
+                       f"{printers.DROPIN_FOLDER}/NAME.yaml)", lines["printers"], "printers")
+        return found
 
-        stage_id: str | None = raw.get("id")
-        if stage_id is None and target is not None:
-            stage_id = target.rsplit(":", 1)[-1]
-        elif stage_id is not None and not STAGE_ID_RE.fullmatch(stage_id):
-            self.error(f"stage id {stage_id!r} may only use letters, digits, '_', '-', '.', ':'",
-                       lines["id"], f"{keypath}.id")
-        if len(self.errors) > before or target is None or stage_id is None:
-            return None  # what is missing was reported with its line
-        return StageSpec(
-            phase=phase, kind=kind, target=target, id=stage_id, order=raw.get("order"),
-            enabled=raw.get("enabled", True), options=options,
-            location=SourceLocation(self.path, line), options_location=options_location)
+    def printers_section(self, node: sy.YAML, line: int,
+                 shared: printers.Shared) -> list[printers.Entry]:
+        if nodes.is_blank(node):
+            return []
+        if not node.is_mapping():
+            self.error("printers must map printer names to their settings", line, "printers")
+            return []
+        found = []
+        for name in node.as_marked_up():
+            key_line = nodes.key_line(node, name)
+            problem = printers.name_problem(name)
+            if problem:
+                self.error(problem, key_line, f"printers.{name}")
+                continue
+            entry = printers.read_entry(self, name, node[name],
+                                        SourceLocation(self.path, key_line),
+                                        f"printers.{name}.", shared)
+            if entry is not None:
+                found.append(entry)
+        return found
 
-    def options(self, name: str, node: sy.YAML | None, line: int,
-                keypath: str) -> Mapping[str, Any]:
-        schema = self.stage_schemas[name]
-        where = f"(options of stage {name!r})"
-        if node is not None and not nodes.is_blank(node):
-            if not self.validate(node, schema, line, keypath, where):
-                return _EMPTY_OPTIONS
-            return freeze_options(node.data)
-        try:  # no options given: an empty map still reports required ones, fills defaults
-            data = sy.dirty_load("{}", schema, label=self.path, allow_flow_style=True).data
-        except sy.YAMLValidationError as exc:
-            self.yaml_error(exc, line, keypath, synthetic=True, where=where)
-            return _EMPTY_OPTIONS
-        return freeze_options(data)
-
-
-def _locate(exc: sy.YAMLValidationError, line: int | None,
-            key: str | None) -> tuple[int | None, str | None, str | None]:
-    """(line, key path, offending scalar text) of a validation error.
-
-    strictyaml's problem_mark counts trailing comment lines into the failing node, so walk the
-    error's pointer through the parsed document and read ruamel's exact key/item positions
-    instead. Falls back to problem_mark (then to the caller's line) if that is not possible.
-    """
-    try:
-        chunk = exc._chunk  # strictyaml 1.7.3 internals (pinned); guarded by the fallback
-        node = chunk._ruamelparsed
-        parts: list[str] = []
-        found_line = None
-        for kind, index in chunk._pointer._indices:
-            if kind in ("val", "key"):
-                name = index[0]
-                found_line = node.lc.key(name)[0] + 1
-                parts.append(f".{name}" if parts else name)
-                node = node[name] if kind == "val" else name
-            elif kind == "index":
-                found_line = node.lc.item(index)[0] + 1
-                parts.append(f"[{index}]")
-                node = node[index]
-            else:
-                break
-        found = node if isinstance(node, str) else None
-        if found_line is None:
-            return line, key, found
-        return found_line, "".join(parts), found
-    except (AttributeError, KeyError, IndexError, TypeError):
-        mark = getattr(exc, "problem_mark", None)
-        return (mark.line + 1 if mark is not None else line), key, None
+    def dropin(self, path: str, text: str, shared: printers.Shared) -> printers.Entry | None:
+        """One drop-in file: its errors name it; its printer is named after it."""
+        reader = _Reader(path, self.stage_schemas, self.stage_phases)
+        file_name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        name = file_name.removesuffix(".yaml")
+        problem = printers.name_problem(name)
+        entry = None
+        if problem:
+            reader.error(f"{problem}: the file must be called NAME.yaml", None, None)
+        else:
+            doc = reader.document(text, "a printer file must hold a mapping of the printer's "
+                                  "settings (" + ", ".join(printers.ENTRY_KEYS) + ")")
+            if doc is not None:
+                entry = printers.read_entry(reader, name, doc, SourceLocation(path, 1), "",
+                                            shared)
+        self.errors.extend(reader.errors)
+        return entry

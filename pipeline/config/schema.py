@@ -359,8 +359,8 @@ def _frozen(value: Any) -> Any:
 SECTIONS: Mapping[str, Section] = {
     "printer": Section.of(PrinterSpec), "serial": Section.of(SerialSpec),
     "virtual": Section.of(VirtualSpec), "scripts": Section.of(ScriptsSpec)}
-TOP_LEVEL_KEYS = ("printer", "serial", "virtual", "pipeline", "scripts", "events", "http",
-                  "storage", "mqtt")
+TOP_LEVEL_KEYS = ("printer", "printers", "serial", "virtual", "pipeline", "scripts", "events",
+                  "http", "storage", "mqtt")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

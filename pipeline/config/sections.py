@@ -144,7 +144,8 @@ class StorageSpec:
 
 @attrs.frozen
 class HostConfig:
-    """The whole configuration: one value, read once, never mutated."""
+    """One printer's whole configuration (the shared sections applied): one value, read once,
+    never mutated. A config with several printers is a ServiceConfig (printers.py) of these."""
 
     path: str
     printer: PrinterSpec
@@ -157,6 +158,13 @@ class HostConfig:
     storage: StorageSpec = StorageSpec()
     #: The MQTT bridge, when the config has an `mqtt:` section.
     mqtt: MqttSpec | None = None
+    #: The printer's name (`default` for a config with one `printer:` section).
+    name: str = "default"
+    #: The printer's own OctoPrint-compatible HTTP port (`http: port:` under its name), if any.
+    http_port: int | None = None
+    #: Its MQTT base topic when MQTT is on (mqtt.base_topic for one printer, mqtt.base_topic +
+    #: NAME/ by default when there are several), else None.
+    mqtt_base: str | None = None
 
 
 HTTP = Section.of(HttpSpec)
@@ -194,21 +202,22 @@ def _payload_keys(events: tuple[str, ...]) -> frozenset[str] | None:
     return keys
 
 
-def read_events(reader: Reporter, node: sy.YAML, line: int) -> EventsSpec | None:
+def read_events(reader: Reporter, node: sy.YAML, line: int,
+                keypath: str = "events") -> EventsSpec | None:
     """The events section: validated as one map, then its options, then each subscription."""
     if is_blank(node):
         return EventsSpec()
-    if not reader.validate(node, EVENTS_KEYS, line, "events"):
+    if not reader.validate(node, EVENTS_KEYS, line, keypath):
         return None
     data = node.data
     before = len(reader.errors)
-    settings = _options(reader, EventsSpec, node, "events")
+    settings = _options(reader, EventsSpec, node, keypath)
     subs = []
     if data.get("subscriptions"):
         seq = node["subscriptions"]
         for i, item in enumerate(seq):
             sub = _subscription(reader, item, seq.as_marked_up().lc.item(i)[0] + 1,
-                                f"events.subscriptions[{i}]")
+                                f"{keypath}.subscriptions[{i}]")
             if sub is not None:
                 subs.append(sub)
     if len(reader.errors) > before:

@@ -4,7 +4,8 @@ Loads the YAML (every problem config loading finds, each with file:line and key)
 the pipeline exactly as a session would (so handler modules are imported and handler signatures
 checked now), and reports every problem on its own line followed by a count. On success it
 prints what would run: a header (config, port, baudrate, profile) and, phase by phase in
-`Phase` order, each declared stage in run order. Exit code 0 = valid, 1 = problems found.
+`Phase` order, each declared stage in run order; with several printers (printers:, printers.d/)
+that for each printer, headed by its name. Exit code 0 = valid, 1 = problems found.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any, TextIO
 
 from pipeline.config.reader import (
     HostConfig,
+    ServiceConfig,
     StageKind,
     StageSpec,
-    default_config,
-    load_config_file,
+    load_service_config,
+    load_service_config_file,
 )
 from pipeline.errors import ConfigError, ConfigErrors
 from pipeline.hooks.registry import build_pipeline
@@ -28,7 +30,8 @@ from pipeline.phases import Phase
 
 
 def run_check(path: str | None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Check the config at `path` (None: the built-in defaults); returns the exit code.
+    """Check the config at `path` (None: the built-in defaults) with its printers.d drop-in
+    files; returns the exit code.
 
     `out`/`err` default to sys.stdout/sys.stderr as they are at call time.
     """
@@ -42,23 +45,49 @@ def run_check(path: str | None, out: TextIO | None = None, err: TextIO | None = 
         print(f"{n} problem{'s' if n != 1 else ''} found", file=err)
         return 1
     assert config is not None
-    _print_pipeline(config, out)
+    where = "built-in defaults" if config.path == "<defaults>" else config.path
+    if len(config.printers) == 1:
+        (printer,) = config.printers.values()
+        _print_pipeline(printer, f"config: {where}  ", out)
+    else:
+        print(f"config: {where}  printers: {', '.join(config.printers)}", file=out)
+        for name, printer in config.printers.items():
+            _print_pipeline(printer, f"printer {name}  ", out)
+    print("no problems found", file=out)
     return 0
 
 
-def _check(path: str | None) -> tuple[HostConfig | None, list[ConfigError]]:
+def _check(path: str | None) -> tuple[ServiceConfig | None, list[ConfigError]]:
     """Load, build and check everything; the config (if it loaded) and every problem found."""
     # pipeline/ never imports stages/ at module level (tests/test_layering.py)
-    from stages import BUILTIN_STAGES, stage_phases, stage_schemas
+    from stages import stage_phases, stage_schemas
     try:
         if path is None:
-            config = default_config(stage_schemas())
+            config = load_service_config("", "<defaults>", stage_schemas=stage_schemas())
         else:
-            config = load_config_file(path, stage_schemas=stage_schemas(),
-                                      stage_phases=stage_phases())
+            config = load_service_config_file(path, stage_schemas=stage_schemas(),
+                                              stage_phases=stage_phases())
     except ConfigErrors as exc:
         return None, list(exc.errors)
+    # A problem of a shared section shows once; one of some printers only names them.
+    found: dict[str, tuple[ConfigError, list[str]]] = {}
+    for name, printer in config.printers.items():
+        for problem in _printer_problems(printer):
+            found.setdefault(str(problem), (problem, []))[1].append(name)
+    problems = []
+    for problem, names in found.values():
+        if len(names) < len(config.printers):
+            problem = ConfigError(f"{problem.message} (printer {', '.join(names)})",
+                                  path=problem.path, line=problem.line, key=problem.key)
+        problems.append(problem)
+    # Build errors come in run order (entries sorted by order/id): report them by line.
+    problems.sort(key=lambda e: (e.path, e.line or 0))
+    return config, problems
+
+
+def _printer_problems(config: HostConfig) -> list[ConfigError]:
     from pipeline.app.startup import config_problems
+    from stages import BUILTIN_STAGES
     problems: list[ConfigError] = []
     try:
         pipeline = build_pipeline(config.pipeline, BUILTIN_STAGES)
@@ -67,9 +96,7 @@ def _check(path: str | None) -> tuple[HostConfig | None, list[ConfigError]]:
     else:
         problems.extend(config_problems(config, pipeline))  # what serve refuses, too
     problems.extend(check_scripts(config))
-    # Build errors come in run order (entries sorted by order/id): report them by line.
-    problems.sort(key=lambda e: (e.path, e.line or 0))
-    return config, problems
+    return problems
 
 
 def check_scripts(config: HostConfig) -> list[ConfigError]:
@@ -115,11 +142,10 @@ def _stage_row(spec: StageSpec) -> list[str]:
             "" if spec.enabled else "(disabled)"]
 
 
-def _print_pipeline(config: HostConfig, out: TextIO) -> None:
+def _print_pipeline(config: HostConfig, heading: str, out: TextIO) -> None:
     printer = config.printer
-    where = "built-in defaults" if config.path == "<defaults>" else config.path
     baud = "0 (auto)" if printer.baudrate == 0 else str(printer.baudrate)
-    print(f"config: {where}  port: {printer.port}  baudrate: {baud}  "
+    print(f"{heading}port: {printer.port}  baudrate: {baud}  "
           f"profile: {printer.profile.name}", file=out)
     empty: list[str] = []
     for phase in Phase:
@@ -141,4 +167,3 @@ def _print_pipeline(config: HostConfig, out: TextIO) -> None:
         print(textwrap.fill("other phases (no stages declared): " + ", ".join(empty),
                             width=100, subsequent_indent="  ", break_on_hyphens=False),
               file=out)
-    print("no problems found", file=out)

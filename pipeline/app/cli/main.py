@@ -3,10 +3,10 @@
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
 (print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
 (print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
-pty link for any host), `check` (validate a config, report every problem), `serve` and
-`keys`. Each command returns an exit code (2 for a config error, 1 for the rest, 130 after
-Ctrl-C); errors are printed as one clear line naming who is at fault, never as a traceback.
-Logging: logs.py.
+pty link for any host), `check` (validate a config, report every problem), `printers` (list
+a config's printers, add one as a drop-in file), `serve` and `keys`. Each command returns an
+exit code (2 for a config error, 1 for the rest, 130 after Ctrl-C); errors are printed as one
+clear line naming who is at fault, never as a traceback. Logging: logs.py.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import trio
 
 from pipeline.app.cli.interrupts import Interrupts, run_interruptible
 from pipeline.app.startup import INTERRUPTED
-from pipeline.config.reader import HostConfig, default_config, load_config_file
+from pipeline.config.reader import HostConfig, single_printer
 from pipeline.errors import ConfigError, ConfigErrors, HostError
 from pipeline.session.states import PrinterState
 
 
 def load(path: str | None) -> HostConfig:
-    from stages import stage_phases, stage_schemas
-    if path is None:
-        return default_config(stage_schemas())
-    return load_config_file(path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
+    """The one printer of the config at `path` (with its printers.d drop-ins); a ConfigErrors
+    when it declares several, which these commands cannot drive yet."""
+    from pipeline.app.cli.printers import load_service
+    return single_printer(load_service(path))
 
 
 async def _send(config: HostConfig, commands: Sequence[str],
@@ -90,12 +90,15 @@ _EPILOG = """examples:
   printpipe recover -c printer.yaml           resume the print a power cut interrupted
   printpipe send -c printer.yaml M115         ask the printer for its firmware
   printpipe check -c printer.yaml             check a config
+  sudo printpipe printers add ender --port /dev/serial/by-id/usb-...-if00
+                                              add a printer to the installed service
   sudo printpipe keys list                    application keys of the installed service
 
 Without -c the built-in virtual printer is used (keys: the installed service's config,
 /etc/printpipe/printer.yaml, when there is one). Run `printpipe COMMAND --help` for a
 command's options."""
 _CONFIG_HELP = "the YAML config (default: the built-in virtual printer)"
+_INSTALLED_HELP = f"the YAML config (default: the installed service's, {INSTALLED_CONFIG})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     p = sub.add_parser("check", help="check a config: report every problem, show the pipeline")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    _add_printers_parser(sub)
     p = sub.add_parser("render", help="show the lines a G-code script renders to")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     p.add_argument("--context", help="JSON object merged over the script context")
@@ -133,6 +137,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
     return parser
+
+
+def _add_printers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("printers", help="list the printers of a config, add one",
+                       description="The printers a config declares (printers:, and one file "
+                       "per printer in the printers.d folder beside it).")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="one line per printer: name, port, own HTTP port")
+    a.add_argument("-c", "--config", help=_INSTALLED_HELP)
+    a = actions.add_parser("add", help="write printers.d/NAME.yaml beside the config")
+    a.add_argument("name", help="the printer's name: 1 to 32 of a-z, 0-9 and -")
+    a.add_argument("--port", required=True,
+                   help="its serial port, best a stable /dev/serial/by-id/... name")
+    a.add_argument("--baudrate", type=int, help="its baud rate (default 115200; 0: try them)")
+    a.add_argument("--http-port", type=int, help="its own OctoPrint-compatible HTTP port")
+    a.add_argument("-c", "--config", help=_INSTALLED_HELP)
+
+
+def _installed_or(path: str | None) -> str | None:
+    """`path`, or the installed service's config when there is one."""
+    if path is None and os.path.exists(INSTALLED_CONFIG):
+        return INSTALLED_CONFIG
+    return path
+
+
+def _printers(args: argparse.Namespace) -> int:
+    from pipeline.app.cli.printers import run_add, run_list
+    path = _installed_or(args.config)
+    if args.action == "list":
+        return run_list(path)
+    if path is None:
+        print("printpipe printers add: give the config to add the printer to (-c CONFIG); "
+              "the built-in defaults have no file", file=sys.stderr)
+        return 2
+    return run_add(path, args.name, args.port, args.baudrate, args.http_port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +188,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check":  # loads the config itself, to report every problem
         from pipeline.app.cli.check import run_check
         return run_check(args.config)
+    if args.command == "printers":
+        return _printers(args)
     if args.command == "keys":
         from pipeline.app.cli.keys import run_keys
         from pipeline.app.paths import state_folder
