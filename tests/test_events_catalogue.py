@@ -20,7 +20,7 @@ from catalogue_handlers import CUSTOM, STAGE_ID
 from conftest import load_yaml
 
 import pipeline.app.service as service_module
-from pipeline.app.control import Control as Service
+from pipeline.app.printers.control import Control as Service
 from pipeline.app.service import open_service
 from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
 from pipeline.fanout.bus import BusEvent, EventBus, Subscription

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, TextIO, cast
 import attrs
 import trio
 
-from pipeline.app.control import Control
 from pipeline.app.keys import KeyStore
 from pipeline.app.paths import config_relative, state_folder
+from pipeline.app.printers.control import Control
 from pipeline.app.startup import (
     announce_key,
     check_listen,
@@ -148,12 +148,12 @@ async def serve(config: HostConfig, *, loader: Callable[[], HostConfig] | None =
 async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostConfig] | None,
                  out: TextIO, connect: bool, stop: trio.Event,
                  task_status: trio.TaskStatus[Serving], controls: list[Control]) -> None:
-    from pipeline.app.autoconnect import keep_connected
     from pipeline.app.http.app import build_app
     from pipeline.app.http.context import Api
     from pipeline.app.http.live import register_live
     from pipeline.app.http.server import serve_http
     from pipeline.app.http.stream import close_streams
+    from pipeline.app.printers.autoconnect import keep_connected
     from pipeline.app.service import SIGNAL_GRACE, open_service
     from pipeline.files.storage import LocalStorage
 

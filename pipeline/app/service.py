@@ -27,8 +27,8 @@ from types import ModuleType
 
 import trio
 
-from pipeline.app.control import Control
 from pipeline.app.mqtt.bridge import MqttService
+from pipeline.app.printers.control import Control
 from pipeline.app.supervise import Supervisor, supervised
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event

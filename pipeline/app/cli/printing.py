@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from pipeline.app.cli.interrupts import Interrupts
-from pipeline.app.control import Control
+from pipeline.app.printers.control import Control
 from pipeline.app.service import SIGNAL_GRACE, duration, open_service
 from pipeline.app.startup import INTERRUPTED, TERMINATED
 from pipeline.config.reader import HostConfig

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.app.control import Control
 from pipeline.app.http.support import json_error
 from pipeline.app.keys import KeyStore, redact
+from pipeline.app.printers.control import Control
 from pipeline.config.reader import HostConfig
 from pipeline.files.storage import LocalStorage
 

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.app.control import MAX_TEMPERATURE_OFFSET, Control
 from pipeline.app.http.bodies import Range, command_lines, finite, parameters, script_context
 from pipeline.app.http.bodies import command as _command
 from pipeline.app.http.bodies import done as _done
@@ -21,7 +20,8 @@ from pipeline.app.http.bodies import number as _number
 from pipeline.app.http.bodies import percentage as _percentage
 from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, read_json
-from pipeline.app.status import Status
+from pipeline.app.printers.control import MAX_TEMPERATURE_OFFSET, Control
+from pipeline.app.printers.status import Status
 from pipeline.errors import HostError, ScriptError
 from pipeline.link.transport import BAUD_CANDIDATES, candidate_ports
 from pipeline.session.states import PrinterState as S

@@ -17,11 +17,11 @@ import time
 
 import trio
 
-from pipeline.app.control import Control
 from pipeline.app.mqtt.client import INBOX, Received, TrioMqtt, resolved, tls_error
 from pipeline.app.mqtt.commands import Reply, refusal, reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
+from pipeline.app.printers.control import Control
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import attrs
 
-from pipeline.app.control import Control
 from pipeline.app.http.support import BadRequest, parse_json
 from pipeline.app.mqtt.topics import Message, Topics, stamped
+from pipeline.app.printers.control import Control
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import HostError
 from pipeline.gcode import split_lines

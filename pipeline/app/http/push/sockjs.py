@@ -40,7 +40,7 @@ from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
 from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
 from pipeline.app.http.support import BadRequest, parse_json_object
-from pipeline.app.status import Status
+from pipeline.app.printers.status import Status
 from pipeline.events.names import Event
 from pipeline.fanout.bus import Subscription
 

@@ -16,7 +16,7 @@ import os
 
 import trio
 
-from pipeline.app.control import Control
+from pipeline.app.printers.control import Control
 from pipeline.errors import HostError
 
 log = logging.getLogger("printpipe.connect")

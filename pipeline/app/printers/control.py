@@ -22,9 +22,9 @@ import attrs
 import trio
 
 from pipeline.app.paths import config_relative, state_folder
-from pipeline.app.recovery import Recovery
+from pipeline.app.printers.recovery import Recovery
+from pipeline.app.printers.status import JobStatus, Selection, Status
 from pipeline.app.reload import Reloader, ReloadReport
-from pipeline.app.status import JobStatus, Selection, Status
 from pipeline.app.supervise import Supervisor
 from pipeline.app.system import run_system_command
 from pipeline.config.reader import HostConfig
