@@ -20,7 +20,6 @@ from catalogue_handlers import CUSTOM, STAGE_ID
 from conftest import load_yaml
 
 import pipeline.app.printers.runtime as runtime_module
-import pipeline.app.service as service_module
 from pipeline.app.printers.control import PrinterControl as Service
 from pipeline.app.service import open_service
 from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event

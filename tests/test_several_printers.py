@@ -154,15 +154,14 @@ async def test_the_event_stream_names_the_printer(tmp_path):
     async with serve_printers_for_test(tmp_path, ("a", "b")) as farm:
         got: list = []
         async with farm.client("b") as client, client.stream(
-                "GET", "/api/events?events=FileSelected") as r:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_events, r, got)
-                await trio.sleep(0.1)
-                farm.control("b").select(str(_gcode(tmp_path)))
-                with trio.fail_after(5):
-                    while not got:
-                        await trio.sleep(0.02)
-                farm.serving.stop()  # ends the stream; the reader returns at its end
+                "GET", "/api/events?events=FileSelected") as r, trio.open_nursery() as nursery:
+            nursery.start_soon(read_events, r, got)
+            await trio.sleep(0.1)
+            farm.control("b").select(str(_gcode(tmp_path)))
+            with trio.fail_after(5):
+                while not got:
+                    await trio.sleep(0.02)
+            farm.serving.stop()  # ends the stream; the reader returns at its end
         assert got[0][0] == "FileSelected"
         assert got[0][1]["printer"] == "b" and got[0][1]["name"] == "x.gcode"
 

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType, ModuleType
 
-import attrs
 import trio
 
 from pipeline.app.mqtt.bridge import MqttService
@@ -38,7 +37,7 @@ from pipeline.app.printers.runtime import (
     log_print,
     open_printer_runtime,
 )
-from pipeline.app.reload import ReloadReport
+from pipeline.app.reload import ServiceReload
 from pipeline.app.supervise import RESTART_MAX, RESTART_MIN, Supervisor, what_failed
 from pipeline.config.printers import ServiceConfig
 from pipeline.config.reader import HostConfig
@@ -64,15 +63,6 @@ def one_printer(config: HostConfig) -> ServiceConfig:
     return ServiceConfig(config.path, MappingProxyType({config.name: config}), config.http,
                          config.mqtt, config.storage,
                          MappingProxyType({config.name: SourceLocation(config.path, 1)}))
-
-
-@attrs.frozen
-class ServiceReload:
-    """What a reload did: each running printer's report, the printers started and stopped."""
-
-    reports: Mapping[str, ReloadReport]
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
 
 
 class Service:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -26,11 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipeline.app.http.support import json_error
 from pipeline.app.keys import KeyStore, redact
 from pipeline.app.printers.control import PrinterControl
+from pipeline.app.reload import ServiceReload
 from pipeline.config.reader import HostConfig
 from pipeline.files.storage import LocalStorage
-
-if TYPE_CHECKING:
-    from pipeline.app.service import ServiceReload
 
 log = logging.getLogger("printpipe.http")
 

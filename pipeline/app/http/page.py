@@ -7,7 +7,7 @@ one, GET and HEAD only. Every API call the script makes carries the key, which n
 in a request URL except the event stream's `?apikey=` (EventSource cannot send headers).
 
 Every asset is served with a strict Content-Security-Policy (this origin only, no inline script
-or style, no framing), nosniff, no referrer and `Cache-PrinterControl: no-cache` with an ETag, so an
+or style, no framing), nosniff, no referrer and `Cache-Control: no-cache` with an ETag, so an
 upgraded printpipe is picked up at the next load and an unchanged page costs a 304.
 """
 
@@ -50,7 +50,7 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-    "Cache-PrinterControl": "no-cache",
+    "Cache-Control": "no-cache",
 }
 
 

@@ -1,6 +1,6 @@
 """The crash journal at the edges: the interrupted print found when the service starts (logged,
 published as PrintInterrupted, shown by GET /api/job), the checks before it is resumed, and
-the writer task of each printer session. `PrinterControl` (app/control.py) drives it; the edges
+the writer task of each printer session. `PrinterControl` (control.py) drives it; the edges
 reach it only through PrinterControl.
 
 A journal is trusted only once files/journalcheck.py passed it (fields, ranges for the
