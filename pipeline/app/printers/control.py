@@ -25,7 +25,7 @@ import trio
 from pipeline.app.paths import config_relative, state_folder
 from pipeline.app.printers import snapshot
 from pipeline.app.printers.recovery import Recovery
-from pipeline.app.printers.session import PrinterSession
+from pipeline.app.printers.session import PrinterSession, offline_core, render_script
 from pipeline.app.printers.status import Selection, Status
 from pipeline.app.reload import Reloader, ReloadReport
 from pipeline.app.supervise import Supervisor
@@ -41,7 +41,7 @@ from pipeline.files.history import PrintHistory
 from pipeline.hooks.chain import Pipeline
 from pipeline.hooks.host_phases import SystemCommand, custom_event_names, system_commands
 from pipeline.hooks.registry import build_pipeline
-from pipeline.link.printer import Printer, load_scripts, open_printer
+from pipeline.link.printer import Printer, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
 from pipeline.session.jobs import JobResult, JobStateError
 from pipeline.session.rules import shown_line
@@ -200,8 +200,7 @@ class PrinterControl:
         self._waiting = what
 
     async def connect(self) -> None:
-        """Open the printer session; raises LinkBroken when the printer cannot be reached,
-        JobStateError while another connect is still under way."""
+        """Open the printer session (LinkBroken, JobStateError: session.py)."""
         await self._session.connect()
 
     def keep_connected(self, keeper: Callable[[PrinterControl], Awaitable[object]]) -> None:
@@ -222,8 +221,7 @@ class PrinterControl:
         return self._session.stop_for_exit()
 
     async def shutdown(self, grace: float) -> None:
-        """Stop a running print (stop_for_exit), then disconnect in order; what is left after
-        `grace` seconds is cut (the link's last act still gets the heaters off)."""
+        """Stop a running print, disconnect in order, cut after `grace` s (session.py)."""
         self.stop_for_exit()
         await self._session.shutdown(grace)
 
@@ -232,12 +230,11 @@ class PrinterControl:
         await self._session.cut(bound)
 
     async def disconnect(self) -> None:
-        """Orderly: beforePrinterDisconnected runs, the queue drains (bounded), link closes."""
+        """Orderly: beforePrinterDisconnected, the queue drained, the link closed."""
         await self._session.disconnect()
 
     def abandon(self) -> None:
-        """Close the link at once, without beforePrinterDisconnected or draining the queue:
-        for a printer that stopped answering (a second Ctrl-C, a cancel it never confirms)."""
+        """Close the link at once (a second Ctrl-C, a cancel the printer never confirms)."""
         self._session.abandon()
 
     async def wait_session_end(self) -> None:
@@ -446,17 +443,3 @@ class PrinterControl:
         if core is None or not core.jobs.active or core.jobs.job is None:
             return None
         return core.jobs.job.file.path
-
-
-def offline_core(config: HostConfig, pipeline: Pipeline) -> HostCore:
-    """A host core with no printer behind it: what scripts render to without a printer."""
-    return HostCore(config, pipeline, clock=lambda: 0.0, scripts=load_scripts(config))
-
-
-def render_script(core: HostCore, name: str, context: Mapping[str, Any]) -> list[str]:
-    """The lines script `name` renders to in `core`'s state. Raises LookupError when no
-    script (and no `comm.protocol.scripts` stage) has the name, ScriptError when it breaks."""
-    if not core.scripts.has(name):
-        known = ", ".join(core.scripts.names()) or "none"
-        raise LookupError(f"no script named {name!r} (known: {known})")
-    return [cmd.line for cmd in core.scripts.render(name, context)]

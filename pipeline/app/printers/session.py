@@ -1,6 +1,7 @@
 """One printer's session lifecycle: opening the printer session (a task of the printer's own
 nursery), watching it (the link closing, the journal writer), ending it in order or at once,
-and what its end leaves (the error the status shows).
+and what its end leaves (the error the status shows); and what scripts render to with no
+session (`offline_core`).
 
 A failure inside the session that is not the printer's (a bug: an exception out of a stage
 handler that escapes, a broken task) ends this session only: it is logged with the printer's
@@ -12,16 +13,20 @@ service print on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import trio
 
 from pipeline.app.printers.recovery import Recovery
 from pipeline.app.supervise import what_failed
+from pipeline.config.reader import HostConfig
 from pipeline.errors import HostError
-from pipeline.link.printer import Printer
+from pipeline.hooks.chain import Pipeline
+from pipeline.link.printer import Printer, load_scripts
 from pipeline.link.serial import LAST_ACT
+from pipeline.session.core import HostCore
 
 log = logging.getLogger("printpipe.service")
 
@@ -143,3 +148,17 @@ class PrinterSession:
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+def offline_core(config: HostConfig, pipeline: Pipeline) -> HostCore:
+    """A host core with no printer behind it: what scripts render to without a printer."""
+    return HostCore(config, pipeline, clock=lambda: 0.0, scripts=load_scripts(config))
+
+
+def render_script(core: HostCore, name: str, context: Mapping[str, Any]) -> list[str]:
+    """The lines script `name` renders to in `core`'s state. Raises LookupError when no
+    script (and no `comm.protocol.scripts` stage) has the name, ScriptError when it breaks."""
+    if not core.scripts.has(name):
+        known = ", ".join(core.scripts.names()) or "none"
+        raise LookupError(f"no script named {name!r} (known: {known})")
+    return [cmd.line for cmd in core.scripts.render(name, context)]
