@@ -25,6 +25,7 @@ from trio_websocket import open_websocket_url
 
 from pipeline.app.cli.main import main
 from pipeline.app.cli.status import run_status
+from pipeline.app.keys import KeyStore
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
 FILES = {name: sample_gcode(lines, seed=seed)
@@ -193,11 +194,14 @@ async def test_a_printer_whose_session_fails_ends_alone_and_says_why(tmp_path, c
                 if current["state"] != "Operational":
                     break
                 await trio.sleep(0.02)
-        state = (await a.get("/api/printer")).json()
-        assert state.get("state", {}).get("error") or (await a.get("/api/connection")).json()
-        err = (await a.get("/api/job")).json().get("error") or ""
-        status = farm.control("a").status()
-        assert "a bug in printer a's task" in (status.error or err)
+        # a's API says why: its connection's state, and the farm view's error
+        assert "a bug in printer a's task" in current["state"]  # (Closed: why)
+        async with httpx.AsyncClient(base_url=farm.serving.url,
+                                     headers={"X-Api-Key": KEY}) as main_port:
+            rows = {r["name"]: r for r in (await main_port.get("/api/printers")).json()[
+                "printers"]}
+        assert "a bug in printer a's task" in rows["a"]["error"]
+        assert rows["b"]["printing"] is True and rows["b"]["error"] is None
         await wait_done(b)
         assert printed(farm, "b", FILES["b"]) == expected_commands(FILES["b"])
     failures = [r.getMessage() for r in caplog.records if "a bug in printer a" in r.getMessage()]
@@ -240,3 +244,12 @@ def test_cli_printer_picks_one_of_several_and_an_unknown_name_lists_them(tmp_pat
     assert "no printer named 'zz' (the printers are a, b)" in capsys.readouterr().err
     assert main(["send", "-c", str(path), "--printer", "b", "--timeout", "5", "M115"]) == 0
     assert "FIRMWARE_NAME" in capsys.readouterr().out
+
+
+def test_an_app_key_may_be_limited_to_one_printer(tmp_path):
+    store = KeyStore(str(tmp_path))
+    everywhere = store.approve(store.request("slicer"))
+    only_b = store.approve(store.request("phone"), "b")
+    assert [store.identify(everywhere.key, p) for p in ("a", "b")] == ["slicer", "slicer"]
+    assert [store.identify(only_b.key, p) for p in ("a", "b")] == [None, "phone"]
+    assert KeyStore(str(tmp_path)).keys()[1].printer == "b"  # stored with it
