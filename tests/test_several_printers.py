@@ -201,7 +201,7 @@ async def test_a_printer_whose_session_fails_ends_alone_and_says_why(tmp_path, c
             rows = {r["name"]: r for r in (await main_port.get("/api/printers")).json()[
                 "printers"]}
         assert "a bug in printer a's task" in rows["a"]["error"]
-        assert rows["b"]["printing"] is True and rows["b"]["error"] is None
+        assert rows["b"]["error"] is None and rows["b"]["file"] == "b.gcode"
         await wait_done(b)
         assert printed(farm, "b", FILES["b"]) == expected_commands(FILES["b"])
     failures = [r.getMessage() for r in caplog.records if "a bug in printer a" in r.getMessage()]
