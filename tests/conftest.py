@@ -21,6 +21,14 @@ def load_yaml(text: str, path: str = "test.yaml"):
     return load_config(text, path, stage_schemas=stage_schemas(), stage_phases=stage_phases())
 
 
+def load_service_yaml(text: str, path: str = "test.yaml"):
+    """A whole service config (several printers; drop-ins beside `path` too)."""
+    from pipeline.config.reader import load_service_config
+    from stages import stage_phases, stage_schemas
+    return load_service_config(text, path, stage_schemas=stage_schemas(),
+                               stage_phases=stage_phases())
+
+
 def open_printer(config, **kwargs):
     """`pipeline.link.printer.open_printer` with the pipeline built from the built-in stages."""
     from pipeline.hooks.registry import build_pipeline

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import attrs
 import httpx
 import trio
-from conftest import load_yaml
+from conftest import load_service_yaml, load_yaml
 
 from pipeline.app.serve import Serving, serve
 from pipeline.fanout.bus import BusEvent, Subscription
@@ -38,6 +38,7 @@ class Server:
 
     @property
     def service(self):
+        """The printer's control (the one printer of this service)."""
         return self.serving.api.control
 
     def events(self, names: list[str] | None = None, size: int = 10_000) -> Recorder:
@@ -92,22 +93,100 @@ async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KE
                          http_yaml: str = "", connect: bool = True) -> AsyncIterator[Server]:
     path = tmp_path / "printpipe.yaml"
     path.write_text(config_text(tmp_path, extra_yaml, key=key, http_yaml=http_yaml))
-    config = load_yaml(path.read_text(), str(path))
-    out = io.StringIO()
-    async with trio.open_nursery() as nursery:
-        serving = await nursery.start(lambda task_status: serve(
-            config, loader=lambda: load_yaml(path.read_text(), str(path)), out=out,
-            connect=connect, handle_signals=False, task_status=task_status))
+    async with _serving(path, load_yaml, connect) as (serving, out):
         headers = {"X-Api-Key": serving.key} if serving.key else {}
         async with httpx.AsyncClient(base_url=serving.url, headers=headers,
                                      timeout=20) as client:
             server = Server(serving, client, serving.key or "", str(path), out)
             if connect:
                 await server.wait_connected()
-            try:
-                yield server
-            finally:
-                serving.stop()
+            yield server
+
+
+@asynccontextmanager
+async def _serving(path, load, connect: bool) -> AsyncIterator[tuple[Serving, io.StringIO]]:
+    """`printpipe serve` of the config file at `path`, read (and re-read) with `load`."""
+    config = load(path.read_text(), str(path))
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        serving = await nursery.start(lambda task_status: serve(
+            config, loader=lambda: load(path.read_text(), str(path)), out=out,
+            connect=connect, handle_signals=False, task_status=task_status))
+        try:
+            yield serving, out
+        finally:
+            serving.stop()
+
+
+#: The two ways a printer of several is reached: its own port, or its prefix on the main one.
+WAYS = ("port", "prefix")
+
+
+def printers_text(tmp_path, names, *, own_ports=(), extra_yaml: str = "",
+                  entry_yaml: str = "") -> str:
+    """A config of virtual printers `names`; those in `own_ports` get their own HTTP port
+    (0: a free one); `entry_yaml` is added under every printer's name."""
+    text = (f"http:\n  host: 127.0.0.1\n  port: 0\n  api_key: {KEY}\n"
+            f"storage:\n  folder: {tmp_path}/files\n  state: {tmp_path}/state\n"
+            + textwrap.dedent(extra_yaml) + "printers:\n")
+    for name in names:
+        text += f"  {name}:\n    port: virtual\n"
+        text += "".join(f"    {line}\n" for line in textwrap.dedent(entry_yaml).splitlines())
+        if name in own_ports:
+            text += "    http:\n      port: 0\n"
+    return text
+
+
+@attrs.define(eq=False)
+class Farm:
+    """A service of several virtual printers: each one's control, URLs and clients."""
+
+    serving: Serving
+    key: str
+    config_path: str
+    out: io.StringIO
+
+    @property
+    def service(self):
+        return self.serving.service
+
+    def control(self, name: str):
+        return self.serving.service.printers[name]
+
+    def url(self, name: str, way: str = "prefix") -> str:
+        """Printer `name`'s OctoPrint URL: its own port's, or the main port's prefix."""
+        if way == "port":
+            return self.serving.ports[name]
+        return f"{self.serving.url}/printers/{name}"
+
+    def client(self, name: str, way: str = "prefix") -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url(name, way), headers={"X-Api-Key": self.key},
+                                 timeout=20)
+
+    def accepted(self, name: str) -> list[str]:
+        """Every command printer `name`'s virtual firmware accepted in this session."""
+        return list(self.control(name).session.virtual.firmware.accepted)
+
+    async def wait_connected(self, names=None, timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            for name in names or self.service.config.printers:
+                while name not in self.service.printers or not self.control(name).operational:
+                    await trio.sleep(0.02)
+
+
+@asynccontextmanager
+async def serve_printers_for_test(tmp_path, names=("a", "b", "c"), *, own_ports=(),
+                                  extra_yaml: str = "", entry_yaml: str = "",
+                                  connect: bool = True) -> AsyncIterator[Farm]:
+    """`printpipe serve` of several virtual printers (printers_text)."""
+    path = tmp_path / "printpipe.yaml"
+    path.write_text(printers_text(tmp_path, names, own_ports=own_ports, extra_yaml=extra_yaml,
+                                  entry_yaml=entry_yaml))
+    async with _serving(path, load_service_yaml, connect) as (serving, out):
+        farm = Farm(serving, serving.key or "", str(path), out)
+        if connect:
+            await farm.wait_connected()
+        yield farm
 
 
 async def reported_temperatures(client: httpx.AsyncClient, names=("tool0", "bed"),

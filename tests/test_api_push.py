@@ -259,11 +259,13 @@ async def test_throttle_and_subscribe_shape_what_each_socket_gets(tmp_path, monk
 def test_connected_tells_versions_and_no_key(tmp_path):
     config = load_yaml(config_text(tmp_path), "a.yaml")
     other = attrs.evolve(config, http=attrs.evolve(config.http, api_key="another-key-0123456"))
-    first, second = (sockjs.connected_payload(SimpleNamespace(config=c, version="1.2.3"))
+    first, second = (sockjs.connected_payload(SimpleNamespace(
+        config=c, version="1.2.3", control=SimpleNamespace(name="default")))
                      for c in (config, other))
     assert first == second  # the config hash is of everything but the key
     assert first["version"] == "1.11.0" and "printpipe 1.2.3" in first["display_version"]
     assert KEY not in json.dumps(first) and "apikey" not in first
+    assert first["printer"] == "default"  # printpipe's: which printer this socket is
 
 
 def test_sessions_go_stale_and_die_with_their_key(tmp_path, monkeypatch):

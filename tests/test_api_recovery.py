@@ -17,6 +17,7 @@ import trio
 from conftest import load_yaml
 from http_fixtures import config_text, serve_for_test
 
+import pipeline.app.printers.runtime as runtime_module
 import pipeline.app.service as service_module
 from pipeline.events.names import PAYLOAD_KEYS, Event
 from pipeline.fanout.bus import EventBus
@@ -191,7 +192,7 @@ async def test_print_interrupted_is_published_at_start_with_the_journal(tmp_path
             super().__init__(*args, **kwargs)
             seen.append(self.subscribe("recovery-test", size=1000))
 
-    monkeypatch.setattr(service_module, "EventBus", RecordingBus)
+    monkeypatch.setattr(runtime_module, "EventBus", RecordingBus)
     path = tmp_path / "printpipe.yaml"
     path.write_text(config_text(tmp_path))
     async with service_module.open_service(load_yaml(path.read_text(), str(path))):

@@ -243,9 +243,9 @@ def test_check_reads_the_drop_ins(capsys, main_config):
     assert "printers.d/b.yaml:1: [port] printers 'default' and 'b' have the same port" in err
 
 
-def test_the_one_printer_commands_refuse_several_printers(capsys, tmp_path):
+def test_the_one_printer_commands_ask_which_of_several_printers(capsys, tmp_path):
     path = write(tmp_path / "printer.yaml", TWO_PIPELINES)
     code, out, err = run(capsys, "send", "-c", path, "M115")
     assert (code, out) == (2, "")
-    assert err == (f"config error: {path}:8: the configuration has several printers (ender, "
-                   "prusa) and this command drives one\n")
+    assert err == (f"config error: {path}: the configuration has several printers (ender, "
+                   "prusa): name one with --printer NAME\n")

@@ -19,8 +19,8 @@ import trio
 from catalogue_handlers import CUSTOM, STAGE_ID
 from conftest import load_yaml
 
-import pipeline.app.service as service_module
-from pipeline.app.control import Control as Service
+import pipeline.app.printers.runtime as runtime_module
+from pipeline.app.printers.control import PrinterControl as Service
 from pipeline.app.service import open_service
 from pipeline.events.names import CUSTOM_EVENT_RE, PAYLOAD_KEYS, SCRIPT_EVENT_RE, Event
 from pipeline.fanout.bus import BusEvent, EventBus, Subscription
@@ -204,7 +204,7 @@ async def test_startup_is_the_first_event_and_shutdown_the_last(monkeypatch):
             super().__init__(*args, **kwargs)
             subs.append(self.subscribe("catalogue-startup", size=100_000))
 
-    monkeypatch.setattr(service_module, "EventBus", RecordingBus)
+    monkeypatch.setattr(runtime_module, "EventBus", RecordingBus)
     async with open_service(config()) as svc:
         (sub,) = subs
         rec = Recorder(sub)

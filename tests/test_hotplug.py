@@ -15,7 +15,7 @@ import trio
 from conftest import load_yaml
 from http_fixtures import KEY
 
-from pipeline.app import autoconnect
+from pipeline.app.printers import autoconnect
 from pipeline.app.serve import serve
 from pipeline.link.virtual import serve_virtual_printer
 from pipeline.virtual.spec import FirmwareSpec

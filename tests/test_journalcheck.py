@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
-from pipeline.app.recovery import Recovery
+from pipeline.app.printers.recovery import Recovery
 from pipeline.config.schema import ProfileSpec
 from pipeline.session.jobs import JobStateError
 from pipeline.session.recovery import FileIdentity, Journal

@@ -291,3 +291,32 @@ def test_edges_use_only_the_control_surface(path):
 def test_the_edge_check_bites():
     assert session_reaches("def f(api):\n    api.control.session.core.jobs.pause()\n") == [
         "line 2: .core", "line 2: .jobs", "line 2: .session"]
+
+
+# ---- each edge acts on the one printer it was handed -----------------------------------------
+
+PRINTER_EDGES = sorted([*(ROOT / "pipeline/app/http").rglob("*.py"),
+                        *(ROOT / "pipeline/app/mqtt").glob("*.py")])
+#: Where the printers are kept by name: the service and the main port's dispatcher.
+PRINTER_REGISTRIES = frozenset({"pipeline.app.service", "pipeline.app.dispatch"})
+
+
+def printer_lookups(module: str, text: str) -> list[str]:
+    """Where an edge module reaches for a printer by name instead of using the one it was
+    handed (an endpoint: its app's state, `api_of(request).control`; the MQTT bridge: its
+    control): an import of the printers' registries, or a `.printers[...]`/`.printers.get`."""
+    imports = GRAPH[module].internal if module in GRAPH else frozenset()
+    found = [f"imports {d}" for d in sorted(imports) if d in PRINTER_REGISTRIES]
+    found += [f"line {node.lineno}: .printers" for node in ast.walk(ast.parse(text))
+              if isinstance(node, ast.Attribute) and node.attr == "printers"]
+    return found
+
+
+@pytest.mark.parametrize("path", PRINTER_EDGES, ids=str)
+def test_http_endpoints_and_mqtt_take_their_printer_from_their_app_never_globally(path):
+    assert printer_lookups(module_name(path), path.read_text()) == []
+
+
+def test_the_printer_lookup_check_bites():
+    assert printer_lookups("x", "def f(service):\n    service.printers['a'].pause()\n") == [
+        "line 2: .printers"]

@@ -18,7 +18,7 @@ from pipeline.app.mqtt.client import TrioMqtt
 from pipeline.app.mqtt.commands import Reply, gcode_lines, job_action, reply_message
 from pipeline.app.mqtt.discovery import discovery_messages, node_id
 from pipeline.app.mqtt.topics import Changes, Message, availability, event_message
-from pipeline.app.status import JobStatus, Status
+from pipeline.app.printers.status import JobStatus, Status
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import ConfigErrors
 from pipeline.session.filejob import JobFile

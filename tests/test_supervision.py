@@ -43,7 +43,7 @@ def once(fn):
 
 
 def inject_print_log(monkeypatch):
-    import pipeline.app.service as service
+    import pipeline.app.printers.runtime as service
     fail = once(service.log_print)
     monkeypatch.setattr(service, "log_print", fail)
     return "the print log", lambda control: len(fail.calls) >= 2  # it logged the end too

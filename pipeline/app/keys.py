@@ -78,6 +78,7 @@ class AppKey:
     app: str                                       # the application's name: its identity
     key: str = attrs.field(repr=_redacted_or_none)
     created: float
+    printer: str | None = None                     # the one printer it may act on (None: all)
 
 
 @attrs.frozen
@@ -138,8 +139,9 @@ class KeyStore:
         """The stored master key, None before the first `printpipe serve` made one."""
         return self._read().master
 
-    def identify(self, key: str) -> str | None:
-        """Who `key` belongs to: "master", an app's name, or None for an unknown key."""
+    def identify(self, key: str, printer: str | None = None) -> str | None:
+        """Who `key` belongs to: "master", an app's name, or None for an unknown key (and for
+        an app key limited to another printer than `printer`)."""
         if not key:
             return None
         state = self._read()
@@ -149,7 +151,8 @@ class KeyStore:
         if master and _same(key, master):
             found = "master"
         for app_key in state.keys:
-            if _same(key, app_key.key) and found is None:
+            if (_same(key, app_key.key) and found is None
+                    and (app_key.printer is None or printer in (None, app_key.printer))):
                 found = app_key.app
         return found
 
@@ -211,15 +214,16 @@ class KeyStore:
         return sorted((r for r in live.requests if r.state is RequestState.PENDING),
                       key=lambda r: r.created)
 
-    def approve(self, token: str) -> AppKey:
-        """Grant the pending request `token` (or a unique prefix of it) a new app key.
+    def approve(self, token: str, printer: str | None = None) -> AppKey:
+        """Grant the pending request `token` (or a unique prefix of it) a new app key, limited
+        to `printer` when one is named (None: every printer of the service).
 
         Raises:
             KeyStoreError: no pending request matches, or the prefix is ambiguous or too short.
         """
         with self._update() as state:
             req = _find_pending(state, token)
-            app_key = AppKey(req.app, secrets.token_urlsafe(32), self.clock())
+            app_key = AppKey(req.app, secrets.token_urlsafe(32), self.clock(), printer)
             granted = attrs.evolve(req, state=RequestState.GRANTED, key=app_key.key)
             state = _replace_request(state, req, granted)
             self._write(attrs.evolve(state, keys=(*state.keys, app_key)))
@@ -362,7 +366,7 @@ def _dump(state: _State) -> dict[str, Any]:
 
 
 _NUMBER = (int, float)
-_KEY_FIELDS = {"app": str, "key": str, "created": _NUMBER}
+_KEY_FIELDS = {"app": str, "key": str, "created": _NUMBER, "printer": (str, type(None))}
 _REQUEST_FIELDS = {"token": str, "app": str, "user": (str, type(None)), "created": _NUMBER,
                    "polled": _NUMBER, "state": str, "key": (str, type(None)),
                    "client": (str, type(None))}
@@ -371,6 +375,11 @@ _REQUEST_FIELDS = {"token": str, "app": str, "user": (str, type(None)), "created
 def _client_optional(item: Any) -> Any:
     """Requests stored before the client address was recorded have none."""
     return {"client": None, **item} if isinstance(item, dict) else item
+
+
+def _printer_optional(item: Any) -> Any:
+    """Keys stored before a key could be limited to a printer are every printer's."""
+    return {"printer": None, **item} if isinstance(item, dict) else item
 
 
 def _checked(item: Any, types: dict[str, Any], where: str) -> dict[str, Any]:
@@ -390,7 +399,7 @@ def _parse(text: str, path: str) -> _State:
                                            "keys": list, "requests": list}, "the top level")
         if data["version"] != FORMAT_VERSION:
             raise ValueError(f"unknown format version {data['version']}")
-        keys = tuple(AppKey(**_checked(k, _KEY_FIELDS, f"keys[{i}]"))
+        keys = tuple(AppKey(**_checked(_printer_optional(k), _KEY_FIELDS, f"keys[{i}]"))
                      for i, k in enumerate(data["keys"]))
         requests = tuple(
             PendingRequest(**{**_checked(_client_optional(r), _REQUEST_FIELDS, f"requests[{i}]"),

@@ -101,6 +101,16 @@ class ReloadReport:
                 "reconnect_needed": bool(reconnect), "restart_needed": bool(restart)}
 
 
+@attrs.frozen
+class ServiceReload:
+    """What a reload of the whole service did: each running printer's report, the printers
+    it started and stopped."""
+
+    reports: Mapping[str, ReloadReport]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
 class Reloader:
     def __init__(self, waits: Mapping[str, Wait] = WAITS) -> None:
         self._waits = dict(waits)

@@ -44,11 +44,14 @@ def add_keys_parser(sub: Any) -> argparse.ArgumentParser:
                         "show the service's API key in full (on a terminal; redacted otherwise)")
     p.add_argument("arg", nargs="?",
                    help="the request TOKEN (approve, deny) or the APP name or key prefix (revoke)")
+    p.add_argument("--printer", help="approve: limit the key to this printer of the service "
+                                     "(default: every printer)")
     return p
 
 
 def run_keys(action: str, arg: str | None, state_folder: str, out: TextIO | None = None,
-             err: TextIO | None = None, *, configured_key: str | None = None) -> int:
+             err: TextIO | None = None, *, configured_key: str | None = None,
+             printer: str | None = None) -> int:
     """Run one `printpipe keys` action on the key store in `state_folder`.
 
     Returns:
@@ -90,8 +93,9 @@ def run_keys(action: str, arg: str | None, state_folder: str, out: TextIO | None
                 print("printpipe keys: the key is shown in full on a terminal only (it is "
                       f"{where})", file=err)
         elif which is KeysAction.APPROVE:
-            granted = store.approve(str(arg))
-            print(f"approved {granted.app!r}: key {redact(granted.key)} "
+            granted = store.approve(str(arg), printer)
+            only = f" for printer {printer}" if printer else ""
+            print(f"approved {granted.app!r}{only}: key {redact(granted.key)} "
                   "(the application collects it when it next polls)", file=out)
         elif which is KeysAction.DENY:
             store.deny(str(arg))

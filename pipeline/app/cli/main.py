@@ -3,8 +3,10 @@
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
 (print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
 (print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
-pty link for any host), `check` (validate a config, report every problem), `printers` (list
-a config's printers, add one as a drop-in file), `serve` and `keys`. Each command returns an
+pty link for any host) -- each drives one printer, `--printer NAME` of a config of several --,
+`status` (one line per printer of a running service, over its API), `check` (validate a
+config, report every problem), `printers` (list a config's printers, add one as a drop-in
+file), `serve` and `keys`. Each command returns an
 exit code (2 for a config error, 1 for the rest, 130 after Ctrl-C); errors are printed as one
 clear line naming who is at fault, never as a traceback. Logging: logs.py.
 """
@@ -21,16 +23,32 @@ import trio
 
 from pipeline.app.cli.interrupts import Interrupts, run_interruptible
 from pipeline.app.startup import INTERRUPTED
-from pipeline.config.reader import HostConfig, single_printer
+from pipeline.config.printers import ServiceConfig
+from pipeline.config.reader import HostConfig
 from pipeline.errors import ConfigError, ConfigErrors, HostError
 from pipeline.session.states import PrinterState
 
 
-def load(path: str | None) -> HostConfig:
-    """The one printer of the config at `path` (with its printers.d drop-ins); a ConfigErrors
-    when it declares several, which these commands cannot drive yet."""
+def load(path: str | None) -> ServiceConfig:
+    """The config at `path` with its printers.d drop-ins (None: the built-in defaults)."""
     from pipeline.app.cli.printers import load_service
-    return single_printer(load_service(path))
+    return load_service(path)
+
+
+def pick(config: ServiceConfig, name: str | None) -> HostConfig:
+    """The printer `--printer NAME` names, else the default (or only) one; a ConfigError
+    listing the printers when there is no such printer, or no default to fall back on."""
+    names = ", ".join(config.printers)
+    if name is None:
+        name = config.default
+        if name is None:
+            raise ConfigError(f"the configuration has several printers ({names}): name one "
+                              "with --printer NAME", path=config.path)
+    printer = config.printers.get(name)
+    if printer is None:
+        raise ConfigError(f"no printer named {name!r} (the printers are {names})",
+                          path=config.path)
+    return printer
 
 
 async def _send(config: HostConfig, commands: Sequence[str],
@@ -89,6 +107,9 @@ _EPILOG = """examples:
   printpipe print -c printer.yaml cube.gcode  print on the printer printer.yaml describes
   printpipe recover -c printer.yaml           resume the print a power cut interrupted
   printpipe send -c printer.yaml M115         ask the printer for its firmware
+  printpipe print -c farm.yaml --printer ender cube.gcode
+                                              print on one printer of several
+  printpipe status                            the installed service's printers, one a line
   printpipe check -c printer.yaml             check a config
   sudo printpipe printers add ender --port /dev/serial/by-id/usb-...-if00
                                               add a printer to the installed service
@@ -98,6 +119,7 @@ Without -c the built-in virtual printer is used (keys: the installed service's c
 /etc/printpipe/printer.yaml, when there is one). Run `printpipe COMMAND --help` for a
 command's options."""
 _CONFIG_HELP = "the YAML config (default: the built-in virtual printer)"
+_PRINTER_HELP = "the printer of the config to drive (default: `default`, or the only one)"
 _INSTALLED_HELP = f"the YAML config (default: the installed service's, {INSTALLED_CONFIG})"
 
 
@@ -111,28 +133,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("print", help="print a G-code file with a progress bar")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("file", help="the G-code file")
     p = sub.add_parser("recover", help="resume the print a crash or power cut interrupted")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("file", nargs="?", help="the interrupted print's file, when it lies outside "
                    "the storage folder (a `printpipe print` of it)")
     p = sub.add_parser("send", help="send G-code commands and show the printer's replies")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
     p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
     p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     from pipeline.app.cli.keys import add_keys_parser
     add_keys_parser(sub)
+    p = sub.add_parser("status", help="one line per printer of the running service: state, "
+                                      "file, progress, temperatures")
+    p.add_argument("-c", "--config", help=_INSTALLED_HELP)
     p = sub.add_parser("check", help="check a config: report every problem, show the pipeline")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     _add_printers_parser(sub)
     p = sub.add_parser("render", help="show the lines a G-code script renders to")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("--context", help="JSON object merged over the script context")
     p.add_argument("name", help="the script, e.g. afterPrintCancelled")
     p = sub.add_parser("virtual", help="serve the virtual printer on a pty, for any host")
     p.add_argument("-c", "--config", help="YAML config (its printer profile and virtual: section)")
+    p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("--link", dest="link_path", default="/tmp/printpipe-virtual",
                    help="symlink to create for the pty (default /tmp/printpipe-virtual)")
     p.add_argument("--record", help="append every accepted command to this file")
@@ -192,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         return _printers(args)
     if args.command == "keys":
         from pipeline.app.cli.keys import run_keys
-        from pipeline.app.paths import state_folder
+        from pipeline.app.paths import config_relative
         path = args.config
         if path is None and os.path.exists(INSTALLED_CONFIG):
             path = INSTALLED_CONFIG
@@ -200,13 +230,17 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"printpipe keys: the installed service's keys ({path}) need root: "
                       f"sudo printpipe keys {args.action}", file=sys.stderr)
                 return 1
-        config = load(path)
-        return run_keys(args.action, args.arg, state_folder(config),
-                        configured_key=config.http.api_key)
-    config = load(args.config)
+        service = load(path)
+        first = next(iter(service.printers.values()))
+        return run_keys(args.action, args.arg, config_relative(first, service.storage.state),
+                        configured_key=service.http.api_key, printer=args.printer)
+    if args.command == "status":
+        from pipeline.app.cli.status import run_status
+        return run_status(load(_installed_or(args.config)))
     if args.command == "serve":
         from pipeline.app.serve import run_serve
-        return run_serve(config, lambda: load(args.config))
+        return run_serve(load(args.config), lambda: load(args.config))
+    config = pick(load(args.config), args.printer)
     if args.command == "send":
         return trio.run(run_interruptible, partial(_send, config, args.gcode, args.timeout))
     if args.command == "print":

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from pipeline.app.cli.interrupts import Interrupts
-from pipeline.app.control import Control
+from pipeline.app.printers.control import PrinterControl
 from pipeline.app.service import SIGNAL_GRACE, duration, open_service
 from pipeline.app.startup import INTERRUPTED, TERMINATED
 from pipeline.config.reader import HostConfig
@@ -80,7 +80,7 @@ def progress_line(progress: float, lines: int, rate: float, elapsed: float, left
     return (f"[{bar}] {progress * 100:5.1f}%  {doing}  elapsed {duration(elapsed)}  {left}")
 
 
-async def _report(control: Control, out: TextIO, tty: bool) -> None:
+async def _report(control: PrinterControl, out: TextIO, tty: bool) -> None:
     last_lines, last_t = 0, trio.current_time()
     interval = 0.25 if tty else 5.0
     estimate = Estimate()
@@ -105,7 +105,7 @@ async def _report(control: Control, out: TextIO, tty: bool) -> None:
         out.flush()
 
 
-async def _until_silent(control: Control, scope: trio.CancelScope, silence: float) -> None:
+async def _until_silent(control: PrinterControl, scope: trio.CancelScope, silence: float) -> None:
     """Cancel `scope` once the printer has sent no line for `silence` seconds (a printer that
     stopped answering never confirms the cancel)."""
     heard = [trio.Event()]
@@ -119,7 +119,7 @@ async def _until_silent(control: Control, scope: trio.CancelScope, silence: floa
         heard[0] = trio.Event()
 
 
-def _stop_now(control: Control, interrupts: Interrupts, out: TextIO) -> None:
+def _stop_now(control: PrinterControl, interrupts: Interrupts, out: TextIO) -> None:
     """Ctrl-C before a print runs: close the link at once and end the command."""
     out.write("\nstopping (Ctrl-C again to quit at once)\n")
     control.abandon()
@@ -170,7 +170,7 @@ async def run_recover(config: HostConfig, file: str | None, interrupts: Interrup
         return await _follow(control, out, job.file.name if job else "?", interrupts)
 
 
-async def _follow(control: Control, out: TextIO, name: str, interrupts: Interrupts) -> int:
+async def _follow(control: PrinterControl, out: TextIO, name: str, interrupts: Interrupts) -> int:
     """Show the running print's progress until it ends; its exit code. Ctrl-C cancels it."""
     tty = out.isatty()
     silence = control.config.serial.timeouts.silence

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from pipeline.app.control import offline_core, render_script
+from pipeline.app.printers.session import offline_core, render_script
 from pipeline.config.reader import HostConfig
 from pipeline.errors import ScriptError
 from pipeline.hooks.registry import build_pipeline

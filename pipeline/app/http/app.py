@@ -62,7 +62,7 @@ def build_app(api: Api, body_limit: int) -> ASGIApp:
         Exception: _server_error})
     app.state.api = api
     limit = BodyLimit(KeyAuth(app, api.keys, anonymous=api.anonymous,
-                                 public=page.PUBLIC_PATHS), body_limit)
+                              public=page.PUBLIC_PATHS, printer=api.control.name), body_limit)
     # with keys and no names, slicers may use any name
     host = HostCheck(limit, api.config.http.host_names, always=api.anonymous)
     api.extra["guards"] = Guards(limit, host)  # a config reload changes their settings

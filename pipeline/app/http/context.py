@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -23,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.app.control import Control
 from pipeline.app.http.support import json_error
 from pipeline.app.keys import KeyStore, redact
+from pipeline.app.printers.control import PrinterControl
+from pipeline.app.reload import ServiceReload
 from pipeline.config.reader import HostConfig
 from pipeline.files.storage import LocalStorage
 
@@ -45,9 +46,10 @@ FORM_REFUSED = ("without an API key, a request that changes something needs "
 
 @attrs.define(eq=False)
 class Api:
-    """What every endpoint reaches through `request.app.state.api`."""
+    """What every endpoint reaches through `request.app.state.api`: one printer's app. Its
+    `control` is the one printer the endpoints act on (each printer has its own app)."""
 
-    control: Control
+    control: PrinterControl
     keys: KeyStore
     storage: LocalStorage
     nursery: trio.Nursery            # background work (file analysis)
@@ -55,6 +57,8 @@ class Api:
     uuid: str
     anonymous: bool = False          # serving without keys (loopback only)
     extra: dict[str, Any] = attrs.Factory(dict)  # per-area state (files index, ...)
+    #: Re-reads the service's config (the service's reload: every printer's part).
+    reload: Callable[[], ServiceReload] | None = None
 
     @property
     def config(self) -> HostConfig:
@@ -77,9 +81,12 @@ class KeyAuth:
     HEAD of a `public` path (exactly; the status page's static files) need no key."""
 
     def __init__(self, app: ASGIApp, keys: KeyStore, *, anonymous: bool = False,
-                 public: frozenset[str] = frozenset()) -> None:
+                 public: frozenset[str] = frozenset(), printer: str | None = None) -> None:
+        """`printer`: the printer this app serves (an app key limited to another is
+        refused)."""
         self.app = app
         self.keys = keys
+        self.printer = printer
         self.anonymous = anonymous
         self.public = public
 
@@ -111,7 +118,7 @@ class KeyAuth:
                 scope["printpipe.identity"] = "anonymous"
                 await self.app(scope, receive, send)
             return
-        who = self.keys.identify(key)
+        who = self.keys.identify(key, self.printer)
         if who is None:
             log.info("refused API key %s from %s", redact(key),
                      peer_address(scope))

@@ -21,7 +21,7 @@ from pipeline.app.http.context import Api, api_of, identity_of
 from pipeline.app.http.files import files_of
 from pipeline.app.http.printer import printer_state
 from pipeline.app.http.support import BadRequest, read_json
-from pipeline.app.status import Status
+from pipeline.app.printers.status import Status
 from pipeline.files.storage import StorageError
 from pipeline.session.jobs import JobStateError, Outcome
 

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.app.control import MAX_TEMPERATURE_OFFSET, Control
 from pipeline.app.http.bodies import Range, command_lines, finite, parameters, script_context
 from pipeline.app.http.bodies import command as _command
 from pipeline.app.http.bodies import done as _done
@@ -21,7 +20,8 @@ from pipeline.app.http.bodies import number as _number
 from pipeline.app.http.bodies import percentage as _percentage
 from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, read_json
-from pipeline.app.status import Status
+from pipeline.app.printers.control import MAX_TEMPERATURE_OFFSET, PrinterControl
+from pipeline.app.printers.status import Status
 from pipeline.errors import HostError, ScriptError
 from pipeline.link.transport import BAUD_CANDIDATES, candidate_ports
 from pipeline.session.states import PrinterState as S
@@ -40,14 +40,14 @@ SPEED = Range(1, 100_000)                # mm/min: jog and extrude feed rates
 EXTRUDE_SPEED = 300.0
 
 
-def _operational(request: Request) -> Control:
+def _operational(request: Request) -> PrinterControl:
     control = api_of(request).control
     if not control.operational:
         raise BadRequest("the printer is not operational", status=409)
     return control
 
 
-def _send(control: Control, lines: list[str]) -> None:
+def _send(control: PrinterControl, lines: list[str]) -> None:
     control.send(lines, API_TAGS)
 
 
@@ -181,7 +181,7 @@ async def printer_command(request: Request) -> Response:
     if not all(isinstance(c, str) for c in commands):
         raise BadRequest("commands must be a list of strings")
     # the config's serial line limit where it has one (a field still to come), else ours
-    # a first, cheap bound; the wire guard measures the line with its framing (Control.send)
+    # a first, cheap bound; the wire guard measures the line with its framing (PrinterControl.send)
     limit = control.config.serial.max_line_length
     _send(control, command_lines(commands, parameters(body), limit))
     return _done()

@@ -1,5 +1,6 @@
-"""The event stream (`GET /api/events`): Server-Sent Events from the bus, with an optional
-`?events=` filter; it publishes ClientOpened/ClientAuthed/ClientClosed. `client_subscription`
+"""The event stream (`GET /api/events`): Server-Sent Events from the printer's bus, each
+event's data with a `printer` key naming it, with an optional `?events=` filter; it
+publishes ClientOpened/ClientAuthed/ClientClosed. `client_subscription`
 is how every client (this stream, the push socket) takes its own bus subscriber.
 
 A client that stops reading never slows the printer: events wait on its own bounded bus queue,
@@ -105,6 +106,7 @@ async def _body(send: Send, data: bytes, more: bool = True) -> None:
 
 
 async def _pump(api: Api, sub: Subscription, send: Send) -> None:
+    name = api.control.name  # every event's data carries the printer's name
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no")]})
@@ -120,7 +122,8 @@ async def _pump(api: Api, sub: Subscription, send: Send) -> None:
         if overflowed(sub, "event stream"):
             await _body(send, sse_frame("StreamOverflow", {"dropped": sub.dropped}), more=False)
             return
-        await _body(send, b": keep-alive\n\n" if ev is None else sse_frame(ev.name, ev.payload))
+        await _body(send, b": keep-alive\n\n" if ev is None
+                    else sse_frame(ev.name, {**ev.payload, "printer": name}))
 
 
 def close_streams(api: Api) -> None:

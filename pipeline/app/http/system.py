@@ -49,17 +49,23 @@ async def render_script(request: Request) -> Response:
 
 async def reload(request: Request) -> Response:
     """Re-read the config: what can apply live does at once; the answer lists every changed
-    key (`changed`), the ones applied (`applied`), the ones waiting for the printer to
-    reconnect or for a restart with why (`reconnect`, `restart`), and appliers that failed."""
+    key of this printer (`changed`), the ones applied (`applied`), the ones waiting for the
+    printer to reconnect or for a restart with why (`reconnect`, `restart`), appliers that
+    failed, and the printers the reload started (`added`) and stopped (`removed`)."""
     api = api_of(request)
+    if api.reload is None:
+        raise BadRequest("the configuration was not reloaded: this service was not started "
+                         "from a config file")
     try:
-        report = api.control.reload()
+        done = api.reload()
     except ConfigErrors as exc:
         raise BadRequest("the configuration was not reloaded: "
                          + "; ".join(str(e) for e in exc.errors)) from None
     except ConfigError as exc:
         raise BadRequest(f"the configuration was not reloaded: {exc}") from None
-    return JSONResponse(report.to_json())
+    report = done.reports.get(api.control.name)  # this printer's part: the others' own
+    return JSONResponse({**(report.to_json() if report is not None else {}),
+                         "added": list(done.added), "removed": list(done.removed)})
 
 
 def _metric(out: list[str], name: str, kind: str, help_: str,

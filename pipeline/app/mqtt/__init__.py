@@ -2,6 +2,6 @@
 (topics.py: OctoPrint-MQTT's topics and payloads; discovery.py: Home Assistant discovery),
 commands in (commands.py) and the bus subscriber that ties them together (bridge.py).
 
-May import: everything `app` may (it drives the printer through `app.control.Control`), and
+May import: everything `app` may (it drives the printer through `app.control.PrinterControl`), and
 paho-mqtt. Only `app.service` imports it.
 """

@@ -3,7 +3,7 @@ publishes events, print progress, temperatures and the printer's state to a brok
 the printer to Home Assistant (opt-in) and takes commands (opt-in).
 
 It never touches the print: it reads the bus (a slow bridge loses events, counted by the bus)
-and polls `Control.status()` once a second; a slow or absent broker loses messages (counted
+and polls `PrinterControl.status()` once a second; a slow or absent broker loses messages (counted
 here, both shown in /metrics) while the connection is retried with backoff. An unexpected
 error inside the bridge is logged and the bridge starts over; it never reaches the service.
 """
@@ -17,11 +17,11 @@ import time
 
 import trio
 
-from pipeline.app.control import Control
 from pipeline.app.mqtt.client import INBOX, Received, TrioMqtt, resolved, tls_error
 from pipeline.app.mqtt.commands import Reply, refusal, reply_message, run_command
 from pipeline.app.mqtt.discovery import discovery_messages
 from pipeline.app.mqtt.topics import Changes, Message, Topics, availability, event_message
+from pipeline.app.printers.control import MetricsSource, PrinterControl
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
@@ -46,7 +46,7 @@ def client_id_of(spec: MqttSpec) -> str:
 
 
 class Bridge:
-    def __init__(self, control: Control, spec: MqttSpec, sub: Subscription) -> None:
+    def __init__(self, control: PrinterControl, spec: MqttSpec, sub: Subscription) -> None:
         self.control = control
         self.spec = spec
         self.sub = sub
@@ -168,7 +168,7 @@ class Bridge:
                                                              "waiting: this one was not run"))
 
 
-def open_bridge(control: Control, spec: MqttSpec) -> Bridge:
+def open_bridge(control: PrinterControl, spec: MqttSpec) -> Bridge:
     """A bridge subscribed to the bus; ConfigError (and no subscription left) when its TLS
     files are unusable."""
     sub = control.subscribe("mqtt", events=None, size=spec.queue)
@@ -182,7 +182,6 @@ def open_bridge(control: Control, spec: MqttSpec) -> Bridge:
 async def keep_bridging(bridge: Bridge) -> None:
     """Bridge until the subscription ends (Shutdown, or a reload replacing the bridge); a bug
     inside the bridge is logged and the bridge starts over: it never ends the service."""
-    bridge.control.metrics_sources["mqtt"] = bridge.samples
     while True:
         try:
             await bridge.run()
@@ -198,8 +197,12 @@ class MqttService:
     section replaces it: the running bridge says `disconnected` and closes before the new one
     connects (the same client id would otherwise take over its session and fire its will)."""
 
-    def __init__(self, control: Control, nursery: trio.Nursery) -> None:
+    def __init__(self, control: PrinterControl, nursery: trio.Nursery,
+                 metrics: dict[str, MetricsSource] | None = None) -> None:
+        """`metrics`: where the bridge's /metrics samples go (the service's, for this
+        printer)."""
         self._control = control
+        self._metrics = metrics if metrics is not None else {}
         self._nursery = nursery
         self._bridge: Bridge | None = None
         self._ended: trio.Event | None = None
@@ -213,9 +216,10 @@ class MqttService:
             self._bridge.sub.close()   # it drains, says disconnected and closes
         self._bridge, self._ended = new, None
         if new is None:
-            self._control.metrics_sources.pop("mqtt", None)
+            self._metrics.pop("mqtt", None)
             return
         self._ended = trio.Event()
+        self._metrics["mqtt"] = new.samples
         self._nursery.start_soon(self._run, new, previous, self._ended)
 
     def reconfigure(self, old: HostConfig, new: HostConfig) -> None:

@@ -6,7 +6,7 @@ through the pipeline tagged `source:mqtt`, under the API's safety rules) and `<b
 A command is a message published now: a retained one (the broker hands it to every new
 subscription, so after each reconnect) is never run, only answered, and the bridge clears it.
 Payloads are bounded in size and JSON nesting. Parsing is pure; `run_command` drives the
-printer only through `Control`. A bad payload is a refused command, never an exception out of
+printer only through `PrinterControl`. A bad payload is a refused command, never an exception out of
 here.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import attrs
 
-from pipeline.app.control import Control
 from pipeline.app.http.support import BadRequest, parse_json
 from pipeline.app.mqtt.topics import Message, Topics, stamped
+from pipeline.app.printers.control import PrinterControl
 from pipeline.config.mqtt import MqttSpec
 from pipeline.errors import HostError
 from pipeline.gcode import split_lines
@@ -89,7 +89,7 @@ def refusal(payload: bytes, retained: bool) -> str | None:
     return None
 
 
-async def run_command(control: Control, topics: Topics, topic: str, payload: bytes) -> Reply:
+async def run_command(control: PrinterControl, topics: Topics, topic: str, payload: bytes) -> Reply:
     """Do what a message on a command topic asks; the reply says what happened."""
     try:
         if topic == topics.gcode:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from pipeline.app.status import Status
+from pipeline.app.printers.status import Status
 from pipeline.config.mqtt import MqttSpec
 
 #: The availability topic's payloads (OctoPrint-MQTT's `mqtt` topic and its last will).

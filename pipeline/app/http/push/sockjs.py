@@ -40,7 +40,7 @@ from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
 from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
 from pipeline.app.http.support import BadRequest, parse_json_object
-from pipeline.app.status import Status
+from pipeline.app.printers.status import Status
 from pipeline.events.names import Event
 from pipeline.fanout.bus import Subscription
 
@@ -63,7 +63,8 @@ MAX_REASON = 123
 
 # ---- what the socket sends ----------------------------------------------------------------
 def connected_payload(api: Api) -> dict[str, Any]:
-    """OctoPrint's `connected` fields (no key of any kind: the UI key it once sent is gone)."""
+    """OctoPrint's `connected` fields (no key of any kind: the UI key it once sent is gone),
+    and printpipe's `printer`: the printer's name."""
     # of the settings without the key: the socket tells anyone who opens it
     keyless = attrs.evolve(api.config, http=attrs.evolve(api.config.http, api_key=None))
     config = hashlib.md5(repr(keyless).encode(), usedforsecurity=False).hexdigest()
@@ -72,7 +73,7 @@ def connected_payload(api: Api) -> dict[str, Any]:
             "branch": None, "python_version": platform.python_version(),
             "plugin_hash": hashlib.md5(b"", usedforsecurity=False).hexdigest(),
             "config_hash": config, "debug": False, "safe_mode": None, "online": None,
-            "permissions": []}
+            "permissions": [], "printer": api.control.name}
 
 
 def state_payload(api: Api, status: Status) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The crash journal at the edges: the interrupted print found when the service starts (logged,
 published as PrintInterrupted, shown by GET /api/job), the checks before it is resumed, and
-the writer task of each printer session. `Control` (app/control.py) drives it; the edges
-reach it only through Control.
+the writer task of each printer session. `PrinterControl` (control.py) drives it; the edges
+reach it only through PrinterControl.
 
 A journal is trusted only once files/journalcheck.py passed it (fields, ranges for the
 profile, the file inside the storage folder, the offset at a line start): one that fails is

@@ -5,7 +5,7 @@ While a session is wanted (from the start, and after any connect; a disconnect t
 ends the wish) and none is open, the loop connects: a configured device path that does not
 exist is watched (a stat every PORT_POLL seconds, so a USB port that appears is connected at
 once); a failed connect, or a session that ended by itself, is retried after a delay that
-doubles from RETRY_MIN up to RETRY_MAX. `Control.waiting` says what it waits for (GET
+doubles from RETRY_MIN up to RETRY_MAX. `PrinterControl.waiting` says what it waits for (GET
 /api/connection shows it); each change is logged once, not at every retry.
 """
 
@@ -16,7 +16,7 @@ import os
 
 import trio
 
-from pipeline.app.control import Control
+from pipeline.app.printers.control import PrinterControl
 from pipeline.errors import HostError
 
 log = logging.getLogger("printpipe.connect")
@@ -40,17 +40,16 @@ def _exists(device: str) -> bool:
     return os.path.exists(device)  # a stat in /dev: never blocks for long
 
 
-async def keep_connected(control: Control) -> None:
+async def keep_connected(control: PrinterControl) -> None:
     """Connect now and whenever the session ends while one is wanted; runs until cancelled."""
-    control.wanted = True
     delay = RETRY_MIN
     said: str | None = None   # the last state logged, so a retry loop logs one line
 
     def note(text: str | None, level: int = logging.INFO) -> None:
         nonlocal said
-        control.waiting = text
+        control.waiting_for(text)
         if text is not None and text != said:
-            log.log(level, "%s", text)
+            log.log(level, "%s%s", control.label, text)
         said = text
 
     while True:
@@ -80,6 +79,6 @@ async def keep_connected(control: Control) -> None:
             await trio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
-        log.info("connected to the printer on %s", control.config.printer.port)
+        log.info("%sconnected to the printer on %s", control.label, control.config.printer.port)
         note(None)
         delay = RETRY_MIN

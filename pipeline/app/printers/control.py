@@ -1,9 +1,10 @@
-"""The control surface: the one object the edges (HTTP API, CLI, event subscriptions) drive
-the printer through. It opens and closes the printer session (a task of the printer's own
-nursery: nothing but the printer runs there), stops it when the service stops, owns the
-file selection and the runtime temperature offsets (both outlive a session), starts, pauses,
-resumes and cancels prints, queues commands and scripts, and answers the printer's state as
-frozen snapshots.
+"""One printer's control surface: the one object the edges (its HTTP API, the CLI, MQTT,
+event subscriptions) drive that printer through. Built complete by its constructor with
+everything that is the printer's own (its bus, crash journal, subscriptions, history, session:
+session.py); nothing is set on it from outside. It owns the file selection and the runtime
+temperature offsets (both outlive a session), starts, pauses, resumes and cancels prints,
+queues commands and scripts, applies this printer's part of a reload, and answers the
+printer's state as frozen snapshots (snapshot.py).
 
 Anything queued through it wakes the serial link by itself (the host core does). A request
 the printer's state does not allow raises JobStateError (the HTTP API answers 409).
@@ -22,30 +23,27 @@ import attrs
 import trio
 
 from pipeline.app.paths import config_relative, state_folder
-from pipeline.app.recovery import Recovery
+from pipeline.app.printers import snapshot
+from pipeline.app.printers.recovery import Recovery
+from pipeline.app.printers.session import PrinterSession, offline_core, render_script
+from pipeline.app.printers.status import Selection, Status
 from pipeline.app.reload import Reloader, ReloadReport
-from pipeline.app.status import JobStatus, Selection, Status
 from pipeline.app.supervise import Supervisor
 from pipeline.app.system import run_system_command
+from pipeline.config.printers import DEFAULT
 from pipeline.config.reader import HostConfig
-from pipeline.errors import CommandRefused, ConfigError, HostError
+from pipeline.errors import CommandRefused
 from pipeline.events.names import Event
 from pipeline.events.placeholders import FiringContext
 from pipeline.fanout.bus import EventBus, Subscription
-from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events, now_iso
+from pipeline.fanout.subscriptions import SubscriptionRunner, check_custom_events
 from pipeline.files.history import PrintHistory
 from pipeline.hooks.chain import Pipeline
-from pipeline.hooks.host_phases import (
-    SystemCommand,
-    additional_state_data,
-    custom_event_names,
-    system_commands,
-)
+from pipeline.hooks.host_phases import SystemCommand, custom_event_names, system_commands
 from pipeline.hooks.registry import build_pipeline
-from pipeline.link.printer import Printer, load_scripts, open_printer
-from pipeline.link.serial import LAST_ACT
+from pipeline.link.printer import Printer, open_printer
 from pipeline.session.core import HostCore, SessionStatistics
-from pipeline.session.jobs import JobResult, JobStateError, Outcome
+from pipeline.session.jobs import JobResult, JobStateError
 from pipeline.session.rules import shown_line
 from pipeline.session.states import PrinterState
 
@@ -56,39 +54,46 @@ RESTART_WAIT = 30.0
 #: The largest runtime temperature offset, either way (°C): OctoPrint's limit.
 MAX_TEMPERATURE_OFFSET = 50.0
 
+#: A source of more samples for /metrics: (name, kind, help, value) each.
+MetricsSource = Callable[[], list[tuple[str, str, str, float]]]
 
-class Control:
+
+class PrinterControl:
     def __init__(self, config: HostConfig, pipeline: Pipeline, bus: EventBus,
                  nursery: trio.Nursery, builtins: Mapping[str, ModuleType], *,
-                 services: trio.Nursery | Supervisor | None = None) -> None:
-        """`nursery` holds the printer's tasks (sessions, the connection keeper); `services`
-        the rest (system commands), supervised."""
+                 services: trio.Nursery | Supervisor | None = None,
+                 history: PrintHistory | None = None,
+                 metrics_sources: Mapping[str, MetricsSource] | None = None,
+                 recover_file: str | None = None, failure: str | None = None) -> None:
+        """`nursery` holds the printer's tasks (its session, the connection keeper);
+        `services` the rest (system commands), supervised. `history`: the print history
+        (`printpipe serve` keeps one per printer); `metrics_sources`: more /metrics samples
+        by source (the service's MQTT bridge fills it); `recover_file`: a file outside the
+        storage folder whose interrupted print may be resumed; `failure`: what ended this
+        printer's previous run (its status shows it until it connects)."""
+        #: The printer's name (`default` for a config's single `printer:` section).
+        self.name = config.name
+        #: What its log lines start with: its name when it is not the single default.
+        self.label = "" if config.name == DEFAULT else f"printer {config.name}: "
         self.config = config
         self.pipeline = pipeline
         self.bus = bus
-        #: Re-reads the configuration (set by `printpipe serve`; raises ConfigErrors).
-        self.loader: Callable[[], HostConfig] | None = None
+        self.history = history
+        self.metrics_sources: Mapping[str, MetricsSource] = (
+            metrics_sources if metrics_sources is not None else {})
         self.selected: Selection | None = None
         #: The selection the last print was started from: that job is what the API shows
         #: until another file is selected (or this one again, which starts afresh).
         self._job_selection: Selection | None = None
         #: Runtime heater offsets (the API's), kept across reconnects.
         self.temperature_offsets: dict[str, float] = {}
-        self.last_error: str | None = None
-        #: Whether a printer session is wanted: connect() sets it, disconnect() clears it
-        #: (`printpipe serve` reconnects while it holds: pipeline/app/autoconnect.py).
-        self.wanted = False
         #: What a reconnecting service is waiting for, shown in the status (None: nothing).
-        self.waiting: str | None = None
+        self._waiting: str | None = None
         #: The crash journal: the interrupted print found at start, the session's writer.
         self.recovery = Recovery(state_folder(config), self.publish, lambda: (
             config_relative(self.config, self.config.storage.folder),
             self.config.printer.profile))
-        #: The print history (`printpipe serve` keeps one in the state folder).
-        self.history: PrintHistory | None = None
-        #: More statistics for /metrics, by source (the MQTT bridge): each returns
-        #: (name, kind, help, value) samples.
-        self.metrics_sources: dict[str, Callable[[], list[tuple[str, str, str, float]]]] = {}
+        self.recovery.named = recover_file
         self.runner = SubscriptionRunner(config.events, bus, send_gcode=self.send_gcode,
                                          context=self.firing_context)
         #: What a reload applies live; the edges register their own sections.
@@ -99,10 +104,10 @@ class Control:
         self._services = services or nursery
         self._keeper = trio.CancelScope()
         self._exiting = False  # the service is going down: no print starts or resumes
-        self._printer: Printer | None = None
-        self._stop: trio.Event | None = None
-        self._ended: trio.Event | None = None
         self._line_watchers: list[Callable[[str], None]] = []
+        self._session = PrinterSession(self.label, nursery, self.recovery, self._open,
+                                       on_open=self._opened, on_end=self.deselect,
+                                       failure=failure)
 
     # ---- events and configuration ---------------------------------------------------------
     def publish(self, event: Event | str, payload: dict[str, Any] | None = None) -> None:
@@ -116,40 +121,43 @@ class Control:
 
     def firing_context(self) -> FiringContext:
         """What the generic placeholders of subscriptions read."""
-        sel = self.selected
-        core = self._core()
-        job = core.jobs.job if core else None
-        return FiringContext(
-            current_z=core.tracker.z if core else None,
-            filename=sel.name if sel else None, filepath=sel.path if sel else None,
-            origin=sel.origin if sel else None,
-            progress=job.progress * 100 if job is not None else None, now=now_iso())
+        return snapshot.firing_context(self._core(), self.selected)
 
-    def reload(self) -> ReloadReport:
-        """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. What
-        can change live does at once (the `reloader`'s appliers: subscriptions here, keys and
-        storage in the HTTP API); the report says which changed settings wait for the printer
-        to reconnect or for a restart, and why."""
-        if self.loader is None:
-            raise ConfigError("this service was not started from a config file")
-        config = self.loader()
+    def reload(self, config: HostConfig) -> ReloadReport:
+        """Apply `config` (this printer's, re-read by the service). A broken pipeline or
+        subscription raises (ConfigErrors) and changes nothing. What can change live does at
+        once (the `reloader`'s appliers: subscriptions here, keys and storage in the HTTP
+        API); the report says which changed settings wait for the printer to reconnect or
+        for a restart, and why."""
         pipeline = build_pipeline(config.pipeline, self._builtins)
         check_custom_events(config.events, custom_event_names(pipeline))
         old = self.config
-        report = self.reloader.report(old, config, connected=self._printer is not None)
+        report = self.reloader.report(old, config, connected=self.connected)
         self.config, self.pipeline = config, pipeline
         failed = self.reloader.apply(old, config)
         self.publish(Event.SETTINGS_UPDATED)
         return attrs.evolve(report, failed=failed)
 
-    # ---- the printer session --------------------------------------------------------------
+    # ---- the printer session (session.py) -------------------------------------------------
+    def _open(self) -> Any:
+        config = self.config
+        trace = (os.path.join(state_folder(config), "serial.log") if config.serial.log
+                 else None)
+        return open_printer(config, self.pipeline, listeners=[self.publish],
+                            offsets=self.temperature_offsets, serial_log=trace)
+
+    def _opened(self, printer: Printer) -> None:
+        if self._line_watchers:
+            printer.core.line_listeners.append(self._lines)
+
     def _core(self) -> HostCore | None:
-        return self._printer.core if self._printer is not None else None
+        printer = self._session.printer
+        return printer.core if printer is not None else None
 
     def _ready(self, *, starting: bool = False) -> Printer:
         if starting and self._exiting:
             raise JobStateError("printpipe is shutting down")
-        printer = self._printer
+        printer = self._session.printer
         if printer is None:
             raise JobStateError("the printer is not connected")
         if not printer.core.operational:
@@ -159,67 +167,47 @@ class Control:
     @property
     def session(self) -> Printer | None:
         """The open printer session, for tests and tools (the edges use the methods here)."""
-        return self._printer
+        return self._session.printer
 
     @property
     def connected(self) -> bool:
-        return self._printer is not None
+        return self._session.printer is not None
 
     @property
     def connecting(self) -> bool:
-        return self._printer is None and self._ended is not None and not self._ended.is_set()
+        return self._session.connecting
 
     @property
     def operational(self) -> bool:
-        return self._printer is not None and self._printer.core.operational
+        printer = self._session.printer
+        return printer is not None and printer.core.operational
+
+    @property
+    def wanted(self) -> bool:
+        """Whether a session is wanted: connect() sets it, disconnect() clears it."""
+        return self._session.wanted
+
+    @property
+    def last_error(self) -> str | None:
+        return self._session.last_error
+
+    @property
+    def waiting(self) -> str | None:
+        return self._waiting
+
+    def waiting_for(self, what: str | None) -> None:
+        """The connection keeper says what it waits for (None: nothing)."""
+        self._waiting = what
 
     async def connect(self) -> None:
-        """Open the printer session; raises LinkBroken when the printer cannot be reached,
-        JobStateError while another connect is still under way."""
-        self.wanted = True
-        if self._printer is not None:
-            return
-        if self.connecting:
-            raise JobStateError("the printer is connecting")
-        self._stop, self._ended = trio.Event(), trio.Event()
-        await self._nursery.start(self._session, self._stop, self._ended)
+        """Open the printer session (LinkBroken, JobStateError: session.py)."""
+        await self._session.connect()
 
-    async def _session(self, stop: trio.Event, ended: trio.Event, *,
-                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        try:
-            config = self.config
-            trace = (os.path.join(state_folder(config), "serial.log") if config.serial.log
-                     else None)
-            async with open_printer(config, self.pipeline, listeners=[self.publish],
-                                    offsets=self.temperature_offsets,
-                                    serial_log=trace) as printer:
-                self._printer, started = printer, True
-                if self._line_watchers:
-                    printer.core.line_listeners.append(self._lines)
-                self.last_error = None
-                printer.core.journal.enabled = True  # polled by recovery.follow below
-                task_status.started()
-                async with trio.open_nursery() as watch:
-                    watch.start_soon(_cancel_when, stop, watch.cancel_scope)
-                    watch.start_soon(_cancel_when, printer.link.closed, watch.cancel_scope)
-                    watch.start_soon(self.recovery.follow, printer.core.journal)
-                self.last_error = printer.core.error
-        except HostError as exc:
-            if not started:
-                raise
-            self.last_error = str(exc)
-            log.error("printer session ended: %s", exc)
-        finally:
-            if started and self._printer is not None:
-                await self.recovery.flush(self._printer.core.journal)
-            self._printer = None
-            self.deselect()  # as OctoPrint: a closed connection has no file selected
-            ended.set()
+    def keep_connected(self, keeper: Callable[[PrinterControl], Awaitable[object]]) -> None:
+        """Run the connection keeper (autoconnect.py) among the printer's tasks, until the
+        service shuts down."""
+        self._session.wanted = True
 
-    def keep_connected(self, keeper: Callable[[Control], Awaitable[object]]) -> None:
-        """Run the connection keeper (app/autoconnect.py) among the printer's tasks, until
-        the service shuts down."""
         async def keep() -> None:
             with self._keeper:
                 await keeper(self)
@@ -229,44 +217,29 @@ class Control:
         """The service is going down: a running print stops at once (the cancel path, the
         heaters off, the journal kept for `printpipe recover`); False when none runs."""
         self._keeper.cancel()
-        self.wanted, self._exiting = False, True
-        return self._printer is not None and self._printer.stop_for_exit()
+        self._exiting = True
+        return self._session.stop_for_exit()
 
     async def shutdown(self, grace: float) -> None:
-        """Stop a running print (stop_for_exit), then disconnect in order; what is left after
-        `grace` seconds is cut (the link's last act still gets the heaters off)."""
+        """Stop a running print, disconnect in order, cut after `grace` s (session.py)."""
         self.stop_for_exit()
-        with trio.move_on_after(grace):
-            await self.disconnect()
-        if self._printer is not None:
-            log.warning("the printer did not finish its stop within %g s: disconnecting", grace)
-            await self.cut(LAST_ACT + 1)
+        await self._session.shutdown(grace)
 
     async def cut(self, bound: float) -> None:
-        """Close the link at once (`abandon`): its last act still switches the heaters off of
-        a print running; wait for that, `bound` seconds at most."""
-        self.abandon()
-        with trio.move_on_after(bound):
-            await self.wait_session_end()
+        """Close the link at once; its last act still switches the heaters off."""
+        await self._session.cut(bound)
 
     async def disconnect(self) -> None:
-        """Orderly: beforePrinterDisconnected runs, the queue drains (bounded), link closes."""
-        self.wanted = False
-        if self._stop is not None and self._ended is not None and self._printer is not None:
-            self._stop.set()
-            await self._ended.wait()
+        """Orderly: beforePrinterDisconnected, the queue drained, the link closed."""
+        await self._session.disconnect()
 
     def abandon(self) -> None:
-        """Close the link at once, without beforePrinterDisconnected or draining the queue:
-        for a printer that stopped answering (a second Ctrl-C, a cancel it never confirms)."""
-        self.wanted = False
-        if self._printer is not None:
-            self._printer.nursery.cancel_scope.cancel()
+        """Close the link at once (a second Ctrl-C, a cancel the printer never confirms)."""
+        self._session.abandon()
 
     async def wait_session_end(self) -> None:
         """Wait until the printer session (open or connecting) has ended; at once without one."""
-        if self._ended is not None:
-            await self._ended.wait()
+        await self._session.wait_end()
 
     def set_temperature_offsets(self, offsets: Mapping[str, float]) -> None:
         """Offsets added to the non-zero heater targets of printed files (tool0, bed, ...);
@@ -353,14 +326,14 @@ class Control:
             timeout: float = math.inf,  # noqa: ASYNC109 (answers whether it held, as Event.wait)
             ) -> JobResult | None:
         """Wait until the print has a result and the printer left the job states."""
-        printer = self._printer
+        printer = self._session.printer
         if printer is None:
             return None
         return await printer.wait_job_end(timeout)
 
     async def wait_idle(self, timeout: float = math.inf) -> bool:  # noqa: ASYNC109 (as above)
         """Wait until everything queued was acknowledged (or the printer failed)."""
-        printer = self._printer
+        printer = self._session.printer
         return printer is not None and await printer.wait_idle(timeout)
 
     # ---- commands and scripts -------------------------------------------------------------
@@ -442,39 +415,11 @@ class Control:
                 return
         raise LookupError(f"no system command {action!r}")
 
-    # ---- state ----------------------------------------------------------------------------
+    # ---- state (snapshot.py) ---------------------------------------------------------------
     def status(self) -> Status:
-        core = self._core()
-        profile = self.config.printer.profile
-        known = [f"tool{n}" for n in range(profile.extruders)]
-        known += ["bed"] * profile.heated_bed + ["chamber"] * profile.heated_chamber
-        temps: dict[str, dict[str, float | None]] = {}
-        if core is not None:  # a heater is shown once the printer reported it (OctoPrint's way)
-            temps = {name: t for name, t in core.tracker.temperature_payload().items()
-                     if t["actual"] is not None and name in known}
-        offsets = self.temperature_offsets
-        temps = {name: {**t, "offset": offsets.get(name, 0)} for name, t in temps.items()}
-        if core is None:
-            state = (PrinterState.CLOSED_WITH_ERROR if self.last_error
-                     else PrinterState.OFFLINE)
-            return Status(state, False, self.last_error, temps, None, self.selected, {},
-                          self.waiting)
-        return Status(core.state, True, core.error or self.last_error, temps,
-                      self._job_status(core), self.selected,
-                      additional_state_data(core.pipeline))
-
-    def _job_status(self, core: HostCore) -> JobStatus | None:
-        """The running job, or the ended one while its file is still the selection."""
-        jobs = core.jobs
-        job, result = jobs.job, jobs.result
-        if job is None or (not jobs.active and self.selected is not self._job_selection):
-            return None
-        if result is None:
-            return JobStatus(job.file, job.progress, job.pos, job.line_no, jobs.elapsed(),
-                             jobs.time_left(), jobs.active)
-        done = result.outcome is Outcome.DONE  # its times stop with it
-        return JobStatus(job.file, 1.0 if done else job.progress, job.pos, job.line_no,
-                         result.time, 0.0 if done else None, jobs.active, result)
+        return snapshot.status(self.config, self._core(), error=self.last_error,
+                               offsets=self.temperature_offsets, selected=self.selected,
+                               job_selection=self._job_selection, waiting=self._waiting)
 
     def interrupted_print(self) -> dict[str, Any] | None:
         """The print a crash interrupted (file, line, filepos, z, time, and the problem that
@@ -498,22 +443,3 @@ class Control:
         if core is None or not core.jobs.active or core.jobs.job is None:
             return None
         return core.jobs.job.file.path
-
-
-def offline_core(config: HostConfig, pipeline: Pipeline) -> HostCore:
-    """A host core with no printer behind it: what scripts render to without a printer."""
-    return HostCore(config, pipeline, clock=lambda: 0.0, scripts=load_scripts(config))
-
-
-def render_script(core: HostCore, name: str, context: Mapping[str, Any]) -> list[str]:
-    """The lines script `name` renders to in `core`'s state. Raises LookupError when no
-    script (and no `comm.protocol.scripts` stage) has the name, ScriptError when it breaks."""
-    if not core.scripts.has(name):
-        known = ", ".join(core.scripts.names()) or "none"
-        raise LookupError(f"no script named {name!r} (known: {known})")
-    return [cmd.line for cmd in core.scripts.render(name, context)]
-
-
-async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
