@@ -322,7 +322,7 @@ async def test_a_reload_moves_the_bridge_to_its_new_settings_at_once(tmp_path, b
         assert "missing-ca.crt" in answer["failed"][0]["why"]
         answer = await _reload(srv, text.replace("client_id: pp-test",
                                                  "client_id: pp-test\n  base_topic: farm/p1/"))
-        assert "mqtt.base_topic" in answer["applied"] and not answer["restart_needed"]
+        assert "mqtt.base_topic" in answer["applied"] and not answer["restart_needed"], answer
         await watch.wait_for("farm/p1/mqtt", lambda m: m.payload == b"connected")
         # the old bridge said goodbye before the new one took the client id
         assert [m.payload for m in watch.on(BASE + "mqtt")] == [b"connected", b"disconnected"]

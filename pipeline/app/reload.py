@@ -160,6 +160,10 @@ def _match(table: Mapping[str, Any], key: str) -> Any:
     return None if best is None else table[best]
 
 
+#: A printer's own value of a shared setting (HostConfig fields), reported as that setting.
+_EFFECTIVE = {"mqtt_base": "mqtt.base_topic", "http_port": "http.port"}
+
+
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """The dotted keys whose values differ, down through attrs specs; a config's `path` and
     declaration places (SourceLocation) are not settings."""
@@ -169,8 +173,10 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
             if field.name == "path" and isinstance(old, HostConfig):
                 continue
             key = f"{prefix}.{field.name}" if prefix else field.name
+            if isinstance(old, HostConfig) and field.name in _EFFECTIVE:
+                key = _EFFECTIVE[field.name]  # the value the setting has for this printer
             out += changed_keys(getattr(old, field.name), getattr(new, field.name), key)
-        return out
+        return list(dict.fromkeys(out))
     return [] if _plain(old) == _plain(new) else [prefix]
 
 
