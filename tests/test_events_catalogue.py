@@ -290,9 +290,9 @@ ERROR_CASES = {
     # a non-fatal firmware Error: with the default error_handling (disconnect)
     "firmware-error-line": ("", ["M118 Error:Heater is sulking"], "firmware", "Heater is sulking"),
     "emergency-stop": ("", ["M112"], "emergency", "emergency stop"),
-    "port-vanished": ("virtual:\n  faults:\n    disconnect_after: 8\n",
+    "port-vanished": ("virtual:\n  faults:\n    disconnect_after: 11\n",
                       [f"G1 X{i}" for i in range(12)], "connection", "closed"),
-    "thermal-runaway": ("virtual:\n  faults:\n    fatal_after: 8\n",
+    "thermal-runaway": ("virtual:\n  faults:\n    fatal_after: 11\n",
                         [f"G1 X{i}" for i in range(12)], "firmware", "Thermal Runaway"),
 }
 

@@ -1,7 +1,7 @@
 """Marlin's binary file transfer (BFT) packets, both ways: the values and the codec the host
 (session/sd/binary.py) and the virtual printer (virtual/sd/binary.py) share.
 
-A packet is a 10-byte little-endian header (start token 0xB5AD, sync number, protocol id and
+A packet is an 8-byte little-endian header (start token 0xB5AD, sync number, protocol id and
 packet type in one byte, payload length, a Fletcher-16 checksum of the header after the token),
 then, with a payload, the payload and a Fletcher-16 checksum of everything after the token
 (the header's checksum included). Facts from Marlin's docs/BinaryFileTransferProtocol.md.
@@ -15,7 +15,7 @@ import struct
 
 TOKEN = 0xB5AD
 TOKEN_BYTES = struct.pack("<H", TOKEN)
-HEADER = 10
+HEADER = 8
 
 
 class Packet(enum.Enum):
@@ -47,7 +47,7 @@ def packet(kind: Packet, sync: int, payload: bytes = b"") -> bytes:
     head += struct.pack("<H", hcs)
     if not payload:
         return TOKEN_BYTES + head
-    return TOKEN_BYTES + head + payload + struct.pack("<H", fletcher16(payload, hcs))
+    return TOKEN_BYTES + head + payload + struct.pack("<H", fletcher16(payload, fletcher16(head)))
 
 
 def open_payload(name: str, *, dummy: bool = False, compressed: bool = False) -> bytes:
@@ -56,6 +56,6 @@ def open_payload(name: str, *, dummy: bool = False, compressed: bool = False) ->
 
 
 def parse_header(head: bytes) -> tuple[int, int, int, int, bool]:
-    """(sync, protocol, type, payload length, header checksum fine) of the 10 header bytes."""
+    """(sync, protocol, type, payload length, header checksum fine) of the 8 header bytes."""
     sync, meta, size, cs = struct.unpack("<BBHH", head[2:HEADER])
     return sync, meta >> 4, meta & 0xF, size, fletcher16(head[2:6]) == cs
