@@ -713,11 +713,13 @@ COVERED_HERE = {
 
 #: Published at start from a crash journal: tests/test_api_recovery.py fires it and checks it.
 RECOVERY_WORK = {Event.PRINT_INTERRUPTED}
+#: Uploads to the printer's SD card: tests/test_sd_host.py checks their payloads.
+SD_WORK = {Event.TRANSFER_STARTED, Event.TRANSFER_DONE, Event.TRANSFER_FAILED}
 
 
 def test_every_catalogue_event_is_covered():
-    assert set(Event) == COVERED_HERE | HTTP_WORK | RECOVERY_WORK, \
-        set(Event) - COVERED_HERE - HTTP_WORK - RECOVERY_WORK
+    assert set(Event) == COVERED_HERE | HTTP_WORK | RECOVERY_WORK | SD_WORK, \
+        set(Event) - COVERED_HERE - HTTP_WORK - RECOVERY_WORK - SD_WORK
     assert not COVERED_HERE & HTTP_WORK
 
 

@@ -340,7 +340,9 @@ class MarlinFirmware(VirtualFirmware):
     def _sd_aborted(self) -> None:
         q = self._cmdq
         head = [q.popleft()] if q and self._running else []
-        self._cmdq = deque(head + [e for e in q if e[0] != SD_LINE])
+        rest = [e for e in q if e[0] != SD_LINE]
+        q.clear()
+        q.extend(head + rest)
 
     def _finish(self, ok: str, now: float) -> None:
         q = self._cmdq

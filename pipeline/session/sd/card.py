@@ -206,6 +206,7 @@ class SdCard:
         self.autoreport = bool(caps.get("AUTOREPORT_SD_STATUS"))
         self.binary = bool(caps.get("BINARY_FILE_TRANSFER"))
         self._long = bool(caps.get("EXTENDED_M20"))
+        self.ready = False  # (after a reset too: the card is mounted again)
         self.init()
         n = self.spec.autoreport_interval
         if self.autoreport and n > 0:
