@@ -19,10 +19,10 @@ from pipeline.virtual.spec import FirmwareSpec
 MODELS = ["plain", "marlin"]
 
 
-def firmware(model: str, *, sd: VirtualSdSpec = VirtualSdSpec(),
-             faults: FaultSpec = FaultSpec()) -> VirtualFirmware:
-    virtual = VirtualSpec(faults=faults, sd=sd, marlin=MarlinModelSpec(
-        enabled=model == "marlin", baudrate=0, read_interval=0.0))
+def firmware(model: str, *, sd: VirtualSdSpec | None = None,
+             faults: FaultSpec | None = None) -> VirtualFirmware:
+    marlin = MarlinModelSpec(enabled=model == "marlin", baudrate=0, read_interval=0.0)
+    virtual = VirtualSpec(faults=faults or FaultSpec(), sd=sd or VirtualSdSpec(), marlin=marlin)
     fw = make_firmware(FirmwareSpec(virtual=virtual))
     fw.data_to_send(0.0)  # the boot lines
     return fw
@@ -114,7 +114,8 @@ def test_an_sd_print_runs_at_move_time_with_progress_pause_and_done(model):
     assert t("M23 cube.gco", "M24")[-1] == "ok"
     assert t("M27 S0.05") == ["ok"]
     out = t.run(0.2)
-    progress = [int(line.split()[-1].split("/")[0]) for line in out if line.startswith("SD printing")]
+    progress = [int(line.split()[-1].split("/")[0]) for line in out
+                if line.startswith("SD printing")]
     assert progress and progress == sorted(progress) and 0 < progress[-1] < size
     assert t("M105")[-1].startswith("ok")   # the host's commands are answered meanwhile
     assert t("M25") == ["ok"]
