@@ -110,6 +110,7 @@ class HostCore:
                               emergency=self.rules.emergency,
                               queues_empty=lambda: self.queues.empty, fire=self.fire)
         self.sd.process = self.sd_lane.process
+        self.engine.probe_line = self.sd_lane.probe
         self.reactions = EngineReactions(
             printer=config.printer, serial=s, states=self.states, sink=self,
             queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,

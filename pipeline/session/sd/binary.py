@@ -74,6 +74,8 @@ class BinaryTransfer:
 
     def fail(self, why: str) -> None:
         """Give up: ABORT (after OPEN) and CLOSE, or at once before it."""
+        if self.error is not None and self.step is not Step.DONE and self._tries == 0:
+            return  # already giving up
         if self.error is None:
             self.error = why
         self._unacked.clear()
@@ -82,7 +84,7 @@ class BinaryTransfer:
             self._control(Step.ABORT)
         elif self.step in (Step.QUERY, Step.OPEN):
             self._control(Step.CLOSE)
-        else:
+        elif self.step is not Step.SYNC:  # (in SYNC: CLOSE once the sync number is known)
             self.step = Step.DONE
 
     # ---- sending -----------------------------------------------------------------------------
@@ -159,7 +161,7 @@ class BinaryTransfer:
             except (ValueError, IndexError):
                 return
             self._progress(now)
-            self._control(Step.QUERY)
+            self._control(Step.QUERY if self.error is None else Step.CLOSE)
         elif line.startswith("ok") and line[2:].isdigit():
             self._ok(int(line[2:]), now)
         elif line.startswith("rs") and line[2:].isdigit():
@@ -170,8 +172,11 @@ class BinaryTransfer:
             self.fail(f"the printer ended the binary transfer ({line})")
 
     def _progress(self, now: float) -> None:
+        """An answer came: the retries start over; no deadline while nothing is awaited
+        (the file's bytes are late)."""
         self._tries = 0
-        self.deadline = now + self._spec.binary_timeout
+        waiting = self._unacked or self._pft_wanted or self.step is Step.SYNC
+        self.deadline = now + self._spec.binary_timeout if waiting else INF
 
     def _ok(self, n: int, now: float) -> None:
         q = self._unacked
@@ -182,12 +187,12 @@ class BinaryTransfer:
             self.sent_bytes += size
             if s == n:
                 break
-        self._progress(now)
         wants_pft = _PACKETS.get(self.step, (None, False))[1]
         if self.step is Step.CLOSE:
             self.step = Step.DONE
         elif wants_pft and not q:
             self._pft_wanted = True
+        self._progress(now)
 
     def _resend(self, n: int) -> None:
         q = self._unacked

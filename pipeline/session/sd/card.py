@@ -67,6 +67,7 @@ class SdCard:
         self.upload: SdUpload | None = None
         #: The last upload's outcome: (local, remote, "" or the reason it failed).
         self.last_upload: tuple[str, str, str] | None = None
+        self.finished_upload: SdUpload | None = None
         self.autoreport = False
         self.binary = False            # the firmware reports BINARY_FILE_TRANSFER
         self.abort = False             # ... and M524 (Marlin)
@@ -167,6 +168,7 @@ class SdCard:
         if up is None:
             return
         self.upload = None
+        self.finished_upload = up
         t = self._clock() - up.started
         payload = {"local": up.local, "remote": up.remote, "time": t}
         self.last_upload = (up.local, up.remote, up.result or "")

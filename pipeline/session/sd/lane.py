@@ -28,6 +28,11 @@ INF = float("inf")
 
 
 class InFlight(Protocol):
+    """What the lane reads and sets on the engine: an upload numbers and checksums every
+    line as a print does (`printing`)."""
+
+    printing: bool
+
     @property
     def in_flight(self) -> int: ...
 
@@ -52,9 +57,19 @@ class SdLane:
             return False, None
         cmd = up.next_command(self._queues_empty(), self._engine.in_flight)
         if up.stage is Stage.DONE:
+            self._engine.printing = False
             self.card.upload_over()
             return cmd is not None, cmd
+        self._engine.printing = True  # line numbers and checksums on every line
         return True, cmd
+
+    def probe(self) -> Command | None:
+        """The engine's probe during a text upload: the upload's next line (an M105 would be
+        written to the file), or None."""
+        up = self.card.upload
+        if up is None or up.stage is not Stage.TEXT:
+            return None
+        return up.next_command(self._queues_empty(), self._engine.in_flight)
 
     def process(self, cmd: Command, *, binary: bool = False) -> list[Command]:
         """One upload line through the phases and the guard: what the card stores (Refused
@@ -126,6 +141,7 @@ class SdLane:
     def _over_if_finished(self) -> None:
         up = self.card.upload
         if up is not None and up.transfer is not None and up.transfer.finished:
+            self._engine.printing = False
             up.binary_over()
             self.card.upload_over()
 

@@ -60,6 +60,7 @@ class SdUpload:
         self._raw = bytearray()
         self._raw_eof = False
         self._partial = b""          # binary: the start of a line not yet checked
+        self._line_no = 0            # binary: lines of the file checked
         self._text = FileJob(JobFile(local, local, size))
         self._text.on_hungry = self._hungry
         self._pending: list[Command] = []
@@ -114,6 +115,8 @@ class SdUpload:
             return Command.parse(f"M28 {self.remote}", tags=_TRIGGER)
         if st is Stage.TEXT:
             return self._next_text()
+        if st is Stage.CLOSING and self._pending:
+            return self._pending.pop(0)
         if st is Stage.SWITCHING and not in_flight:
             self._switched()
         elif st is Stage.CLOSING and not in_flight:
@@ -167,7 +170,8 @@ class SdUpload:
         """Move checked bytes into the transfer while it is short of them."""
         t = self.transfer
         assert t is not None
-        while t.pending < 4 * CHUNK and (self._raw or (self._raw_eof and not t.eof)):
+        while t.error is None and t.pending < 4 * CHUNK and (
+                self._raw or (self._raw_eof and not t.eof)):
             chunk = bytes(self._raw[:CHUNK])
             del self._raw[:CHUNK]
             try:
@@ -192,6 +196,7 @@ class SdUpload:
             tail = []
         out = []
         for raw in [*lines, *tail]:
+            self._line_no += 1
             text = raw.decode("utf-8", "replace")
             text = strip_comment(text) if ";" in text else text.strip()
             if not text:
@@ -202,7 +207,7 @@ class SdUpload:
             try:
                 cmds = self._process(cmd, binary=True)
             except Refused as exc:
-                raise Refused(f"line {self.lines} of {self.local}: {exc}") from None
+                raise Refused(f"line {self._line_no} of {self.local}: {exc}") from None
             if len(cmds) == 1 and cmds[0].line == text:
                 out.append(raw)
             else:
