@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pairs import pair  # noqa: E402
+from pairs import pair  # type: ignore[import-not-found]  # noqa: E402
 
 from pipeline.virtual.pair import sample_gcode  # noqa: E402
 
@@ -52,7 +54,7 @@ def sd_print_cpu(lines: int, polling: bool) -> tuple[float, int, int]:
     for name in ("receive_data", "data_to_send", "handle_timeout", "on_written"):
         fn = getattr(core, name)
 
-        def timed(*a, _fn=fn):  # type: ignore[no-untyped-def]
+        def timed(*a: Any, _fn: Callable[..., Any] = fn) -> Any:
             t = time.process_time()
             try:
                 return _fn(*a)
