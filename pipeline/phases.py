@@ -17,6 +17,8 @@ class Phase(enum.Enum):
     GCODE_QUEUED = "comm.protocol.gcode.queued"
     GCODE_SENDING = "comm.protocol.gcode.sending"
     GCODE_SENT = "comm.protocol.gcode.sent"
+    #: Every line of an upload to the SD card, after `sending` (the printer stores it then).
+    GCODE_SENDING_SD = "comm.protocol.gcode.sending.sd"
     GCODE_RECEIVED = "comm.protocol.gcode.received"
     GCODE_ERROR = "comm.protocol.gcode.error"
     ATCOMMAND_QUEUING = "comm.protocol.atcommand.queuing"
@@ -30,6 +32,8 @@ class Phase(enum.Enum):
     SERIAL_FACTORY = "comm.transport.serial.factory"
     SERIAL_ADDITIONAL_PORT_NAMES = "comm.transport.serial.additional_port_names"
     PRINTER_HANDLE_CONNECT = "printer.handle_connect"
+    #: Replaces the upload to the SD card: a stage returning a remote name takes it over.
+    PRINTER_SDCARDUPLOAD = "printer.sdcardupload"
     PRINTER_ESTIMATION_FACTORY = "printer.estimation.factory"
     PRINTER_ADDITIONAL_STATE_DATA = "printer.additional_state_data"
     EVENTS_REGISTER_CUSTOM_EVENTS = "events.register_custom_events"
@@ -47,8 +51,9 @@ class Phase(enum.Enum):
         return self.value.rsplit(".", 1)[1]
 
 
-#: Phase -> its short name, computed once (`Phase.short` splits the value on every call).
-SHORT_NAMES: dict[Phase, str] = {p: p.short for p in Phase}
+#: Phase -> its short name, computed once (`Phase.short` splits the value on every call);
+#: the SD upload's sending phase is the `sending` phase of the lines it stores.
+SHORT_NAMES: dict[Phase, str] = {p: p.short for p in Phase} | {Phase.GCODE_SENDING_SD: "sending"}
 
 #: The four command phases, in the order a command passes them.
 GCODE_PHASES = (Phase.GCODE_QUEUING, Phase.GCODE_QUEUED, Phase.GCODE_SENDING, Phase.GCODE_SENT)
@@ -59,8 +64,6 @@ NOT_PHASES: dict[str, str] = {
     "access.permissions": "printpipe has no user accounts or permission system",
     "accesscontrol.appkey": "application keys are built in (printpipe keys)",
     "cli.commands": "printpipe's CLI is not extensible by hooks",
-    "comm.protocol.gcode.sending.sd": "printpipe does not upload to the printer's SD card",
-    "printer.sdcardupload": "printpipe does not upload to the printer's SD card",
     "printer.factory": "the printer session is printpipe's own and cannot be replaced",
     "filemanager.analysis.factory": "printpipe's light file analysis is built in",
     "plugin.backup.additional_excludes": "printpipe has no backup plugin",

@@ -96,7 +96,7 @@ virtual:
 
 
 async def test_printer_reset_while_idle_keeps_the_link():
-    config = load_yaml("virtual:\n  faults:\n    reset_after: 8\n")
+    config = load_yaml("virtual:\n  faults:\n    reset_after: 11\n")  # after the connect
     async with open_printer(config) as printer:
         seen = events_of(printer)
         printer.send([f"G1 X{i}" for i in range(10)])

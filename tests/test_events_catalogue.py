@@ -290,9 +290,9 @@ ERROR_CASES = {
     # a non-fatal firmware Error: with the default error_handling (disconnect)
     "firmware-error-line": ("", ["M118 Error:Heater is sulking"], "firmware", "Heater is sulking"),
     "emergency-stop": ("", ["M112"], "emergency", "emergency stop"),
-    "port-vanished": ("virtual:\n  faults:\n    disconnect_after: 8\n",
+    "port-vanished": ("virtual:\n  faults:\n    disconnect_after: 11\n",
                       [f"G1 X{i}" for i in range(12)], "connection", "closed"),
-    "thermal-runaway": ("virtual:\n  faults:\n    fatal_after: 8\n",
+    "thermal-runaway": ("virtual:\n  faults:\n    fatal_after: 11\n",
                         [f"G1 X{i}" for i in range(12)], "firmware", "Thermal Runaway"),
 }
 
@@ -713,11 +713,13 @@ COVERED_HERE = {
 
 #: Published at start from a crash journal: tests/test_api_recovery.py fires it and checks it.
 RECOVERY_WORK = {Event.PRINT_INTERRUPTED}
+#: Uploads to the printer's SD card: tests/test_sd_host.py checks their payloads.
+SD_WORK = {Event.TRANSFER_STARTED, Event.TRANSFER_DONE, Event.TRANSFER_FAILED}
 
 
 def test_every_catalogue_event_is_covered():
-    assert set(Event) == COVERED_HERE | HTTP_WORK | RECOVERY_WORK, \
-        set(Event) - COVERED_HERE - HTTP_WORK - RECOVERY_WORK
+    assert set(Event) == COVERED_HERE | HTTP_WORK | RECOVERY_WORK | SD_WORK, \
+        set(Event) - COVERED_HERE - HTTP_WORK - RECOVERY_WORK - SD_WORK
     assert not COVERED_HERE & HTTP_WORK
 
 

@@ -29,7 +29,8 @@ from pipeline.virtual.spec import FirmwareSpec
 MARLIN = "virtual:\n  marlin:\n    enabled: true\n"
 BYTES_PER_S = 25000.0  # 250000 baud, 10 bits a byte
 #: What the host itself sends around a print, allowed between file commands.
-HOST = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M113 S0", "M114", "M108"}
+HOST = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M113 S0", "M114", "M108",
+        "M21", "M27 S1", "M20 L"}  # (the last three: the SD card at connect)
 
 
 def firmware(**marlin) -> MarlinFirmware:

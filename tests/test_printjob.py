@@ -108,7 +108,8 @@ def test_printer_reset_mid_print_fails_the_job_and_keeps_the_link():
     assert [pl["reason"] for pl in payloads(p, "PrintFailed")] == ["error"]
     p.run_until(lambda: p.core.idle)
     assert p.core.state is S.OPERATIONAL and not p.core.failed
-    assert p.fw.accepted[-2:] == ["M110 N0", "M155 S2"]  # re-synchronised, autoreport re-armed
+    # re-synchronised, autoreport re-armed, the SD card mounted and listed again
+    assert p.fw.accepted[-5:] == ["M110 N0", "M155 S2", "M21", "M27 S1", "M20 L"]
     assert b"M112" not in b"".join(p.wire)
 
 

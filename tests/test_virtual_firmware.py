@@ -125,8 +125,10 @@ def test_m115_lists_firmware_and_capabilities() -> None:
         "SOURCE_CODE_URL:https://example.invalid/printpipe PROTOCOL_VERSION:1.0 "
         "MACHINE_TYPE:Virtual EXTRUDER_COUNT:2 UUID:00000000-0000-4000-8000-000000000000")
     assert lines[1:] == ["Cap:AUTOREPORT_TEMP:1", "Cap:AUTOREPORT_POS:0", "Cap:BUSY_PROTOCOL:1",
-                         "Cap:EMERGENCY_PARSER:1", "Cap:EXTENDED_M20:0",
-                         "Cap:CHAMBER_TEMPERATURE:0", "Cap:PROMPT_SUPPORT:0", "ok"]
+                         "Cap:EMERGENCY_PARSER:1", "Cap:EXTENDED_M20:1",
+                         "Cap:CHAMBER_TEMPERATURE:0", "Cap:PROMPT_SUPPORT:0", "Cap:SDCARD:1",
+                         "Cap:AUTOREPORT_SD_STATUS:1", "Cap:LONG_FILENAME:1",
+                         "Cap:BINARY_FILE_TRANSFER:1", "ok"]
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

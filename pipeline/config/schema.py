@@ -172,10 +172,29 @@ RETIRED: Mapping[str, str] = MappingProxyType({
 
 
 @attrs.frozen
+class SdSpec:
+    """The printer's SD card (OctoPrint's `feature.sdSupport` and its SD timeouts): M21 at
+    connect, M27 progress every `status_interval` s while printing from SD (or Marlin's
+    autoreport every `autoreport_interval` s when offered), uploads in Marlin's binary file
+    transfer when the firmware reports it and `binary_transfer` is on, else in text mode."""
+
+    enabled: bool = flag(True)
+    status_interval: float = number(1.0, positive)
+    autoreport_interval: int = integer(1, at_least(0))
+    binary_transfer: bool = flag(True)
+    #: Binary packets in flight before their `ok` (go-back-N on a resend request).
+    binary_window: int = integer(4, at_least(1))
+    #: Seconds without an answer before a binary packet is sent again.
+    binary_timeout: float = number(1.0, positive)
+    binary_retries: int = integer(10, at_least(1))
+
+
+@attrs.frozen
 class SerialSpec:
     """The serial section; the protocol engine reads it as it is (HostProtocol(serial, ...))."""
 
     timeouts: TimeoutSpec = subsection(TimeoutSpec)
+    sd: SdSpec = subsection(SdSpec)
     hello_command: str = text("M110 N0")
     checksum: ChecksumMode = choice(ChecksumMode.PRINT)
     emergency_commands: tuple[str, ...] = commands("M112", "M108", "M410")
@@ -273,6 +292,19 @@ class MarlinModelSpec:
 
 
 @attrs.frozen
+class VirtualSdSpec:
+    """The virtual printer's SD card (in memory): Marlin's replies, `M20 L`/`T` with
+    `long_names`, the binary file transfer with `binary_transfer` (packets of at most
+    `binary_buffer` bytes), and SD prints at `line_time` s a move in the plain model."""
+
+    enabled: bool = flag(True)
+    long_names: bool = flag(True)
+    binary_transfer: bool = flag(True)
+    binary_buffer: int = integer(96, at_least(16))  # Marlin: MAX_CMD_SIZE
+    line_time: float = number(0.002, at_least(0))
+
+
+@attrs.frozen
 class VirtualSpec:
     """The built-in virtual printer; its extruders and bed come from printer.profile."""
 
@@ -280,6 +312,7 @@ class VirtualSpec:
     heat_rate: float = number(40.0)
     faults: FaultSpec = subsection(FaultSpec)
     marlin: MarlinModelSpec = subsection(MarlinModelSpec)
+    sd: VirtualSdSpec = subsection(VirtualSdSpec)
 
 
 @attrs.frozen

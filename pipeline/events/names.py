@@ -44,6 +44,9 @@ class Event(enum.StrEnum):
     METADATA_ANALYSIS_FINISHED = "MetadataAnalysisFinished"
     FILE_SELECTED = "FileSelected"
     FILE_DESELECTED = "FileDeselected"
+    TRANSFER_STARTED = "TransferStarted"
+    TRANSFER_DONE = "TransferDone"
+    TRANSFER_FAILED = "TransferFailed"
     # printing
     PRINT_STARTED = "PrintStarted"
     PRINT_DONE = "PrintDone"
@@ -104,6 +107,9 @@ PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
     Event.METADATA_ANALYSIS_FINISHED: ("name", "path", "origin", "result"),
     Event.FILE_SELECTED: ("name", "path", "origin"),
     Event.FILE_DESELECTED: (),
+    Event.TRANSFER_STARTED: ("local", "remote"),
+    Event.TRANSFER_DONE: ("local", "remote", "time"),
+    Event.TRANSFER_FAILED: ("local", "remote", "time", "reason"),
     Event.PRINT_STARTED: (*_JOB, "user"),
     Event.PRINT_DONE: (*_JOB, "time", "user"),
     Event.PRINT_FAILED: (*_JOB, "time", "reason", "error", "user"),

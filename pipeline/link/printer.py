@@ -34,6 +34,7 @@ from pipeline.session.facade import CommFacade
 from pipeline.session.filejob import CHUNK, FileJob, JobFile, not_gcode
 from pipeline.session.jobs import JobResult, JobStateError
 from pipeline.session.recovery import FileIdentity, Journal, recovery_context
+from pipeline.session.sd.upload import SdUpload
 from pipeline.virtual.firmware import FirmwareSpec
 
 log = logging.getLogger("printpipe.session")
@@ -118,7 +119,43 @@ class Printer:
         self.nursery.start_soon(self._stream, job, f)
         return job
 
-    async def _stream(self, job: FileJob, f: trio.abc.AsyncResource) -> None:
+    async def upload_to_sd(self, path: str, *, name: str | None = None,
+                           remote: str | None = None) -> SdUpload | str:
+        """Upload a stored file to the printer's SD card: a `printer.sdcardupload` stage may
+        take it over (its remote name is returned), else the built-in upload starts (text
+        mode or Marlin's binary transfer) and its bytes stream from disk as they are needed.
+        Raises SdError (a JobStateError) when the card or the printer's state refuses it,
+        JobStateError when the file is not G-code text."""
+        path = os.fspath(await trio.Path(path).absolute())
+        name = name or os.path.basename(path)
+        taken = self.core.sd_lane.hooked_upload(name, path)
+        if taken is not None:
+            return taken
+        st = await trio.Path(path).stat()
+        f = await trio.open_file(path, "rb")
+        first = await f.read(CHUNK)
+        refused = not_gcode(name, first)
+        if refused is not None:
+            await f.aclose()
+            raise JobStateError(refused)
+        try:
+            up = self.core.sd.start_upload(local=name, size=st.st_size, remote=remote)
+        except JobStateError:
+            await f.aclose()
+            raise
+        up.feed(first)
+        self.core.wake()
+        self.nursery.start_soon(self._stream, up, f)
+        return up
+
+    async def wait_upload(self, timeout: float = math.inf  # noqa: ASYNC109 (as wait_until)
+                          ) -> tuple[str, str, str] | None:
+        """Wait until no upload runs; the last one's (local, remote, "" or why it failed)."""
+        sd = self.core.sd
+        await self.wait_until(lambda: sd.upload is None, timeout, poll=0.05)
+        return sd.last_upload
+
+    async def _stream(self, job: FileJob | SdUpload, f: trio.abc.AsyncResource) -> None:
         hungry = trio.Event()
 
         def on_hungry() -> None:

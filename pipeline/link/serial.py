@@ -4,8 +4,9 @@ The reader feeds every chunk to `HostCore.receive_data` and writes whatever the 
 wants sent (the ok that frees the window usually releases the next line, so the hot path stays
 in one task). The writer wakes for commands queued while the window was idle. The watchdog
 sleeps until the core's deadline and lets the core apply its timeout rules. A temperature
-poller queues M105 when the printer does not autoreport. When the core fails (fatal error,
-M112, EOF) the link flushes the last bytes and closes: the printer ends in a clean state.
+poller queues M105 when the printer does not autoreport; the SD poller M27 during SD prints.
+When the core fails (fatal error, M112, EOF) the link flushes the last bytes and closes: the
+printer ends in a clean state.
 
 When the host stops with a print running (`stop_for_exit`: SIGTERM, or the link torn down by
 a crash, a second signal or an abandon), the file stops at once and every heater is switched
@@ -190,6 +191,13 @@ class SerialLink:
             await trio.sleep(max(core.poll_interval(), 0.1))
             core.poll_temperature()
 
+    async def _sd_poller(self) -> None:
+        """M27 every `serial.sd.status_interval` s while an SD print runs (the card decides)."""
+        sd = self.core.sd
+        while True:
+            await trio.sleep(sd.poll_interval())
+            sd.poll()
+
     async def run(self, *, task_status: trio.TaskStatus[SerialLink] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Run until the core fails or the port breaks; always closes the port."""
@@ -203,6 +211,7 @@ class SerialLink:
                 for fn in (self._reader, self._writer, self._watchdog):
                     nursery.start_soon(until_failed, fn)
                 nursery.start_soon(self._poller)
+                nursery.start_soon(self._sd_poller)
                 task_status.started(self)
                 await self._flush()
         except LinkBroken as exc:

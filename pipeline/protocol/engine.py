@@ -74,6 +74,8 @@ class HostProtocol:
         self.current_line = 1
         self.firmware_info_received = False
         self.firmware_name: str | None = None
+        #: The session's line for a probe or sync instead of M105, or None (SD uploads).
+        self.probe_line: Callable[[], Command | None] | None = None
         self._checksum_requiring = frozenset(serial.checksum_requiring_commands)  # per line
         self._long_running = frozenset(serial.long_running_commands)
         self._flagged = self._long_running | HEATUP_GCODES | {"M155"}
@@ -296,6 +298,19 @@ class HostProtocol:
         self.current_line = n + 1
         return n, frame(n, _PROBE.line)
 
+    def _own_line(self) -> tuple[int, Command, bytes]:
+        """The line the engine sends of its own accord (a probe, a sync): `probe_line`'s when
+        it has one (an SD upload's next line: anything else would be written to the file),
+        else M105."""
+        cmd = self.probe_line() if self.probe_line is not None else None
+        if cmd is None:
+            n, data = self._internal_m105()
+            return n, _PROBE, data
+        n = self.current_line
+        self.resends.record(n, cmd.line)
+        self.current_line = n + 1
+        return n, cmd, frame(n, cmd.line)
+
     def _probe(self, now: float) -> None:
         """The oldest line's ok is overdue: send one numbered line beyond the window, the line
         the printer expects next if every line in flight arrived: the line held for RX room
@@ -312,8 +327,7 @@ class HostProtocol:
             cmd = Command.parse(line)
             data = frame(n, line)
         else:
-            cmd = _PROBE
-            n, data = self._internal_m105()
+            n, cmd, data = self._own_line()
         w.inflight.add(n, cmd, len(data), now)
         self._out += data
         self.sent_count += 1
@@ -323,8 +337,8 @@ class HostProtocol:
 
     def _sync(self, now: float) -> None:
         """A sync (window.py): the engine's M105 as the next line of the window."""
-        n, data = self._internal_m105()
-        self.window.inflight.add(n, _PROBE, len(data), now)
+        n, cmd, data = self._own_line()
+        self.window.inflight.add(n, cmd, len(data), now)
         self._out += data
         self.sent_count += 1
 

@@ -2,7 +2,8 @@
 
 It wires the session's parts, each the one owner of its facts: `states` (printer state and
 error), `queues` (queued commands and markers), `tracker` (tool, temperatures, position),
-`jobs` (the print job and the file source), `scripts`, `rules` and `reactions`; and it runs
+`jobs` (the print job and the file source), `sd` (the printer's SD card, its prints and
+uploads; `sd_lane` gives it the link's turn), `scripts`, `rules` and `reactions`; and it runs
 the command path: the pipeline's command phases, the built-in rules, the protocol engine.
 The serial link (pipeline/link/serial.py) only moves bytes in and out of `receive_data`,
 `data_to_send`, `on_written` and `handle_timeout`; anything queued from outside calls
@@ -34,6 +35,8 @@ from pipeline.session.reactions import EngineReactions
 from pipeline.session.recovery import PrintJournal
 from pipeline.session.rules import CommandRules
 from pipeline.session.script_runner import ScriptRunner
+from pipeline.session.sd.card import SdCard
+from pipeline.session.sd.lane import SdLane
 from pipeline.session.states import PrinterState, PrinterStates
 from pipeline.session.tracking import Tracker
 
@@ -99,11 +102,20 @@ class HostCore:
                                   offsets=offsets, jobs=self.jobs, scripts=self.scripts,
                                   lane=self, fire=self.fire, pipeline=pipeline,
                                   guard=self.guard)
+        self.sd = SdCard(serial=s, sink=self, fire=self.fire, jobs=self.jobs, clock=clock)
+        self.jobs.blocker = lambda: ("a file is being uploaded to the SD card"
+                                     if self.sd.upload is not None else None)
+        self.sd_lane = SdLane(self.sd, pipeline=pipeline, engine=self.engine,
+                              canonical=self.guard.canonical,
+                              emergency=self.rules.emergency,
+                              queues_empty=lambda: self.queues.empty, fire=self.fire)
+        self.sd.process = self.sd_lane.process
+        self.engine.probe_line = self.sd_lane.probe
         self.reactions = EngineReactions(
             printer=config.printer, serial=s, states=self.states, sink=self,
             queues=self.queues, fire=self.fire, jobs=self.jobs, tracker=self.tracker,
             scripts=self.scripts, pipeline=pipeline, engine=self.engine,
-            on_line=self._line_received)
+            on_line=self._line_received, sd=self.sd)
         #: The crash journal's view of the print: fed every written command while active.
         self.journal = PrintJournal(self.jobs, self.engine, self.tracker,
                                     interval=config.storage.journal_interval)
@@ -163,8 +175,9 @@ class HostCore:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing waiting for an ok."""
-        return self.queues.empty and self.engine.in_flight == 0 and not self.engine.resending
+        """Nothing queued, nothing waiting for an ok, no upload to the SD card running."""
+        return (self.queues.empty and self.engine.in_flight == 0 and not self.engine.resending
+                and self.sd.upload is None)
 
     def statistics(self) -> SessionStatistics:
         e = self.engine
@@ -183,6 +196,7 @@ class HostCore:
         """The link is closed (by us or by the device)."""
         if self.jobs.job is not None:
             self.jobs.fail(self.error or reason or "disconnected")
+        self.sd.disconnected(self.error or reason or "disconnected")
         if self.state is PrinterState.ERROR or reason:
             if reason:
                 self.states.fail(reason)
@@ -276,6 +290,10 @@ class HostCore:
 
     # ---- sending ------------------------------------------------------------------------------
     def _next_command(self) -> Command | None:
+        if self.sd.upload is not None:  # the SD upload's commands, once the queues drained
+            owns, up_cmd = self.sd_lane.next_command()
+            if owns:
+                return up_cmd
         q = self.queues
         if q.manual or q.job:
             cmd = q.take(self.engine.in_flight)
@@ -324,6 +342,8 @@ class HostCore:
         if engine.state is not LinkState.OPERATIONAL:
             return out
         now = self.clock()
+        if self.sd.upload is not None and self.sd_lane.binary:
+            return out + self.sd_lane.data_to_send(now)  # the binary transfer owns the link
         p = self.pipeline
         written = self._written
         canonical = self._canonical
@@ -355,10 +375,12 @@ class HostCore:
                     continue
                 if wire is not line:
                     cmd = Command.parse(wire, cmd_type=cmd.cmd_type, tags=cmd.tags)
-            if cmd.gcode == "M155":
+            if cmd.gcode == "M155" and "source:sdupload" not in cmd.tags:
                 self.tracker.sending(cmd)
             out += engine.send(cmd, now)
             written.append(cmd)
+        if self.sd.upload is not None and self.sd_lane.binary and engine.in_flight == 0:
+            out += self.sd_lane.data_to_send(now)
         return out
 
     def on_written(self) -> None:
@@ -373,7 +395,7 @@ class HostCore:
         for cmd in written:
             if p.sent:
                 p.notify(Phase.GCODE_SENT, cmd)
-            if cmd.gcode in watch:
+            if cmd.gcode in watch and "source:sdupload" not in cmd.tags:
                 if cmd.gcode == "M73":
                     self.jobs.m73(cmd)
                 else:
@@ -393,13 +415,15 @@ class HostCore:
         """M105 now, unless the printer autoreports or is busy with a long command."""
         w = self.engine.window
         if (self.operational and not self.tracker.autoreport and not w.long_running
-                and not w.heating):
+                and not w.heating and self.sd.upload is None):
             self.enqueue("M105", cmd_type="temperature_poll",
                          tags=frozenset({"trigger:comm.poll_temperature"}))
 
     # ---- receiving and timeouts -------------------------------------------------------------
     @property
     def deadline(self) -> float:
+        if self.sd.upload is not None and self.sd_lane.binary:
+            return self.sd_lane.deadline
         d = self.engine.deadline
         c = self.jobs.capture_deadline
         if self._cancel_until < c and self.engine.in_flight:
@@ -407,12 +431,19 @@ class HostCore:
         return c if c < d else d
 
     def receive_data(self, data: bytes) -> None:
+        if self.sd.upload is not None and self.sd_lane.binary and data:
+            data = self.sd_lane.receive_data(data, self.clock())
+            if not data:
+                return
         events = self.engine.receive_data(data, self.clock())
         if events:
             self.reactions.handle(events)
 
     def handle_timeout(self) -> None:
         now = self.clock()
+        if self.sd.upload is not None and self.sd_lane.binary:
+            self.sd_lane.handle_timeout(now)
+            return
         if self.jobs.capture_deadline <= now:
             self.jobs.capture_timeout()
         if self._cancel_until <= now and self.engine.in_flight:

@@ -56,6 +56,9 @@ class JobFile:
 
 
 class FileJob:
+    #: The session pulls this job's lines (an SD print's lines the printer reads itself).
+    streams = True
+
     def __init__(self, file: JobFile) -> None:
         self.file = file
         self.read_pos = 0        # bytes handed to feed()
@@ -71,6 +74,11 @@ class FileJob:
         self._partial = b""
         #: Set by the streamer: called when the buffer runs low.
         self.on_hungry: Callable[[], None] | None = None
+
+    def device_commands(self, moment: str) -> tuple[str, ...]:
+        """Printer commands a job needs at `moment` (start, pause, resume, cancel): none
+        for a streamed file (session/sd/job.py has the SD print's)."""
+        return ()
 
     def start_at(self, pos: int, line: int) -> None:
         """Begin at byte `pos`, after file line `line` (a recovered print): the streamer

@@ -109,6 +109,8 @@ class JobControl:
         self._last_filepos: int | None = None
         self._error: str | None = None  # why a print that is being cancelled failed
         self._keep_journal = False  # a cancel because the host stops: the print can resume
+        #: Why no print may start now besides the state (an SD upload runs), or None.
+        self.blocker: Callable[[], str | None] = lambda: None
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -167,8 +169,8 @@ class JobControl:
         whole or not at all (it does not render or the guard refuses a command: JobStateError
         says why, and nothing is queued or started)."""
         state = self._states.state
-        if state is not S.OPERATIONAL:
-            raise JobStateError(f"cannot start a print while {state.value}")
+        if state is not S.OPERATIONAL or self.blocker():
+            raise JobStateError(f"cannot start a print while {self.blocker() or state.value}")
         prologue: list[Command] = []
         if recovery is not None:
             try:
@@ -180,9 +182,10 @@ class JobControl:
                                     "nothing was sent") from None
         self.job, self.result = job, None
         self.estimator = None
-        for _, factory in self._pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, "local"):
+        kind = job.file.origin  # the seed's job types: local or sdcard
+        for _, factory in self._pipeline.call(Phase.PRINTER_ESTIMATION_FACTORY, kind):
             if callable(factory):
-                self.estimator = factory("local")
+                self.estimator = factory(kind)
                 break
         self.pause_record = self.cancel_record = None
         self._last_filepos = self._error = None
@@ -196,12 +199,27 @@ class JobControl:
             self._moment(Moment.BEFORE_PRINT_STARTED, {"event": self.payload()})
         else:
             self._queue_script(Moment.BEFORE_PRINT_RECOVERED.value, prologue, self.payload())
+        self._device("start")
         self._sink.add_marker(self._to_printing)
 
     def _to_printing(self) -> None:
         if self._states.state in (S.STARTING, S.RESUMING):
             self._to(S.PRINTING)
-            self.source = self.job
+            self.source = self.job if self.job is not None and self.job.streams else None
+
+    def _device(self, moment: str) -> None:
+        """The printer commands of an SD print's moment (none for a streamed file)."""
+        tags = frozenset({f"trigger:{moment}"})
+        for line in self.job.device_commands(moment) if self.job else ():
+            self._sink.enqueue(line, part_of_job=True, tags=tags)
+
+    def printer_done(self) -> None:
+        """The printer finished the file itself (an SD print's `Done printing file`)."""
+        state = self._states.state
+        if state in (S.PAUSED, S.RESUMING):
+            self._to(S.PRINTING)
+        if self._states.state is S.PRINTING:
+            self.file_done()
 
     def file_done(self) -> None:
         """The session found the end of the file."""
@@ -233,6 +251,7 @@ class JobControl:
         self._paused_at = self._clock()
         self.source = None  # the file stops at once
         self._to(S.PAUSING)
+        self._device("pause")
         if capture is None:
             capture = self._serial.log_position_on_pause
         if capture:
@@ -272,6 +291,7 @@ class JobControl:
         if scripts:
             self._moment(Moment.BEFORE_PRINT_RESUMED, {"event": self.payload(),
                                                        **self._record_context("pause")})
+        self._device("resume")
         self._sink.add_marker(self._to_printing)
 
     def resumed_by_printer(self) -> None:
@@ -279,7 +299,7 @@ class JobControl:
         if self._states.state is S.PAUSED:
             self._end_pause()
             self._to(S.PRINTING)
-            self.source = self.job
+            self.source = self.job if self.job is not None and self.job.streams else None
 
     def _end_pause(self) -> None:
         if self._paused_at is not None:
@@ -305,6 +325,7 @@ class JobControl:
         self._to(S.CANCELLING)
         self.source = None
         self._sink.drop_file_commands()
+        self._device("cancel")
         if self._serial.abort_heatup_on_cancel:
             self._sink.enqueue("M108", tags=frozenset({"trigger:abort_heatup"}))
         if capture is None:

@@ -23,6 +23,7 @@ from pipeline.protocol.events import EngineEvent, ErrorReason, LinkState
 from pipeline.session.jobs import JobControl
 from pipeline.session.queues import CommandQueues, CommandSink, Publish
 from pipeline.session.script_runner import ScriptRunner
+from pipeline.session.sd.card import SdCard
 from pipeline.session.states import PrinterState, PrinterStates
 from pipeline.session.tracking import Tracker
 
@@ -43,7 +44,7 @@ class EngineReactions:
                  sink: CommandSink,
                  queues: CommandQueues, fire: Publish, jobs: JobControl, tracker: Tracker,
                  scripts: ScriptRunner, pipeline: Pipeline, engine: EngineControl,
-                 on_line: Callable[[str], None]) -> None:
+                 on_line: Callable[[str], None], sd: SdCard) -> None:
         self._printer = printer
         self._serial = serial
         self._states = states
@@ -56,6 +57,7 @@ class EngineReactions:
         self._pipeline = pipeline
         self._engine = engine
         self._on_line = on_line
+        self._sd = sd
         self.dispatch: dict[type, Callable[[Any], None]] = {
             ee.Connected: self._on_connected,
             ee.Received: self._on_received,
@@ -97,6 +99,7 @@ class EngineReactions:
                           {"event": {"port": spec.port, "baudrate": spec.baudrate}})
 
     def _on_received(self, ev: ee.Received) -> None:
+        self._sd.on_line(ev.line)
         self._on_line(ev.line)
 
     def _on_temperatures(self, ev: ee.Temperatures) -> None:
@@ -116,6 +119,7 @@ class EngineReactions:
     def _on_firmware_info(self, ev: ee.FirmwareInfo) -> None:
         self._pipeline.call(Phase.FIRMWARE_INFO, ev.name, dict(ev.data))
         self._fire(Event.FIRMWARE_DATA, {"name": ev.name, "data": dict(ev.data)})
+        self._sd.on_firmware(ev.name)
 
     def _on_capability(self, ev: ee.CapabilityReported) -> None:
         self._pipeline.call(Phase.FIRMWARE_CAPABILITIES, ev.name, ev.enabled, dict(ev.all))
@@ -128,6 +132,7 @@ class EngineReactions:
         # the heaters at once: Marlin's first autoreport (and the first poll) is an interval
         # away, and clients show no heater until one was reported
         self._enqueue("M105", "comm.on_connected", cmd_type="temperature_poll")
+        self._sd.on_capabilities(ev.all)
 
     def _on_action(self, ev: ee.ActionCommand) -> None:
         self._jobs.action(ev.name)
@@ -170,6 +175,7 @@ class EngineReactions:
         interval = self._serial.timeouts.temperature_autoreport
         if self._engine.capabilities.get("AUTOREPORT_TEMP") and interval > 0:
             self._enqueue(f"M155 S{interval}", "comm.on_external_reset")
+        self._sd.on_capabilities(self._engine.capabilities)  # the card is unmounted now
 
     def _on_invalid_tool(self, ev: ee.InvalidTool) -> None:
         tool, fallback = self._tracker.invalid_tool(ev.tool)

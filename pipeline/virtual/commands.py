@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.gcode import param_value
+from pipeline.virtual.sd.commands import SdMixin, sd_handlers
 from pipeline.virtual.spec import FirmwareSpec
 from pipeline.virtual.thermal import (
     HeaterKind,
@@ -46,8 +47,9 @@ _NOOP = frozenset(
 Handler = Callable[["CommandsMixin", str, float], "str | None"]
 
 
-class CommandsMixin:
-    """G-code semantics on top of the firmware core's state (see firmware.py)."""
+class CommandsMixin(SdMixin):
+    """G-code semantics on top of the firmware core's state (see firmware.py); the SD card's
+    commands come from sd/commands.py."""
 
     # State owned and initialised by VirtualFirmware; declared here for the handlers.
     spec: FirmwareSpec
@@ -71,6 +73,8 @@ class CommandsMixin:
         raise NotImplementedError  # provided by VirtualFirmware
 
     def _dispatch(self, text: str, now: float) -> str | None:
+        if self.card.saving is not None and not self._sd_line:
+            return self._sd_save(text)  # M28: every line goes to the file until M29
         m = _WORD_RE.match(text)
         if m is None:
             return self._unknown(text)
@@ -261,7 +265,8 @@ class CommandsMixin:
             "SOURCE_CODE_URL:https://example.invalid/printpipe PROTOCOL_VERSION:1.0 "
             f"MACHINE_TYPE:Virtual EXTRUDER_COUNT:{len(self._tools)} "
             "UUID:00000000-0000-4000-8000-000000000000")
-        self._out.extend(f"Cap:{name}:{int(on)}" for name, on in spec.capabilities)
+        caps = dict(spec.capabilities) | self.sd_capabilities()
+        self._out.extend(f"Cap:{name}:{int(on)}" for name, on in caps.items())
         return "ok"
 
     def _busy_interval_cmd(self, text: str, now: float) -> str:
@@ -307,7 +312,7 @@ def _handlers() -> dict[str, Handler]:
         "M105": c._report_temperatures, "M155": c._autoreport_temperatures,
         "M114": c._position, "M115": c._firmware_info, "M113": c._busy_interval_cmd,
         "M110": c._set_line_number, "M117": c._message, "M118": c._serial_print,
-        "M999": c._restart,
+        "M999": c._restart, **sd_handlers(),
     }
 
 

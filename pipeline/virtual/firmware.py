@@ -17,6 +17,7 @@ from collections import deque
 from pipeline.gcode import checksum, strip_comment
 from pipeline.virtual.commands import CommandsMixin
 from pipeline.virtual.faults import FaultDice, FaultKind
+from pipeline.virtual.sd.commands import silent
 from pipeline.virtual.spec import FirmwareSpec
 from pipeline.virtual.thermal import HeaterState, Thermals, retarget
 from pipeline.virtual.waits import Wait, WaitKind
@@ -62,7 +63,8 @@ class VirtualFirmware(CommandsMixin):
                                (FaultKind.LOST_OK, FaultKind.BUSY, FaultKind.NOISE))
         self._after_counts = {faults.reset_after, faults.disconnect_after,
                               faults.fatal_after} - {None}
-        self._caps = dict(spec.capabilities)
+        self._sd_init()
+        self._caps = dict(spec.capabilities) | self.sd_capabilities()
         self._out: list[str] = []
         self._inbuf = b""
         self._backlog: deque[bytes] = deque()
@@ -79,15 +81,20 @@ class VirtualFirmware(CommandsMixin):
         """Take bytes from the host (any chunking; lines end in \\n, \\r\\n or \\r)."""
         if self.killed:
             return
-        if self._wait is not None or self._next_auto is not None:
+        if self._wait is not None or self._next_auto is not None or self._sd_at is not None:
             self._advance(now)
+        if self.bft is not None:
+            data = self.feed_binary(self._inbuf + data)
+            self._inbuf = b""
+            if not data:
+                return
         if self._inbuf:
             data = self._inbuf + data
         if b"\r" in data:
             data = data.replace(b"\r", b"\n")
         lines = data.split(b"\n")
         self._inbuf = lines.pop()
-        for raw in lines:
+        for i, raw in enumerate(lines):
             line = raw.strip()
             if not line:
                 continue
@@ -99,10 +106,17 @@ class VirtualFirmware(CommandsMixin):
                 self._handle(line, now)
             if self.killed:
                 return  # type: ignore[unreachable]  # mypy misses that _handle() can kill
+            if self.bft is not None:  # M28 B1: what follows is binary
+                rest = b"\n".join([*lines[i + 1:], self._inbuf])
+                self._inbuf = b""
+                if rest:
+                    self.receive_data(rest, now)
+                return
 
     def data_to_send(self, now: float) -> bytes:
         """Everything the printer has said by `now` (time-driven output first); b"" if none."""
-        if not self.killed and (self._wait is not None or self._next_auto is not None):
+        if not self.killed and (self._wait is not None or self._next_auto is not None
+                                or self._sd_at is not None):
             self._advance(now)
         out = self._out
         if not out:
@@ -125,6 +139,8 @@ class VirtualFirmware(CommandsMixin):
                 best = self._next_busy
         if self._next_auto is not None and self._next_auto < best:
             best = self._next_auto
+        if self._sd_at is not None and self._sd_at < best:
+            best = self._sd_at
         return None if best == math.inf else best
 
     # ---------------------------------------------------------------- state
@@ -144,6 +160,11 @@ class VirtualFirmware(CommandsMixin):
         self._next_report: float | None = None
         self._next_busy: float | None = None
         self._backlog.clear()
+        card = self.card
+        card.mounted = card.printing = False
+        card.selected = card.saving = None
+        self.bft = None
+        self._sd_step_at = self._sd_report_at = self._sd_at = None
         th = self._th
         self._tools = [retarget(t, 0.0, now, th) for t in self._tools]
         if self._bed is not None:
@@ -256,6 +277,8 @@ class VirtualFirmware(CommandsMixin):
 
     def _finish(self, ok: str, now: float) -> None:
         """Emit a command's ok (with the per-command faults) and fire the `*_after` faults."""
+        if not ok:
+            return  # a command from the SD card: the host gets no ok for it
         out = self._out
         if self._roll_after:
             dice = self._dice
@@ -298,6 +321,8 @@ class VirtualFirmware(CommandsMixin):
 
     def _start_wait(self, wait: Wait, now: float) -> None:
         """Block until `wait.end`; later lines queue in the backlog meanwhile."""
+        if self._sd_line:
+            wait = silent(wait)
         self._wait = wait
         end = wait.end
         ri = self.spec.wait_report_interval
@@ -315,12 +340,14 @@ class VirtualFirmware(CommandsMixin):
         backlog = self._backlog
         while backlog and self._wait is None and not self.killed:
             self._handle(backlog.popleft(), t)
+        self._sd_waited(t)
 
     def _advance(self, now: float) -> None:
         """Fire every time-driven output due by `now`, oldest first, in firmware time."""
         while not self.killed:
             auto = self._next_auto
             wait = self._wait
+            sd = self._sd_at
             if wait is not None:
                 t = wait.end
                 rep, busy = self._next_report, self._next_busy
@@ -332,11 +359,17 @@ class VirtualFirmware(CommandsMixin):
                     t = auto
             elif auto is not None:
                 t = auto
-            else:
+            elif sd is None:
                 return
+            else:
+                t = sd
+            if sd is not None and sd < t:
+                t = sd
             if t > now:
                 return
-            if t == auto:
+            if t == sd:
+                self._sd_due(t)
+            elif t == auto:
                 self._out.append(" " + self._temperature_text(t))
                 self._next_auto = t + self._autoreport
             elif wait is not None and t == self._next_report:

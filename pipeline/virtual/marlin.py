@@ -39,6 +39,8 @@ from pipeline.virtual.waits import Wait, WaitKind
 _EMERGENCY_RE = re.compile(rb"(?:^|\n)\s*(?:N\d+\s*)?(M108|M112)(?!\d)")
 #: Commands that wait for the planned moves before they run (planner.synchronize()).
 _SYNC = frozenset({"G4", "G28", "G29", "M400", "M109", "M190", "M191"})
+#: The line number of a queued line that came from the SD card.
+SD_LINE = -1
 
 
 def make_firmware(spec: FirmwareSpec, *, now: float = 0.0) -> VirtualFirmware:
@@ -78,6 +80,7 @@ class MarlinFirmware(VirtualFirmware):
         self.fragment_commands: list[str] = []  # ... those that run as a command
         self._t = now           # how far the simulation has run
         super().__init__(spec, now=now)
+        self._sd_queue_mode = True
         self._drop_duplicates = True
         self._flush_out(now)
 
@@ -123,7 +126,9 @@ class MarlinFirmware(VirtualFirmware):
             self._t = t
             self._arrive(t)
             if t_line <= t and not self.killed:
-                if b"\n" not in self._rx:
+                if self.bft is not None:
+                    pass  # binary: the bytes went to the transfer as they arrived
+                elif b"\n" not in self._rx:
                     break  # (never spin: the line is not in, whatever the float said)
                 self._read_lines(t)
             elif t_timed <= t and not self.killed:
@@ -145,6 +150,8 @@ class MarlinFirmware(VirtualFirmware):
                 t = self._next_busy
         if self._next_auto is not None and self._next_auto < t:
             t = self._next_auto
+        if self._sd_at is not None and self._sd_at < t:
+            t = self._sd_at
         return t
 
     def _arrival(self, chunk: list[object], i: int) -> float:
@@ -155,6 +162,8 @@ class MarlinFirmware(VirtualFirmware):
         """When the next whole line can be read (inf while the queue is full)."""
         if len(self._cmdq) >= self._bufsize or self.killed:
             return math.inf
+        if self.bft is not None:  # binary: bytes are taken as they arrive
+            return self._tx_free if self._wire else math.inf
         if b"\n" in self._rx:
             return self._tick(self._t)
         for chunk in self._wire:
@@ -175,6 +184,8 @@ class MarlinFirmware(VirtualFirmware):
 
     def _next_emergency(self) -> float:
         """When the next M108/M112 on the wire arrives (it acts before it is read)."""
+        if self.bft is not None:
+            return math.inf
         for chunk in self._wire:
             data: bytes = chunk[1]  # type: ignore[assignment]
             taken: int = chunk[2]  # type: ignore[assignment]
@@ -198,6 +209,8 @@ class MarlinFirmware(VirtualFirmware):
             if upto > taken:
                 piece = data[taken:upto]
                 chunk[2] = upto
+                if self.bft is not None:
+                    piece = self.feed_binary(piece)  # what is left after it is text again
                 self._emergency_scan(piece, t)
                 room = self._rx_cap - len(self._rx)
                 if len(piece) > room:
@@ -282,7 +295,12 @@ class MarlinFirmware(VirtualFirmware):
     def _pump(self, t: float) -> None:
         """Run queued commands until one has to wait."""
         q = self._cmdq
-        while q and not self._running and not self.killed:
+        card = self.card
+        while not self.killed:
+            if card.printing and not self._running:
+                self._sd_fill()
+            if not q or self._running:
+                break
             text = q[0][1]
             word = text.split(None, 1)[0] if text else ""
             if word in _SYNC and self._planned_until(t) > t:
@@ -292,20 +310,47 @@ class MarlinFirmware(VirtualFirmware):
             self._dispatch_head(t)
 
     def _dispatch_head(self, t: float) -> None:
-        text = self._cmdq[0][1]
+        n, text = self._cmdq[0]
         if not text:
             self._finish("ok", t)
             return
+        self._running = True
+        if n == SD_LINE:
+            self._sd_exec(text, t)
+            if self._running and self._wait is None:
+                self._finish("", t)
+            return
         self.accepted.append(text)
         self._executed += 1
-        self._running = True
         ok = self._dispatch(text, t)
         if ok is not None:
             self._finish(ok, t)
 
+    def _sd_fill(self) -> None:
+        """The card's next lines into the queue, one slot kept for the host's lines."""
+        q, card = self._cmdq, self.card
+        while card.printing and len(q) < max(self._bufsize - 1, 1):
+            text = card.next_line()
+            if text is None:
+                self._sd_finished()
+                return
+            if text:
+                q.append((SD_LINE, text))
+
+    def _sd_aborted(self) -> None:
+        q = self._cmdq
+        head = [q.popleft()] if q and self._running else []
+        rest = [e for e in q if e[0] != SD_LINE]
+        q.clear()
+        q.extend(head + rest)
+
     def _finish(self, ok: str, now: float) -> None:
         q = self._cmdq
         n = q[0][0] if q else None
+        if n == SD_LINE:  # a line from the card: no ok for the host
+            q.popleft()
+            self._running = False
+            return
         if ok == "ok" and self._advanced:
             free = self._planner_size - len(self._planner)
             b = self._bufsize - len(q)
