@@ -12,6 +12,7 @@
     'Connecting Connected Disconnecting Disconnected Error PrinterStateChanged FirmwareData ' +
     'PrinterReset Upload FileAdded FileRemoved FileMoved FolderAdded FolderRemoved FolderMoved ' +
     'UpdatedFiles MetadataAnalysisStarted MetadataAnalysisFinished FileSelected FileDeselected ' +
+    'TransferStarted TransferDone TransferFailed ' +
     'PrintStarted PrintDone PrintFailed PrintCancelling PrintCancelled PrintPaused PrintResumed ' +
     'PrintInterrupted PowerOn PowerOff Home ZChange Dwell Waiting Cooling Alert Conveyor Eject EStop ' +
     'FilamentChange ToolChange PositionUpdate CommandSuppressed InvalidToolReported').split(' ');
