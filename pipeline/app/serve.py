@@ -177,6 +177,7 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
                 if not stopped.is_set():  # (a restart while stopping serves nothing)
                     await serve_http(app, hc, shutdown_trigger=stopped.wait,
                                      concurrency=http.max_concurrent_requests,
+                                     busy=partial(_printing, control),
                                      task_status=task_status)
                 http_done.set()
 
@@ -207,6 +208,12 @@ async def _serve(config: HostConfig, ready: Prepared, loader: Callable[[], HostC
                 with trio.move_on_after(hc.graceful_timeout + 1):
                     await http_done.wait()
             nursery.cancel_scope.cancel()  # analyses
+
+
+def _printing(control: Control) -> bool:
+    """A print runs: the HTTP server paces its requests (it imports no Control)."""
+    printer = control.session
+    return printer is not None and printer.core.jobs.active
 
 
 async def record_prints(control: Control, history: PrintHistory, *,
