@@ -7,6 +7,7 @@ hold a turn, a client at most half of them. Over a real socket a refused request
 
 from __future__ import annotations
 
+import httpx
 import trio
 from test_http_server import start_server
 
@@ -146,4 +147,22 @@ async def test_a_refused_request_is_answered_503_raw_and_closed(monkeypatch):
             assert (await first.recv(4096)).startswith(b"HTTP/1.1 200 ")
         first.close()
         second.close()
+        stop.set()
+
+
+async def test_each_request_of_a_keep_alive_connection_waits_its_turn(monkeypatch):
+    monkeypatch.setattr(http_server, "PERIOD", 0.2)
+
+    async def lingering(scope, receive, send) -> None:  # its task ends after the answer
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await trio.sleep(0.3)
+
+    stop, done = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        host, port = await start_server(nursery, lingering, stop, done, busy=True)
+        start = trio.current_time()
+        for _ in range(3):  # the first at once, then one per PERIOD
+            assert (await client.get(f"http://{host}:{port}/")).status_code == 200
+        assert trio.current_time() - start >= 2 * 0.2
         stop.set()

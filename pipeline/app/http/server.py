@@ -321,9 +321,12 @@ def _admission(app: ASGIApp, pacer: Pacer) -> ASGIApp:
             return
 
         async def starting(message: Message) -> None:
-            if message["type"] in _STARTS:
+            kind = message["type"]
+            if kind in _STARTS:
                 conn.answering = True
                 pacer.give_back(conn)
+            elif kind == "http.response.body" and not message.get("more_body"):
+                conn.answering = False  # before the client can have it and ask again
             await send(message)
 
         try:
