@@ -56,7 +56,7 @@ async def test_while_printing_requests_start_at_a_bounded_rate_round_robin(autoj
     async with trio.open_nursery() as nursery:
         for conn in conns:
             nursery.start_soon(ask, pacer, conn, log)
-            await trio.sleep(0)  # in this order
+            await trio.lowlevel.checkpoint()  # in this order
         nursery.start_soon(pacer.run)
         while len(log) < len(conns):
             await trio.sleep(PERIOD)
@@ -115,18 +115,36 @@ async def test_a_waiter_whose_connection_ends_leaves_the_line(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
-async def test_a_refused_request_is_answered_503_raw_and_closed(monkeypatch):
-    monkeypatch.setattr(http_server, "QUEUE_WAIT", 0.2)
-    release = trio.Event()
-
-    async def slow(scope, receive, send) -> None:  # holds the only turn until released
+async def slow_until(release: trio.Event):
+    """An ASGI app that holds its turn until `release`."""
+    async def slow(scope, receive, send) -> None:
         await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
+    return slow
 
+
+async def read_to_end(sock: trio.socket.SocketType) -> bytes:
+    answer = b""
+    with trio.fail_after(5):
+        while chunk := await sock.recv(4096):
+            answer += chunk
+    return answer
+
+
+def assert_refused(answer: bytes) -> None:
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503 "), answer
+    assert b"retry-after: 1" in head and b"connection: close" in head
+
+
+async def test_a_refused_request_is_answered_503_raw_and_closed(monkeypatch):
+    monkeypatch.setattr(http_server, "QUEUE_WAIT", 0.2)
+    release = trio.Event()
     stop, done = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
-        address = await start_server(nursery, slow, stop, done, concurrency=1, busy=True)
+        address = await start_server(nursery, await slow_until(release), stop, done,
+                                     concurrency=1, busy=True)
         first, second = trio.socket.socket(), trio.socket.socket()
         await first.connect(address)
         await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -134,17 +152,32 @@ async def test_a_refused_request_is_answered_503_raw_and_closed(monkeypatch):
         await second.connect(address)
         await second.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
         start = trio.current_time()
-        answer = b""
-        with trio.fail_after(5):
-            while chunk := await second.recv(4096):
-                answer += chunk
+        assert_refused(await read_to_end(second))  # then the end of the connection
         assert trio.current_time() - start >= 0.2
-        head = answer.split(b"\r\n\r\n")[0].lower()
-        assert head.startswith(b"http/1.1 503 ")
-        assert b"retry-after: 1" in head and b"connection: close" in head
         release.set()
         with trio.fail_after(5):
             assert (await first.recv(4096)).startswith(b"HTTP/1.1 200 ")
+        first.close()
+        second.close()
+        stop.set()
+
+
+async def test_a_request_waiting_when_its_idle_connection_is_closed_is_refused(monkeypatch):
+    # hypercorn closes a connection after keep_alive seconds without a request it has seen;
+    # one waiting for its turn meanwhile gets its 503, not a closed socket
+    monkeypatch.setattr(http_server, "QUEUE_WAIT", 5.0)
+    release = trio.Event()
+    stop, done = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        address = await start_server(nursery, await slow_until(release), stop, done,
+                                     concurrency=1, busy=True, keep_alive=0.3)
+        first, second = trio.socket.socket(), trio.socket.socket()
+        await first.connect(address)
+        await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        await second.connect(address)
+        await second.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert_refused(await read_to_end(second))
+        release.set()
         first.close()
         second.close()
         stop.set()

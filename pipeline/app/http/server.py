@@ -101,6 +101,8 @@ class Connection(trio.abc.HalfCloseableStream):
         self.holding = False  # it has a turn (its request is being read or handled)
         self.answering = False  # its answer started: what it reads now (websocket frames) is
         #                         part of that request, read without a turn
+        self.waiter: Waiter | None = None  # its request waits for its turn
+        self.refused = False  # its request was answered 503
         try:
             peer = self.socket.getpeername()
             self.address = parse_socket_addr(self.socket.family, peer)
@@ -148,10 +150,15 @@ class Connection(trio.abc.HalfCloseableStream):
     async def _refuse(self) -> bytes:
         """Answer 503 without parsing the request, and end the connection's handling (its
         socket is closed when the handling ends, after the answer: a FIN)."""
-        with trio.move_on_after(0.1), contextlib.suppress(OSError):
-            await self.socket.send(_REFUSAL)  # a fresh answer fits the socket's buffer
+        await self._send_refusal()
         self.scope.cancel()
         return b""
+
+    async def _send_refusal(self) -> None:
+        if not self.refused:
+            self.refused = True
+            with trio.move_on_after(0.1), contextlib.suppress(OSError):
+                await self.socket.send(_REFUSAL)  # a fresh answer fits the socket's buffer
 
     def _closing(self) -> None:
         """One side ended: whatever hypercorn still waits for gets EOF_GRACE seconds."""
@@ -159,6 +166,11 @@ class Connection(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         self._closing()
+        if self.waiter is not None and self.pacer is not None:
+            # hypercorn closes a connection idle for its keep-alive time, though a request
+            # that came meanwhile waits here: it is refused, not dropped unanswered
+            self.pacer.drop(self.waiter)
+            await self._send_refusal()
         await self.stream.aclose()
 
     def abort(self) -> None:
@@ -212,12 +224,20 @@ class Pacer:
         self.arrivals.append(waiter)
         self.queued += 1
         self.wake.set()
+        conn.waiter = waiter
         try:
             await waiter.event.wait()
         finally:
+            conn.waiter = None
             if not waiter.done:  # cancelled (the connection ends)
                 self._leave(waiter)
         return waiter.granted
+
+    def drop(self, waiter: Waiter) -> None:
+        """`waiter` leaves the line refused."""
+        if not waiter.done:
+            self._leave(waiter)
+            waiter.event.set()
 
     def _leave(self, waiter: Waiter) -> None:
         waiter.done = True
