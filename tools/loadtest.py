@@ -231,9 +231,7 @@ async def measure(args: argparse.Namespace, url: str, record: Record, server_pid
 
 def start(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=ROOT)
-    prof = ["-m", "cProfile", "-o", os.environ["PP_PROFILE"]] if (
-        os.environ.get("PP_PROFILE") and argv[0] == "serve") else []  # TUNING
-    return subprocess.Popen([sys.executable, *prof, "-m", "pipeline.app.cli", *argv], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", *argv], cwd=ROOT,
                             env=env, text=True, **kwargs)
 
 

@@ -71,10 +71,12 @@ EOF_GRACE = 2.0
 #: Seconds a request may wait for its turn before it is refused with 503.
 QUEUE_WAIT = 1.0
 #: While a print runs, the pacer lets at most RELEASES waiting requests start every PERIOD
-#: seconds (each takes about a millisecond of CPU in a few scheduler rounds).
-PERIOD = float(__import__("os").environ.get("PP_PERIOD", "0.005"))  # TUNING
-RELEASES = int(__import__("os").environ.get("PP_RELEASES", "1"))  # TUNING
-REFUSALS = int(__import__("os").environ.get("PP_REFUSALS", "2"))  # TUNING
+#: seconds (each takes about a millisecond of CPU on the development VM, in a few scheduler
+#: rounds)
+PERIOD = 0.01
+RELEASES = 1
+#: and refuses at most REFUSALS of those that waited QUEUE_WAIT (a refused client reconnects).
+REFUSALS = 2
 #: What a refused request is answered, straight to its socket (no parsing): 503, try again in
 #: a second; then its connection is closed.
 _BUSY = b'{"error": "the server is busy: try again in a second (Retry-After)"}\n'
