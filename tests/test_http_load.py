@@ -3,8 +3,10 @@ keep-alive clients, niced, against `printpipe serve` printing on the virtual pri
 process of its own). The load comes in four bursts of half a second with as long unloaded
 between them, so the printer's lines/s under load is compared with its rate in the same
 seconds of the same run (the machine's speed drifts by more than the margin over seconds).
-Every request is answered 200 or refused 503 with Retry-After. Before the pacer (server.py)
-the print fell to under a tenth of its rate with a hundred clients."""
+Every request is answered 200 or refused 503 with Retry-After.
+
+Not part of the default run (PRINTPIPE_LOAD_TEST=1 runs it): it takes about 12 s, and on the
+shared 2-core VM 2 of 10 runs kept less than 0.8 (0.64 and 0.78; the others 0.84-1.01)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ KEPT = 0.8
 
 
 @pytest.mark.skipif(not os.environ.get("PRINTPIPE_LOAD_TEST"),
-                    reason="not robust yet on a loaded machine: PRINTPIPE_LOAD_TEST=1 runs it")
+                    reason="12 s, and not robust on a loaded machine: PRINTPIPE_LOAD_TEST=1 runs it")
 def test_the_print_keeps_its_rate_under_rest_load_and_every_request_is_answered():
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "loadtest.py"), "--clients", "50",
