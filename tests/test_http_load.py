@@ -24,7 +24,7 @@ KEPT = 0.8
 
 
 @pytest.mark.skipif(not os.environ.get("PRINTPIPE_LOAD_TEST"),
-                    reason="12 s, and not robust on a loaded machine: PRINTPIPE_LOAD_TEST=1 runs it")
+                    reason="12 s, and not robust on a busy machine: PRINTPIPE_LOAD_TEST=1 runs it")
 def test_the_print_keeps_its_rate_under_rest_load_and_every_request_is_answered():
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "loadtest.py"), "--clients", "50",
