@@ -91,14 +91,18 @@ async def endless(scope, receive, send) -> None:
 
 
 async def start_server(nursery, app, stop: trio.Event, done: trio.Event,
-                       graceful: float = 0.5) -> tuple[str, int]:
-    """serve_http(app) on 127.0.0.1 in `nursery` until `stop`; `done` once it returned."""
+                       graceful: float = 0.5, concurrency: int = 4,
+                       busy: bool = False, keep_alive: float = 5.0) -> tuple[str, int]:
+    """serve_http(app) on 127.0.0.1 in `nursery` until `stop`; `done` once it returned. With
+    `busy` a print runs (as far as the pacer knows)."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = graceful
+    config.keep_alive_timeout = keep_alive
 
     async def run(task_status) -> None:
-        await serve_http(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        await serve_http(app, config, shutdown_trigger=stop.wait, concurrency=concurrency,
+                         busy=lambda: busy, task_status=task_status)
         done.set()
 
     urls = await nursery.start(run)

@@ -73,18 +73,18 @@ def inject_mqtt(monkeypatch):
 
 def inject_http(monkeypatch):
     """The HTTP server itself fails (not one connection, which stays in that connection): its
-    turn dispatcher raises once the first request is answered."""
+    pacer raises once the first request waits for its turn (a print runs)."""
     import pipeline.app.http.server as server
-    real = server.Turns.dispatch
+    real = server.Pacer.run
     made = []
 
-    async def dispatch(self) -> None:
+    async def run(self) -> None:
         made.append(1)
         if len(made) == 1:
-            await self.changed.wait()
+            await self.wake.wait()
             raise RuntimeError("injected failure")
         await real(self)
-    monkeypatch.setattr(server.Turns, "dispatch", dispatch)
+    monkeypatch.setattr(server.Pacer, "run", run)
     return "the HTTP server", lambda control: len(made) >= 2
 
 

@@ -6,14 +6,18 @@ their own on 127.0.0.1, starts a print, measures the printer's lines/s from its 
 --warmup seconds, then runs --clients keep-alive clients (httpx on trio, one connection each,
 polling GET /api/printer, /api/job and /api/version as fast as they are answered; a 503 is not
 waited out unless --honor-retry-after) for --seconds, and measures lines/s again without load.
-Reports one JSON line:
+With --phases N the load comes in N bursts of --seconds/N, each followed by as long without
+load (the clients keep their connections, idle). A loaded phase lasts until the last request
+sent in it is answered. Reports one JSON line:
 
-  unloaded_lps, loaded_lps, after_lps   lines/s before, during and after the load
-  fraction                              loaded_lps / the mean of before and after
+  unloaded_lps, loaded_lps, after_lps   lines/s before, during and after the load (after:
+                                        every unloaded phase but the first)
+  fraction                              loaded_lps / lines/s of all unloaded phases
   answered, refused, other              200s, 503s carrying Retry-After, anything else
   p50_ms, p99_ms                        latency of the answered requests (200)
-  cpu_us_per_request                    the server's CPU during the load, less its unloaded
-                                        CPU rate, per request (answered and refused)
+  cpu_us_per_request                    the server's CPU during the load, less what the lines
+                                        printed meanwhile took (its unloaded CPU per line),
+                                        per request (answered and refused)
 
     python tools/loadtest.py                        # 200 clients, 20 s
     python tools/loadtest.py --clients 20 --seconds 10
@@ -38,6 +42,7 @@ import tempfile
 import time
 from typing import Any
 
+import attrs
 import httpx
 import trio
 
@@ -97,28 +102,60 @@ async def lines_per_s(record: Record, seconds: float) -> float:
 TLS = ssl.create_default_context()
 
 
-async def client_loop(url: str, until: float, stats: dict[str, Any], honor: bool) -> None:
+@attrs.define(eq=False)
+class Load:
+    """What the clients share: the gate they wait at between phases, and the tallies."""
+    honor: bool
+    open: trio.Event = attrs.Factory(trio.Event)  # set: send requests
+    done: bool = False
+    inflight: int = 0
+    idle: trio.Event = attrs.Factory(trio.Event)  # set whenever no request is in flight
+    latencies: list[float] = attrs.Factory(list)
+    refused: int = 0
+    errors: list[str] = attrs.Factory(list)
+
+
+async def client_loop(url: str, load: Load) -> None:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": KEY}, limits=limits,
                                  timeout=30, verify=TLS) as client:
         i = 0
-        while time.monotonic() < until:
+        while True:
+            await load.open.wait()
+            if load.done:
+                return
             path = PATHS[i % len(PATHS)]
             i += 1
             start = time.monotonic()
+            load.inflight += 1
             try:
                 r = await client.get(path)
             except httpx.HTTPError as exc:
-                stats["errors"].append(type(exc).__name__)
+                load.errors.append(type(exc).__name__)
                 continue
+            finally:
+                load.inflight -= 1
+                if not load.inflight:
+                    load.idle.set()
             if r.status_code == 200:
-                stats["latencies"].append(time.monotonic() - start)
+                load.latencies.append(time.monotonic() - start)
             elif r.status_code == 503 and r.headers.get("Retry-After", "").isdigit():
-                stats["refused"] += 1
-                if honor:
+                load.refused += 1
+                if load.honor:
                     await trio.sleep(int(r.headers["Retry-After"]))
             else:
-                stats["errors"].append(str(r.status_code))
+                load.errors.append(str(r.status_code))
+
+
+@attrs.define
+class Tally:
+    lines: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def lps(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
 
 
 async def measure(args: argparse.Namespace, url: str, record: Record, server_pid: int,
@@ -131,39 +168,63 @@ async def measure(args: argparse.Namespace, url: str, record: Record, server_pid
         r = await c.post("/api/files/local", data={"print": "true"},
                          files={"file": ("load.gcode", gcode.encode())})
         r.raise_for_status()
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             while record.count() < 200:  # noqa: ASYNC110 (another process writes it)
                 await trio.sleep(0.05)
+            # the upload's analysis takes a share of the CPU while it runs: not measured
+            while "gcodeAnalysis" not in (  # noqa: ASYNC110 (polls a process)
+                    await c.get("/api/files/local/load.gcode")).json():
+                await trio.sleep(0.1)
         await trio.sleep(args.settle)  # the print's first seconds run slower
-        cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
-        before = await lines_per_s(record, args.warmup)
-        idle_cpu_rate = (cpu_seconds(server_pid) - cpu0) / (time.monotonic() - t0)
-        stats: dict[str, Any] = {"latencies": [], "refused": 0, "errors": []}
-        lines0, cpu0, t0 = record.count(), cpu_seconds(server_pid), time.monotonic()
-        until = t0 + args.seconds
+        load = Load(args.honor_retry_after)
+        idle, loaded = Tally(), Tally()
+        burst = args.seconds / args.phases
+        pause = args.warmup if args.phases == 1 else burst
+
+        async def phase(tally: Tally, seconds: float, last: bool = False) -> None:
+            lines0, cpu0, t0 = record.count(), cpu_seconds(server_pid), time.monotonic()
+            if tally is loaded:  # the clients send until the end, and their last answers
+                load.open.set()
+                await trio.sleep(seconds)
+                load.open = trio.Event()
+                load.done = last
+                if last:
+                    load.open.set()
+                while load.inflight:
+                    load.idle = trio.Event()
+                    await load.idle.wait()
+            else:
+                await trio.sleep(seconds)
+            tally.lines += record.count() - lines0
+            tally.seconds += time.monotonic() - t0
+            tally.cpu += cpu_seconds(server_pid) - cpu0
+
         async with trio.open_nursery() as nursery:
             for _ in range(args.clients):
-                nursery.start_soon(client_loop, url, until, stats, args.honor_retry_after)
-        loaded_s = time.monotonic() - t0  # the clients' last answers included
-        loaded = (record.count() - lines0) / loaded_s
-        load_cpu = cpu_seconds(server_pid) - cpu0
-        after = await lines_per_s(record, args.warmup)
+                nursery.start_soon(client_loop, url, load)
+            await phase(idle, pause)
+            first = attrs.evolve(idle)
+            for k in range(args.phases):
+                await phase(loaded, burst, last=k == args.phases - 1)
+                await phase(idle, pause)
+        rest = Tally(idle.lines - first.lines, idle.seconds - first.seconds)
         left = len(gcode.splitlines()) - record.count()
         await c.post("/api/job", json={"command": "cancel"})
-    lat = sorted(stats["latencies"])
-    requests = len(lat) + stats["refused"]
+    lat = sorted(load.latencies)
+    requests = len(lat) + load.refused
+    cpu_per_line = idle.cpu / max(idle.lines, 1)
     return {
-        "clients": args.clients, "seconds": args.seconds,
-        "unloaded_lps": round(before, 1), "loaded_lps": round(loaded, 1),
-        "after_lps": round(after, 1),
-        "fraction": round(loaded / ((before + after) / 2), 3) if before + after else 0.0,
-        "answered": len(lat), "refused": stats["refused"], "other": len(stats["errors"]),
-        "other_kinds": sorted(set(stats["errors"]))[:5],
+        "clients": args.clients, "seconds": args.seconds, "phases": args.phases,
+        "unloaded_lps": round(first.lps, 1), "loaded_lps": round(loaded.lps, 1),
+        "after_lps": round(rest.lps, 1),
+        "fraction": round(loaded.lps / idle.lps, 3) if idle.lps else 0.0,
+        "answered": len(lat), "refused": load.refused, "other": len(load.errors),
+        "other_kinds": sorted(set(load.errors))[:5],
         "p50_ms": round(1000 * statistics.median(lat), 2) if lat else None,
         "p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 2) if lat else None,
-        "cpu_us_per_request": round(1e6 * (load_cpu - idle_cpu_rate * loaded_s) / requests, 1)
-        if requests else None,
-        "server_cpu_share": round(load_cpu / loaded_s, 2),
+        "cpu_us_per_request": round(1e6 * (loaded.cpu - cpu_per_line * loaded.lines)
+                                    / requests, 1) if requests else None,
+        "server_cpu_share": round(loaded.cpu / loaded.seconds, 2),
         "file_left": left > 0,
     }
 
@@ -222,6 +283,10 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds of printing before the first measurement")
     p.add_argument("--lines", type=int, default=300_000, help="lines of the printed file")
+    p.add_argument("--phases", type=int, default=1,
+                   help="split the load into this many bursts, with unloaded phases as long "
+                   "between them (the print's rate drifts on a busy machine: comparing "
+                   "interleaved phases is steadier)")
     p.add_argument("--nice", type=int, default=0, help="niceness of the load generator")
     p.add_argument("--honor-retry-after", action="store_true",
                    help="clients wait a 503's Retry-After (default: they retry at once)")
@@ -230,6 +295,8 @@ def main() -> int:
                    "'  max_concurrent_requests: 4\\n'")
     p.add_argument("-v", "--verbose", action="store_true", help="show the server's log")
     args = p.parse_args()
+    if not 0 < args.phases <= 100:
+        p.error("--phases: 1 to 100")
     if not 0 < args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
         p.error(f"at most {MAX_CLIENTS} clients and {MAX_SECONDS:g} s")
     print(json.dumps(run(args)))

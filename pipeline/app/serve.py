@@ -207,7 +207,7 @@ async def _serve(config: ServiceConfig, ready: Prepared,
                 try:
                     urls[name] = await nursery.start(partial(
                         supervised, what, _run_http, app, hc, http.max_concurrent_requests,
-                        stopped, done, started=True))
+                        partial(_printing, service), stopped, done, started=True))
                 except OSError as exc:  # taken since check_listen looked
                     first = next(iter(config.printers.values()))
                     target = first if name is None else config.printers[name]
@@ -237,13 +237,21 @@ async def _serve(config: ServiceConfig, ready: Prepared,
             nursery.cancel_scope.cancel()  # analyses
 
 
-async def _run_http(app: ASGIApp, hc: HypercornConfig, concurrency: int, stopped: trio.Event,
-                    done: trio.Event, task_status: trio.TaskStatus[list[str]]) -> None:
+async def _run_http(app: ASGIApp, hc: HypercornConfig, concurrency: int,
+                    busy: Callable[[], bool], stopped: trio.Event, done: trio.Event,
+                    task_status: trio.TaskStatus[list[str]]) -> None:
     from pipeline.app.http.server import serve_http
     if not stopped.is_set():  # (a restart while stopping serves nothing)
         await serve_http(app, hc, shutdown_trigger=stopped.wait, concurrency=concurrency,
-                         task_status=task_status)
+                         busy=busy, task_status=task_status)
     done.set()
+
+
+def _printing(service: Service) -> bool:
+    """A print runs on any printer (they share the one trio thread): the HTTP servers pace
+    their requests (they import no control)."""
+    return any(c.session is not None and c.session.core.jobs.active
+               for c in service.printers.values())
 
 
 def _attach(service: Service, apps: PrinterApps, apis: dict[str, Api], ready: Prepared,

@@ -18,14 +18,16 @@ and that connection alone is aborted; the accept loop and every other connection
 nothing reaches the nursery the server runs in. An exception from the app itself is logged as
 one line too (hypercorn answers 500 if nothing was sent yet).
 
-The print keeps its priority: a connection reads a request only on its turn (`Turns`). At
+The print keeps its priority: a connection reads a request only on its turn (`Pacer`). At
 most `limit` connections hold a turn at once, one client (an IP address) at most half of them;
 a turn lasts from reading a request to the start of its answer (an event stream or a push
-socket gives it back at once), and the next waiting connection, round robin over clients, gets
-it in a later scheduler round, so the printer's link runs between requests however many
-clients wait. A connection waiting for its turn holds the bytes it read, unparsed. One that
-waited QUEUE_WAIT seconds reads its request anyway and is answered 503 with Retry-After, before
-the app does any work.
+socket gives it back at once). With no print running a free turn is taken at once. While a
+print runs every request waits in line (round robin over clients, in arrival order per client)
+and one pacer task lets at most RELEASES of them start per PERIOD, so HTTP work starts at a
+bounded rate and the printer's link gets nearly every scheduler round, however many clients
+wait. A connection waiting for its turn holds the bytes it read, unparsed. One that waited
+QUEUE_WAIT seconds is answered 503 with Retry-After, written straight to its socket, and
+closed: the app and hypercorn's parser do no work for it.
 
 Not served: TLS and the ASGI lifespan protocol (the service is set up by serve.py, and the app
 has no startup or shutdown handlers).
@@ -36,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import socket
 import struct
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -66,17 +68,21 @@ WRITE_DEADLINE = 10.0
 #: hypercorn closing): h11 ends at once; hypercorn's HTTP/2 after an h2c upgrade never would.
 EOF_GRACE = 2.0
 
-#: Seconds a connection may wait for its turn before its request is refused with 503.
+#: Seconds a request may wait for its turn before it is refused with 503.
 QUEUE_WAIT = 1.0
-#: The share of the CPU requests may take while others wait: after a turn that took C seconds
-#: of CPU the next starts (1/HTTP_SHARE - 1) * C later, at most MAX_PAUSE.
-HTTP_SHARE = 0.1
-_PAUSE_FACTOR = 1 / HTTP_SHARE - 1
-MAX_PAUSE = 0.02
-#: What a refused request is answered: 503, try again in a second.
-_BUSY = b'{"error": "the server is busy: try again in a second (Retry-After)"}'
-_REFUSED = [(b"content-type", b"application/json"), (b"retry-after", b"1"),
-            (b"content-length", str(len(_BUSY)).encode())]
+#: While a print runs, the pacer lets at most RELEASES waiting requests start every PERIOD
+#: seconds (each takes about a millisecond of CPU on the development VM, in a few scheduler
+#: rounds)
+PERIOD = 0.01
+RELEASES = 1
+#: and refuses at most REFUSALS of those that waited QUEUE_WAIT (a refused client reconnects).
+REFUSALS = 2
+#: What a refused request is answered, straight to its socket (no parsing): 503, try again in
+#: a second; then its connection is closed.
+_BUSY = b'{"error": "the server is busy: try again in a second (Retry-After)"}\n'
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(_BUSY), _BUSY))
 
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST at once
@@ -88,17 +94,17 @@ class Connection(trio.abc.HalfCloseableStream):
     long as the client keeps reading, but WRITE_DEADLINE seconds without the kernel taking a
     byte abort the connection and raise BrokenResourceError."""
 
-    def __init__(self, stream: trio.SocketStream, turns: Turns | None = None) -> None:
+    def __init__(self, stream: trio.SocketStream, pacer: Pacer | None = None) -> None:
         self.stream = stream
         self.scope = trio.CancelScope()  # the connection's handling: ended EOF_GRACE after EOF
         self.socket = stream.socket  # hypercorn reads the addresses from it
-        self.turns = turns
+        self.pacer = pacer
         self.address: object = None  # the peer's address as the ASGI scope's "client" has it
         self.holding = False  # it has a turn (its request is being read or handled)
-        self.refused = False  # its next request is answered 503
         self.answering = False  # its answer started: what it reads now (websocket frames) is
         #                         part of that request, read without a turn
-        self.cpu_at = 0.0  # the thread's CPU time when its turn started
+        self.waiter: Waiter | None = None  # its request waits for its turn
+        self.refused = False  # its request was answered 503
         try:
             peer = self.socket.getpeername()
             self.address = parse_socket_addr(self.socket.family, peer)
@@ -111,8 +117,7 @@ class Connection(trio.abc.HalfCloseableStream):
         deadline = WRITE_DEADLINE
         try:
             with memoryview(data) as view:
-                if not view:
-                    await trio.lowlevel.checkpoint()
+                if not view:  # (h11's end of a sized body: no scheduler round for it)
                     return
                 sent = 0
                 while sent < len(view):
@@ -139,9 +144,23 @@ class Connection(trio.abc.HalfCloseableStream):
         data = await self.stream.receive_some(max_bytes)
         if not data:
             self._closing()
-        elif self.turns is not None and not self.holding and not self.answering:
-            await self.turns.take(self)  # before hypercorn parses it
+        elif (self.pacer is not None and not self.holding and not self.answering
+              and not self.pacer.take_now(self) and not await self.pacer.wait(self)):
+            return await self._refuse()
         return data
+
+    async def _refuse(self) -> bytes:
+        """Answer 503 without parsing the request, and end the connection's handling (its
+        socket is closed when the handling ends, after the answer: a FIN)."""
+        await self._send_refusal()
+        self.scope.cancel()
+        return b""
+
+    async def _send_refusal(self) -> None:
+        if not self.refused:
+            self.refused = True
+            with trio.move_on_after(0.1), contextlib.suppress(OSError):
+                await self.socket.send(_REFUSAL)  # a fresh answer fits the socket's buffer
 
     def _closing(self) -> None:
         """One side ended: whatever hypercorn still waits for gets EOF_GRACE seconds."""
@@ -149,6 +168,11 @@ class Connection(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         self._closing()
+        if self.waiter is not None and self.pacer is not None:
+            # hypercorn closes a connection idle for its keep-alive time, though a request
+            # that came meanwhile waits here: it is refused, not dropped unanswered
+            self.pacer.drop(self.waiter)
+            await self._send_refusal()
         await self.stream.aclose()
 
     def abort(self) -> None:
@@ -162,61 +186,81 @@ class Connection(trio.abc.HalfCloseableStream):
 
 
 @final
-class Turns:
-    """Whose turn it is to read a request: at most `limit` connections at once, one client
-    (IP address) at most half of them, the waiting ones served round robin over clients; and
-    after each answer a pause in proportion to the CPU it took (HTTP_SHARE), so that under
-    load the server's other tasks (the printer's link) keep most of the CPU."""
+class Pacer:
+    """When a connection may read a request: at most `limit` at once, one client (IP address)
+    at most half of them, the waiting ones in arrival order per client, round robin over
+    clients. While `busy()` (a print runs) one task releases at most RELEASES waiting requests
+    per PERIOD, so HTTP work starts at a bounded rate however many clients wait, and the
+    printer's link gets nearly every scheduler round; otherwise it releases all it may at once.
+    A request that waited QUEUE_WAIT seconds is refused (its connection answers 503)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, busy: Callable[[], bool]) -> None:
         self.limit = limit
+        self.per_client = max(1, limit // 2)
+        self.busy = busy
         self.active = 0
         self.held: dict[str, int] = {}                    # turns per client
         self.waiting: dict[str, deque[Waiter]] = {}       # per client, in arrival order
         self.clients: deque[str] = deque()                # clients with waiters, round robin
+        self.arrivals: deque[Waiter] = deque()            # all waiters, oldest first (expiry)
+        self.queued = 0
         self.by_address: dict[object, Connection] = {}    # for the ASGI side (_admission)
-        self.ready_at = 0.0                               # no turn starts before (trio time)
-        self.changed = trio.Event()                       # for dispatch: a waiter, a free turn
+        self.wake = trio.Event()                          # a waiter came, a turn was given back
 
-    @property
-    def per_client(self) -> int:
-        return max(1, self.limit // 2)
+    def take_now(self, conn: Connection) -> bool:
+        """The fast path: `conn` may read its request at once (nothing waits, no print)."""
+        if (self.queued or self.active >= self.limit
+                or self.held.get(conn.client, 0) >= self.per_client or self.busy()):
+            return False
+        self._grant(conn)
+        return True
 
-    async def take(self, conn: Connection) -> None:
-        """Wait for `conn`'s turn; after QUEUE_WAIT its request is read to be refused."""
-        client = conn.client
-        if (not self.clients and self.active < self.limit and trio.current_time() >= self.ready_at
-                and self.held.get(client, 0) < self.per_client):
-            self._grant(conn)
-            await trio.lowlevel.checkpoint()
-            return
-        waiter = Waiter(conn)
-        queue = self.waiting.get(client)
+    async def wait(self, conn: Connection) -> bool:
+        """Wait in line; True: `conn` has its turn, False: its request is refused."""
+        waiter = Waiter(conn, trio.current_time() + QUEUE_WAIT)
+        queue = self.waiting.get(conn.client)
         if queue is None:
-            queue = self.waiting[client] = deque()
-            self.clients.append(client)
+            queue = self.waiting[conn.client] = deque()
+            self.clients.append(conn.client)
         queue.append(waiter)
-        self.changed.set()
+        self.arrivals.append(waiter)
+        self.queued += 1
+        self.wake.set()
+        conn.waiter = waiter
         try:
-            with trio.move_on_after(QUEUE_WAIT):
-                await waiter.event.wait()
+            await waiter.event.wait()
         finally:
-            if not waiter.event.is_set():  # timed out or cancelled: leave the queue
-                queue.remove(waiter)
-                if not queue:
-                    del self.waiting[client]
-                    self.clients.remove(client)
-        if not conn.holding:
-            conn.refused = True
+            conn.waiter = None
+            if not waiter.done:  # cancelled (the connection ends)
+                self._leave(waiter)
+        return waiter.granted
+
+    def drop(self, waiter: Waiter) -> None:
+        """`waiter` leaves the line refused."""
+        if not waiter.done:
+            self._leave(waiter)
+            waiter.event.set()
+
+    def _leave(self, waiter: Waiter) -> None:
+        waiter.done = True
+        self.queued -= 1
+        client = waiter.conn.client
+        queue = self.waiting[client]
+        if queue[0] is waiter:
+            queue.popleft()
+        else:
+            queue.remove(waiter)
+        if not queue:
+            del self.waiting[client]
+            self.clients.remove(client)
 
     def _grant(self, conn: Connection) -> None:
         conn.holding = True
-        conn.cpu_at = time.thread_time()
         self.active += 1
         self.held[conn.client] = self.held.get(conn.client, 0) + 1
 
     def give_back(self, conn: Connection) -> None:
-        """`conn`'s turn ends: the next one starts after a pause in proportion to its CPU."""
+        """`conn`'s turn ends (its answer started, or its connection ended)."""
         if not conn.holding:
             return
         conn.holding = False
@@ -226,46 +270,60 @@ class Turns:
             self.held[conn.client] = left
         else:
             del self.held[conn.client]
-        self.changed.set()
+        if self.queued:
+            self.wake.set()
 
-    def charge(self, conn: Connection) -> None:
-        """`conn`'s request was answered: the next turn starts after a pause in proportion to
-        the CPU taken since its turn began (hypercorn writes the answer after the turn ended;
-        an answer that took long, an event stream, counts as MAX_PAUSE)."""
-        pause = min((time.thread_time() - conn.cpu_at) * _PAUSE_FACTOR, MAX_PAUSE)
-        self.ready_at = max(self.ready_at, trio.current_time() + pause)
-
-    async def dispatch(self) -> None:
-        """Hands out the turns the waiting connections wait for, one at a time."""
+    async def run(self) -> None:
+        """Releases the waiting requests and refuses those that waited too long."""
         while True:
-            await self.changed.wait()
-            self.changed = trio.Event()
-            while self.clients and self.active < self.limit:
-                await trio.sleep_until(self.ready_at)  # a checkpoint even when it has passed
-                if not self._grant_next():
-                    break
-
-    def _grant_next(self) -> bool:
-        """The turn to the next client in the round that may have one; False: none may."""
-        for _ in range(len(self.clients)):
-            client = self.clients[0]
-            self.clients.rotate(-1)
-            if self.held.get(client, 0) >= self.per_client:
+            self.wake = trio.Event()
+            if not self.busy():
+                self._expire(trio.current_time(), self.limit * 8)
+                self._release(self.limit)
+            elif self.queued:
+                self._expire(trio.current_time(), REFUSALS)
+                self._release(RELEASES)
+                await trio.sleep(PERIOD)
                 continue
-            queue = self.waiting[client]
-            waiter = queue.popleft()
-            if not queue:
-                del self.waiting[client]
-                self.clients.remove(client)
+            deadline = self.arrivals[0].deadline if self.queued else math.inf
+            with trio.move_on_at(deadline):
+                await self.wake.wait()
+
+    def _expire(self, now: float, most: int) -> None:
+        """Refuse up to `most` of the requests that waited QUEUE_WAIT."""
+        arrivals = self.arrivals
+        while arrivals and (arrivals[0].done or (most and arrivals[0].deadline <= now)):
+            waiter = arrivals.popleft()
+            if not waiter.done:
+                self._leave(waiter)
+                waiter.event.set()  # not holding: refused
+                most -= 1
+
+    def _release(self, most: int) -> None:
+        """Up to `most` turns to the next clients in the round that may have one."""
+        clients = self.clients
+        while most and clients and self.active < self.limit:
+            for _ in range(len(clients)):
+                client = clients[0]
+                clients.rotate(-1)
+                if self.held.get(client, 0) < self.per_client:
+                    break
+            else:
+                return  # every waiting client holds its share
+            waiter = self.waiting[client][0]
+            self._leave(waiter)
             self._grant(waiter.conn)
+            waiter.granted = True
             waiter.event.set()
-            return True
-        return False
+            most -= 1
 
 
 @attrs.define(eq=False)
 class Waiter:
     conn: Connection
+    deadline: float
+    done: bool = False  # released, refused or gone: no longer in line
+    granted: bool = False  # released: it has its turn
     event: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -275,53 +333,44 @@ _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.close
                      "websocket.http.response.start"})
 
 
-def _admission(app: ASGIApp, turns: Turns) -> ASGIApp:
-    """`app` behind the turns: a refused request is answered 503 before the app sees it, and
-    a turn is given back once the answer starts (or the app returns)."""
+def _admission(app: ASGIApp, pacer: Pacer) -> ASGIApp:
+    """`app` behind the pacer: a turn is given back once the answer starts (or the app
+    returns)."""
     async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
-        conn = turns.by_address.get(scope.get("client"))
+        conn = pacer.by_address.get(scope.get("client"))
         if conn is None:  # not one of ours
             await app(scope, receive, send)
             return
-        if conn.refused:
-            conn.refused = False
-            await _refuse(scope, send)
-            return
 
         async def starting(message: Message) -> None:
-            if message["type"] in _STARTS:
+            kind = message["type"]
+            if kind in _STARTS:
                 conn.answering = True
-                turns.give_back(conn)
+                pacer.give_back(conn)
+            elif kind == "http.response.body" and not message.get("more_body"):
+                conn.answering = False  # before the client can have it and ask again
             await send(message)
 
         try:
             await app(scope, receive, starting)
         finally:
             conn.answering = False
-            turns.give_back(conn)
-            turns.charge(conn)
+            pacer.give_back(conn)
     return admitted
-
-
-async def _refuse(scope: Scope, send: Send) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
-        return
-    await send({"type": "http.response.start", "status": 503, "headers": _REFUSED})
-    await send({"type": "http.response.body", "body": _BUSY})
 
 
 async def serve_http(app: ASGIApp, config: Config, *,
                      shutdown_trigger: Callable[[], Awaitable[object]],
-                     concurrency: int = 4,
+                     concurrency: int = 4, busy: Callable[[], bool] = lambda: False,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
                      ) -> None:
     """Serve `app` on `config.bind` until `shutdown_trigger` returns, then stop accepting,
     close idle keep-alive connections, give the others `config.graceful_timeout` seconds and
     abort what is left. Reports the bound URLs through `task_status`. At most `concurrency`
-    requests are handled at once (Turns)."""
-    turns = Turns(concurrency)
-    wrapped = wrap_app(_admission(_contained(app), turns),  # type: ignore[arg-type]
+    requests are handled at once, and while `busy()` (a print runs) they start at a bounded
+    rate (Pacer)."""
+    pacer = Pacer(concurrency, busy)
+    wrapped = wrap_app(_admission(_contained(app), pacer),  # type: ignore[arg-type]
                        config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
     listeners: list[trio.SocketListener] = []
@@ -333,9 +382,9 @@ async def serve_http(app: ASGIApp, config: Config, *,
     connections: set[Connection] = set()
 
     async def handle(stream: trio.SocketStream) -> None:
-        conn = Connection(stream, turns)
+        conn = Connection(stream, pacer)
         connections.add(conn)
-        turns.by_address[conn.address] = conn
+        pacer.by_address[conn.address] = conn
         try:
             with conn.scope:
                 # hypercorn annotates the stream as an SSLStream; it needs a Stream with .socket
@@ -345,15 +394,15 @@ async def serve_http(app: ASGIApp, config: Config, *,
             conn.abort()
             log.warning("HTTP connection from %s dropped: %s", conn.peer, one_line(failed))
         finally:
-            turns.give_back(conn)
-            turns.by_address.pop(conn.address, None)
+            pacer.give_back(conn)
+            pacer.by_address.pop(conn.address, None)
             connections.discard(conn)
             conn.socket.close()  # hypercorn's own close may have been cancelled
 
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
-                outer.start_soon(turns.dispatch)
+                outer.start_soon(pacer.run)
                 accepting.start_soon(partial(trio.serve_listeners, handle, listeners,
                                              handler_nursery=handlers))
                 task_status.started(urls)
