@@ -104,6 +104,12 @@ BUNDLED: dict[str, str] = {
                                  "M104 T{{ tool }} S0\n{% endfor %}\n{% endif %}\n"),
     "snippets/disable_bed": "{% if printer_profile.heatedBed %}\nM140 S0\n{% endif %}\n",
     "beforePrintRecovered": RECOVERED,
+    # steady timelapse frames (timelapse.park): the session restores the position after it
+    "timelapsePark": ("{% if park.retract %}M83\n"
+                      "G1 E-{{ park.retract }} F{{ park.retract_speed }}\n{% endif %}"
+                      "{% if park.lift %}G91\nG1 Z{{ park.lift }} F{{ park.z_speed }}\n"
+                      "{% endif %}G90\nG1 X{{ park.x }} Y{{ park.y }} F{{ park.travel_speed }}\n"
+                      "M400\n"),
 }
 
 _SNIPPET = "@snippet:"
