@@ -122,7 +122,7 @@ class Camera:
         elif ev.name == Event.Z_CHANGE:
             rec, spec = self.recording, self.spec
             if (rec is not None and spec.mode is TimelapseMode.ZCHANGE
-                    and not spec.park.enabled and self._printing()
+                    and not spec.park.enabled
                     and plan.zchange_due(spec, p.get("new"), p.get("old"),
                                          now=trio.current_time(), last=rec.last_time)):
                 await self.capture()
@@ -156,11 +156,11 @@ class Camera:
         if success and spec.post_roll:
             await self._post_roll(rec, spec)
         self.recording = None
-        if rec.next and spec.render_after_print:
-            self.renderer.queue(rec.prefix, rec.gcode)
-        elif not rec.next:
+        if not rec.next:
             log.warning("%stimelapse of %s: no frame was taken (%d failed)", self._label,
                         rec.gcode, rec.failures)
+        if spec.render_after_print:  # no frames: MovieFailed, reason no_frames
+            self.renderer.queue(rec.prefix, rec.gcode)
 
     async def _post_roll(self, rec: Recording, spec: TimelapseSpec) -> None:
         self.publish(Event.POST_ROLL_START, plan.post_roll_start(spec))

@@ -390,5 +390,7 @@ def sample_context(profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                   "origin": "local", "size": 1000},
                          "line": 120, "filepos": 4000, "x": 10.0, "y": 20.0, "z": 0.6,
                          "e": 12.5, "f": 1800.0, "relative_extruder": False, "fan": 255,
-                         "tool": 0, "hotends": {0: 210.0}, "bed": 60.0}}
+                         "tool": 0, "hotends": {0: 210.0}, "bed": 60.0},
+            "park": {"x": 0.0, "y": 200.0, "lift": 0.5, "retract": 1.0, "retract_speed": 2400.0,
+                     "travel_speed": 9000.0, "z_speed": 600.0, "layer": 3, "z": 0.6}}
 
