@@ -249,3 +249,36 @@ async def test_capture_hooks_run_as_stages_around_each_frame(tmp_path, jpegs):
             f.write(b"x")
         listed = {m["name"] for m in (await server.client.get("/api/timelapse")).json()["files"]}
         assert "other.apng" in listed
+
+
+async def test_unrendered_sets_render_and_delete_through_the_api_and_post_sets_the_config(
+        tmp_path, jpegs):
+    async with webcam(jpegs) as cam, serve_for_test(
+            tmp_path, config(cam.url, extra="  render_after_print: false\n")) as server:
+        rec = server.events(TL_EVENTS)
+        await print_file(server, tmp_path, layered(2))
+        with trio.fail_after(10):
+            while True:
+                sets = (await server.client.get("/api/timelapse?unrendered=true")).json()[
+                    "unrendered"]
+                if sets and not sets[0]["recording"]:
+                    break
+                await trio.sleep(0.02)
+        (one,) = sets
+        assert one["frames"] == 2 and one["rendering"] is False
+        c = server.client
+        assert (await c.post(f"/api/timelapse/unrendered/{one['name']}",
+                             json={"command": "render"})).status_code == 204
+        done = await rec.wait_for(Event.MOVIE_DONE, timeout=30)
+        assert int(probe(done.payload["movie"])["nb_read_frames"]) == 2
+        assert (await c.delete(f"/api/timelapse/unrendered/{one['name']}")).status_code == 404
+        assert (await c.get("/api/timelapse?unrendered=true")).json()["unrendered"] == []
+        # POST sets the config until a reload; a bad value is a 400 naming it
+        got = (await c.post("/api/timelapse", json={"type": "timed", "fps": 5,
+                                                    "interval": 2})).json()
+        assert got["config"]["type"] == "timed" and got["config"]["fps"] == 5
+        bad = await c.post("/api/timelapse", json={"fps": 500})
+        assert bad.status_code == 400 and "fps" in bad.json()["error"]
+        settings = (await c.get("/api/settings")).json()["webcam"]
+        assert settings["snapshotUrl"] == cam.url and settings["webcamEnabled"] is True
+        assert settings["ffmpegPath"] == "ffmpeg" and settings["timelapseEnabled"] is True

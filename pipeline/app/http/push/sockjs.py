@@ -138,7 +138,6 @@ class PushSocket:
 
     async def serve(self) -> None:
         await self.send("connected", connected_payload(self.api))
-        await self.send_timelapse()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.read, nursery.cancel_scope)
@@ -254,8 +253,8 @@ class PushSocket:
             if self.history_due:
                 self.history_due = False
                 await self.send_state("history")
-            if self.timelapse_sent != self.api.control.camera.version:
-                await self.send_timelapse()
+            if self.user is not None and self.timelapse_sent != self.api.control.camera.version:
+                await self.send_timelapse()  # once authed, and after each change
             ev = None
             deadline = self.next_current if self.state_wanted else math.inf
             if self.user is None:
@@ -282,6 +281,8 @@ class PushSocket:
         """`timelapse`: the timelapse config (None when off), as OctoPrint sends it."""
         camera = self.api.control.camera
         self.timelapse_sent = camera.version
+        if not (camera.active or camera.version):
+            return  # no timelapse configured, none changed: nothing to say
         await self.ws.send_text(json.dumps({"timelapse": timelapse_config(camera)},
                                            separators=(",", ":")))
 
