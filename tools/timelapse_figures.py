@@ -16,8 +16,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests"),
                 str(Path(__file__).resolve().parent.parent)]
 
 import trio  # noqa: E402
-from http_fixtures import serve_for_test  # noqa: E402
-from webcam_fixtures import make_jpegs, webcam  # noqa: E402
+from http_fixtures import serve_for_test  # type: ignore[import-not-found]  # noqa: E402
+from webcam_fixtures import make_jpegs, webcam  # type: ignore[import-not-found]  # noqa: E402
 
 from pipeline.config.camera import TimelapseSpec, WebcamSpec  # noqa: E402
 from pipeline.timelapse.plan import ffmpeg_argv  # noqa: E402
@@ -35,7 +35,8 @@ def gcode(layers: int, moves: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def one_print(tmp: Path, frames, mode: str, park: bool, text: str) -> tuple[float, float]:
+async def one_print(tmp: Path, frames: list[bytes], mode: str, park: bool,
+                    text: str) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one print."""
     extra = "  park:\n    enabled: true\n" if park else ""
     marlin = "virtual:\n  marlin:\n    enabled: true\n"
@@ -81,6 +82,10 @@ async def main() -> None:
         for key, values in cpu.items():
             print(f"CPU per line, capture {key}: {min(values) / lines * 1e6:.1f} µs "
                   f"({lines} lines, best of 3)")
+    render_figure()
+
+
+def render_figure() -> None:
     with tempfile.TemporaryDirectory() as d:
         subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
                         "testsrc=size=1280x720:rate=25", "-frames:v", "300",
