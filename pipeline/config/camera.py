@@ -25,7 +25,7 @@ from pipeline.config.options import (
 )
 
 
-def _url(value: str) -> str | None:
+def _url(value: str | None) -> str | None:
     if not value:
         return None
     if not re.match(r"https?://[^\s/]+", value):
@@ -33,9 +33,9 @@ def _url(value: str) -> str | None:
     return None
 
 
-def _path_url(value: str) -> str | None:
+def _path_url(value: str | None) -> str | None:
     """A stream URL may be a path on this host (/webcam/?action=stream), as OctoPrint's."""
-    return None if value.startswith("/") and " " not in value else _url(value)
+    return None if value and value.startswith("/") and " " not in value else _url(value)
 
 
 def _rotation(value: int) -> str | None:
