@@ -40,6 +40,9 @@ class Phase(enum.Enum):
     FILEMANAGER_EXTENSION_TREE = "filemanager.extension_tree"
     FILEMANAGER_PREPROCESSOR = "filemanager.preprocessor"
     SYSTEM_ADDITIONAL_COMMANDS = "system.additional_commands"
+    TIMELAPSE_CAPTURE_PRE = "timelapse.capture.pre"
+    TIMELAPSE_CAPTURE_POST = "timelapse.capture.post"
+    TIMELAPSE_EXTENSIONS = "timelapse.extensions"
 
     # Members are singletons compared by identity, so they hash by identity too, in C: Enum's
     # own __hash__ runs Python code, and the command path looks phases up on every line.
@@ -85,11 +88,8 @@ NOT_PHASES: dict[str, str] = {
     "slicing.estimate": "printpipe does not slice",
     "theming.dialog": "printpipe has no web UI",
     "theming.login": "printpipe has no web UI",
-    "timelapse.capture.pre": "printpipe has no camera or timelapse",
-    "timelapse.capture.post": "printpipe has no camera or timelapse",
-    "timelapse.extensions": "printpipe has no camera or timelapse",
     "ui.web.templatetypes": "printpipe has no web UI",
-    "webcam.snapshot": "printpipe has no camera",
+    "webcam.snapshot": "printpipe fetches each printer's webcam.snapshot URL itself",
 }
 
 PHASE_BY_NAME: dict[str, Phase] = {p.value: p for p in Phase}
@@ -99,4 +99,5 @@ NO_COMM_PHASES = frozenset({
     Phase.SERIAL_ADDITIONAL_PORT_NAMES, Phase.PRINTER_HANDLE_CONNECT,
     Phase.PRINTER_ESTIMATION_FACTORY, Phase.PRINTER_ADDITIONAL_STATE_DATA,
     Phase.EVENTS_REGISTER_CUSTOM_EVENTS, Phase.FILEMANAGER_EXTENSION_TREE,
-    Phase.FILEMANAGER_PREPROCESSOR, Phase.SYSTEM_ADDITIONAL_COMMANDS})
+    Phase.FILEMANAGER_PREPROCESSOR, Phase.SYSTEM_ADDITIONAL_COMMANDS,
+    Phase.TIMELAPSE_CAPTURE_PRE, Phase.TIMELAPSE_CAPTURE_POST, Phase.TIMELAPSE_EXTENSIONS})

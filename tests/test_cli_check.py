@@ -239,7 +239,7 @@ printer:
   port: virtual
   baudrate: fast
 pipeline:
-  octoprint.timelapse.capture.pre:
+  octoprint.slicer.register:
     - handler: octo_handlers:record
   {QUEUING}:
     - stage: rewrite
@@ -270,8 +270,8 @@ pipeline:
 @pytest.mark.parametrize(("text", "expected"), [
     (MANY_YAML, [
         (3, "printer.baudrate", "expected an integer, found 'fast'"),
-        (5, "pipeline.octoprint.timelapse.capture.pre",
-         f"timelapse.capture.pre is not a printpipe phase: {NOT_PHASES['timelapse.capture.pre']}"),
+        (5, "pipeline.octoprint.slicer.register",
+         f"slicer.register is not a printpipe phase: {NOT_PHASES['slicer.register']}"),
         (10, f"pipeline.{QUEUING}[0].with.rules", "expected a sequence, found 'M107'"),
         (11, f"pipeline.{QUEUING}[1].stage", "unknown built-in stage 'no_such_stage'"),
         (14, f"pipeline.{QUEUING}[3].id", f"duplicate stage id 'dup' in {QUEUING}"),

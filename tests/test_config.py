@@ -144,9 +144,9 @@ ERROR_CASES = {
     "unknown top-level key": ("""\
         printer:
           port: virtual
-        webcam:
+        slicer:
           port: 80
-        """, 3, "unknown section 'webcam'", "webcam"),
+        """, 3, "unknown section 'slicer'", "slicer"),
     "unknown key inside serial": ("""\
         serial:
           send_window: 1

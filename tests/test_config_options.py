@@ -20,6 +20,7 @@ import pipeline
 import stages
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.options import Field, Section, integer, options
+from pipeline.config.printers import CAMERA
 from pipeline.config.reader import HostConfig, default_config, load_config
 from pipeline.config.schema import SECTIONS
 from pipeline.config.sections import (
@@ -32,7 +33,7 @@ from pipeline.config.sections import (
 )
 from stages import BUILTIN_STAGES, stage_phases, stage_schemas
 
-KEYED = {**SECTIONS, "http": HTTP, "storage": STORAGE, "mqtt": MQTT}
+KEYED = {**SECTIONS, "http": HTTP, "storage": STORAGE, "mqtt": MQTT, **CAMERA}
 
 
 def _tables(section: Section):

@@ -27,18 +27,20 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "config": frozenset({"core", "events"}),
     "protocol": frozenset({"core", "config"}),
     "hooks": frozenset({"core", "events", "config"}),
-    "session": frozenset({"core", "events", "config", "protocol", "hooks"}),
+    "session": frozenset({"core", "events", "config", "protocol", "hooks", "timelapse"}),
     "virtual": frozenset({"core", "events", "config", "protocol", "hooks", "session"}),
     "stages": frozenset({"core", "events", "config", "protocol", "hooks"}),
     "files": frozenset({"core", "events", "config", "hooks"}),
     "fanout": frozenset({"core", "events", "config"}),
+    "timelapse": frozenset({"core", "events", "config", "hooks"}),
+    "camera": frozenset({"core", "events", "config", "hooks", "timelapse", "fanout"}),
     "link": frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual"}),
     "app": frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual",
-                      "stages", "files", "fanout", "link"}),
+                      "stages", "files", "fanout", "link", "timelapse", "camera"}),
 }
 #: Sans-IO: these packages never reach (directly or through what they import) an IO package.
 PURE = frozenset({"core", "events", "config", "protocol", "hooks", "session", "virtual",
-                  "stages"})
+                  "stages", "timelapse"})
 IO_PACKAGES = frozenset({
     "trio", "trio_serial", "paho", "hypercorn", "starlette", "httpx", "httpcore", "multipart",
     "python_multipart", "anyio", "asyncio", "socket", "select", "selectors", "subprocess",

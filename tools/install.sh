@@ -90,6 +90,7 @@ if [ -z "$ROOT" ]; then
     python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
         || missing+=(python3-venv)
     [ -d /etc/avahi/services ] || missing+=(avahi-daemon)
+    command -v ffmpeg >/dev/null || missing+=(ffmpeg)  # timelapse movies
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$APT" -eq 1 ]; then
             apt-get update && apt-get install -y "${missing[@]}"

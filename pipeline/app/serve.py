@@ -250,8 +250,7 @@ async def _run_http(app: ASGIApp, hc: HypercornConfig, concurrency: int,
 def _printing(service: Service) -> bool:
     """A print runs on any printer (they share the one trio thread): the HTTP servers pace
     their requests (they import no control)."""
-    return any(c.session is not None and c.session.core.jobs.active
-               for c in service.printers.values())
+    return any(c.printing_path is not None for c in service.printers.values())
 
 
 def _attach(service: Service, apps: PrinterApps, apis: dict[str, Api], ready: Prepared,

@@ -2,7 +2,8 @@
 `printers.d/`, read into a `ServiceConfig` that holds one complete `HostConfig` per printer.
 
 A printer's entry holds what `printer:` holds (port, baudrate, profile) and its own sections:
-`serial`, `virtual` and `storage` merge key by key over the top-level ones; `pipeline`,
+`serial`, `virtual`, `storage`, `webcam` and `timelapse` merge key by key over the top-level
+ones; `pipeline`,
 `scripts` and `events` replace the top-level ones whole; `http: port:` and `mqtt: base_topic:`
 are its own. With several printers each keeps its state in `<storage.state>/<name>` (but the
 printer of a `printer:` section, which keeps the folder it had alone) and publishes under
@@ -24,6 +25,7 @@ import attrs
 import strictyaml as sy
 
 from pipeline.config import nodes
+from pipeline.config.camera import TimelapseSpec, WebcamSpec
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.options import Section, option, optional_integer, options
 from pipeline.config.schema import (
@@ -81,12 +83,15 @@ class PrinterMqttSpec:
 
 
 _PRINTER = SECTIONS["printer"]
-_MERGED = {"serial": SECTIONS["serial"], "virtual": SECTIONS["virtual"], "storage": STORAGE}
+#: The camera sections: top-level defaults a printer's entry overrides key by key.
+CAMERA = {"webcam": Section.of(WebcamSpec), "timelapse": Section.of(TimelapseSpec)}
+_MERGED = {"serial": SECTIONS["serial"], "virtual": SECTIONS["virtual"], "storage": STORAGE,
+           **CAMERA}
 _OWN = {"scripts": SECTIONS["scripts"], "http": Section.of(PrinterHttpSpec),
         "mqtt": Section.of(PrinterMqttSpec)}
 #: The keys of a printer's entry.
 ENTRY_KEYS = (*_PRINTER.fields, "serial", "virtual", "pipeline", "scripts", "events", "storage",
-              "http", "mqtt")
+              "http", "mqtt", "webcam", "timelapse")
 #: The nested keys whose lines the checks between printers point at.
 _CHECKED = ("http.port", "storage.state", "mqtt.base_topic")
 
@@ -113,6 +118,8 @@ class Shared:
     http: HttpSpec
     storage: StorageSpec
     mqtt: MqttSpec | None
+    webcam: WebcamSpec = WebcamSpec()
+    timelapse: TimelapseSpec = TimelapseSpec()
 
     @classmethod
     def of(cls, sections: Mapping[str, Any]) -> Shared:
@@ -121,7 +128,8 @@ class Shared:
                    sections.get("pipeline") or PipelineSpec(),
                    sections.get("scripts") or ScriptsSpec(), sections.get("events") or EventsSpec(),
                    sections.get("http") or HttpSpec(), sections.get("storage") or StorageSpec(),
-                   sections.get("mqtt"))
+                   sections.get("mqtt"), sections.get("webcam") or WebcamSpec(),
+                   sections.get("timelapse") or TimelapseSpec())
 
 
 @attrs.frozen
@@ -241,7 +249,9 @@ def _host_config(path: str, entry: Entry, shared: Shared, several: bool) -> Host
                       own.get("virtual", shared.virtual), own.get("pipeline", shared.pipeline),
                       own.get("scripts", shared.scripts), own.get("events", shared.events),
                       shared.http, storage, shared.mqtt, name=entry.name,
-                      http_port=None if http is None else http.port, mqtt_base=mqtt_base)
+                      http_port=None if http is None else http.port, mqtt_base=mqtt_base,
+                      webcam=own.get("webcam", shared.webcam),
+                      timelapse=own.get("timelapse", shared.timelapse))
 
 
 def _folder(path: str) -> str:

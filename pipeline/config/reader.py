@@ -81,7 +81,7 @@ __all__ = [
     "single_printer",
 ]
 
-_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE, "mqtt": MQTT}
+_SERVICE_SECTIONS = {"http": HTTP, "storage": STORAGE, "mqtt": MQTT, **printers.CAMERA}
 
 
 def load_service_config(text: str, path: str = "<config>", *,

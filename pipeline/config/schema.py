@@ -393,7 +393,7 @@ SECTIONS: Mapping[str, Section] = {
     "printer": Section.of(PrinterSpec), "serial": Section.of(SerialSpec),
     "virtual": Section.of(VirtualSpec), "scripts": Section.of(ScriptsSpec)}
 TOP_LEVEL_KEYS = ("printer", "printers", "serial", "virtual", "pipeline", "scripts", "events",
-                  "http", "storage", "mqtt")
+                  "http", "storage", "mqtt", "webcam", "timelapse")
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline entries

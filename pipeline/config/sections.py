@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import strictyaml as sy
 
+from pipeline.config.camera import TimelapseSpec, WebcamSpec
 from pipeline.config.mqtt import MqttSpec
 from pipeline.config.nodes import Reporter, is_blank, key_line
 from pipeline.config.nodes import event_problem as event_problem  # where the API finds it
@@ -165,6 +166,9 @@ class HostConfig:
     #: Its MQTT base topic when MQTT is on (mqtt.base_topic for one printer, mqtt.base_topic +
     #: NAME/ by default when there are several), else None.
     mqtt_base: str | None = None
+    #: Its camera and timelapse (config/camera.py).
+    webcam: WebcamSpec = WebcamSpec()
+    timelapse: TimelapseSpec = TimelapseSpec()
 
 
 HTTP = Section.of(HttpSpec)

@@ -31,6 +31,15 @@ class Event(enum.StrEnum):
     PRINTER_STATE_CHANGED = "PrinterStateChanged"
     FIRMWARE_DATA = "FirmwareData"
     PRINTER_RESET = "PrinterReset"
+    # timelapse
+    CAPTURE_START = "CaptureStart"
+    CAPTURE_DONE = "CaptureDone"
+    CAPTURE_FAILED = "CaptureFailed"
+    POST_ROLL_START = "PostRollStart"
+    POST_ROLL_END = "PostRollEnd"
+    MOVIE_RENDERING = "MovieRendering"
+    MOVIE_DONE = "MovieDone"
+    MOVIE_FAILED = "MovieFailed"
     # files
     UPLOAD = "Upload"
     FILE_ADDED = "FileAdded"
@@ -78,6 +87,7 @@ class Event(enum.StrEnum):
 
 _JOB = ("name", "path", "origin", "size", "owner")
 _FILE = ("storage", "path", "name", "type")
+_MOVIE = ("gcode", "movie", "movie_basename", "movie_prefix")
 
 #: Payload keys per event. Keys a payload may lack (EVENTS.md's "?") are listed too: a
 #: subscription may name them, and a firing without them skips with a warning.
@@ -131,6 +141,14 @@ PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
     Event.POSITION_UPDATE: ("x", "y", "z", "e", "t", "f"),
     Event.COMMAND_SUPPRESSED: ("command", "message", "severity"),
     Event.INVALID_TOOL_REPORTED: ("tool", "fallback"),
+    Event.CAPTURE_START: ("file",),
+    Event.CAPTURE_DONE: ("file",),
+    Event.CAPTURE_FAILED: ("file", "error", "url"),
+    Event.POST_ROLL_START: ("postroll_duration", "postroll_length", "postroll_fps"),
+    Event.POST_ROLL_END: (),
+    Event.MOVIE_RENDERING: _MOVIE,
+    Event.MOVIE_DONE: _MOVIE,
+    Event.MOVIE_FAILED: (*_MOVIE, "returncode", "error", "reason"),
 })
 
 #: Names subscriptions may use for a catalogue event (OctoPrint's code fires "Dwelling").

@@ -50,6 +50,9 @@ SAMPLE_ARGS: dict[Phase, tuple[tuple[Any, ...], dict[str, Any]]] = {
                                                         "printer_profile": None,
                                                         "allow_overwrite": False}),
     Phase.SYSTEM_ADDITIONAL_COMMANDS: ((), {}),
+    Phase.TIMELAPSE_CAPTURE_PRE: (("/tmp/frame-0.jpg",), {}),
+    Phase.TIMELAPSE_CAPTURE_POST: (("/tmp/frame-0.jpg", True), {}),
+    Phase.TIMELAPSE_EXTENSIONS: ((), {}),
 }
 
 

@@ -104,6 +104,12 @@ BUNDLED: dict[str, str] = {
                                  "M104 T{{ tool }} S0\n{% endfor %}\n{% endif %}\n"),
     "snippets/disable_bed": "{% if printer_profile.heatedBed %}\nM140 S0\n{% endif %}\n",
     "beforePrintRecovered": RECOVERED,
+    # steady timelapse frames (timelapse.park): the session restores the position after it
+    "timelapsePark": ("{% if park.retract %}M83\n"
+                      "G1 E-{{ park.retract }} F{{ park.retract_speed }}\n{% endif %}"
+                      "{% if park.lift %}G91\nG1 Z{{ park.lift }} F{{ park.z_speed }}\n"
+                      "{% endif %}G90\nG1 X{{ park.x }} Y{{ park.y }} F{{ park.travel_speed }}\n"
+                      "M400\n"),
 }
 
 _SNIPPET = "@snippet:"
@@ -384,5 +390,7 @@ def sample_context(profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                   "origin": "local", "size": 1000},
                          "line": 120, "filepos": 4000, "x": 10.0, "y": 20.0, "z": 0.6,
                          "e": 12.5, "f": 1800.0, "relative_extruder": False, "fan": 255,
-                         "tool": 0, "hotends": {0: 210.0}, "bed": 60.0}}
+                         "tool": 0, "hotends": {0: 210.0}, "bed": 60.0},
+            "park": {"x": 0.0, "y": 200.0, "lift": 0.5, "retract": 1.0, "retract_speed": 2400.0,
+                     "travel_speed": 9000.0, "z_speed": 600.0, "layer": 3, "z": 0.6}}
 

@@ -3,6 +3,7 @@ reactions to engine events, tracked printer state, printer states and their tran
 the crash journal's content, and the facade handlers get; `sd/` holds the printer's SD card
 (its own subpackage: this one is at 12 modules).
 
-May import: the root modules, `events`, `config`, `protocol` and `hooks`. No trio, no IO, no
+May import: the root modules, `events`, `config`, `protocol`, `hooks` and `timelapse` (the
+steady frames' park block). No trio, no IO, no
 clock reads (a clock callable is handed in).
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from pipeline.config.camera import TimelapseMode
 from pipeline.config.reader import HostConfig
 from pipeline.events.names import Event
 from pipeline.gcode import NO_TAGS, Command, strip_comment
@@ -39,6 +40,7 @@ from pipeline.session.sd.card import SdCard
 from pipeline.session.sd.lane import SdLane
 from pipeline.session.states import PrinterState, PrinterStates
 from pipeline.session.tracking import Tracker
+from pipeline.timelapse.park import Parking
 
 Listener = Callable[[Any, dict[str, Any]], None]
 S = PrinterState
@@ -131,6 +133,14 @@ class HostCore:
         self._cancel_until = INF  # a cancel gives up on unanswered lines at this time
         # With no queuing/queued stages a plain file line needs no phase work at all.
         self._plain = not pipeline.queuing and not pipeline.queued
+        #: Steady timelapse frames (parking.py), when on: fed every file line.
+        self.parking: Parking | None = None
+        tl = config.timelapse
+        if tl.park.enabled and tl.mode is TimelapseMode.ZCHANGE and config.webcam.snapshot:
+            self.parking = Parking(tl.park, profile, sink=self, clock=clock,
+                                   render=lambda name, extra: self.scripts.render(
+                                       name, extra, trigger="trigger:timelapse.park"))
+            self.parking.wake = lambda: self.wake()  # noqa: PLW0108 (the link sets wake later)
 
     # ---- state and publishing -------------------------------------------------------------
     @property
@@ -148,6 +158,12 @@ class HostCore:
     def _state_changed(self, new: PrinterState) -> None:
         self._cancel_until = (self.clock() + self.config.serial.timeouts.cancel
                               if new is S.CANCELLING else INF)
+        parking = self.parking
+        if parking is not None:
+            if new is S.STARTING:
+                parking.reset()
+            elif new is not S.PRINTING and not parking.released:
+                parking.release()  # no print to hold for a frame any more
         self.fire(Event.PRINTER_STATE_CHANGED, {"state_id": new.name, "state_string": new.value})
 
     def _line_received(self, line: str) -> None:
@@ -237,9 +253,11 @@ class HostCore:
             self.wake()
         return queued
 
-    def add_marker(self, fn: Callable[[], None]) -> None:
-        """Run `fn` in order with the job queue, once everything before it is acknowledged."""
-        self.queues.add_marker(fn)
+    def add_marker(self, fn: Callable[[], None],
+                   until: Callable[[], bool] | None = None) -> None:
+        """Run `fn` in order with the job queue, once everything before it is acknowledged
+        (and `until()` is true, when given: nothing after it goes out before)."""
+        self.queues.add_marker(fn, until)
         self.wake()
 
     def drop_file_commands(self) -> None:
@@ -318,7 +336,13 @@ class HostCore:
             if checked is not line:
                 cmd = Command.parse(checked, tags=cmd.tags)
             self._checked = checked  # the wire need not read this very string again
-            if self._plain and cmd.gcode not in self._special and cmd.gcode is not None:
+            plain = self._plain and cmd.gcode not in self._special and cmd.gcode is not None
+            if self.parking is not None and self.parking.before(cmd):
+                # the park block is queued: this line follows it, unchanged
+                for c in [cmd] if plain else self._queuing(cmd):
+                    q.job.append(c)
+                return self._next_command()
+            if plain:
                 return cmd  # the hot path: nothing to run
             cmds = self._queuing(cmd)
             if not cmds:
@@ -428,6 +452,8 @@ class HostCore:
         c = self.jobs.capture_deadline
         if self._cancel_until < c and self.engine.in_flight:
             c = self._cancel_until
+        if self.parking is not None and self.parking.hold_until < c:
+            c = self.parking.hold_until
         return c if c < d else d
 
     def receive_data(self, data: bytes) -> None:
@@ -446,6 +472,8 @@ class HostCore:
             return
         if self.jobs.capture_deadline <= now:
             self.jobs.capture_timeout()
+        if self.parking is not None and self.parking.hold_until <= now:
+            self.parking.timed_out()
         if self._cancel_until <= now and self.engine.in_flight:
             # the printer does not answer: the cancel must end anyway
             n = self.engine.abandon_in_flight()

@@ -23,9 +23,11 @@ from pipeline.gcode import NO_TAGS, Command
 
 @attrs.frozen
 class Marker:
-    """A job-queue entry that runs `fn` once every command before it is acknowledged."""
+    """A job-queue entry that runs `fn` once every command before it is acknowledged (and
+    `until()` is true, when given: a hold, e.g. while a steady timelapse frame is shot)."""
 
     fn: Callable[[], None]
+    until: Callable[[], bool] | None = None
 
 
 #: How the session's parts publish an event: `fire(event, payload)`.
@@ -38,7 +40,8 @@ class CommandSink(Protocol):
     def enqueue(self, line: str | Command, *, tags: frozenset[str] = NO_TAGS,
                 cmd_type: str | None = None, part_of_job: bool = False) -> bool: ...
 
-    def add_marker(self, fn: Callable[[], None]) -> None: ...
+    def add_marker(self, fn: Callable[[], None],
+                   until: Callable[[], bool] | None = None) -> None: ...
 
     def drop_file_commands(self) -> None: ...
 
@@ -67,8 +70,9 @@ class CommandQueues:
         """Put the rest of an expanded file line ahead of everything else in the job queue."""
         self.job.extendleft(reversed(cmds))
 
-    def add_marker(self, fn: Callable[[], None]) -> None:
-        self.job.append(Marker(fn))
+    def add_marker(self, fn: Callable[[], None],
+                   until: Callable[[], bool] | None = None) -> None:
+        self.job.append(Marker(fn, until))
 
     def take(self, in_flight: int) -> Command | None:
         """The next queued command, running the markers that are due on the way.
@@ -82,7 +86,7 @@ class CommandQueues:
         while job:
             item = job[0]
             if isinstance(item, Marker):
-                if in_flight:
+                if in_flight or (item.until is not None and not item.until()):
                     return None
                 job.popleft()
                 item.fn()

@@ -18,6 +18,7 @@ from pipeline.app.http.bodies import field as _field
 from pipeline.app.http.bodies import gcode_number as _g
 from pipeline.app.http.bodies import number as _number
 from pipeline.app.http.bodies import percentage as _percentage
+from pipeline.app.http.camera.timelapse import webcam_settings
 from pipeline.app.http.context import api_of
 from pipeline.app.http.support import BadRequest, read_json
 from pipeline.app.printers.control import MAX_TEMPERATURE_OFFSET, PrinterControl
@@ -72,8 +73,7 @@ async def settings(request: Request) -> Response:
         "gcodeAnalysis": {"runAt": "idle"},
         "plugins": {"discovery": {"upnpUuid": api.uuid}},
         "serial": {"port": api.config.printer.port, "baudrate": api.config.printer.baudrate},
-        "webcam": {"webcamEnabled": False, "streamUrl": "", "snapshotUrl": "", "flipH": False,
-                   "flipV": False, "rotate90": False, "bitrate": "", "snapshotSslValidation": True},
+        "webcam": webcam_settings(api.control.camera),
     })
 
 

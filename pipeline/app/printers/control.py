@@ -30,6 +30,7 @@ from pipeline.app.printers.status import Selection, Status
 from pipeline.app.reload import Reloader, ReloadReport
 from pipeline.app.supervise import Supervisor
 from pipeline.app.system import run_system_command
+from pipeline.camera.recorder import Camera
 from pipeline.config.printers import DEFAULT
 from pipeline.config.reader import HostConfig
 from pipeline.errors import CommandRefused
@@ -105,6 +106,12 @@ class PrinterControl:
         self._keeper = trio.CancelScope()
         self._exiting = False  # the service is going down: no print starts or resumes
         self._line_watchers: list[Callable[[str], None]] = []
+        #: Its webcam and timelapse (pipeline/camera/); `runtime` runs its task.
+        self.camera = Camera(webcam=lambda: self.config.webcam,
+                             timelapse=lambda: self.config.timelapse,
+                             state=state_folder(config), bus=bus,
+                             pipeline=lambda: self.pipeline, printing=self._printing,
+                             label=self.label)
         self._session = PrinterSession(self.label, nursery, self.recovery, self._open,
                                        on_open=self._opened, on_end=self.deselect,
                                        failure=failure)
@@ -149,6 +156,12 @@ class PrinterControl:
     def _opened(self, printer: Printer) -> None:
         if self._line_watchers:
             printer.core.line_listeners.append(self._lines)
+        if printer.core.parking is not None:
+            printer.core.parking.listeners.append(self.camera.parked)
+
+    def _printing(self) -> bool:
+        core = self._core()
+        return core is not None and core.jobs.active
 
     def _core(self) -> HostCore | None:
         printer = self._session.printer

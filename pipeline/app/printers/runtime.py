@@ -77,6 +77,8 @@ async def open_printer_runtime(config: HostConfig, *,
             # subscribed before Startup, so Shutdown reaches it however soon it comes
             nursery.start_soon(supervised, f"{label}the print log", _log_prints,
                                bus.subscribe("printlog", events=_PRINT_EVENTS, size=64), label)
+            await nursery.start(partial(supervised, f"{label}the timelapse",
+                                        control.camera.run, started=True))
             if history is not None:
                 await nursery.start(partial(supervised, f"{label}the print history",
                                             record_prints, control, history, started=True))

@@ -34,6 +34,7 @@ import trio
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from pipeline.app.http.camera.timelapse import timelapse_config
 from pipeline.app.http.context import Api, peer_address
 from pipeline.app.http.job import job_of, progress_of
 from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
@@ -133,6 +134,7 @@ class PushSocket:
         self.lines: deque[str] = deque(maxlen=MAX_LOG_LINES)  # received since the last current
         self.unwatch: Callable[[], None] | None = None
         self.ignored = 0                  # messages ignored (logged: the first only)
+        self.timelapse_sent = -1          # the camera's config version last sent
 
     async def serve(self) -> None:
         await self.send("connected", connected_payload(self.api))
@@ -251,6 +253,8 @@ class PushSocket:
             if self.history_due:
                 self.history_due = False
                 await self.send_state("history")
+            if self.user is not None and self.timelapse_sent != self.api.control.camera.version:
+                await self.send_timelapse()  # once authed, and after each change
             ev = None
             deadline = self.next_current if self.state_wanted else math.inf
             if self.user is None:
@@ -272,6 +276,15 @@ class PushSocket:
                                       "be {\"auth\": \"name:session\"}")
             elif ev is None and trio.current_time() >= self.next_current:
                 await self.send_state("current")
+
+    async def send_timelapse(self) -> None:
+        """`timelapse`: the timelapse config (None when off), as OctoPrint sends it."""
+        camera = self.api.control.camera
+        self.timelapse_sent = camera.version
+        if not (camera.active or camera.version):
+            return  # no timelapse configured, none changed: nothing to say
+        await self.ws.send_text(json.dumps({"timelapse": timelapse_config(camera)},
+                                           separators=(",", ":")))
 
     async def send_state(self, kind: str) -> None:
         """`history`, or `current` if anything changed since the last one."""

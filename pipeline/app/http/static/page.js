@@ -10,7 +10,8 @@
   // every catalogue event (pipeline/events/names.py; a test keeps this list equal to it)
   const EVENTS = ('Startup Shutdown ClientOpened ClientAuthed ClientClosed SettingsUpdated ' +
     'Connecting Connected Disconnecting Disconnected Error PrinterStateChanged FirmwareData ' +
-    'PrinterReset Upload FileAdded FileRemoved FileMoved FolderAdded FolderRemoved FolderMoved ' +
+    'PrinterReset CaptureStart CaptureDone CaptureFailed PostRollStart PostRollEnd ' +
+    'MovieRendering MovieDone MovieFailed Upload FileAdded FileRemoved FileMoved FolderAdded FolderRemoved FolderMoved ' +
     'UpdatedFiles MetadataAnalysisStarted MetadataAnalysisFinished FileSelected FileDeselected ' +
     'TransferStarted TransferDone TransferFailed ' +
     'PrintStarted PrintDone PrintFailed PrintCancelling PrintCancelled PrintPaused PrintResumed ' +
