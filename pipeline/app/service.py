@@ -180,20 +180,21 @@ class Service:
                                         metrics_sources=metrics, failure=failure,
                                         recover_file=self._recover_file) as control:
             self.printers[name] = control
-            attached: list[Hook] = []
             try:
-                for attach, detach in self._attach:
+                for attach, _detach in list(self._attach):
                     attach(control)
-                    attached.append(detach)
                 await announce(control)
                 self.failures.pop(name, None)
                 task_status.started(control)
                 await stop.wait()
                 await control.shutdown(self.grace)
             finally:
+                if not stop.is_set():  # a failure ends it: its API says so until it is known
+                    self.failures.setdefault(name, "its tasks failed and are stopping")
                 if self.printers.get(name) is control:
                     del self.printers[name]
-                for detach in attached:
+                # every hook: one registered after this start (on_printer) attached it too
+                for _attach, detach in list(self._attach):
                     detach(control)
 
     def _attach_mqtt(self, control: PrinterControl) -> None:
