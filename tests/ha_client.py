@@ -1,13 +1,16 @@
 """Home Assistant's OctoPrint integration, replayed with the library it uses (pyoctoprintapi,
 asyncio + aiohttp), in its own process so its event loop never meets trio's.
 
-    python tests/ha_client.py URL KEY SCENARIO [WINDOW]
+    python tests/ha_client.py URL[,URL...] KEY SCENARIO[,SCENARIO...] [WINDOW]
+
+Each URL in turn (a printer's own port, or its prefix on the main port: the client's `path`)
+runs each scenario in turn, in one process.
 
 Each step asserts what Home Assistant relies on and prints one JSON line `{"step": ...}`; the
 first failed assertion prints `{"failed": step, "error": ...}` and exits 1. The scenarios:
 
 - `setup`: the config flow (app-key probe, server, discovery uuid, webcam, tracking).
-- `connect`: connect the printer, then poll as the coordinator does through the first
+- `connect`: connect the printer (unless it is), then poll as the coordinator does through the first
   WINDOW seconds (2.5: past Marlin's first 2 s autoreport; a test with a shorter autoreport
   passes less): every temperature sensor must be a number (HA rounds it), never null.
 - `print`: a print is running: the sensors and binary sensors, then the pause, resume and
@@ -84,7 +87,11 @@ async def setup(client: OctoprintClient, session: aiohttp.ClientSession, url: st
 
 
 async def connect(client: OctoprintClient, window: float) -> None:
-    await client.connect()
+    """(Connected already, by another of the printer's URLs: HA's polling only.)"""
+    try:
+        await client.get_printer_info()
+    except PrinterOffline:
+        await client.connect()
     step("connect")
     seen: dict[str, object] = {}
     started = time.monotonic()
@@ -125,17 +132,21 @@ async def printing(client: OctoprintClient) -> None:
     step("cancelled")
 
 
-async def main(url: str, key: str, scenario: str) -> None:
-    parts = urlsplit(url)
-    async with aiohttp.ClientSession() as session:
-        client = OctoprintClient(parts.hostname, session, parts.port, False, "/")
-        client.set_api_key(key)
-        if scenario == "setup":
-            await setup(client, session, url)
-        elif scenario == "connect":
-            await connect(client, float(sys.argv[4]) if len(sys.argv) > 4 else 2.5)
-        else:
-            await printing(client)
+async def main(urls: str, key: str, scenarios: str) -> None:
+    for url in urls.split(","):
+        parts = urlsplit(url)
+        async with aiohttp.ClientSession() as session:
+            client = OctoprintClient(parts.hostname, session, parts.port, False,
+                                     parts.path.rstrip("/") + "/")
+            client.set_api_key(key)
+            for scenario in scenarios.split(","):
+                step(f"{scenario} on {url}")
+                if scenario == "setup":
+                    await setup(client, session, url)
+                elif scenario == "connect":
+                    await connect(client, float(sys.argv[4]) if len(sys.argv) > 4 else 2.5)
+                else:
+                    await printing(client)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from functools import partial
 
 import octorest
 import trio
-from http_fixtures import KEY, lines_received, serve_for_test
+from http_fixtures import KEY, lines_received, serve_for_test, serve_printers_for_test
 
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
@@ -88,7 +88,7 @@ async def home_assistant(url: str, scenario: str) -> list[dict]:
         capture_stdout=True, capture_stderr=True, check=False)
     lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line]
     assert done.returncode == 0, (lines, done.stderr.decode()[-2000:])
-    return lines
+    return [line for line in lines if " on http" not in line["step"]]  # (which URL, which)
 
 
 async def test_home_assistant_with_pyoctoprintapi(tmp_path):
@@ -104,3 +104,19 @@ async def test_home_assistant_with_pyoctoprintapi(tmp_path):
         assert r.status_code == 201
         steps = await home_assistant(srv.url, "print")
         assert [s["step"] for s in steps] == ["printing", "paused", "resumed", "cancelled"]
+
+
+async def test_home_assistant_with_pyoctoprintapi_on_printer_two_of_three_both_ways(tmp_path):
+    """Home Assistant's setup and its coordinator's first seconds against printer b of a, b,
+    c: by b's own port, then by its prefix on the main port (pyoctoprintapi's `path`), in one
+    run; each way sees b (its uuid) and b's heaters, never a or c."""
+    async with serve_printers_for_test(tmp_path, own_ports=("b",), extra_yaml=HA,
+                                       connect=False) as farm:
+        urls = f"{farm.url('b', 'port')},{farm.url('b', 'prefix')}"
+        steps = await home_assistant(urls, "setup,connect")
+        assert [s["step"] for s in steps] == [
+            "app keys enabled", "server", "discovery", "webcam", "tracking", "connect",
+            "sensors after connect"] * 2
+        uuids = [s["uuid"] for s in steps if s["step"] == "discovery"]
+        assert uuids[0] == uuids[1] == farm.serving.apis["b"].uuid
+        assert all(farm.control(n).operational is (n == "b") for n in ("a", "b", "c"))

@@ -138,6 +138,44 @@ def test_avahi_announces_octoprint_and_http_as_octoprint_does(tmp_path: Path) ->
     assert services["_http._tcp"] == ("5000", {"path": "/"})
 
 
+def test_each_printer_with_its_own_port_is_announced_by_its_name(tmp_path: Path) -> None:
+    """From the config's `printers:` and the drop-ins (as the service reads them): one
+    `_octoprint._tcp` service per printer with its own http.port, named after it; the main
+    port's stays; a printer removed loses its announcement at the next run."""
+    install(tmp_path)
+    (tmp_path / CONFIG).write_text(
+        "http:\n  host: 0.0.0.0\n  port: 5000\n"
+        "storage:\n  folder: /var/lib/printpipe/files\n  state: /var/lib/printpipe/state\n"
+        "printers:\n"
+        "  a:\n    port: /dev/serial/by-id/usb-a\n    http:\n      port: 5002\n"
+        "  b:\n    port: /dev/serial/by-id/usb-b\n    baudrate: 250000\n")
+    assert run_add(str(tmp_path / CONFIG), "ender", "/dev/serial/by-id/usb-e", None, 5001) == 0
+    assert run_add(str(tmp_path / CONFIG), "mk4", "/dev/serial/by-id/usb-m", None, None) == 0
+    result = install(tmp_path)
+    folder = (tmp_path / AVAHI).parent
+    config = load_service_config_file(str(tmp_path / CONFIG), stage_schemas=stage_schemas(),
+                                      stage_phases=stage_phases())
+    own = {n: c.http_port for n, c in config.printers.items() if c.http_port}
+    assert own == {"a": 5002, "ender": 5001}
+    announced = {}
+    for path in sorted(folder.iterdir()):
+        name = ET.parse(path).getroot().findtext("name")
+        services = avahi_services(path)
+        assert services["_octoprint._tcp"][1]["path"] == "/"
+        announced[path.name] = (name, services["_octoprint._tcp"][0])
+    assert announced == {
+        "printpipe.service": ("printpipe on %h", "5000"),
+        "printpipe-a.service": ("printpipe a on %h", "5002"),
+        "printpipe-ender.service": ("printpipe ender on %h", "5001")}
+    assert "announced printer ender on port 5001" in result.stdout
+    (tmp_path / DROPINS / "ender.yaml").unlink()
+    install(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["printpipe-a.service",
+                                                        "printpipe.service"]
+    install(tmp_path, "--uninstall")
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
 def test_a_second_run_keeps_the_config_and_follows_its_port(tmp_path: Path) -> None:
     install(tmp_path)
     first = staged(tmp_path)

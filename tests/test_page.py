@@ -15,7 +15,7 @@ from importlib import resources
 
 import httpx
 from conftest import ROOT
-from http_fixtures import serve_for_test
+from http_fixtures import KEY, serve_for_test, serve_printers_for_test
 
 from pipeline.app.http import page
 from pipeline.events.names import Event
@@ -111,7 +111,7 @@ async def test_the_page_has_a_strict_policy_and_no_inline_or_foreign_content(tmp
         script = (await bare.get("/page.js")).text
         # the key goes in a header; the event stream is the one URL that carries it
         # (test_page_browser.py checks every request the browser makes)
-        assert script.count("'?apikey='") == 1 and "'/api/events' +" in script
+        assert script.count("'?apikey='") == 1 and "'api/events' +" in script
         assert "headers['X-Api-Key'] = key" in script
         assert not re.search(r"https?://", script + html.text + (await bare.get(
             "/page.css")).text.replace("http://www.w3.org", ""))
@@ -162,7 +162,8 @@ def test_the_page_files_are_package_data():
     package-data globs cover each one, so a wheel ships them."""
     files = sorted(p.name for p in resources.files("pipeline.app.http").joinpath(
         page.ASSET_FOLDER).iterdir() if p.is_file())
-    assert files == sorted(name for name, _type in page.ASSETS.values())
+    assert files == sorted({name for name, _type in [*page.ASSETS.values(),
+                                                      *page.FARM_ASSETS.values()]})
     for name in files:
         assert page.read_asset(name)
     with open(ROOT + "/pyproject.toml", "rb") as f:
@@ -178,3 +179,33 @@ def test_the_page_listens_to_every_catalogue_event():
     assert block
     names = "".join(re.findall(r"'([^']*)'", block.group(1))).split()
     assert names == [e.value for e in Event]
+
+
+async def test_several_printers_a_page_lists_them_and_each_page_works_under_its_prefix(
+        tmp_path):
+    async with serve_printers_for_test(tmp_path, ("a", "b"), connect=False) as farm, \
+            httpx.AsyncClient(base_url=farm.serving.url) as bare:
+        r = await bare.get("/")
+        assert r.status_code == 200 and "<title>printpipe: printers</title>" in r.text
+        refs = refs_of(r.text)
+        assert refs.inline == [] and sorted(refs.refs) == ["farm.js", "icon.svg", "page.css"]
+        for ref in refs.refs:   # relative: resolved under /
+            asset = await bare.get("/" + ref)
+            assert asset.status_code == 200 and csp_of(asset)["script-src"].strip() == "'self'"
+        script = (await bare.get("/farm.js")).text
+        assert "fetch('api/printers'" in script and "'printers/' + encodeURIComponent" in script
+        assert "'X-Api-Key': key" in script and "apikey=' +" not in script
+        assert (await bare.get("/api/printers")).status_code == 401   # the list needs the key
+        listed = await bare.get("/api/printers", headers={"X-Api-Key": KEY})
+        assert [p["name"] for p in listed.json()["printers"]] == ["a", "b"]
+        # one printer's page under its prefix: its assets there, its script's paths relative
+        # to it (none absolute, which would reach the main port's default printer)
+        r = await bare.get("/printers/b/")
+        assert r.status_code == 200 and "<title>printpipe</title>" in r.text
+        for ref in refs_of(r.text).refs:
+            assert (await bare.get("/printers/b/" + ref)).status_code == 200, ref
+        script = (await bare.get("/printers/b/page.js")).text
+        assert "api('GET', 'api/job')" in script and not re.search(r"'/api/", script)
+        assert (await bare.get("/printers/b/api/job")).status_code == 401
+        assert (await bare.get("/printers/b/api/job", headers={"X-Api-Key": KEY})
+                ).status_code == 200

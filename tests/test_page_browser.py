@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import ROOT
-from http_fixtures import KEY, config_text
+from http_fixtures import KEY, config_text, printers_text
 
 CHROMIUM = "/usr/bin/chromium"
 #: The flags this machine's Chromium needs (Playwright adds --headless and its own fresh
@@ -64,12 +64,15 @@ def gcode(lines: int) -> bytes:
 
 
 @contextlib.contextmanager
-def printpipe_serve(tmp_path, port: int = 0, anonymous: bool = False) -> Iterator[str]:
-    """`printpipe serve` in a subprocess; yields its URL, stops it with SIGTERM."""
+def printpipe_serve(tmp_path, port: int = 0, anonymous: bool = False,
+                    printers: tuple[str, ...] = ()) -> Iterator[str]:
+    """`printpipe serve` in a subprocess (of the virtual `printers` when given); yields its
+    URL, stops it with SIGTERM."""
     config = tmp_path / "printpipe.yaml"
-    text = config_text(tmp_path, f"virtual:\n  faults:\n    ok_delay: {OK_DELAY}\n",
-                       key=None if anonymous else KEY,
-                       http_yaml="allow_anonymous: true" if anonymous else "")
+    faults = f"virtual:\n  faults:\n    ok_delay: {OK_DELAY}\n"
+    text = (printers_text(tmp_path, printers, extra_yaml=faults) if printers else
+            config_text(tmp_path, faults, key=None if anonymous else KEY,
+                        http_yaml="allow_anonymous: true" if anonymous else ""))
     headers = {} if anonymous else {"X-Api-Key": KEY}
     config.write_text(text.replace("port: 0", f"port: {port}"))
     log = tmp_path / f"serve-{port}.log"
@@ -82,7 +85,10 @@ def printpipe_serve(tmp_path, port: int = 0, anonymous: bool = False) -> Iterato
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         url = found.group(1).split(",")[0]
-        while httpx.get(url + "/api/job", headers=headers).json()["state"] != "Operational":
+        ready = ([url + f"/printers/{name}/api/job" for name in printers] if printers
+                 else [url + "/api/job"])
+        while any(httpx.get(u, headers=headers).json()["state"] != "Operational"
+                  for u in ready):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         yield url
@@ -288,7 +294,8 @@ def test_a_wrong_key_says_so_and_the_field_takes_the_right_one(tmp_path, served,
         page.wait_for_selector("#key-form:not([hidden])")
         assert "needs its API key" in page.inner_text("#key-message")
         page.goto(f"{url}/#apikey=not-the-key-0123456789")
-        page.wait_for_selector("#key-form:not([hidden])")
+        page.wait_for_selector("#key-message:text('refused this API key')")  # (a hash change:
+        # the form shows already, the refusal comes with the answer)
         message = page.inner_text("#key-message")
         assert "refused this API key: invalid API key" in message
         assert page.is_hidden("#main")
@@ -335,4 +342,28 @@ def test_without_keys_the_page_works_under_the_anonymous_rules(tmp_path, browser
         page.press("#target-bed", "Enter")
         page.wait_for_selector("tr[data-heater=bed] td:nth-child(3):text('45.0 °C')")
         assert page.is_hidden("#alert")
+        assert page.errors == []
+
+
+def test_several_printers_the_page_lists_them_and_opens_one(tmp_path, browser):
+    with printpipe_serve(tmp_path, printers=("a", "b")) as url, chromium(browser) as page:
+        page.goto(f"{url}/#apikey={KEY}")
+        for name in ("a", "b"):
+            page.wait_for_selector(f"[data-printer={name}] .pill:text('Operational')")
+            page.wait_for_selector(f"[data-printer={name}] [data-role=temperatures]"
+                                   ":text('tool0 ')")
+        page.click("[data-printer=b] h2 a")       # opens b's own page under its prefix
+        state_is(page, "Operational")
+        assert page.url == url + "/printers/b/"
+        assert page.inner_text("#title") == "printpipe · b"
+        page.wait_for_selector("#link-state:text('Live')")
+        page.fill("#gcode-line", "G28")
+        page.press("#gcode-line", "Enter")
+        logged(page, "Home")
+        # every call of b's page went to b's prefix: none reached the main port's /api
+        calls = [u for u in page.urls if "/api/" in u and u != url + "/api/printers"]
+        assert calls and all(u.startswith(url + "/printers/b/api/") for u in calls), calls
+        page.click("#farm-link")                  # and back to all of them
+        page.wait_for_selector("[data-printer=a] .pill:text('Operational')")
+        assert page.url == url + "/"
         assert page.errors == []

@@ -146,11 +146,13 @@ def iter_commands(path: str) -> Iterator[str]:
                 yield c
 
 
-def exactly_once_in_order(record: str, gcode_path: str) -> bool:
-    """Streams both files: every file command once, in order, only host commands between."""
+def exactly_once_in_order(record: str, gcode_path: str, start: int = 0) -> bool:
+    """Streams both files: every file command once, in order, only host commands between
+    (the record from byte `start` on)."""
     expected = iter_commands(gcode_path)
     nxt = next(expected, None)
     with open(record) as f:
+        f.seek(start)
         for line in f:
             got = line.rstrip("\n")
             if got == nxt:

@@ -19,7 +19,11 @@
 #   /etc/systemd/system/printpipe.service     the hardened unit (configs/printpipe.service);
 #                                             its StateDirectory= makes /var/lib/printpipe
 #   /etc/avahi/services/printpipe.service     announces _octoprint._tcp and _http._tcp on the
-#                                             config's http.port, so slicers find the printer
+#                                             config's http.port, so slicers find the printer;
+#                                             printpipe-NAME.service the same for each printer
+#                                             with its own `http: port:` (in `printers:` or
+#                                             printers.d/NAME.yaml), named "printpipe NAME";
+#                                             run it again after adding a printer
 # With --root no venv is built (pip would install into DIR/opt/printpipe/venv with paths that
 # point into DIR): the venv step is printed instead, and everything else is staged as it is.
 set -euo pipefail
@@ -34,7 +38,8 @@ usage() {
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     echo "options: --root DIR, --uninstall, --no-apt (do not apt-get install what is missing)"
     echo "More printers: sudo printpipe printers add NAME --port /dev/serial/by-id/... writes"
-    echo "/etc/printpipe/printers.d/NAME.yaml; sudo printpipe printers list shows them all."
+    echo "/etc/printpipe/printers.d/NAME.yaml; sudo printpipe printers list shows them all;"
+    echo "run install.sh again to announce a printer with its own --http-port (avahi)."
 }
 
 while [ $# -gt 0 ]; do
@@ -74,7 +79,8 @@ if [ "$UNINSTALL" -eq 1 ]; then
     if [ -z "$ROOT" ] && systemctl list-unit-files printpipe.service >/dev/null 2>&1; then
         systemctl disable --now printpipe.service || true
     fi
-    rm -f "$ROOT$UNIT" "$ROOT$AVAHI" "$ROOT$SYSUSERS" "$ROOT$BIN"
+    rm -f "$ROOT$UNIT" "$ROOT$AVAHI" "$ROOT$(dirname "$AVAHI")"/printpipe-*.service \
+        "$ROOT$SYSUSERS" "$ROOT$BIN"
     rm -rf "$ROOT/opt/printpipe"
     run systemctl daemon-reload
     say "removed the service, the avahi announcement, the venv and the command"
@@ -144,15 +150,46 @@ run chgrp printpipe "$DROPINS"
 mkdir -p "$ROOT$(dirname "$UNIT")"
 install -m 0644 "$SRC/configs/printpipe.service" "$ROOT$UNIT"
 
-# ---- the avahi announcement, on the config's port ---------------------------------------------
-# http.port from the config (a two-space indented `port:` under the top-level `http:` key).
-PORT=$(awk '/^http:/ { inside = 1; next } /^[^ #]/ { inside = 0 }
-            inside && /^  port:/ { print $2; exit }' "$ROOT$CONFIG")
+# ---- the avahi announcement, on the config's port, and one per printer with its own port -----
+# http.port of a config file: a two-space indented `port:` under its top-level `http:` key (a
+# drop-in's `http: port:` is its printer's own port).
+http_port() {
+    awk '/^http:/ { inside = 1; next } /^[^ #]/ { inside = 0 }
+         inside && /^  port:/ { print $2; exit }' "$1"
+}
+# "NAME PORT" for each printer of the config's `printers:` section with its own `http: port:`.
+own_ports() {
+    awk '/^printers:/ { inside = 1; next } /^[^ #]/ { inside = 0 }
+         inside && /^  [a-z0-9-]+:/ { name = $1; sub(/:$/, "", name); http = 0; next }
+         inside && /^    http:/ { http = 1; next }
+         inside && /^    [^ #]/ { http = 0 }
+         inside && http && /^      port:/ { print name, $2 }' "$1"
+}
+# announce FILE NAME PORT: the template with the port and the name shown in slicers.
+announce() {
+    sed -e "s/@PORT@/$3/g" -e "s/printpipe on %h/$2 on %h/" \
+        "$SRC/configs/printpipe.avahi.xml" > "$1.tmp"
+    chmod 0644 "$1.tmp"
+    mv "$1.tmp" "$1"
+}
+PORT=$(http_port "$ROOT$CONFIG")
 case "$PORT" in ''|*[!0-9]*) PORT=5000 ;; esac
 mkdir -p "$ROOT$(dirname "$AVAHI")"
-sed "s/@PORT@/$PORT/g" "$SRC/configs/printpipe.avahi.xml" > "$ROOT$AVAHI.tmp"
-chmod 0644 "$ROOT$AVAHI.tmp"
-mv "$ROOT$AVAHI.tmp" "$ROOT$AVAHI"
+announce "$ROOT$AVAHI" printpipe "$PORT"
+rm -f "$ROOT$(dirname "$AVAHI")"/printpipe-*.service   # printers since removed
+{
+    own_ports "$ROOT$CONFIG"
+    for dropin in "$ROOT$DROPINS"/*.yaml; do
+        [ -f "$dropin" ] || continue
+        name=$(basename "$dropin" .yaml)
+        echo "$name $(http_port "$dropin")"
+    done
+} | while read -r name port; do
+    case "$name" in ''|*[!a-z0-9-]*) continue ;; esac
+    case "$port" in ''|0|*[!0-9]*) continue ;; esac   # no own port (or a free one): not announced
+    announce "$ROOT$(dirname "$AVAHI")/printpipe-$name.service" "printpipe $name" "$port"
+    say "announced printer $name on port $port"
+done
 
 # ---- start it -----------------------------------------------------------------------------------
 run systemctl daemon-reload

@@ -3,7 +3,8 @@
 - The main port: `/printers/NAME/...` is printer NAME's whole app (API, push socket, event
   stream, page), as OctoPrint behind a reverse proxy with X-Script-Name: the app sees the
   rest of the path with `root_path` set to the prefix, so the URLs it hands out carry it.
-  `/api/printers` is printpipe's own list of the printers (farm views). Everything else is the
+  `/api/printers` is printpipe's own list of the printers (farm views); with more than one
+  printer `/` is the page listing them (http/page.py's FARM_ASSETS). Everything else is the
   default printer's app (`default`, or the only one).
 - A printer's own port (`http: port:` under its name): that printer's app, whole.
 
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pipeline.app.http import page
 from pipeline.app.http.context import HostCheck, KeyAuth
 from pipeline.app.http.support import json_error
 from pipeline.app.keys import KeyStore
@@ -60,8 +62,10 @@ class PrinterApps:
 def main_app(apps: PrinterApps, keys: KeyStore, *, anonymous: bool,
              host_names: Callable[[], tuple[str, ...]]) -> ASGIApp:
     """The main port's app: the prefixes, /api/printers, and the default printer."""
-    own = Starlette(routes=[Route("/api/printers", _lister(apps.service), methods=["GET"])])
-    listing = HostCheck(KeyAuth(own, keys, anonymous=anonymous), host_names(), always=anonymous)
+    own = Starlette(routes=[Route("/api/printers", _lister(apps.service), methods=["GET"]),
+                            *page.routes(page.FARM_ASSETS)])
+    listing = HostCheck(KeyAuth(own, keys, anonymous=anonymous, public=page.FARM_PATHS),
+                        host_names(), always=anonymous)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -86,7 +90,8 @@ def main_app(apps: PrinterApps, keys: KeyStore, *, anonymous: bool,
                     else b"/"
             await apps.serve(name, child, receive, send)
             return
-        if path == "/api/printers":
+        if path == "/api/printers" or (path in page.FARM_PATHS
+                                       and len(apps.service.config.printers) > 1):
             await listing(scope, receive, send)
             return
         default = apps.service.config.default

@@ -1,8 +1,9 @@
 """The service above the printers: what `printpipe print`, `send`, `recover` and `serve` run.
 It owns the printers by name (each one's own nursery and control: printers/runtime.py), the
-MQTT connection (for the `default` printer, or the only one), the reload of the whole config,
-and the hooks through which `serve` gives each printer its HTTP app. Code that acts on a
-printer receives that printer's control from here; nothing looks a printer up globally.
+one MQTT connection (every printer under its own base topic: mqtt/hub.py), the reload of the
+whole config, and the hooks through which `serve` gives each printer its HTTP app. Code that
+acts on a printer receives that printer's control from here; nothing looks a printer up
+globally.
 
 Isolation: each printer runs as one task of the service's nursery. A failure that escapes a
 printer's nursery (a printer session's own failures already end only that session) ends that
@@ -25,7 +26,7 @@ from types import MappingProxyType, ModuleType
 
 import trio
 
-from pipeline.app.mqtt.bridge import MqttService
+from pipeline.app.mqtt.hub import MqttHub
 from pipeline.app.paths import state_folder
 from pipeline.app.printers.control import MetricsSource, PrinterControl
 from pipeline.app.printers.runtime import (
@@ -84,8 +85,11 @@ class Service:
         self._stops: dict[str, trio.Event] = {}
         self._done: dict[str, trio.Event] = {}
         self._attach: list[tuple[Hook, Hook]] = [(self._attach_mqtt, self._detach_mqtt)]
-        self._mqtt: dict[str, MqttService] = {}
         self._metrics: dict[str, dict[str, MetricsSource]] = {}
+        #: The one MQTT connection, every printer bridged over it under its own base topic.
+        self.mqtt = MqttHub(Supervisor(nursery, "the MQTT bridge",  # type: ignore[arg-type]
+                                       restart=True), config.path, self._metrics)
+        self.mqtt.start(config.mqtt)
         #: Seconds each printer gets to disconnect in order when the service stops.
         self.grace = DISCONNECT_GRACE
 
@@ -176,35 +180,32 @@ class Service:
                                         metrics_sources=metrics, failure=failure,
                                         recover_file=self._recover_file) as control:
             self.printers[name] = control
-            attached: list[Hook] = []
             try:
-                for attach, detach in self._attach:
+                for attach, _detach in list(self._attach):
                     attach(control)
-                    attached.append(detach)
                 await announce(control)
                 self.failures.pop(name, None)
                 task_status.started(control)
                 await stop.wait()
                 await control.shutdown(self.grace)
             finally:
+                if not stop.is_set():  # a failure ends it: its API says so until it is known
+                    self.failures.setdefault(name, "its tasks failed and are stopping")
                 if self.printers.get(name) is control:
                     del self.printers[name]
-                for detach in attached:
+                # every hook: one registered after this start (on_printer) attached it too
+                for _attach, detach in list(self._attach):
                     detach(control)
 
     def _attach_mqtt(self, control: PrinterControl) -> None:
-        """MQTT serves the default printer (or the only one)."""
-        if control.name != self.config.default:
-            return
-        bridges = Supervisor(self._nursery, "the MQTT bridge", restart=True)
-        mqtt = MqttService(control, bridges,  # type: ignore[arg-type]  # supervised
-                           self._metrics.setdefault(control.name, {}))
-        mqtt.start(control.config.mqtt)
-        control.reloader.live("mqtt", mqtt.reconfigure)
-        self._mqtt[control.name] = mqtt
+        """Each printer is bridged over the service's MQTT connection under its own base."""
+        self.mqtt.attach(control)
+        apply = self.mqtt.reconfigure(control)
+        control.reloader.live("mqtt", apply)
+        control.reloader.live("mqtt_base", apply)
 
     def _detach_mqtt(self, control: PrinterControl) -> None:
-        self._mqtt.pop(control.name, None)
+        self.mqtt.detach(control)
 
     # ---- the whole service ------------------------------------------------------------------
     def stop_for_exit(self) -> bool:
@@ -230,6 +231,7 @@ class Service:
             self.stop_printer(name)
         for done in list(self._done.values()):
             await done.wait()
+        await self.mqtt.close()
 
     def reload(self) -> ServiceReload:
         """Re-read the config. A broken one raises (ConfigErrors) and changes nothing. Each

@@ -57,8 +57,8 @@ class Subscription:
             self.dropped += 1
             if not self._in_burst:
                 self._in_burst = True
-                log.warning("event subscriber %r is not keeping up: dropping events "
-                            "(first dropped: %s)", self.name, ev.name)
+                log.warning("%sevent subscriber %r is not keeping up: dropping events "
+                            "(first dropped: %s)", self.bus.label, self.name, ev.name)
             return
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self.dropped += 1
@@ -93,7 +93,9 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, clock: Any = None) -> None:
+    def __init__(self, clock: Any = None, label: str = "") -> None:
+        """`label` starts its log lines (`printer NAME: ` when the service has several)."""
+        self.label = label
         self._order: list[Subscription] = []  # subscription order is delivery order
         self._held: list[BusEvent] | None = []  # until Startup
         self._closed = False

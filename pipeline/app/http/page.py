@@ -1,6 +1,10 @@
 """The status page: `GET /` and its three assets (stylesheet, script, icon), static files shipped
 as package data in `static/` and read once when the app is built. No build step, nothing from
-another origin: the page works offline on the printer's own network.
+another origin: the page works offline on the printer's own network. Its paths are relative,
+so one printer's page works under its prefix (`/printers/NAME/`) as on its own port.
+
+The page of several printers (`FARM_ASSETS`: `/` and `/farm.js` on the main port when the
+service drives more than one) lists them from `GET /api/printers` and links each one's page.
 
 The page itself needs no key (it holds no data): `PUBLIC_PATHS` are served by KeyAuth without
 one, GET and HEAD only. Every API call the script makes carries the key, which never appears
@@ -33,8 +37,17 @@ ASSETS = {
     "/icon.svg": ("icon.svg", "image/svg+xml"),
 }
 
+#: The main port's page of several printers (the stylesheet and icon are the printer page's).
+FARM_ASSETS = {
+    "/": ("farm.html", "text/html; charset=utf-8"),
+    "/farm.js": ("farm.js", "text/javascript; charset=utf-8"),
+    "/page.css": ASSETS["/page.css"],
+    "/icon.svg": ASSETS["/icon.svg"],
+}
+
 #: Served without a key (GET and HEAD).
 PUBLIC_PATHS = frozenset(ASSETS)
+FARM_PATHS = frozenset(FARM_ASSETS)
 
 #: This origin only; no inline script or style (the page sets no style attribute: the script
 #: styles through classes and the CSSOM), no plugins, no <base>, no form posts, no framing.
@@ -66,9 +79,9 @@ def read_asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(ASSET_FOLDER, name).read_bytes()
 
 
-def load_assets() -> dict[str, Asset]:
+def load_assets(table: dict[str, tuple[str, str]] = ASSETS) -> dict[str, Asset]:
     assets = {}
-    for path, (name, media_type) in ASSETS.items():
+    for path, (name, media_type) in table.items():
         body = read_asset(name)
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
         assets[path] = Asset(body, media_type, etag)
@@ -84,6 +97,6 @@ def _endpoint(asset: Asset) -> Callable[[Request], Awaitable[Response]]:
     return serve
 
 
-def routes() -> list[Route]:
+def routes(table: dict[str, tuple[str, str]] = ASSETS) -> list[Route]:
     return [Route(path, _endpoint(asset), methods=["GET"])
-            for path, asset in load_assets().items()]
+            for path, asset in load_assets(table).items()]

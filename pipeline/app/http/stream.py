@@ -88,8 +88,8 @@ def overflowed(sub: Subscription, what: str) -> bool:
     """Whether `sub` lost events because its client did not keep up (then it is logged: the
     caller drops the client)."""
     if sub.dropped:
-        log.warning("%s %s is not keeping up (%d events dropped): closing it", what, sub.name,
-                    sub.dropped)
+        log.warning("%s%s %s is not keeping up (%d events dropped): closing it", sub.bus.label,
+                    what, sub.name, sub.dropped)
     return bool(sub.dropped)
 
 

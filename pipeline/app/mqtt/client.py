@@ -175,8 +175,12 @@ class TrioMqtt:
         return True
 
     def subscribe(self, topics: list[str]) -> None:
-        if topics:
+        if topics and self.connected:
             self.client.subscribe([(t, 1) for t in topics])
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        if topics and self.connected:
+            self.client.unsubscribe(topics)
 
     @property
     def backlog(self) -> int:

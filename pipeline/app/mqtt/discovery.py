@@ -1,8 +1,10 @@
 """Home Assistant MQTT discovery, as values: the retained `<prefix>/<component>/<node>/<object>/
-config` messages that make the printer one device with sensors for its state, progress, time
+config` messages that make a printer one device with sensors for its state, progress, time
 left and each heater's temperature and target, and (when commands are on) buttons for pause,
-resume and cancel. Every entity reads the bridge's own topics and is available while
-`<base>mqtt` says connected.
+resume and cancel. Every entity reads its printer's own topics and is available while
+`<base>mqtt` says connected. With several printers each is its own device (its node id, unique
+ids and device identifiers carry its name, its device name too) and is available only while
+both its own `<base>mqtt` and the service's connection topic say connected.
 
 Pure: no IO, no trio.
 """
@@ -31,15 +33,26 @@ def _value(key: str) -> str:
     return "{{ value_json.%s }}" % key  # noqa: UP031 (Jinja braces read better this way)
 
 
-def discovery_messages(spec: MqttSpec, client_id: str,
-                       heaters: Iterable[str]) -> list[Message]:
-    """The config messages for the device `client_id`, one per entity, retained."""
-    node = node_id(client_id)
+def discovery_messages(spec: MqttSpec, client_id: str, heaters: Iterable[str], *,
+                       printer: str | None = None,
+                       service_topic: str | None = None) -> list[Message]:
+    """The config messages for the device `client_id`, one per entity, retained. `printer`:
+    the printer's name when it is one of several (`spec.base_topic` is then its own base);
+    `service_topic`: the connection's availability topic, when it is not the printer's."""
+    node = node_id(client_id) + (f"_{node_id(printer)}" if printer else "")
     topics = Topics(spec.base_topic)
-    device = {"identifiers": [f"printpipe_{node}"], "name": spec.discovery.name,
+    name = spec.discovery.name + (f" {printer}" if printer else "")
+    device = {"identifiers": [f"printpipe_{node}"], "name": name,
               "manufacturer": "printpipe", "model": "3D printer host"}
-    common = {"availability_topic": topics.availability, "payload_available": CONNECTED,
-              "payload_not_available": DISCONNECTED, "device": device}
+    common: dict[str, Any] = {"device": device}
+    if service_topic is None or service_topic == topics.availability:
+        common |= {"availability_topic": topics.availability, "payload_available": CONNECTED,
+                   "payload_not_available": DISCONNECTED}
+    else:
+        common |= {"availability": [{"topic": topic, "payload_available": CONNECTED,
+                                     "payload_not_available": DISCONNECTED}
+                                    for topic in (service_topic, topics.availability)],
+                   "availability_mode": "all"}
     entities: list[tuple[str, str, dict[str, Any]]] = [
         ("sensor", "state", {"name": "State", "state_topic": topics.state,
                              "value_template": _value("state"),

@@ -82,9 +82,11 @@ def stamped(data: Mapping[str, Any], timestamp: float) -> bytes:
     return to_json({**data, "_timestamp": int(timestamp)})
 
 
-def availability(spec: MqttSpec, online: bool) -> Message:
-    """`<base>mqtt`: connected / disconnected, retained, QoS 1 (also the last will)."""
-    return Message(Topics(spec.base_topic).availability,
+def availability(spec: MqttSpec | str, online: bool) -> Message:
+    """`<base>mqtt` (of `spec`'s base, or the base given): connected / disconnected, retained,
+    QoS 1 (also the last will)."""
+    base = spec if isinstance(spec, str) else spec.base_topic
+    return Message(Topics(base).availability,
                    (CONNECTED if online else DISCONNECTED).encode(), retain=True, qos=1)
 
 

@@ -63,8 +63,8 @@ async def open_printer_runtime(config: HostConfig, *,
     attaches what else listens and then calls `announce`. On the way out disconnect, publish
     Shutdown and let system commands finish within the grace period."""
     pipeline = build_pipeline(config.pipeline, builtins)
-    bus = EventBus(clock=trio.current_time)
     label = "" if config.name == DEFAULT else f"printer {config.name}: "
+    bus = EventBus(clock=trio.current_time, label=label)
     async with trio.open_nursery() as printer:  # the printer's tasks, and nothing else
         async with trio.open_nursery() as nursery:
             control = PrinterControl(config, pipeline, bus, printer, builtins,

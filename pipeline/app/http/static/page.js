@@ -1,7 +1,8 @@
 /* printpipe status page. Plain script, no dependencies, public API only (API.md):
    /api/job, /api/printer, /api/files, /api/connection, /api/printer/{tool,bed,command} and the
    event stream /api/events. The key travels in the X-Api-Key header; only the event stream
-   carries it in its URL, as EventSource cannot send headers. */
+   carries it in its URL, as EventSource cannot send headers. Every path is relative to the
+   page, so the page of one printer of several works under its prefix (/printers/NAME/). */
 'use strict';
 (() => {
   const STORE = 'printpipe.apikey';
@@ -135,7 +136,7 @@
   // ---- start and stop ---------------------------------------------------------------------
   async function start() {
     try {
-      await api('GET', '/api/job');
+      await api('GET', 'api/job');
     } catch (e) {
       if (!isKeyError(e)) {
         showError('Reaching printpipe', e);
@@ -162,7 +163,7 @@
   // ---- the event stream -------------------------------------------------------------------
   function openStream() {
     if (stream) stream.close();
-    const source = new EventSource('/api/events' +
+    const source = new EventSource('api/events' +
       (key ? '?apikey=' + encodeURIComponent(key) : ''));
     stream = source;
     source.onopen = () => {
@@ -186,7 +187,7 @@
 
   // a refused key shows the key form (api() does that); anything else: try the stream again
   function reconnect(source) {
-    api('GET', '/api/version').then(() => {
+    api('GET', 'api/version').then(() => {
       if (running && stream === source) openStream();
     }, (e) => {
       if (running && stream === source && !isKeyError(e)) openStream();
@@ -244,14 +245,14 @@
 
   async function refreshStatus() {
     try {
-      const data = await api('GET', '/api/job');
+      const data = await api('GET', 'api/job');
       job = data;
       state = data.state || 'Unknown';
       if (statusAlert) clearError();
       if (streamDown) openStream();   // printpipe answers again: no need to wait for the timer
       showJob(data);
       if (!OFFLINE.has(state) && state !== 'Connecting') {
-        const printer = await api('GET', '/api/printer?exclude=sd');
+        const printer = await api('GET', 'api/printer?exclude=sd');
         addSample(printer.temperature || {});
       }
     } catch (e) {
@@ -375,13 +376,13 @@
   function setTarget(name, value) {
     const what = 'Setting the ' + heaterLabel(name) + ' target';
     if (name === 'bed') {
-      return act(what, () => api('POST', '/api/printer/bed', {command: 'target', target: value}));
+      return act(what, () => api('POST', 'api/printer/bed', {command: 'target', target: value}));
     }
     if (name.startsWith('tool')) {
-      return act(what, () => api('POST', '/api/printer/tool',
+      return act(what, () => api('POST', 'api/printer/tool',
         {command: 'target', targets: {[name]: value}}));
     }
-    return act(what, () => api('POST', '/api/printer/command', {commands: ['M141 S' + value]}));
+    return act(what, () => api('POST', 'api/printer/command', {commands: ['M141 S' + value]}));
   }
 
   function cssColor(name) {
@@ -464,7 +465,7 @@
   async function refreshFiles() {
     let data;
     try {
-      data = await api('GET', '/api/files/local?recursive=true');
+      data = await api('GET', 'api/files/local?recursive=true');
     } catch (e) {
       if (!isKeyError(e)) showError('Listing the files', e);
       return;
@@ -483,7 +484,7 @@
     const analysis = file.gcodeAnalysis || {};
     if (analysis.estimatedPrintTime) meta.push('about ' + duration(analysis.estimatedPrintTime));
     item.append(el('span', 'name', file.path), el('span', 'meta', meta.join(' · ')));
-    const url = '/api/files/local/' + encodePath(file.path);
+    const url = 'api/files/local/' + encodePath(file.path);
     const actions = el('span', 'actions');
     item.append(actions);
     const button = (label, cls, fn) => {
@@ -510,7 +511,7 @@
       const form = new FormData();
       form.append('file', file, file.name);
       $('upload-status').textContent = 'Uploading ' + file.name + '…';
-      const done = await act('Uploading ' + file.name, () => api('POST', '/api/files/local', form));
+      const done = await act('Uploading ' + file.name, () => api('POST', 'api/files/local', form));
       $('upload-status').textContent = done ? 'Uploaded ' + file.name + '.' : '';
     }
     refreshSoon('files');
@@ -534,16 +535,16 @@
       keyRefused(new ApiError(401, 'enter the new key'));
     });
     $('connect').addEventListener('click', () => act('Connecting',
-      () => api('POST', '/api/connection', {command: 'connect'})));
+      () => api('POST', 'api/connection', {command: 'connect'})));
     $('job-start').addEventListener('click', () => act('Starting the print',
-      () => api('POST', '/api/job', {command: 'start'})));
+      () => api('POST', 'api/job', {command: 'start'})));
     $('job-pause').addEventListener('click', () => act('Pausing',
-      () => api('POST', '/api/job', {command: 'pause', action: 'pause'})));
+      () => api('POST', 'api/job', {command: 'pause', action: 'pause'})));
     $('job-resume').addEventListener('click', () => act('Resuming',
-      () => api('POST', '/api/job', {command: 'pause', action: 'resume'})));
+      () => api('POST', 'api/job', {command: 'pause', action: 'resume'})));
     $('job-cancel').addEventListener('click', () => {
       if (confirm('Cancel the print?')) {
-        act('Cancelling', () => api('POST', '/api/job', {command: 'cancel'}));
+        act('Cancelling', () => api('POST', 'api/job', {command: 'cancel'}));
       }
     });
     $('gcode-form').addEventListener('submit', async (e) => {
@@ -551,7 +552,7 @@
       const line = $('gcode-line').value.trim();
       if (!line) return;
       const sent = await act('Sending ' + line,
-        () => api('POST', '/api/printer/command', {commands: [line]}).then(() => true));
+        () => api('POST', 'api/printer/command', {commands: [line]}).then(() => true));
       $('gcode-status').textContent = sent ? 'Sent ' + line + '.' : '';
       if (sent) $('gcode-line').value = '';
     });
@@ -571,6 +572,15 @@
     window.addEventListener('hashchange', () => {
       if (/apikey=/.test(location.hash)) { stop(); keyFromFragment(); start(); }
     });
+  }
+
+  // one printer of several, under its prefix: its name, and the way back to all of them
+  const prefixed = /\/printers\/([a-z0-9-]{1,32})\/$/.exec(location.pathname);
+  if (prefixed) {
+    $('title').textContent = 'printpipe · ' + prefixed[1];
+    document.title = prefixed[1] + ' · printpipe';
+    $('farm-link').href = '../../';
+    $('farm-link').hidden = false;
   }
 
   wire();
