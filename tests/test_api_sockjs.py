@@ -84,14 +84,16 @@ async def test_framed_socket_open_auth_history_current_event_and_close(
             with trio.fail_after(5):
                 while not messages(got):
                     await trio.sleep(0.02)
-            await ws.send_message(send_frame({"throttle": 1}, {"auth": auth}))
+            await ws.send_message(send_frame(  # "Dwell": OctoPrint's docs' name for Dwelling
+                {"throttle": 1}, {"subscribe": {"state": True, "events": ["Home", "Dwell"]}},
+                {"auth": auth}))
             with trio.fail_after(5):
                 while "history" not in dict(messages(got)):
                     await trio.sleep(0.02)
-            r = await srv.client.post("/api/printer/command", json={"command": "G28"})
+            r = await srv.client.post("/api/printer/command", json={"commands": ["G28", "G4 P0"]})
             assert r.status_code == 204
             with trio.fail_after(10):
-                while not any(k == "event" and p["type"] == "Home" for k, p in messages(got)):
+                while not any(k == "event" and p["type"] == "Dwelling" for k, p in messages(got)):
                     await trio.sleep(0.02)
                 while "current" not in dict(messages(got)):
                     await trio.sleep(0.02)
@@ -100,6 +102,7 @@ async def test_framed_socket_open_auth_history_current_event_and_close(
     assert all(f == "o" or f[0] in "ac" for f in got)  # nothing unframed
     kinds = [k for k, _ in messages(got)]
     assert kinds[:2] == ["connected", "history"]
+    assert [p["type"] for k, p in messages(got) if k == "event"] == ["Home", "Dwelling"]
     assert got[-1] == 'c[1001, "printpipe is shutting down"]'
     assert ws.closed.code == 1001
 

@@ -42,7 +42,7 @@ from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
 from pipeline.app.http.support import BadRequest, parse_json_object
 from pipeline.app.printers.status import Status
-from pipeline.events.names import Event
+from pipeline.events.names import Event, canonical
 from pipeline.fanout.bus import Subscription
 
 log = logging.getLogger("printpipe.http")
@@ -229,7 +229,7 @@ class PushSocket:
         if isinstance(events, bool):
             wanted = None if events else frozenset()
         elif isinstance(events, list) and all(isinstance(e, str) for e in events):
-            wanted = frozenset(events)
+            wanted = frozenset(canonical(e) for e in events)
         else:
             self.ignore("subscribe %.100r (an object with state and events)", value)
             return
