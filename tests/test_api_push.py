@@ -46,11 +46,11 @@ def ws_url(srv) -> str:
 
 
 @asynccontextmanager
-async def open_push(srv, **options) -> AsyncIterator[WebSocketConnection]:
-    """trio-websocket's client on the push socket. When the server closes first, its reader
-    stops at the TCP close without closing its own socket (and `aclose` then returns early),
-    so the stream is closed here."""
-    async with open_websocket_url(ws_url(srv), **options) as ws:
+async def open_push(srv, url: str | None = None, **options) -> AsyncIterator[WebSocketConnection]:
+    """trio-websocket's client on the push socket (or `url`). When the server closes first,
+    its reader stops at the TCP close without closing its own socket (and `aclose` then
+    returns early), so the stream is closed here."""
+    async with open_websocket_url(url or ws_url(srv), **options) as ws:
         try:
             yield ws
         finally:

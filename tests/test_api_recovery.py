@@ -211,10 +211,10 @@ async def test_a_print_keeps_its_journal_while_it_runs_and_a_cancel_clears_it(tm
     stored_job(tmp_path, text)
     journal = tmp_path / "state" / "journal.json"
     async with serve_for_test(tmp_path) as srv:
-        dwell = srv.events(["Dwell"])
+        dwell = srv.events(["Dwelling"])
         await srv.client.post("/api/files/local/job.gcode", json={"command": "select",
                                                                    "print": True})
-        await dwell.wait_for("Dwell")
+        await dwell.wait_for("Dwelling")
         await wait_until(journal.exists)
         data = json.loads(journal.read_text())
         assert data["line"] == 12 and data["state"]["z"] == 0.2  # the last acknowledged line

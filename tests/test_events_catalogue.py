@@ -163,7 +163,7 @@ async def idle(printer: Printer) -> None:
 
 def write_job(tmp_path, moves: int = 200, dwell_ms: int = 0) -> str:
     """A small job: home, first layer, an optional dwell (a window to pause or cancel in,
-    signalled by the Dwell event), then `moves` extruding moves."""
+    signalled by the Dwelling event), then `moves` extruding moves."""
     text = "G28\nG1 Z0.3 F3000\n"
     if dwell_ms:
         text += f"G4 P{dwell_ms}\n"
@@ -176,14 +176,14 @@ def write_job(tmp_path, moves: int = 200, dwell_ms: int = 0) -> str:
 async def run_print(tmp_path, *, serial: str = "", rest: str = "", dwell_ms: int = 0,
                     during: Callable[[Service, Printer, Recorder], Any] | None = None,
                     moves: int = 200) -> tuple[Recorder, dict[str, Any]]:
-    """Select and print a job; `during(svc, printer, rec)` (async) runs once the Dwell of the
+    """Select and print a job; `during(svc, printer, rec)` (async) runs once the Dwelling of the
     job was sent. Returns the recorder (service closed) and facts about the run."""
     path = write_job(tmp_path, moves, dwell_ms)
     async with connected(serial, rest) as (svc, printer, rec):
         svc.select(path, "folder/job.gcode", "job.gcode")
         await svc.start()
         if during is not None:
-            await rec.wait_for("Dwell")
+            await rec.wait_for("Dwelling")
             await during(svc, printer, rec)
         result = await printer.wait_job_end(TIMEOUT)
         assert result is not None, f"the job did not end: {rec.names()}"
@@ -538,16 +538,16 @@ async def test_waiting_for_m0_and_m1_when_they_are_not_blocked():
     assert len(rec.named("Waiting")) == 2 and "CommandSuppressed" not in rec.names()
 
 
-async def test_dwelling_is_an_alias_subscriptions_may_use():
-    rest = ("events:\n  subscriptions:\n    - event: Dwelling\n"
+async def test_g4_fires_dwelling_and_dwell_is_an_alias_subscriptions_may_use():
+    rest = ("events:\n  subscriptions:\n    - event: Dwell\n"
             "      command: M117 dwelt {__eventname}\n      type: gcode\n")
     async with connected(rest=rest) as (_, printer, rec):
         fw = printer.virtual.firmware
         printer.send(["G4 P10"])
-        dwell = await rec.wait_for("Dwell")
-        assert await printer.wait_until(lambda: "M117 dwelt Dwell" in fw.accepted, TIMEOUT)
+        dwell = await rec.wait_for("Dwelling")
+        assert await printer.wait_until(lambda: "M117 dwelt Dwelling" in fw.accepted, TIMEOUT)
     await rec.rest()
-    assert check_payload(dwell) == {} and "Dwelling" not in rec.names()
+    assert check_payload(dwell) == {} and "Dwell" not in rec.names()
 
 
 async def test_zchange_on_a_new_z_only():
@@ -581,7 +581,7 @@ async def test_gcode_events_fire_when_sent_not_when_queued():
         await rec.wait_for("GcodeScriptAfterPrinterConnectedFinished")
         fw = printer.virtual.firmware
         printer.send(["G4 P800", "M300 S440 P10", "M0"])
-        dwell = await rec.wait_for("Dwell")
+        dwell = await rec.wait_for("Dwelling")
         await rec.settle(0.3)
         assert "Alert" not in rec.names()
         assert "M300 S440 P10" not in fw.accepted  # still queued on the host

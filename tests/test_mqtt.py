@@ -65,7 +65,7 @@ mqtt:
 """).mqtt
     assert (spec.host, spec.port, spec.username, spec.password, spec.client_id) == (
         "broker.lan", 8883, "printer", "secret", "farm-3")
-    assert spec.events == ("PrintDone", "PrintFailed", "Dwell")  # as the bus names it
+    assert spec.events == ("PrintDone", "PrintFailed", "Dwelling")  # as the bus names it
     assert spec.qos == 1 and spec.commands
     assert spec.retain.events == () and not spec.retain.progress and spec.retain.temperature
     assert spec.tls.active and spec.tls.ca_file == "ca.crt" and spec.discovery.enabled

@@ -148,14 +148,14 @@ async def test_gcode_subscriptions_queue_tagged_commands():
           command:
             - M117 z={new}
             - M400
-        - event: Dwelling
+        - event: Dwell
           type: gcode
           command: M117 dwell
         """)
 
     async def body(h: Harness) -> None:
         h.bus.publish("ZChange", {"new": 0.4, "old": 0.2})
-        h.bus.publish("Dwell")
+        h.bus.publish("Dwelling")
         await until(lambda: len(h.sent) == 2)
 
     h = await run_with(spec, body)

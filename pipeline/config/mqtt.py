@@ -54,7 +54,7 @@ def _port(value: int) -> str | None:
 
 
 def _event_tuple(names: list[str] | None) -> tuple[str, ...]:
-    """The names as events are published ("Dwelling" is Dwell); an empty value is none."""
+    """The names as events are published ("Dwell" is Dwelling); an empty value is none."""
     return tuple(canonical(n) for n in names or ())
 
 

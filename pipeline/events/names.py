@@ -70,7 +70,7 @@ class Event(enum.StrEnum):
     POWER_OFF = "PowerOff"
     HOME = "Home"
     Z_CHANGE = "ZChange"
-    DWELL = "Dwell"
+    DWELL = "Dwelling"  # G4 (OctoPrint's docs say "Dwell"; its code fires "Dwelling")
     WAITING = "Waiting"
     COOLING = "Cooling"
     ALERT = "Alert"
@@ -151,8 +151,9 @@ PAYLOAD_KEYS: Mapping[Event, tuple[str, ...]] = MappingProxyType({
     Event.MOVIE_FAILED: (*_MOVIE, "returncode", "error", "reason"),
 })
 
-#: Names subscriptions may use for a catalogue event (OctoPrint's code fires "Dwelling").
-ALIASES: Mapping[str, Event] = MappingProxyType({"Dwelling": Event.DWELL})
+#: Names subscriptions may use for a catalogue event ("Dwell" is the name OctoPrint's docs
+#: give G4's event; its code, and so the wire, says "Dwelling").
+ALIASES: Mapping[str, Event] = MappingProxyType({"Dwell": Event.DWELL})
 
 #: GcodeScript<Name>Running / ...Finished: the names depend on the scripts that exist.
 SCRIPT_EVENT_RE = re.compile(r"GcodeScript[A-Z]\w*(?:Running|Finished)")

@@ -32,9 +32,10 @@ from pipeline.files.storage import LocalStorage
 
 log = logging.getLogger("printpipe.http")
 
-#: Paths served without a key: the application-key flow is how a client gets one. The one
-#: that changes anything (POST .../request) reads only Content-Type: application/json.
-OPEN_PATHS = ("/plugin/appkeys/probe", "/plugin/appkeys/request")
+#: Paths served without a key: the application-key flow is how a client gets one (the one
+#: that changes anything, POST .../request, reads only Content-Type: application/json), and
+#: SockJS's `/info`, which a SockJS client asks before it can send any key.
+OPEN_PATHS = ("/plugin/appkeys/probe", "/plugin/appkeys/request", "/sockjs/info")
 
 #: Methods that change nothing; a browser may send them from any page.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

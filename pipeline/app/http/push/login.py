@@ -12,8 +12,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
+from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,6 +32,8 @@ log = logging.getLogger("printpipe.http")
 SESSION_STALE = 15 * 60.0
 #: Sessions kept at once; the least recently used goes first (apps log in at every reconnect).
 MAX_SESSIONS = 256
+#: Bytes a form-encoded login may have (`passive=True` is 12).
+MAX_FORM = 4096
 
 
 @attrs.define
@@ -79,11 +84,29 @@ def sessions_of(api: Api) -> Sessions:
     return sessions
 
 
+async def login_body(request: Request) -> dict[str, Any]:
+    """The login's fields: a JSON object, or a form (`passive=True`, as `octoprint_client`
+    posts it; OctoPrint takes both, and any value of `passive`)."""
+    kind, _ = parse_options_header(request.headers.get("content-type"))
+    if kind != b"application/x-www-form-urlencoded":
+        return await read_json(request) if await request.body() else {}
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_FORM:
+            raise BadRequest(f"a login form over {MAX_FORM} bytes", status=413)
+    try:
+        fields = parse_qs(raw.decode(), keep_blank_values=True, max_num_fields=16)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"malformed login form: {exc}") from None
+    return {name: values[-1] for name, values in fields.items()}
+
+
 async def login(request: Request) -> Response:
     """Passive login: the key's user as OctoPrint's user record, with a `session` for the
     push socket's `auth`."""
-    body = await read_json(request) if await request.body() else {}
-    if body.get("passive") is not True and "user" not in body:
+    body = await login_body(request)
+    if "passive" not in body and "user" not in body:
         raise BadRequest("only passive login ({\"passive\": true}) is supported: "
                          "authenticate with an API key")
     name = identity_of(request)

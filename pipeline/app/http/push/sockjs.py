@@ -1,6 +1,7 @@
-"""The push socket (`/sockjs/websocket`, SockJS's raw websocket transport: one JSON object per
-text message) that mobile apps (OctoApp, Printoid, OctoPod) listen on; a passive login's
-session (login.py) authenticates it.
+"""The push socket that mobile apps (OctoApp, Printoid, OctoPod) and OctoPrint's own clients
+listen on, in two framings (framing.py): `/sockjs/websocket` (SockJS's raw websocket transport:
+one JSON object per text message) and `/sockjs/<server>/<session>/websocket` (SockJS's framed
+one); a passive login's session (login.py) authenticates it.
 
 The conversation is OctoPrint's: `connected` on open; the client sends `{"auth":
 "name:session"}`; then `history` (the state at once), `current` whenever something changed but
@@ -20,7 +21,6 @@ a client that takes no data at all.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import platform
@@ -31,18 +31,19 @@ from typing import Any
 
 import attrs
 import trio
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from pipeline.app.http.camera.timelapse import timelapse_config
 from pipeline.app.http.context import Api, peer_address
 from pipeline.app.http.job import job_of, progress_of
 from pipeline.app.http.printer import OCTOPRINT_API_LEVEL, printer_state
+from pipeline.app.http.push.framing import Raw, SockJS, sockjs_info
 from pipeline.app.http.push.login import sessions_of
 from pipeline.app.http.stream import client_subscription, overflowed
 from pipeline.app.http.support import BadRequest, parse_json_object
 from pipeline.app.printers.status import Status
-from pipeline.events.names import Event
+from pipeline.events.names import Event, canonical
 from pipeline.fanout.bus import Subscription
 
 log = logging.getLogger("printpipe.http")
@@ -116,9 +117,11 @@ class PushSocket:
     """One client: a reader task takes its messages and pokes the writer, which sends
     everything (events as they come, `current` at the rate limit) and closes the socket."""
 
-    def __init__(self, api: Api, ws: WebSocket, sub: Subscription) -> None:
+    def __init__(self, api: Api, ws: WebSocket, sub: Subscription, framing: Raw) -> None:
         self.api = api
         self.ws = ws
+        self.framing = framing
+        self.next_beat = math.inf
         self.sub = sub
         self.user: str | None = None
         self.throttle = 1
@@ -137,6 +140,7 @@ class PushSocket:
         self.timelapse_sent = -1          # the camera's config version last sent
 
     async def serve(self) -> None:
+        await self.framing.open()
         await self.send("connected", connected_payload(self.api))
         try:
             async with trio.open_nursery() as nursery:
@@ -159,7 +163,8 @@ class PushSocket:
             if len(data) > MAX_MESSAGE:
                 self.refuse(1009, f"a message of {len(data)} bytes: the limit is {MAX_MESSAGE}")
             else:
-                self.handle(data)
+                for one in self.framing.messages(data):
+                    self.handle(one)
             self.wait.cancel()
 
     def refuse(self, code: int, reason: str) -> None:
@@ -226,7 +231,7 @@ class PushSocket:
         if isinstance(events, bool):
             wanted = None if events else frozenset()
         elif isinstance(events, list) and all(isinstance(e, str) for e in events):
-            wanted = frozenset(events)
+            wanted = frozenset(canonical(e) for e in events)
         else:
             self.ignore("subscribe %.100r (an object with state and events)", value)
             return
@@ -240,7 +245,12 @@ class PushSocket:
 
     # ---- writing ------------------------------------------------------------------------
     async def send(self, kind: str, payload: dict[str, Any]) -> None:
-        await self.ws.send_text(json.dumps({kind: payload}, separators=(",", ":"), default=str))
+        await self.framing.send(kind, payload)
+        self.next_beat = self.beat_after()
+
+    def beat_after(self) -> float:
+        beat = self.framing.heartbeat
+        return math.inf if beat is None else trio.current_time() + beat
 
     async def write(self) -> None:
         while True:
@@ -248,7 +258,7 @@ class PushSocket:
                 code, reason = self.refusal
                 if code == 1008:  # what OctoPrint's clients act on: log in again
                     await self.send("reauthRequired", {"reason": "stale"})
-                await self.ws.close(code, close_reason(reason))
+                await self.framing.close(code, close_reason(reason))
                 return
             if self.history_due:
                 self.history_due = False
@@ -259,14 +269,17 @@ class PushSocket:
             deadline = self.next_current if self.state_wanted else math.inf
             if self.user is None:
                 deadline = self.auth_deadline
-            with trio.CancelScope(deadline=deadline) as self.wait:
+            if trio.current_time() >= self.next_beat:
+                await self.framing.beat()
+                self.next_beat = self.beat_after()
+            with trio.CancelScope(deadline=min(deadline, self.next_beat)) as self.wait:
                 try:
                     ev = await self.sub.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
-                    await self.ws.close(1001, "printpipe is shutting down")
+                    await self.framing.close(1001, "printpipe is shutting down")
                     return
             if overflowed(self.sub, "client"):
-                await self.ws.close(1008, f"too slow: {self.sub.dropped} events dropped")
+                await self.framing.close(1008, f"too slow: {self.sub.dropped} events dropped")
                 return
             if ev is not None and self.user is not None and self.sub.events != frozenset():
                 await self.send("event", {"type": ev.name, "payload": ev.payload})
@@ -308,11 +321,23 @@ class PushSocket:
 
 
 async def push_socket(ws: WebSocket) -> None:
+    """The raw transport: one JSON object per message."""
+    await serve_socket(ws, Raw(ws))
+
+
+async def sockjs_socket(ws: WebSocket) -> None:
+    """SockJS's framed websocket transport (`o`, `h`, `a[...]`, `c[...]`)."""
+    await serve_socket(ws, SockJS(ws))
+
+
+async def serve_socket(ws: WebSocket, framing: Raw) -> None:
     api: Api = ws.app.state.api
     await ws.accept()
     # the bus delivers nothing but Shutdown until the client authenticates
     with client_subscription(api, ws.scope, "push", events=frozenset()) as sub:
-        await PushSocket(api, ws, sub).serve()
+        await PushSocket(api, ws, sub, framing).serve()
 
 
-ROUTES = [WebSocketRoute("/sockjs/websocket", push_socket)]
+ROUTES = [WebSocketRoute("/sockjs/websocket", push_socket),
+          WebSocketRoute("/sockjs/{server}/{session}/websocket", sockjs_socket),
+          Route("/sockjs/info", sockjs_info, methods=["GET"])]

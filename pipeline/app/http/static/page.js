@@ -16,7 +16,7 @@
     'UpdatedFiles MetadataAnalysisStarted MetadataAnalysisFinished FileSelected FileDeselected ' +
     'TransferStarted TransferDone TransferFailed ' +
     'PrintStarted PrintDone PrintFailed PrintCancelling PrintCancelled PrintPaused PrintResumed ' +
-    'PrintInterrupted PowerOn PowerOff Home ZChange Dwell Waiting Cooling Alert Conveyor Eject EStop ' +
+    'PrintInterrupted PowerOn PowerOff Home ZChange Dwelling Waiting Cooling Alert Conveyor Eject EStop ' +
     'FilamentChange ToolChange PositionUpdate CommandSuppressed InvalidToolReported').split(' ');
   const FILE_EVENTS = new Set(['Upload', 'FileAdded', 'FileRemoved', 'FileMoved', 'FolderAdded',
     'FolderRemoved', 'FolderMoved', 'UpdatedFiles', 'MetadataAnalysisFinished']);
