@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 HEARTBEAT = 25.0
 
 
-def encode(kind: str, payload: dict[str, Any]) -> str:
+def encode(kind: str, payload: dict[str, Any] | None) -> str:
     return json.dumps({kind: payload}, separators=(",", ":"), default=str)
 
 
@@ -38,7 +38,7 @@ class Raw:
     async def open(self) -> None:
         pass
 
-    async def send(self, kind: str, payload: dict[str, Any]) -> None:
+    async def send(self, kind: str, payload: dict[str, Any] | None) -> None:
         await self.ws.send_text(encode(kind, payload))
 
     async def beat(self) -> None:
@@ -60,7 +60,7 @@ class SockJS(Raw):
     async def open(self) -> None:
         await self.ws.send_text("o")
 
-    async def send(self, kind: str, payload: dict[str, Any]) -> None:
+    async def send(self, kind: str, payload: dict[str, Any] | None) -> None:
         await self.ws.send_text(f"a[{encode(kind, payload)}]")
 
     async def beat(self) -> None:

@@ -296,8 +296,7 @@ class PushSocket:
         self.timelapse_sent = camera.version
         if not (camera.active or camera.version):
             return  # no timelapse configured, none changed: nothing to say
-        await self.ws.send_text(json.dumps({"timelapse": timelapse_config(camera)},
-                                           separators=(",", ":")))
+        await self.framing.send("timelapse", timelapse_config(camera))
 
     async def send_state(self, kind: str) -> None:
         """`history`, or `current` if anything changed since the last one."""
