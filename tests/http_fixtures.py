@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import attrs
@@ -125,15 +125,17 @@ WAYS = ("port", "prefix")
 
 
 def printers_text(tmp_path, names, *, own_ports=(), extra_yaml: str = "",
-                  entry_yaml: str = "") -> str:
+                  entry_yaml: str | Mapping[str, str] = "") -> str:
     """A config of virtual printers `names`; those in `own_ports` get their own HTTP port
-    (0: a free one); `entry_yaml` is added under every printer's name."""
+    (0: a free one); `entry_yaml` is added under every printer's name (a mapping: its own
+    under each name it has)."""
     text = (f"http:\n  host: 127.0.0.1\n  port: 0\n  api_key: {KEY}\n"
             f"storage:\n  folder: {tmp_path}/files\n  state: {tmp_path}/state\n"
             + textwrap.dedent(extra_yaml) + "printers:\n")
     for name in names:
         text += f"  {name}:\n    port: virtual\n"
-        text += "".join(f"    {line}\n" for line in textwrap.dedent(entry_yaml).splitlines())
+        own = entry_yaml if isinstance(entry_yaml, str) else entry_yaml.get(name, "")
+        text += "".join(f"    {line}\n" for line in textwrap.dedent(own).splitlines())
         if name in own_ports:
             text += "    http:\n      port: 0\n"
     return text
@@ -178,7 +180,8 @@ class Farm:
 
 @asynccontextmanager
 async def serve_printers_for_test(tmp_path, names=("a", "b", "c"), *, own_ports=(),
-                                  extra_yaml: str = "", entry_yaml: str = "",
+                                  extra_yaml: str = "",
+                                  entry_yaml: str | Mapping[str, str] = "",
                                   connect: bool = True) -> AsyncIterator[Farm]:
     """`printpipe serve` of several virtual printers (printers_text)."""
     path = tmp_path / "printpipe.yaml"

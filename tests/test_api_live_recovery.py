@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 import trio
-from http_fixtures import serve_for_test
+from http_fixtures import Recorder, serve_for_test, serve_printers_for_test
 from test_api_events import read_events
 from test_api_recovery import stored_job, wait_until
 from test_e2e_recovery import SESSION, check_resumed, job_text
@@ -114,3 +114,34 @@ async def test_an_interrupted_print_is_offered_at_once_and_resumed_without_a_res
         took += firmwares[1].accepted
     check_resumed(TEXT, [x for x in took if not x.startswith(SESSION)], journal)
     assert journal.state["z"] == 0.3 and 0 < journal.line < len(TEXT.splitlines()) - 10
+
+
+async def test_each_printer_of_several_offers_its_own_interrupted_print(tmp_path):
+    """Printers a and b print the same file; a resets mid-print. Only a offers the print
+    (its journal in its own state folder), on its own API; b's print is done and offers
+    nothing; a resumes it."""
+    stored_job(tmp_path, TEXT)
+    async with serve_printers_for_test(
+            tmp_path, ("a", "b"), extra_yaml="virtual:\n  heat_rate: 1000\n",
+            entry_yaml={"a": f"virtual:\n  faults:\n    reset_after: {AT}\n"}) as farm:
+        ends = {name: Recorder(farm.control(name).bus.subscribe(
+            "test", events=["PrintDone", "PrintFailed", "PrintInterrupted"], size=100))
+            for name in ("a", "b")}
+        async with farm.client("a") as a, farm.client("b") as b:
+            for client in (a, b):
+                r = await client.post("/api/files/local/job.gcode",
+                                      json={"command": "select", "print": True})
+                assert r.status_code == 204
+            await ends["a"].wait_for("PrintInterrupted", OFFERED_WITHIN + 10)
+            await ends["b"].wait_for("PrintDone")
+            shown = (await a.get("/api/job")).json()["recovery"]
+            assert shown["file"]["path"] == "job.gcode" and shown["problem"] is None
+            assert "recovery" not in (await b.get("/api/job")).json()
+            assert "PrintInterrupted" not in ends["b"].names()
+            assert (tmp_path / "state" / "a" / "journal.json").exists()
+            assert not (tmp_path / "state" / "b" / "journal.json").exists()
+            assert (await b.post("/api/job", json={"command": "recover"})).status_code == 409
+            r = await a.post("/api/job", json={"command": "recover"})
+            assert r.status_code == 204, r.text
+            await ends["a"].wait_for("PrintDone")
+            assert "recovery" not in (await a.get("/api/job")).json()
