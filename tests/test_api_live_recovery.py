@@ -139,7 +139,7 @@ async def test_each_printer_of_several_offers_its_own_interrupted_print(tmp_path
             assert "recovery" not in (await b.get("/api/job")).json()
             assert "PrintInterrupted" not in ends["b"].names()
             assert (tmp_path / "state" / "a" / "journal.json").exists()
-            assert not (tmp_path / "state" / "b" / "journal.json").exists()
+            await wait_until(lambda: not (tmp_path / "state" / "b" / "journal.json").exists())
             assert (await b.post("/api/job", json={"command": "recover"})).status_code == 409
             r = await a.post("/api/job", json={"command": "recover"})
             assert r.status_code == 204, r.text
