@@ -78,21 +78,23 @@ class Recorder:
 
 
 def config_text(tmp_path, extra_yaml: str = "", *, key: str | None = KEY,
-                http_yaml: str = "") -> str:
-    """`http_yaml`: more keys of the http section, one per line (e.g. allow_anonymous: true)."""
+                http_yaml: str = "", port: str = "virtual") -> str:
+    """`http_yaml`: more keys of the http section, one per line (e.g. allow_anonymous: true);
+    `port`: the printer's (the built-in virtual printer by default)."""
     http = "http:\n  host: 127.0.0.1\n  port: 0\n"
     if key:
         http += f"  api_key: {key}\n"
     http += "".join(f"  {line}\n" for line in textwrap.dedent(http_yaml).splitlines())
-    return (f"printer:\n  port: virtual\n{http}storage:\n  folder: {tmp_path}/files\n"
+    return (f"printer:\n  port: {port}\n{http}storage:\n  folder: {tmp_path}/files\n"
             f"  state: {tmp_path}/state\n" + textwrap.dedent(extra_yaml))
 
 
 @asynccontextmanager
 async def serve_for_test(tmp_path, extra_yaml: str = "", *, key: str | None = KEY,
-                         http_yaml: str = "", connect: bool = True) -> AsyncIterator[Server]:
+                         http_yaml: str = "", connect: bool = True,
+                         port: str = "virtual") -> AsyncIterator[Server]:
     path = tmp_path / "printpipe.yaml"
-    path.write_text(config_text(tmp_path, extra_yaml, key=key, http_yaml=http_yaml))
+    path.write_text(config_text(tmp_path, extra_yaml, key=key, http_yaml=http_yaml, port=port))
     async with _serving(path, load_yaml, connect) as (serving, out):
         headers = {"X-Api-Key": serving.key} if serving.key else {}
         async with httpx.AsyncClient(base_url=serving.url, headers=headers,
@@ -123,16 +125,18 @@ WAYS = ("port", "prefix")
 
 
 def printers_text(tmp_path, names, *, own_ports=(), extra_yaml: str = "",
-                  entry_yaml: str = "", entries: Mapping[str, str] | None = None) -> str:
+                  entry_yaml: str | Mapping[str, str] = "",
+                  entries: Mapping[str, str] | None = None) -> str:
     """A config of virtual printers `names`; those in `own_ports` get their own HTTP port
-    (0: a free one); `entry_yaml` is added under every printer's name, `entries[name]` under
-    that one's."""
+    (0: a free one); `entry_yaml` is added under every printer's name (a mapping: its own
+    under each name it has), `entries[name]` under that one's."""
     text = (f"http:\n  host: 127.0.0.1\n  port: 0\n  api_key: {KEY}\n"
             f"storage:\n  folder: {tmp_path}/files\n  state: {tmp_path}/state\n"
             + textwrap.dedent(extra_yaml) + "printers:\n")
     for name in names:
         text += f"  {name}:\n    port: virtual\n"
-        own = entry_yaml + (entries or {}).get(name, "")
+        own = ((entry_yaml if isinstance(entry_yaml, str) else entry_yaml.get(name, ""))
+               + (entries or {}).get(name, ""))
         text += "".join(f"    {line}\n" for line in textwrap.dedent(own).splitlines())
         if name in own_ports:
             text += "    http:\n      port: 0\n"
@@ -178,7 +182,8 @@ class Farm:
 
 @asynccontextmanager
 async def serve_printers_for_test(tmp_path, names=("a", "b", "c"), *, own_ports=(),
-                                  extra_yaml: str = "", entry_yaml: str = "",
+                                  extra_yaml: str = "",
+                                  entry_yaml: str | Mapping[str, str] = "",
                                   entries: Mapping[str, str] | None = None,
                                   connect: bool = True) -> AsyncIterator[Farm]:
     """`printpipe serve` of several virtual printers (printers_text)."""

@@ -124,11 +124,17 @@ def kill_mid_print(proc: subprocess.Popen[str], bench: dict[str, object]) -> Jou
 def check_record(bench: dict[str, object], journal: Journal) -> None:
     """Every file line before the kill, the prologue, the rest of the file from the first
     line the journal had not seen acknowledged; nothing skipped, nothing else."""
-    text = bench["job"].read_text()
+    check_resumed(bench["job"].read_text(), recorded(bench["record"]), journal)
+    assert not bench["journal"].exists()                        # the print ended: cleared
+
+
+def check_resumed(text: str, lines: list[str], journal: Journal) -> None:
+    """`lines` (what the printer took, without SESSION commands) are the file `text` from
+    its first line, then the prologue rendered from `journal`, then the file from the first
+    line the journal had not seen acknowledged to its end: nothing skipped, nothing else."""
     commands = file_commands(text)
     prologue = ScriptSet.load(None, {}).render("beforePrintRecovered", {
         "printer_profile": profile_context(), "recovery": recovery_context(journal)})
-    lines = recorded(bench["record"])
     cut = next(i for i in range(len(lines)) if lines[i:i + len(prologue)] == prologue)
     before, after = lines[:cut], lines[cut + len(prologue):]
     assert before == commands[:len(before)]                    # in order from the first line
@@ -136,7 +142,6 @@ def check_record(bench: dict[str, object], journal: Journal) -> None:
     first = len(file_commands("\n".join(text.splitlines()[:journal.line])))
     assert 0 < first <= len(before)                             # never past what the printer had
     assert after == commands[first:]                            # then on to the end, exactly
-    assert not bench["journal"].exists()                        # the print ended: cleared
 
 
 @pytest.mark.parametrize("bench", ["", MARLIN], indirect=True, ids=["ping-pong", "marlin"])

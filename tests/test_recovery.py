@@ -277,6 +277,42 @@ def test_an_ended_print_clears_its_journal_unless_it_was_interrupted(outcome, in
     assert not pj.active and pj.poll(2.0, 2.0) is None
 
 
+def test_a_failed_print_keeps_what_the_printer_had_acknowledged_when_it_failed():
+    """Four lines in flight when the printer resets: it acknowledged the first, lost the
+    others, and answers the host's resynchronisation after that. The journal settles where
+    the print failed: the M110 acknowledged later does not make the lost lines count."""
+    pj, engine, jobs = following()
+    cmds = [file_cmd(f"G1 X{i} Z0.2", i, i * 10) for i in range(1, 5)]
+    pj.trail.extend(cmds)
+    engine.last_acked = cmds[0]
+    pj.settle()                                   # JobControl.fail, at the reset
+    resync = Command.parse("M110 N0")
+    pj.trail.append(resync)
+    engine.last_acked = resync
+    jobs.result = JobResult(Outcome.ERROR, 1.0, 10, "reset", interrupted=True)
+    kind, data = pj.poll(0.0, 100.0)
+    assert kind == "write" and (data["line"], data["state"]["x"]) == (1, 1.0)
+
+
+def test_a_printer_that_resets_with_lines_in_flight_leaves_its_last_executed_line():
+    """On the Pair, Marlin's model with four lines in flight resets after 40 commands: the
+    journal's line is the last file line the printer executed before it reset."""
+    p = pair("virtual:\n  marlin:\n    enabled: true\n  faults:\n    reset_after: 40\n"
+             "serial:\n  send_window: 4\n")
+    before = len(p.fw.accepted)
+    text = "G28\nG1 Z0.2 F1200\n" + "".join(f"G1 X{i} Y{i} F1800\n" for i in range(1, 80))
+    start(p, text)
+    pj = p.core.journal
+    pj.enabled = True
+    pj.begin(FILE)
+    p.run_until(lambda: p.core.jobs.result is not None)
+    p.run_until(lambda: p.core.idle)  # the resynchronisation acknowledged too
+    kind, data = pj.poll(p.clock.now, 0.0)
+    executed = [x for x in p.fw.accepted[before:40] if x.startswith("G1 X")]
+    assert kind == "write" and p.core.engine.in_flight == 0
+    assert text.splitlines()[data["line"] - 1] == executed[-1]
+
+
 @pytest.mark.parametrize("yaml", ["", "serial:\n  send_window: 4\n",
                                   ("virtual:\n  marlin:\n    enabled: true\n"
                                    "serial:\n  send_window: 4\n")])

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -102,9 +102,11 @@ def apply(file: JournalFile, action: Action) -> None:
 
 async def serve_journal(poll: Callable[[float, float], Action], file: JournalFile, *,
                         interval: float = POLL,
+                        after: Callable[[Action], Awaitable[None]] | None = None,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Ask `poll(now, wall_time)` every `interval` seconds and carry out what it returns. A
-    write that fails (disk full, read-only card) is logged once and never stops the print."""
+    """Ask `poll(now, wall_time)` every `interval` seconds and carry out what it returns, then
+    call `after(action)` with each action carried out. A write that fails (disk full,
+    read-only card) is logged once and never stops the print."""
     task_status.started()
     failing = False
     while True:
@@ -121,3 +123,5 @@ async def serve_journal(poll: Callable[[float, float], Action], file: JournalFil
             failing = True
         else:
             failing = False
+            if after is not None:
+                await after(action)

@@ -99,7 +99,8 @@ class HostCore:
                                tracker=self.tracker, run_script=self.scripts.run,
                                check_script=lambda name, context: self.scripts.checked(
                                    name, context, self.refusal),
-                               queue_script=self.scripts.queue)
+                               queue_script=self.scripts.queue,
+                               on_fail=self._print_failed)
         self.rules = CommandRules(serial=s, profile=profile, tracker=self.tracker,
                                   offsets=offsets, jobs=self.jobs, scripts=self.scripts,
                                   lane=self, fire=self.fire, pipeline=pipeline,
@@ -165,6 +166,11 @@ class HostCore:
             elif new is not S.PRINTING and not parking.released:
                 parking.release()  # no print to hold for a frame any more
         self.fire(Event.PRINTER_STATE_CHANGED, {"state_id": new.name, "state_string": new.value})
+
+    def _print_failed(self) -> None:
+        """The link or the printer failed the print: the journal keeps what was acknowledged
+        until now (JobControl calls this before it records the failure)."""
+        self.journal.settle()
 
     def _line_received(self, line: str) -> None:
         for listener in self.line_listeners:

@@ -80,7 +80,10 @@ class JobControl:
                  engine: EngineView, tracker: Tracker,
                  run_script: Callable[[str, dict[str, Any]], object],
                  check_script: Callable[[str, dict[str, Any]], list[Command]],
-                 queue_script: Callable[[str, list[Command], Any], None]) -> None:
+                 queue_script: Callable[[str, list[Command], Any], None],
+                 on_fail: Callable[[], None] | None = None) -> None:
+        """`on_fail` is called the moment the link or the printer fails a print, before
+        anything the printer acknowledges later (the crash journal settles on it)."""
         self._states = states
         self._sink = sink
         self._fire = fire
@@ -93,6 +96,7 @@ class JobControl:
         #: Render a script whole and check every command (ScriptError), queue it after.
         self._check_script = check_script
         self._queue_script = queue_script
+        self._on_fail = on_fail
         self.job: FileJob | None = None
         #: The file the session pulls lines from: the job while it prints, else None.
         self.source: FileJob | None = None
@@ -355,6 +359,8 @@ class JobControl:
         """The link or the printer failed mid-print: the job ends in Error, position kept."""
         if self.job is None or self.result is not None:
             return
+        if self._on_fail is not None:
+            self._on_fail()
         t = self.elapsed()
         self.result = JobResult(Outcome.ERROR, t, self._acked_filepos(), error,
                                 interrupted=True)

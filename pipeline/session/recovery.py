@@ -312,6 +312,8 @@ class PrintJournal:
         #: make it active, so that the trail never grows unread.
         self.enabled = False
         self.active = False
+        #: The print failed (`settle`): nothing acknowledged since is the print's.
+        self.settled = False
         self.file: FileIdentity | None = None
         self.state = MachineState()
         self.filepos: int | None = None
@@ -326,6 +328,7 @@ class PrintJournal:
         self.state = (MachineState.from_values(resume.state) if resume is not None
                       else _tracked_state(self._tracker))
         self.file, self.active = file, self.enabled
+        self.settled = False
         self.filepos = resume.filepos if resume else None
         self.line = resume.line if resume else None
         self.policy = JournalPolicy(self.interval)
@@ -333,7 +336,10 @@ class PrintJournal:
     def catch_up(self) -> None:
         """Apply what was acknowledged since the last call (see the module's docstring), up
         to the newest file line among it: when the last acknowledged command is not a file
-        line (a temperature poll, a cancel's commands), the file lines before it count too."""
+        line (a temperature poll, a cancel's commands), the file lines before it count too
+        (the printer answers in order); nothing more once the print failed (`settle`)."""
+        if self.settled:
+            return
         last = self._engine.last_acked
         trail = self.trail
         if last is not None:
@@ -348,6 +354,15 @@ class PrintJournal:
                     break
         if len(trail) > TRAIL_LIMIT:  # never expected: bound the memory anyway
             self._apply(len(trail) - TRAIL_KEEP)
+
+    def settle(self) -> None:
+        """The link or the printer failed the print: catch up with what the printer
+        acknowledged until now, and stop there. What it acknowledges later (a printer that
+        reset answers the resynchronisation) comes after lines it lost, which must not count
+        as taken for preceding an acknowledged command."""
+        if self.active and not self.settled:
+            self.catch_up()
+            self.settled = True
 
     def _apply(self, count: int) -> None:
         trail, state = self.trail, self.state

@@ -90,7 +90,8 @@ class PrinterControl:
         self.temperature_offsets: dict[str, float] = {}
         #: What a reconnecting service is waiting for, shown in the status (None: nothing).
         self._waiting: str | None = None
-        #: The crash journal: the interrupted print found at start, the session's writer.
+        #: The crash journal: the interrupted print (found at start, or the moment a print
+        #: ends keeping it), the session's writer.
         self.recovery = Recovery(state_folder(config), self.publish, lambda: (
             config_relative(self.config, self.config.storage.folder),
             self.config.printer.profile))
@@ -231,6 +232,7 @@ class PrinterControl:
         heaters off, the journal kept for `printpipe recover`); False when none runs."""
         self._keeper.cancel()
         self._exiting = True
+        self.recovery.live = False  # the journal kept is offered at the next start
         return self._session.stop_for_exit()
 
     async def shutdown(self, grace: float) -> None:

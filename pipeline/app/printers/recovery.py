@@ -1,7 +1,8 @@
-"""The crash journal at the edges: the interrupted print found when the service starts (logged,
-published as PrintInterrupted, shown by GET /api/job), the checks before it is resumed, and
-the writer task of each printer session. `PrinterControl` (control.py) drives it; the edges
-reach it only through PrinterControl.
+"""The crash journal at the edges: the interrupted print found when the service starts, or
+the moment a print ends keeping its journal (the printer reset, the port gone, a link
+failure): logged, published as PrintInterrupted, shown by GET /api/job; the checks before it
+is resumed, and the writer task of each printer session. `PrinterControl` (control.py) drives
+it; the edges reach it only through PrinterControl.
 
 A journal is trusted only once files/journalcheck.py passed it (fields, ranges for the
 profile, the file inside the storage folder, the offset at a line start): one that fails is
@@ -23,7 +24,13 @@ import trio
 
 from pipeline.config.schema import ProfileSpec
 from pipeline.events.names import Event
-from pipeline.files.journal import JournalFile, JournalUnreadable, apply, serve_journal
+from pipeline.files.journal import (
+    Action,
+    JournalFile,
+    JournalUnreadable,
+    apply,
+    serve_journal,
+)
 from pipeline.files.journalcheck import (
     JournalElsewhere,
     JournalRefused,
@@ -55,12 +62,19 @@ class Recovery:
         self.interrupted: Journal | None = None
         #: A file outside the storage folder the user named (`printpipe recover FILE`).
         self.named: str | None = None
+        #: Whether a print that ends keeping its journal is offered at once; False once the
+        #: service is going down (its journal waits for the next start).
+        self.live = True
         self._publish = publish
         self._bounds = bounds
+        self._kept = False  # a session kept an ended print's journal: offer it (once)
+        self._prints = 0    # prints started (or resumed) so far: a load they overtake is void
 
-    async def load(self) -> Journal | None:
-        """Read the journal an interrupted print left; log it and publish PrintInterrupted.
-        One that cannot be read or trusted is reported in one line and set aside."""
+    async def load(self, *, live: bool = False) -> Journal | None:
+        """Read the journal an interrupted print left (at start; `live`: the print just
+        ended); log it and publish PrintInterrupted. One that cannot be read or trusted is
+        reported in one line and set aside."""
+        prints = self._prints
         try:
             data = self.file.read()
             if data is None:
@@ -72,10 +86,13 @@ class Recovery:
                 raise type(exc)(f"{self.file.path}: {exc}") from None
             journal = await self._checked(Journal.from_json(data), storage)
         except JournalElsewhere as exc:
-            log.error("%s; not offered (kept for that command)", exc)
+            log.log(logging.WARNING if live else logging.ERROR,
+                    "%s; not offered (kept for that command)", exc)
             return None
         except (JournalUnreadable, JournalError, JournalRefused) as exc:
             self._set_aside(str(exc))
+            return None
+        if prints != self._prints:  # a print started while the journal was checked
             return None
         self.interrupted = journal
         problem = self.problem(journal)
@@ -159,9 +176,12 @@ class Recovery:
         await printer.start_print(f.disk, name=f.name, display_path=f.path, user=user,
                                   resume=journal)
         self.interrupted = None
+        self._prints += 1
         return f
 
     def discard(self, why: str) -> None:
+        """Another print started: the interrupted one is forgotten (its journal is replaced)."""
+        self._prints += 1
         journal = self.interrupted
         if journal is not None:
             log.warning("the journal of the interrupted print of %s is discarded: %s",
@@ -179,12 +199,15 @@ class Recovery:
                 "time": journal.time, "problem": self.problem(journal)}
 
     async def follow(self, journal: PrintJournal) -> None:
-        """The writer task of one printer session."""
-        await serve_journal(journal.poll, self.file)
+        """The writer task of one printer session: a print that ends keeping its journal
+        (the printer reset, a link failure) is offered as soon as it is written."""
+        async def written(action: Action) -> None:
+            await self._offer(journal, action)
+        await serve_journal(journal.poll, self.file, after=written)
 
     async def flush(self, journal: PrintJournal) -> None:
         """The session ended: what is still due (a print that failed keeps its journal with
-        the last acknowledged line; one that ended is cleared)."""
+        the last acknowledged line, offered at once; one that ended is cleared)."""
         with trio.CancelScope(shield=True):
             action = journal.poll(trio.current_time(), time.time())
             if action is not None:
@@ -192,3 +215,15 @@ class Recovery:
                     await trio.to_thread.run_sync(apply, self.file, action)
                 except OSError as exc:
                     log.error("cannot write the print journal %s: %s", self.file.path, exc)
+                    action = None
+            await self._offer(journal, action)
+
+    async def _offer(self, journal: PrintJournal, action: Action) -> None:
+        """After `action` was carried out: when it kept the journal of a print that just
+        ended, load it as at start (checked, logged, PrintInterrupted, GET /api/job)."""
+        if action is not None and action[0] == "write" and not journal.active:
+            self._kept = True
+        if self._kept and self.live:
+            self._kept = False
+            with trio.CancelScope(shield=True):  # short: one small file read and its checks
+                await self.load(live=True)
