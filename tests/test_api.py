@@ -66,7 +66,7 @@ async def test_server_identity_endpoints(tmp_path):
         assert (await c.get("/api/settings")).json()["plugins"]["discovery"]["upnpUuid"] == uuid
         login = await c.post("/api/login", json={"passive": True})
         assert login.status_code == 200 and login.json()["name"] == "master"
-        bad = await c.post("/api/login", json={"passive": False})
+        bad = await c.post("/api/login", json={"remember": True})  # (any "passive" logs in)
         assert bad.status_code == 400
         profiles = (await c.get("/api/printerprofiles")).json()["profiles"]
         default = profiles["_default"]

@@ -231,7 +231,7 @@ async def test_a_broker_stopped_and_restarted_mid_print_loses_messages_not_the_p
     # reconnect and poll faster than in production: the broker is down for a moment only
     monkeypatch.setattr(mqtt_client, "BACKOFF", (0.1, 0.4))
     monkeypatch.setattr(mqtt_bridge, "STATUS_INTERVAL", 0.2)
-    text = sample_gcode(200) + "M104 S200\nG4 P2000\n" + sample_gcode(200, seed=2)
+    text = sample_gcode(200) + "M104 S200\nG4 P4000\n" + sample_gcode(200, seed=2)
     path = tmp_path / "long.gcode"
     path.write_text(text)
     expected = expected_commands(text)
