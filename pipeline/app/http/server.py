@@ -73,7 +73,7 @@ QUEUE_WAIT = 1.0
 #: While a print runs, the pacer lets at most RELEASES waiting requests start every PERIOD
 #: seconds (each takes about a millisecond of CPU on the development VM, in a few scheduler
 #: rounds)
-PERIOD = 0.01
+PERIOD = 0.015
 RELEASES = 1
 #: and refuses at most REFUSALS of those that waited QUEUE_WAIT (a refused client reconnects).
 REFUSALS = 2
