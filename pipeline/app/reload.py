@@ -161,7 +161,7 @@ def _match(table: Mapping[str, Any], key: str) -> Any:
 
 
 #: A printer's own value of a shared setting (HostConfig fields), reported as that setting.
-_EFFECTIVE = {"mqtt_base": "mqtt.base_topic", "http_port": "http.port"}
+_EFFECTIVE = {"http_port": "http.port"}
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -27,6 +27,7 @@ from types import MappingProxyType, ModuleType
 import trio
 
 from pipeline.app.mqtt.hub import MqttHub
+from pipeline.app.mqtt.topics import Topics
 from pipeline.app.paths import state_folder
 from pipeline.app.printers.control import MetricsSource, PrinterControl
 from pipeline.app.printers.runtime import (
@@ -89,6 +90,7 @@ class Service:
         #: The one MQTT connection, every printer bridged over it under its own base topic.
         self.mqtt = MqttHub(Supervisor(nursery, "the MQTT bridge",  # type: ignore[arg-type]
                                        restart=True), config.path, self._metrics)
+        self.mqtt.printer_bases = printer_availability(config)
         self.mqtt.start(config.mqtt)
         #: Seconds each printer gets to disconnect in order when the service stops.
         self.grace = DISCONNECT_GRACE
@@ -244,6 +246,7 @@ class Service:
             pipeline = build_pipeline(config.pipeline, self._builtins)
             check_custom_events(config.events, custom_event_names(pipeline))
         old, self.config = self.config, new
+        self.mqtt.printer_bases = printer_availability(new)
         reports = {name: control.reload(new.printers[name])
                    for name, control in list(self.printers.items()) if name in new.printers}
         removed = tuple(name for name in old.printers if name not in new.printers)
@@ -304,3 +307,9 @@ class _Started:
         if not self.done:
             self.done = True
             self._status.started(value)
+
+
+def printer_availability(config: ServiceConfig) -> frozenset[str]:
+    """Where each printer of `config` says over MQTT whether it runs (`<its base>mqtt`)."""
+    return frozenset(Topics(c.mqtt_base).availability for c in config.printers.values()
+                     if c.mqtt_base)

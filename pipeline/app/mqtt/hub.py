@@ -48,6 +48,10 @@ class MqttHub:
         self.controls: dict[str, PrinterControl] = {}
         self.bridges: dict[str, Bridge] = {}
         self._printer_topics: set[str] = set()  # where printers said whether they run
+        #: `<base>mqtt` of each configured printer: a printer says there whether it runs (the
+        #: service's own topic is left to it when they are one, as with a single printer),
+        #: whether or not its bridge announced before the connection came up.
+        self.printer_bases: frozenset[str] = frozenset()
 
     def service_spec(self) -> MqttSpec:
         assert self.spec is not None  # (bridges exist only while there is a connection)
@@ -135,7 +139,7 @@ class MqttHub:
         if self.spec is None or self.mqtt is None:
             return
         msg = availability(self.spec, online)
-        if msg.topic not in self._printer_topics:
+        if msg.topic not in self._printer_topics and msg.topic not in self.printer_bases:
             self.mqtt.publish_nowait(msg)
 
     async def _route(self, mqtt: TrioMqtt) -> None:
