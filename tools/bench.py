@@ -131,9 +131,11 @@ async def host_run(config: HostConfig, path: str, flood: float = 0.0) -> dict[st
         return figures
 
 
-#: Commands the host itself adds around a print (handshake, polls, markers): allowed in the
-#: printer's record between file commands, nothing else is.
-INJECTED = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M114", "M108", ""}
+#: Commands the host itself adds around a print (handshake, polls, markers, the SD card's
+#: mount, autoreport and listing at connect): allowed in the printer's record between file
+#: commands, nothing else is.
+INJECTED = {"M110 N0", "M115", "M155 S2", "M105", "M400", "M113 S2", "M114", "M108", "M21",
+            "M27 S1", "M20 L", "M27", "M20", ""}
 
 
 def iter_commands(path: str) -> Iterator[str]:
