@@ -5,6 +5,7 @@ line; a printed file asking for too much fails."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from http_fixtures import serve_for_test
 
@@ -83,8 +84,9 @@ async def test_a_script_value_with_a_line_break_is_a_400_and_sends_nothing(tmp_p
         assert heater_lines(srv) == []
 
 
-async def test_a_printed_file_asking_for_too_much_fails_with_the_line(tmp_path):
-    gcode = b"G28\nM140 S60\nM104 S400\nG1 X10\n"
+@pytest.mark.parametrize("hot", [b"M104 S400", b"m104 s 0400"])  # (respelled: read as Marlin)
+async def test_a_printed_file_asking_for_too_much_fails_with_the_line(tmp_path, hot):
+    gcode = b"G28\nM140 S60\n" + hot + b"\nG1 X10\n"
     async with serve_for_test(tmp_path) as srv:
         rec = srv.events(["PrintFailed"])
         r = await srv.client.post("/api/files/local", data={"print": "true"},
