@@ -10,9 +10,10 @@ The page itself needs no key (it holds no data): `PUBLIC_PATHS` are served by Ke
 one, GET and HEAD only. Every API call the script makes carries the key, which never appears
 in a request URL except the event stream's `?apikey=` (EventSource cannot send headers).
 
-Every asset is served with a strict Content-Security-Policy (this origin only, no inline script
-or style, no framing), nosniff, no referrer and `Cache-Control: no-cache` with an ETag, so an
-upgraded printpipe is picked up at the next load and an unchanged page costs a 304.
+Every asset is served with a strict Content-Security-Policy (this origin only, plus the
+configured webcam's origin for images; no inline script or style, no framing), nosniff, no
+referrer and `Cache-Control: no-cache` with an ETag, so an upgraded printpipe is picked up at
+the next load and an unchanged page costs a 304.
 """
 
 from __future__ import annotations

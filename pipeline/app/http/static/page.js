@@ -1,6 +1,6 @@
 /* printpipe status page. Plain script, no dependencies, public API only (API.md):
-   /api/job, /api/printer, /api/files, /api/connection, /api/printer/{tool,bed,command} and the
-   event stream /api/events. The key travels in the X-Api-Key header; only the event stream
+   /api/job, /api/printer, /api/files, /api/connection, /api/printer/{tool,bed,command},
+   /api/settings (the webcam), /api/timelapse and its downloads, and the event stream /api/events. The key travels in the X-Api-Key header; only the event stream
    carries it in its URL, as EventSource cannot send headers. Every path is relative to the
    page, so the page of one printer of several works under its prefix (/printers/NAME/). */
 'use strict';
