@@ -383,3 +383,48 @@ async def test_a_socket_that_stops_reading_never_slows_the_print_and_is_dropped(
     # dropped when its queue overflowed, or when a write made no progress for the deadline
     assert (("client push 127.0.0.1" in caplog.text and "not keeping up" in caplog.text)
             or "took no data for 1 s" in caplog.text)
+
+
+async def test_timelapse_message_carries_the_config_and_follows_each_change(
+        tmp_path, monkeypatch):
+    """OctoPrint's `{"timelapse": config}` after auth (the config GET /api/timelapse shows),
+    again after POST /api/timelapse changes it, and `{"timelapse": null}` once it is off."""
+    monkeypatch.setattr(sockjs, "BASE_RATE", RATE)
+    cam = ("webcam:\n  snapshot: http://127.0.0.1:9/snapshot.jpg\n"
+           "timelapse:\n  mode: zchange\n  fps: 10\n  post_roll: 2\n")
+    async with serve_for_test(tmp_path, cam, connect=False) as srv:
+        auth = await login(srv)
+        got: list = []
+        async with open_push(srv) as ws, trio.open_nursery() as nursery:
+            nursery.start_soon(collect, ws, got)
+            with trio.fail_after(5):
+                while not of(got, "connected"):
+                    await trio.sleep(0.02)
+            assert of(got, "timelapse") == []  # nothing before auth
+            await ws.send_message(json.dumps({"auth": auth}))
+            with trio.fail_after(5):
+                while not of(got, "timelapse"):
+                    await trio.sleep(0.02)
+            listed = (await srv.client.get("/api/timelapse")).json()["config"]
+            first = of(got, "timelapse")[0]
+            assert first == listed
+            assert first == {"type": "zchange", "postRoll": 2.0, "fps": 10,
+                             "renderAfterPrint": True, "retractionZHop": 0.0,
+                             "minDelay": first["minDelay"], "park": False}
+            r = await srv.client.post("/api/timelapse", json={"type": "timed", "interval": 3})
+            assert r.status_code == 200
+            with trio.fail_after(5):
+                while len(of(got, "timelapse")) < 2:
+                    await trio.sleep(0.02)
+            timed = of(got, "timelapse")[1]
+            assert timed == r.json()["config"]
+            assert timed["type"] == "timed" and timed["interval"] == 3.0
+            assert "retractionZHop" not in timed
+            r = await srv.client.post("/api/timelapse", json={"type": "off"})
+            assert r.status_code == 200
+            with trio.fail_after(5):
+                while len(of(got, "timelapse")) < 3:
+                    await trio.sleep(0.02)
+            assert of(got, "timelapse")[2] is None
+            srv.serving.stop()
+    assert [k for k, _ in got].count("timelapse") == 3  # once per change, not per `current`

@@ -14,9 +14,14 @@ import trio
 from http_fixtures import serve_for_test
 from mqtt_fixtures import make_ca, start_mosquitto, watching
 from sample_prints import file_lines, write_sample
+from test_timelapse_e2e import config as tl_config
+from test_timelapse_e2e import layered
+from test_timelapse_e2e import print_file as tl_print
+from webcam_fixtures import make_jpegs, needs_ffmpeg, webcam
 
 from pipeline.app.mqtt import bridge as mqtt_bridge
 from pipeline.app.mqtt import client as mqtt_client
+from pipeline.events.names import PAYLOAD_KEYS, Event
 from pipeline.session.jobs import Outcome
 from pipeline.virtual.pair import expected_commands, sample_gcode
 
@@ -332,3 +337,39 @@ async def test_a_reload_moves_the_bridge_to_its_new_settings_at_once(tmp_path, b
         await watch.wait_for("farm/p1/mqtt", lambda m: m.payload == b"disconnected")
         metrics = (await srv.client.get("/metrics", headers={"X-Api-Key": srv.key})).text
         assert "printpipe_mqtt_connected" not in metrics
+
+
+@needs_ffmpeg
+async def test_timelapse_events_reach_their_event_topics(tmp_path, broker):
+    """A zchange print with a test webcam that breaks after two frames: CaptureStart/Done/
+    Failed, PostRollStart/End, MovieRendering/Done on `<base>event/NAME` with their payloads;
+    MovieFailed (ffmpeg failing) through the same bus the renderer publishes on."""
+    (tmp_path / "jpegs").mkdir()
+    frames = make_jpegs(tmp_path / "jpegs")
+    async with webcam(frames) as cam, watching(broker.port) as watch, serve_for_test(
+            tmp_path, mqtt_yaml(broker.port) + tl_config(cam.url, extra="  post_roll: 0.2\n")
+    ) as srv:
+        def breaks() -> None:
+            if cam.requests > 2:
+                cam.mode = "error"
+        cam.on_request = breaks
+        await watch.wait_for(BASE + "mqtt", lambda m: m.payload == b"connected")
+        await tl_print(srv, tmp_path, layered(3))
+        done = await watch.wait_for(BASE + "event/MovieDone", timeout=30)
+        srv.service.camera.publish(Event.MOVIE_FAILED.value, {
+            "gcode": "layers.gcode", "movie": "/x.mp4", "movie_basename": "x.mp4",
+            "movie_prefix": "x", "returncode": 1, "error": "ffmpeg said no",
+            "reason": "returncode"})
+        failed = await watch.wait_for(BASE + "event/MovieFailed")
+    names = [Event.CAPTURE_START, Event.CAPTURE_DONE, Event.CAPTURE_FAILED,
+             Event.POST_ROLL_START, Event.POST_ROLL_END, Event.MOVIE_RENDERING]
+    for name in names:
+        (first, *_) = watch.json(BASE + "event/" + name.value)
+        assert first["_event"] == name.value and isinstance(first["_timestamp"], int)
+        assert set(first) - {"_event", "_timestamp"} <= set(PAYLOAD_KEYS[name]), first
+    assert len(watch.on(BASE + "event/CaptureDone")) == 2
+    assert "HTTP 500" in watch.json(BASE + "event/CaptureFailed")[0]["error"]
+    assert watch.json(BASE + "event/PostRollStart")[0]["postroll_length"] == 2
+    movie = json.loads(done.payload)
+    assert movie["gcode"] == "layers.gcode" and movie["movie_basename"].endswith(".mp4")
+    assert json.loads(failed.payload)["returncode"] == 1

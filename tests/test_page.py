@@ -18,6 +18,7 @@ from conftest import ROOT
 from http_fixtures import KEY, serve_for_test, serve_printers_for_test
 
 from pipeline.app.http import page
+from pipeline.config.camera import WebcamSpec
 from pipeline.events.names import Event
 
 #: What the first load of the page may transfer, all assets together (the issue's bound).
@@ -209,3 +210,53 @@ async def test_several_printers_a_page_lists_them_and_each_page_works_under_its_
         assert (await bare.get("/printers/b/api/job")).status_code == 401
         assert (await bare.get("/printers/b/api/job", headers={"X-Api-Key": KEY})
                 ).status_code == 200
+
+
+async def test_a_configured_webcam_is_shown_and_its_origin_alone_is_allowed_for_images(
+        tmp_path):
+    """The page holds the webcam card and the timelapse list; its script shows
+    `webcam.stream` (or refreshed snapshots) from /api/settings and plays the movies of
+    /api/timelapse fetched with the key header; the policy allows the webcam's origin for
+    images only, and only when one is configured."""
+    cam = ("webcam:\n  stream: http://Cam.local:8080/?action=stream\n"
+           "  snapshot: http://127.0.0.1:9/snapshot.jpg\ntimelapse:\n  mode: zchange\n")
+    async with serve_for_test(tmp_path, cam, connect=False) as srv, \
+            httpx.AsyncClient(base_url=srv.url) as bare:
+        html = await bare.get("/")
+        csp = csp_of(html)
+        assert csp["img-src"].split() == ["'self'", "http://cam.local:8080",
+                                          "http://127.0.0.1:9"]
+        for directive in ("script-src", "style-src", "connect-src", "default-src"):
+            assert csp[directive].strip() == "'self'", directive
+        assert csp["media-src"].split() == ["'self'", "blob:"]
+        assert csp_of(await bare.get("/page.js")) == csp
+        settings = (await srv.client.get("/api/settings")).json()["webcam"]
+        assert settings["streamUrl"].startswith("http://Cam.local")  # what the script reads
+    for tag in ('<img id="cam"', 'id="cam-card"', 'id="tl-card"', '<video id="tl-video"',
+                'id="timelapses"'):
+        assert tag in html.text, tag
+    assert refs_of(html.text).inline == []
+    script = page.read_asset("page.js").decode()
+    assert "api('GET', 'api/settings')" in script and "cam.streamUrl" in script
+    assert "cam.snapshotUrl" in script and "setTimeout(next, 2000)" in script
+    assert "api('GET', 'api/timelapse')" in script
+    assert "'downloads/timelapse/' + encodeURIComponent(movie.name)" in script
+    assert "{'X-Api-Key': key}" in script and "URL.createObjectURL" in script
+    assert "event.type === 'MovieDone'" in script
+
+
+async def test_without_a_webcam_images_stay_this_origin_only(tmp_path):
+    async with keyless(tmp_path) as bare:
+        assert csp_of(await bare.get("/"))["img-src"].strip() == "'self'"
+
+
+def test_webcam_sources_take_http_origins_and_leave_out_odd_urls():
+    spec = WebcamSpec(stream="https://user:pw@[::1]:8443/s", snapshot="/webcam/?action=snap")
+    assert page.webcam_sources(spec) == " https://[::1]:8443"
+    assert page.webcam_sources(WebcamSpec(stream="/webcam/", snapshot="")) == ""
+    odd = WebcamSpec.__new__(WebcamSpec)  # bypassing the config's own URL checks
+    object.__setattr__(odd, "stream", "http://a;b/x")
+    object.__setattr__(odd, "snapshot", "javascript:alert(1)")
+    for name in ("flip_h", "flip_v"):
+        object.__setattr__(odd, name, False)
+    assert page.webcam_sources(odd) == ""

@@ -5,7 +5,8 @@ API runs its own event loop.
 
 A print: the key from the address fragment, Operational and the heaters, a target, a G-code
 line, uploads by picker and by drop, a print with progress moving to PrintDone, a second one
-paused, resumed and cancelled, an API error shown as written, a delete, a phone-sized screen.
+paused, resumed and cancelled, an API error shown as written, a delete, a phone-sized screen;
+the webcam stream and a timelapse movie played.
 A wrong key shows why and the key field takes the right one. A restart of printpipe: the
 page's event stream comes back by itself. The screenshot taken during the print goes to
 $PRINTPIPE_SCREENSHOT (docs/status-page.png is made that way) or the test's temp folder.
@@ -20,6 +21,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,11 +67,11 @@ def gcode(lines: int) -> bytes:
 
 @contextlib.contextmanager
 def printpipe_serve(tmp_path, port: int = 0, anonymous: bool = False,
-                    printers: tuple[str, ...] = ()) -> Iterator[str]:
-    """`printpipe serve` in a subprocess (of the virtual `printers` when given); yields its
-    URL, stops it with SIGTERM."""
+                    printers: tuple[str, ...] = (), extra: str = "") -> Iterator[str]:
+    """`printpipe serve` in a subprocess (of the virtual `printers` when given; `extra`: more
+    config); yields its URL, stops it with SIGTERM."""
     config = tmp_path / "printpipe.yaml"
-    faults = f"virtual:\n  faults:\n    ok_delay: {OK_DELAY}\n"
+    faults = f"virtual:\n  faults:\n    ok_delay: {OK_DELAY}\n" + extra
     text = (printers_text(tmp_path, printers, extra_yaml=faults) if printers else
             config_text(tmp_path, faults, key=None if anonymous else KEY,
                         http_yaml="allow_anonymous: true" if anonymous else ""))
@@ -367,3 +369,33 @@ def test_several_printers_the_page_lists_them_and_opens_one(tmp_path, browser):
         page.wait_for_selector("[data-printer=a] .pill:text('Operational')")
         assert page.url == url + "/"
         assert page.errors == []
+
+
+def test_the_webcam_stream_shows_and_a_timelapse_movie_plays(tmp_path, browser):
+    """The stream's <img> beside the job, and a movie of the timelapse folder listed and
+    played in the <video> (fetched with the key header: no URL carries the key)."""
+    movies = tmp_path / "state" / "timelapse"
+    movies.mkdir(parents=True)
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("no ffmpeg to make a movie")
+    made = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                           "color=c=red:s=64x48:d=1", "-c:v", "libvpx",
+                           str(movies / "cube_20260101.webm")], capture_output=True, check=False)
+    if made.returncode:
+        pytest.skip(f"ffmpeg cannot make a webm: {made.stderr[-200:]!r}")
+    cam = ("webcam:\n  stream: /webcam/?action=stream\n"
+           "  snapshot: http://127.0.0.1:9/snapshot.jpg\ntimelapse:\n  mode: zchange\n")
+    with printpipe_serve(tmp_path, extra=cam) as url, chromium(browser) as page:
+        page.goto(url + "/#apikey=" + KEY)
+        state_is(page, "Operational")
+        page.wait_for_selector("#cam-card:not([hidden])")
+        assert page.get_attribute("#cam", "src") == "/webcam/?action=stream"
+        page.wait_for_selector("#timelapses .name:text-is('cube_20260101.webm')")
+        page.click("#timelapses a[aria-label='Play cube_20260101.webm']")
+        page.wait_for_function(
+            "() => { const v = document.getElementById('tl-video');"
+            " return !v.hidden && v.src.startsWith('blob:') && v.readyState >= 1; }")
+        assert page.evaluate("document.getElementById('tl-video').duration") > 0.5
+        assert page.is_hidden("#alert") and page.errors == []
+        fetched = [u for u in page.urls if "downloads/timelapse/" in u]
+        assert fetched and all("apikey" not in u for u in fetched)

@@ -1,6 +1,6 @@
 /* printpipe status page. Plain script, no dependencies, public API only (API.md):
-   /api/job, /api/printer, /api/files, /api/connection, /api/printer/{tool,bed,command} and the
-   event stream /api/events. The key travels in the X-Api-Key header; only the event stream
+   /api/job, /api/printer, /api/files, /api/connection, /api/printer/{tool,bed,command},
+   /api/settings (the webcam), /api/timelapse and its downloads, and the event stream /api/events. The key travels in the X-Api-Key header; only the event stream
    carries it in its URL, as EventSource cannot send headers. Every path is relative to the
    page, so the page of one printer of several works under its prefix (/printers/NAME/). */
 'use strict';
@@ -150,6 +150,7 @@
     $('change-key').hidden = !key;
     openStream();
     refreshFiles();
+    refreshCamera();
     poll();
   }
 
@@ -158,6 +159,7 @@
     if (stream) stream.close();
     stream = null;
     clearTimeout(pollTimer);
+    clearTimeout(camTimer);
   }
 
   // ---- the event stream -------------------------------------------------------------------
@@ -199,6 +201,7 @@
     try { payload = JSON.parse(event.data); } catch (e) { payload = event.data; }
     logEvent(event.type, payload);
     if (FILE_EVENTS.has(event.type)) refreshSoon('files');
+    if (event.type === 'MovieDone') refreshTimelapses();
     refreshSoon('status');
   }
 
@@ -504,6 +507,69 @@
       }
     });
     return item;
+  }
+
+  // ---- webcam and timelapses ---------------------------------------------------------------
+  let camTimer = 0;
+  let movieUrl = '';
+  async function refreshCamera() {
+    let cam = null;
+    try { cam = (await api('GET', 'api/settings')).webcam; } catch (e) { cam = null; }
+    const img = $('cam');
+    const on = Boolean(cam && cam.webcamEnabled && (cam.streamUrl || cam.snapshotUrl));
+    $('cam-card').hidden = !on;
+    clearTimeout(camTimer);
+    if (on && cam.streamUrl) img.src = cam.streamUrl;
+    else if (on) {
+      // no stream: a fresh snapshot every two seconds (the query defeats caches)
+      const next = () => {
+        if (!running) return;
+        img.src = cam.snapshotUrl + (cam.snapshotUrl.includes('?') ? '&' : '?') + '_=' + Date.now();
+        camTimer = setTimeout(next, 2000);
+      };
+      next();
+    }
+    refreshTimelapses();
+  }
+
+  async function refreshTimelapses() {
+    let data;
+    try { data = await api('GET', 'api/timelapse'); } catch (e) { return; }
+    const movies = (data.files || []).slice().sort((a, b) => (b.date || 0) - (a.date || 0));
+    $('tl-card').hidden = !data.enabled && movies.length === 0;
+    $('tl-empty').hidden = movies.length > 0;
+    $('timelapses').replaceChildren(...movies.map(movieItem));
+  }
+
+  function movieItem(movie) {
+    const item = el('li');
+    item.append(el('span', 'name', movie.name), el('span', 'meta', String(movie.size || '')));
+    const link = el('a', 'link', 'Play');
+    const path = 'downloads/timelapse/' + encodeURIComponent(movie.name);
+    link.href = path;  // opened without the key it is refused: the click fetches it with the key
+    link.setAttribute('aria-label', 'Play ' + movie.name);
+    link.addEventListener('click', (event) => {
+      event.preventDefault();
+      act('Loading ' + movie.name, () => play(path, movie.name));
+    });
+    const actions = el('span', 'actions');
+    actions.append(link);
+    item.append(actions);
+    return item;
+  }
+
+  async function play(path, name) {
+    const headers = key ? {'X-Api-Key': key} : {};
+    const response = await fetch(path, {headers, cache: 'no-store', credentials: 'omit',
+      referrerPolicy: 'no-referrer'});
+    if (!response.ok) throw new ApiError(response.status, name + ': ' + response.status);
+    if (movieUrl) URL.revokeObjectURL(movieUrl);
+    movieUrl = URL.createObjectURL(await response.blob());
+    const video = $('tl-video');
+    video.src = movieUrl;
+    video.title = name;
+    video.hidden = false;
+    video.play().catch(() => { /* autoplay refused: the controls are there */ });
   }
 
   async function upload(files) {
