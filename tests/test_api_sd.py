@@ -125,3 +125,32 @@ async def test_sd_support_off(tmp_path):
         files = (await c.get("/api/files")).json()["files"]
         assert all(f["origin"] == "local" for f in files)
         assert (await c.get("/api/settings")).json()["feature"]["sdSupport"] is False
+
+
+async def test_select_then_start_pause_and_cancel_through_the_job(tmp_path):
+    async with serve_for_test(tmp_path, FAST) as srv:
+        c, control = srv.client, srv.service
+        await _until(lambda: control.sd.ready)
+        fw = control.session.virtual.firmware
+        fw.card.create("long.gco").data += sample_gcode(20000).encode()
+        assert (await c.post("/api/printer/sd", json={"command": "refresh"})).status_code == 204
+        await _listed(c, "long.gco")
+        r = await c.post("/api/files/sdcard/long.gco", json={"command": "select"})
+        assert r.status_code == 204, r.text
+        await _until(lambda: control.sd.selected is not None)
+        job = (await c.get("/api/job")).json()
+        assert job["state"] == "Operational"
+        assert (job["job"]["file"]["origin"], job["job"]["file"]["name"]) == ("sdcard",
+                                                                              "long.gco")
+        assert (await c.post("/api/job", json={"command": "start"})).status_code == 204
+        await _until(lambda: fw.card.printing)
+        assert (await c.post("/api/job", json={"command": "pause",
+                                               "action": "pause"})).status_code == 204
+        await _until(lambda: control.status().state.value == "Paused")
+        assert not fw.card.printing
+        assert (await c.post("/api/job", json={"command": "cancel"})).status_code == 204
+        await control.wait_job_end(10)
+        job = (await c.get("/api/job")).json()
+        assert job["job"]["file"]["origin"] == "sdcard" and job["state"] == "Operational"
+        assert job["progress"]["completion"] is None  # reset after a cancel, as OctoPrint
+        assert "M524" in fw.accepted
