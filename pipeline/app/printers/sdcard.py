@@ -120,6 +120,13 @@ class SdControl:
         card = self._card()
         return card.last_upload if card is not None else None
 
+    async def wait_until(self, predicate: Callable[[], bool],
+                         timeout: float) -> bool:  # noqa: ASYNC109 (answers whether it held)
+        """Wait until `predicate()` holds (checked as the printer's lines arrive, and at least
+        every 0.05 s); False when time ran out or no session is open."""
+        p = self._printer()
+        return p is not None and await p.wait_until(predicate, timeout, poll=0.05)
+
     async def wait_upload(self, timeout: float) -> tuple[str, str, str] | None:  # noqa: ASYNC109
         p = self._printer()
         return None if p is None else await p.wait_upload(timeout)
