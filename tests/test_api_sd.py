@@ -2,8 +2,8 @@
 virtual printer on a pty. An upload through `POST /api/files/sdcard` is stored locally and
 copied to the card exactly; the card's files are listed (alone and with the local ones),
 selected and printed with `/api/job` showing the SD job and its progress, deleted; the card
-released, refused while released, mounted again; and with SD support off the endpoints
-answer 404 and `/api/printer` has no `sd`."""
+released (the push stream's `sdReady` too), refused while released, mounted again; and with
+SD support off the endpoints answer 404 and `/api/printer` has no `sd`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import trio
 from http_fixtures import serve_for_test
 from test_e2e_sd import FAST
 
+from pipeline.app.http.push.sockjs import state_payload
 from pipeline.gcode import split_lines, strip_comment
 from pipeline.virtual.pair import sample_gcode
 
@@ -100,8 +101,10 @@ async def test_release_refresh_and_init(tmp_path):
     async with serve_for_test(tmp_path, FAST) as srv:
         c, control = srv.client, srv.service
         await _until(lambda: control.sd.ready)
+        assert state_payload(srv.api, control.status())["state"]["flags"]["sdReady"] is True
         assert (await c.post("/api/printer/sd", json={"command": "release"})).status_code == 204
         await _until(lambda: not control.sd.ready)
+        assert state_payload(srv.api, control.status())["state"]["flags"]["sdReady"] is False
         assert (await c.get("/api/printer/sd")).json() == {"ready": False}
         assert (await c.get("/api/printer")).json()["sd"] == {"ready": False}
         r = await c.post("/api/printer/sd", json={"command": "refresh"})
