@@ -136,13 +136,19 @@ async def test_select_then_start_pause_and_cancel_through_the_job(tmp_path):
         await _until(lambda: control.sd.ready)
         fw = control.session.virtual.firmware
         fw.card.create("long.gco").data += sample_gcode(20000).encode()
+        r = await c.post("/api/files/local", files={"file": ("small.gcode", b"G28\nG1 X1\n")},
+                         data={"print": "true"})
+        assert r.json()["effectivePrint"] is True
+        assert (await control.wait_job_end(10)).outcome.value == "done"
+        assert (await c.get("/api/job")).json()["job"]["file"]["origin"] == "local"
         assert (await c.post("/api/printer/sd", json={"command": "refresh"})).status_code == 204
         await _listed(c, "long.gco")
         r = await c.post("/api/files/sdcard/long.gco", json={"command": "select"})
         assert r.status_code == 204, r.text
         await _until(lambda: control.sd.selected is not None)
         job = (await c.get("/api/job")).json()
-        assert job["state"] == "Operational"
+        assert job["state"] == "Operational"  # the local print ended is no longer shown
+        assert job["progress"]["completion"] is None
         assert (job["job"]["file"]["origin"], job["job"]["file"]["name"]) == ("sdcard",
                                                                               "long.gco")
         assert (await c.post("/api/job", json={"command": "start"})).status_code == 204

@@ -445,9 +445,15 @@ class PrinterControl:
 
     # ---- state (snapshot.py) ---------------------------------------------------------------
     def status(self) -> Status:
-        return snapshot.status(self.config, self._core(), error=self.last_error,
-                               offsets=self.temperature_offsets, selected=self.selected,
-                               job_selection=self._job_selection, waiting=self._waiting)
+        status = snapshot.status(self.config, self._core(), error=self.last_error,
+                                 offsets=self.temperature_offsets, selected=self.selected,
+                                 job_selection=self._job_selection, waiting=self._waiting)
+        job, on_card = status.job, self.sd.selected
+        if (job is not None and not job.active and on_card is not None
+                and (job.file.origin, job.file.path) != ("sdcard", on_card.path)):
+            # another file was selected on the SD card since: the ended job is not shown
+            status = attrs.evolve(status, job=None)
+        return status
 
     def interrupted_print(self) -> dict[str, Any] | None:
         """The print a crash interrupted (file, line, filepos, z, time, and the problem that
