@@ -60,7 +60,7 @@ async def test_server_identity_endpoints(tmp_path):
         assert "version" in server and server["safemode"] is None
         settings = (await c.get("/api/settings")).json()
         uuid = settings["plugins"]["discovery"]["upnpUuid"]
-        assert settings["feature"]["sdSupport"] is False
+        assert settings["feature"]["sdSupport"] is True  # serial.sd.enabled by default
         assert settings["webcam"]["webcamEnabled"] is False
         assert settings["gcodeAnalysis"]["runAt"]
         assert (await c.get("/api/settings")).json()["plugins"]["discovery"]["upnpUuid"] == uuid

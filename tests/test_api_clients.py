@@ -99,7 +99,7 @@ def job_file(name: str) -> Callable[[httpx.Response], bool]:
 CURA_CONNECT = [
     Step("version", "GET", "/api/version", 200, lambda r: "server" in body(r)),
     Step("settings (validates the key)", "GET", "/api/settings", 200,
-         lambda r: body(r)["feature"]["sdSupport"] is False
+         lambda r: body(r)["feature"]["sdSupport"] is True
          and body(r)["webcam"]["webcamEnabled"] is False),
     Step("login", "POST", "/api/login", 200, lambda r: body(r)["name"] == "master",
          json={"passive": True}),

@@ -331,7 +331,7 @@ async def test_bad_requests(tmp_path):
         r = await srv.client.post("/api/files/local", data={"foldername": "f"}, files={
             "file": ("", b"")})
         assert r.status_code == 400
-        for url in ("/api/files/sdcard", "/api/files/sdcard/cube.gcode",
+        for url in ("/api/files/usb", "/api/files/sdcard/cube.gcode",
                     "/api/files/local/missing.gcode", "/downloads/files/local/missing.gcode"):
             assert (await srv.client.get(url)).status_code == 404, url
         r = await srv.client.post("/api/files/local", data={"foldername": "d"})

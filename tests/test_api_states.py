@@ -8,7 +8,7 @@ the selected file is shown as soon as it is selected, not the last job; a finish
 figures are frozen (100 %, the whole file, its time, nothing left); a cancelled or failed print
 resets the progress to nulls; a closed connection has no file; heaters appear in
 `/api/printer` only once the printer reported them; `state.error` is always there ("" when
-there is none); no `sd` without SD support; `job.user` is who started the print."""
+there is none); `sd: {ready}` (SD support is on by default); `job.user` is who started the print."""
 
 from __future__ import annotations
 
@@ -202,7 +202,8 @@ async def test_job_and_printer_answers_in_every_state(tmp_path, extra, setup, wa
         else:
             assert r.status_code == 200
             printer = r.json()
-            assert set(printer) == {"temperature", "state"}  # no sd without SD support
+            assert set(printer) == {"temperature", "state", "sd"}  # SD support is on
+            assert printer["sd"] == {"ready": printer["state"]["flags"]["sdReady"]}
             state = printer["state"]
             assert set(state) == {"text", "flags", "error"} and state["error"] == ""
             problems += check("printer.state.text", state["text"], want_printer["text"])

@@ -272,7 +272,7 @@ def test_it_sees_imports_under_type_checking_and_in_functions():
 
 # ---- the edges drive the printer through the control surface --------------------------------
 
-EDGE_MODULES = sorted([*(ROOT / "pipeline/app/http").glob("*.py"),
+EDGE_MODULES = sorted([*(ROOT / "pipeline/app/http").rglob("*.py"),
                        *(ROOT / "pipeline/app/cli").glob("*.py"),
                        *(ROOT / "pipeline/app/mqtt").glob("*.py"), ROOT / "pipeline/app/serve.py"])
 #: What only the session and the control surface may touch.

@@ -1,7 +1,8 @@
 """The `printpipe` command line: argument parsing, logging setup and one `trio.run` per command.
 
 Commands: `send` (connect, send G-code through the pipeline, print the replies), `print`
-(print a file with a progress bar), `recover` (resume a print a crash interrupted), `render`
+(print a file with a progress bar), `sd` (the printer's SD card: sdcard.py), `recover`
+(resume a print a crash interrupted), `render`
 (print what a G-code script renders to), `virtual` (serve the built-in virtual printer on a
 pty link for any host) -- each drives one printer, `--printer NAME` of a config of several --,
 `status` (one line per printer of a running service, over its API), `check` (validate a
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--printer", help=_PRINTER_HELP)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for answers")
     p.add_argument("gcode", nargs="+", help="commands, e.g. M115 'G28 X'")
+    p = sub.add_parser("sd", help="the printer's SD card: list, upload, print, delete")
+    p.add_argument("-c", "--config", help=_CONFIG_HELP)
+    p.add_argument("--printer", help=_PRINTER_HELP)
+    p.add_argument("action", choices=("list", "upload", "print", "delete"))
+    p.add_argument("arg", nargs="?", metavar="FILE|NAME",
+                   help="upload: the G-code file; print, delete: its name on the card")
     p = sub.add_parser("serve", help="run the service: printer, events and the HTTP API")
     p.add_argument("-c", "--config", help=_CONFIG_HELP)
     from pipeline.app.cli.keys import add_keys_parser
@@ -249,6 +256,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "recover":
         from pipeline.app.cli.printing import run_recover
         return trio.run(run_interruptible, partial(run_recover, config, args.file))
+    if args.command == "sd":
+        from pipeline.app.cli.sdcard import run_sd
+        return trio.run(run_interruptible, partial(run_sd, config, args.action, args.arg))
     if args.command == "render":
         from pipeline.app.cli.render import run_render
         return run_render(config, args.name, args.context)

@@ -126,17 +126,23 @@ def _stop_now(control: PrinterControl, interrupts: Interrupts, out: TextIO) -> N
     interrupts.stop()
 
 
-async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
-                    out: TextIO = sys.stdout) -> int:
+async def unprintable(path: str) -> str | None:
+    """Why the file at `path` cannot be printed (missing, not G-code text); None when it can.
+    Checked before connecting: nothing reaches the printer."""
     file = trio.Path(path)
     if not await file.is_file():
-        print(f"printpipe: no such file: {path}", file=sys.stderr)
-        return 2
+        return f"no such file: {path}"
     async with await file.open("rb") as f:
-        refused = not_gcode(path, await f.read(SNIFF))
-    if refused is not None:  # before connecting: nothing reaches the printer
+        return not_gcode(path, await f.read(SNIFF))
+
+
+async def run_print(config: HostConfig, path: str, interrupts: Interrupts, *,
+                    out: TextIO = sys.stdout) -> int:
+    refused = await unprintable(path)
+    if refused is not None:
         print(f"printpipe: {refused}", file=sys.stderr)
         return 2
+    file = trio.Path(path)
     async with open_service(config) as control:
         interrupts.on_first = partial(_stop_now, control, interrupts, out)
         interrupts.last_words = partial(control.cut, LAST_ACT + 0.5)

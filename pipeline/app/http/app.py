@@ -25,6 +25,7 @@ from pipeline.app.http import files, job, page, printer, stream, system
 from pipeline.app.http.camera import timelapse
 from pipeline.app.http.context import Api, HostCheck, KeyAuth
 from pipeline.app.http.push import login, sockjs
+from pipeline.app.http.sd import endpoints as sdcard
 from pipeline.app.http.support import BadRequest, BodyLimit, NormalizePaths, json_error
 from pipeline.errors import CommandRefused
 
@@ -56,8 +57,8 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(api: Api, body_limit: int) -> ASGIApp:
-    routes = (printer.ROUTES + job.ROUTES + files.ROUTES + stream.ROUTES + login.ROUTES
-              + sockjs.ROUTES + system.ROUTES + timelapse.ROUTES + page.routes())
+    routes = (printer.ROUTES + job.ROUTES + sdcard.ROUTES + files.ROUTES + stream.ROUTES
+              + login.ROUTES + sockjs.ROUTES + system.ROUTES + timelapse.ROUTES + page.routes())
     app = Starlette(routes=routes, exception_handlers={
         BadRequest: _bad_request, CommandRefused: _refused, HTTPException: _http_error,
         Exception: _server_error})

@@ -93,7 +93,7 @@ def _under(path: str | None, rel: str) -> bool:
 def _local(request: Request) -> None:
     location = request.path_params.get("location", ORIGIN)
     if location != ORIGIN:
-        raise BadRequest(f"no such file location {location!r} (only 'local' exists)",
+        raise BadRequest(f"no such file location {location!r} (local or sdcard)",
                          status=404)
 
 
@@ -172,6 +172,12 @@ def _created(request: Request, body: dict[str, Any], entry: Entry) -> JSONRespon
 
 # ---- endpoints -------------------------------------------------------------------------------
 async def list_files(request: Request) -> Response:
+    return JSONResponse(await local_listing(request))
+
+
+async def local_listing(request: Request) -> dict[str, Any]:
+    """The stored files as `/api/files/local` lists them (`/api/files` adds the SD card's:
+    sd/endpoints.py), with the free and total space."""
     _local(request)
     api = api_of(request)
     recursive = _flag(request.query_params.get("recursive"), "recursive")
@@ -179,8 +185,7 @@ async def list_files(request: Request) -> Response:
         entries = await trio.to_thread.run_sync(partial(api.storage.listing,
                                                         recursive=recursive))
     free, total = await trio.to_thread.run_sync(api.storage.disk_usage)
-    return JSONResponse({"files": [describe(request, e) for e in entries],
-                         "free": free, "total": total})
+    return {"files": [describe(request, e) for e in entries], "free": free, "total": total}
 
 
 async def _small_form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
@@ -206,7 +211,7 @@ async def upload(request: Request) -> Response:
     form = await receive_upload(request, api.storage.root, prefix=TEMP_PREFIX)
     try:
         if form.temp_path is not None:
-            return await _add_upload(request, api, form.filename, form.temp_path, form.fields)
+            return await add_upload(request, api, form.filename, form.temp_path, form.fields)
         if "foldername" in form.fields:
             return _add_folder(request, api, form.fields)
         raise BadRequest("the form has neither a 'file' part nor a 'foldername' field")
@@ -223,7 +228,7 @@ def _add_folder(request: Request, api: Api, fields: Mapping[str, str]) -> Respon
     return _created(request, {"done": True, "folder": abridged(request, entry)}, entry)
 
 
-async def _add_upload(request: Request, api: Api, filename: str | None, temp: str,
+async def add_upload(request: Request, api: Api, filename: str | None, temp: str,
                       fields: Mapping[str, str]) -> Response:
     storage, state = api.storage, files_of(api)
     if not filename:

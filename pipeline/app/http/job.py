@@ -50,12 +50,15 @@ def job_of(api: Api, status: Status) -> dict[str, Any]:
         info = (f.name, f.path, f.origin, f.size, f.user)
     elif sel is not None:
         info = (sel.name, sel.path, sel.origin, sel.size, sel.user)
+    elif (sd := api.control.sd.selected) is not None:  # selected on the card, not printed yet
+        info = (sd.path, sd.path, "sdcard", sd.size, None)
     if info is None:
         return {"file": dict.fromkeys(_FILE_KEYS), "estimatedPrintTime": None,
                 "averagePrintTime": None, "lastPrintTime": None, "filament": None,
                 "user": None}
     name, path, origin, size, user = info
-    date, display, analysis = _file_facts(api, path)
+    date, display, analysis = (_file_facts(api, path) if origin == "local"
+                               else (None, None, {}))
     history = api.control.history
     stats = history.of(path, origin) if history is not None else None
     return {"file": {"name": name, "path": path, "display": display or name, "origin": origin,

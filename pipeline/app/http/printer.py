@@ -68,7 +68,7 @@ async def settings(request: Request) -> Response:
     return JSONResponse({
         "api": {"allowCrossOrigin": False},
         "appearance": {"name": "printpipe"},
-        "feature": {"sdSupport": False, "temperatureGraph": False},
+        "feature": {"sdSupport": api.control.sd.enabled, "temperatureGraph": False},
         "folder": {"uploads": api.storage.root},
         "gcodeAnalysis": {"runAt": "idle"},
         "plugins": {"discovery": {"upnpUuid": api.uuid}},
@@ -127,7 +127,7 @@ async def connection_post(request: Request) -> Response:
 
 
 # ---- printer ------------------------------------------------------------------------------
-def _flags(state: S | None, error: bool) -> dict[str, bool]:
+def _flags(state: S | None, error: bool, sd_ready: bool = False) -> dict[str, bool]:
     return {"operational": state is not None and state not in (S.OFFLINE, S.CONNECTING, S.ERROR,
                                                                S.CLOSED_WITH_ERROR),
             "printing": state in (S.PRINTING, S.STARTING, S.FINISHING),
@@ -137,24 +137,29 @@ def _flags(state: S | None, error: bool) -> dict[str, bool]:
             "ready": state is S.OPERATIONAL,
             "error": state in (S.ERROR, S.CLOSED_WITH_ERROR) or error,
             "closedOrError": state in (None, S.OFFLINE, S.ERROR, S.CLOSED_WITH_ERROR) or error,
-            "sdReady": False}
+            "sdReady": sd_ready}
 
 
-def printer_state(status: Status) -> dict[str, Any]:
+def printer_state(status: Status, sd_ready: bool = False) -> dict[str, Any]:
     """OctoPrint's state object: its text, flags and the error ("" when there is none)."""
     state = status.state if status.connected else None
-    return {"text": status.state.value, "flags": _flags(state, False),
+    return {"text": status.state.value, "flags": _flags(state, False, sd_ready),
             "error": status.error or ""}
 
 
 async def printer_get(request: Request) -> Response:
     """OctoPrint's printer state: heaters once the printer reported them (none before its
-    first temperature report), no `sd` (printpipe has no SD support, which OctoPrint then
-    leaves out), the state with its flags."""
-    status = api_of(request).control.status()
+    first temperature report), `sd: {ready}` when SD support is on (OctoPrint leaves it out
+    otherwise), the state with its flags."""
+    control = api_of(request).control
+    status = control.status()
     if not status.connected:
         raise BadRequest("the printer is not operational", status=409)
-    out: dict[str, Any] = {"temperature": status.temperatures, "state": printer_state(status)}
+    sd = control.sd
+    out: dict[str, Any] = {"temperature": status.temperatures,
+                           "state": printer_state(status, sd.ready)}
+    if sd.enabled:
+        out["sd"] = {"ready": sd.ready}
     if status.plugins:
         out["plugins"] = status.plugins  # printer.additional_state_data
     exclude = {x.strip() for x in request.query_params.get("exclude", "").split(",")}

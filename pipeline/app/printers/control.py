@@ -25,6 +25,7 @@ import trio
 from pipeline.app.paths import config_relative, state_folder
 from pipeline.app.printers import snapshot
 from pipeline.app.printers.recovery import Recovery
+from pipeline.app.printers.sdcard import SdControl
 from pipeline.app.printers.session import PrinterSession, offline_core, render_script
 from pipeline.app.printers.status import Selection, Status
 from pipeline.app.reload import Reloader, ReloadReport
@@ -116,6 +117,10 @@ class PrinterControl:
         self._session = PrinterSession(self.label, nursery, self.recovery, self._open,
                                        on_open=self._opened, on_end=self.deselect,
                                        failure=failure)
+        #: The printer's SD card (sdcard.py); selecting a file on it forgets the local one.
+        self.sd = SdControl(lambda: self._session.printer,
+                            enabled=lambda: self.config.serial.sd.enabled,
+                            local_selected=self._forget_local)
 
     # ---- events and configuration ---------------------------------------------------------
     def publish(self, event: Event | str, payload: dict[str, Any] | None = None) -> None:
@@ -286,10 +291,18 @@ class PrinterControl:
             self.selected = None
             self.publish(Event.FILE_DESELECTED)
 
+    def _forget_local(self) -> None:
+        self.selected = self._job_selection = None
+
     async def start(self, user: str | None = None) -> None:
-        """Print the selected file; JobStateError when no file or no ready printer. `user`
-        (who starts it: a key's name, `cli`, `mqtt`) is the job's user from now on."""
+        """Print the selected file (a file selected on the SD card prints from there);
+        JobStateError when no file or no ready printer. `user` (who starts it: a key's name,
+        `cli`, `mqtt`) is the job's user from now on."""
         sel = self.selected
+        if sel is None and self.sd.selected is not None:
+            self._ready(starting=True)
+            self.sd.start(user)
+            return
         if sel is None:
             raise JobStateError("no file is selected")
         printer = self._ready(starting=True)
@@ -432,9 +445,15 @@ class PrinterControl:
 
     # ---- state (snapshot.py) ---------------------------------------------------------------
     def status(self) -> Status:
-        return snapshot.status(self.config, self._core(), error=self.last_error,
-                               offsets=self.temperature_offsets, selected=self.selected,
-                               job_selection=self._job_selection, waiting=self._waiting)
+        status = snapshot.status(self.config, self._core(), error=self.last_error,
+                                 offsets=self.temperature_offsets, selected=self.selected,
+                                 job_selection=self._job_selection, waiting=self._waiting)
+        job, on_card = status.job, self.sd.selected
+        if (job is not None and not job.active and on_card is not None
+                and (job.file.origin, job.file.path) != ("sdcard", on_card.path)):
+            # another file was selected on the SD card since: the ended job is not shown
+            status = attrs.evolve(status, job=None)
+        return status
 
     def interrupted_print(self) -> dict[str, Any] | None:
         """The print a crash interrupted (file, line, filepos, z, time, and the problem that

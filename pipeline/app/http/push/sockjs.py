@@ -83,7 +83,7 @@ def state_payload(api: Api, status: Status) -> dict[str, Any]:
     `/api/job` answer with."""
     stats = api.control.statistics()
     sent, resends = (stats.lines_sent, stats.resends) if stats else (0, 0)
-    out = {"state": printer_state(status), "job": job_of(api, status),
+    out = {"state": printer_state(status, api.control.sd.ready), "job": job_of(api, status),
            "progress": progress_of(status),
            "currentZ": api.control.current_z, "offsets": dict(api.control.temperature_offsets),
            "resends": {"count": resends, "transmitted": sent,
