@@ -239,16 +239,13 @@ class HostCore:
             if not text:
                 return False
             cmd = Command.parse(text, cmd_type=cmd_type, tags=tags)
+        try:  # read as the firmware will, as it enters (`m112` is M112); the wire checks again
+            cmd = self.guard.entering(cmd)
+        except Refused as exc:
+            self._refuse(cmd, str(exc))
+            return False
         if not (self.operational or cmd.gcode in self._emergency):
             return False
-        if cmd.gcode is not None or not cmd.line.startswith("@"):
-            try:  # read as the firmware will, as it enters; the wire checks again
-                cmd = self.guard.entering(cmd)
-            except Refused as exc:
-                self._refuse(cmd, str(exc))
-                return False
-            if not (self.operational or cmd.gcode in self._emergency):
-                return False
         queued = False
         for c in self._queuing(cmd):
             if self.queues.put(c, part_of_job=part_of_job):
