@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
+from pipeline.app.http.support import BadRequest, parse_json
+
 #: Seconds without a frame after which a SockJS socket sends a heartbeat (SockJS's 25 s).
 HEARTBEAT = 25.0
 
@@ -69,9 +71,9 @@ class SockJS(Raw):
     def messages(self, data: bytes) -> list[bytes]:
         """The strings of a client's frame (a JSON array of strings, or one string); a frame
         that is neither yields itself, so the socket ignores it as any malformed message."""
-        try:
-            frame = json.loads(data) if data else []
-        except ValueError:
+        try:  # bounded depth, no lone surrogates: a hostile frame is just malformed
+            frame = parse_json(data, 2) if data else []
+        except BadRequest:
             return [data]
         if isinstance(frame, str):
             frame = [frame]
